@@ -1,0 +1,37 @@
+"""lsmtrie: LSM-trie (Wu, Xu, Shao, Jiang, USENIX ATC 2015) as a Python package with a C core.
+
+This release provides the foundation: key hashing (`lsmtrie.hashing`) and HTables
+(`lsmtrie.htable`), the immutable 4 KB-bucket hash tables the store is built from.
+"""
+
+from . import _binding
+from .errors import (
+    ClosedError,
+    CorruptionError,
+    DiskFullError,
+    Error,
+    InvalidArgumentError,
+    ItemTooLargeError,
+    LockError,
+    StorageError,
+    VersionError,
+)
+from .htable import BuildStats, HTable, HTableBuilder, Lookup, TableOptions, build_htable
+
+__version__ = "0.1.0"
+
+_core_version = _binding.ffi.string(_binding.lib.ltr_version()).decode()
+if _core_version != __version__:
+    raise ImportError(f"lsmtrie {__version__} found a C core of version {_core_version}; rebuild it")
+
+BUCKET_SIZE = _binding.lib.LTR_BUCKET_SIZE
+BUCKET_PAYLOAD = _binding.lib.LTR_BUCKET_PAYLOAD
+MAX_KEY_BYTES = _binding.lib.LTR_MAX_KEY
+MAX_VALUE_BYTES = _binding.lib.LTR_MAX_VALUE
+
+__all__ = [
+    "BUCKET_SIZE", "BUCKET_PAYLOAD", "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
+    "BuildStats", "HTable", "HTableBuilder", "Lookup", "TableOptions", "build_htable",
+    "ClosedError", "CorruptionError", "DiskFullError", "Error", "InvalidArgumentError",
+    "ItemTooLargeError", "LockError", "StorageError", "VersionError",
+]

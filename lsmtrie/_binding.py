@@ -1,0 +1,115 @@
+"""The raw binding: the only module that touches cffi (`lsmtrie._native`).
+
+It maps C status codes to exceptions, turns packed numpy batches into C pointers, and wraps C
+handles so that they close exactly once and never while a call is using them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import errors
+from ._native import ffi, lib
+
+__all__ = ["ffi", "lib", "check", "Handle", "fault_set", "ptr_u8", "ptr_i64", "ptr_i8"]
+
+
+def _raise_for(rc: int) -> None:
+    message = ffi.string(lib.ltr_last_error()).decode("utf-8", "replace")
+    message = message or ffi.string(lib.ltr_strerror(rc)).decode()
+    if rc == lib.LTR_ENOSPC:
+        raise errors.DiskFullError(lib.ltr_last_errno(), message)
+    if rc == lib.LTR_EIO:
+        raise errors.StorageError(lib.ltr_last_errno(), message)
+    if rc == lib.LTR_ENOMEM:
+        raise MemoryError(message)
+    cls = {
+        lib.LTR_ECORRUPT: errors.CorruptionError,
+        lib.LTR_EVERSION: errors.VersionError,
+        lib.LTR_ETOOBIG: errors.ItemTooLargeError,
+        lib.LTR_EINVAL: errors.InvalidArgumentError,
+    }.get(rc, errors.Error)
+    raise cls(message)
+
+
+def check(rc: int) -> int:
+    """Returns rc when it is not an error status, raises the matching exception otherwise."""
+    if rc < 0 and rc != lib.LTR_EAGAIN:
+        _raise_for(rc)
+    return rc
+
+
+class Handle:
+    """Owns one C handle. `with handle as ptr:` yields the pointer for one call and keeps
+    `close()` from freeing it until every such call has returned (cffi releases the GIL, so
+    another thread may close while a call runs)."""
+
+    def __init__(self, ptr, destructor, what: str):
+        self._ptr = ptr
+        self._destructor = destructor
+        self._what = what
+        self._users = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def __enter__(self):
+        with self._cond:
+            if self._ptr is None:
+                raise errors.ClosedError(f"{self._what} is closed")
+            self._users += 1
+            return self._ptr
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._users -= 1
+            if self._users == 0:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            ptr, self._ptr = self._ptr, None
+            if ptr is None:
+                return
+            while self._users:
+                self._cond.wait()
+        self._destructor(ptr)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing sensible to do
+            pass
+
+
+_FAULT_OPS = {"write": 1, "fsync": 2}
+
+
+def fault_set(op: str, after: int, err: int) -> None:
+    """Test hook: after `after` more successful `op` calls ("write" or "fsync"), fail with errno
+    `err` until called again with err=0. Process-wide."""
+    lib.ltr_fault_set(_FAULT_OPS[op], after, err)
+
+
+def ptr_u8(a: np.ndarray):
+    return ffi.cast("uint8_t *", ffi.from_buffer(a))
+
+
+def ptr_i64(a: np.ndarray):
+    return ffi.cast("int64_t *", ffi.from_buffer(a))
+
+
+def ptr_i8(a: np.ndarray):
+    return ffi.cast("int8_t *", ffi.from_buffer(a))
+
+
+def take_buf(buf) -> bytes:
+    """Copies an ltr_buf's bytes out and frees it."""
+    try:
+        return bytes(ffi.buffer(buf.data, buf.len)) if buf.len else b""
+    finally:
+        lib.ltr_buf_free(buf)

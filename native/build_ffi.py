@@ -1,0 +1,34 @@
+"""cffi builder of lsmtrie's C core, in out-of-line API mode.
+
+The cdef is the region of native/include/lsmtrie.h between the cdef markers, read verbatim,
+so the header is the single description of the C API.
+"""
+
+import pathlib
+
+from cffi import FFI
+
+HERE = pathlib.Path(__file__).resolve().parent
+HEADER = HERE / "include" / "lsmtrie.h"
+SOURCES = sorted((HERE / "src").glob("*.c"))
+
+
+def _cdef() -> str:
+    text = HEADER.read_text()
+    start = text.index("/* cdef-begin */") + len("/* cdef-begin */")
+    return text[start : text.index("/* cdef-end */")]
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef())
+ffibuilder.set_source(
+    "lsmtrie._native",
+    '#include "lsmtrie.h"',
+    sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
+    include_dirs=[str(HERE / "include"), str(HERE / "src")],
+    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    libraries=["m"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

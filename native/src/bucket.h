@@ -1,0 +1,39 @@
+/* bucket.h: item records and the 4096-byte bucket page (docs/format/htable.md). */
+#ifndef LTR_BUCKET_H
+#define LTR_BUCKET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct item_view {
+    const uint8_t *key;
+    const uint8_t *value; /* NULL for a tombstone */
+    uint32_t klen;
+    uint32_t vlen;
+    int deleted;
+} item_view;
+
+typedef struct bucket_footer {
+    uint16_t count;
+    uint16_t used;
+    uint16_t target;
+    uint16_t flags;
+    uint32_t hashmark;
+} bucket_footer;
+
+size_t item_size(uint32_t klen, uint32_t vlen, int deleted);
+size_t item_encode(uint8_t *p, const uint8_t *key, uint32_t klen, const uint8_t *value,
+                   uint32_t vlen, int deleted);
+/* Decodes one item from [p, end); returns its size, or 0 if it is malformed. */
+size_t item_decode(const uint8_t *p, const uint8_t *end, item_view *it);
+
+/* Writes the footer and the checksum of a page whose items are already in place. */
+void bucket_seal(uint8_t *page, uint32_t index, const bucket_footer *f);
+/* Verifies the checksum and footer of page `index`; LTR_ECORRUPT names path and offset. */
+int bucket_check(const uint8_t *page, uint32_t index, uint32_t buckets, bucket_footer *f,
+                 const char *path);
+/* Looks for key in a checked page: 1 and *out when found, 0 when not, LTR_ECORRUPT. */
+int bucket_find(const uint8_t *page, const bucket_footer *f, const uint8_t *key, uint32_t klen,
+                item_view *out, const char *path, uint32_t index);
+
+#endif

@@ -1,0 +1,216 @@
+/* htable_build.c: staging a table's items. Items are hashed as they arrive, deduplicated (a
+ * later write of a key replaces the earlier one, which is what compaction needs when it feeds
+ * tables oldest first), and admitted until the fill budget is reached. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bucket.h"
+#include "htable_build.h"
+
+void ltr_table_opts_default(ltr_table_opts *o)
+{
+    o->buckets = 8191;
+    o->fill = 0.95;
+    o->bloom_bits_per_key = 16;
+    o->hash_seed = 0;
+    o->max_cached_records = 2048;
+    o->sync = 1;
+}
+
+static int opts_check(const ltr_table_opts *o)
+{
+    if (o->buckets < 1 || o->buckets > LTR_MAX_BUCKETS)
+        return ltr_fail(LTR_EINVAL, "buckets must be 1..%d, got %u", LTR_MAX_BUCKETS, o->buckets);
+    if (!(o->fill > 0.0 && o->fill <= 1.0))
+        return ltr_fail(LTR_EINVAL, "fill must be in (0, 1], got %g", o->fill);
+    if (o->bloom_bits_per_key > 64)
+        return ltr_fail(LTR_EINVAL, "bloom_bits_per_key must be 0..64, got %u",
+                        o->bloom_bits_per_key);
+    return LTR_OK;
+}
+
+int ltr_hbuild_new(const ltr_table_opts *o, ltr_hbuild **out)
+{
+    *out = NULL;
+    int rc = opts_check(o);
+    if (rc)
+        return rc;
+    ltr_hbuild *b = calloc(1, sizeof *b);
+    if (!b)
+        return ltr_fail(LTR_ENOMEM, "out of memory creating a builder");
+    b->o = *o;
+    b->capacity = (uint64_t)(o->fill * o->buckets * LTR_BUCKET_PAYLOAD);
+    *out = b;
+    return LTR_OK;
+}
+
+void ltr_hbuild_free(ltr_hbuild *b)
+{
+    if (!b)
+        return;
+    ltr_buf_free(&b->arena);
+    free(b->items);
+    free(b->hash);
+    free(b->slots);
+    free(b);
+}
+
+uint64_t ltr_hbuild_items(const ltr_hbuild *b) { return b->n; }
+uint64_t ltr_hbuild_data_bytes(const ltr_hbuild *b) { return b->data_bytes; }
+uint64_t ltr_hbuild_capacity(const ltr_hbuild *b) { return b->capacity; }
+
+static int grow_items(ltr_hbuild *b)
+{
+    if (b->n < b->cap)
+        return LTR_OK;
+    size_t cap = b->cap ? b->cap * 2 : 1024;
+    staged *it = realloc(b->items, cap * sizeof *it);
+    if (it)
+        b->items = it;
+    key_hash *h = realloc(b->hash, cap * sizeof *h);
+    if (h)
+        b->hash = h;
+    if (!it || !h)
+        return ltr_fail(LTR_ENOMEM, "out of memory staging %zu items", cap);
+    b->cap = cap;
+    return LTR_OK;
+}
+
+static size_t slot_of(const ltr_hbuild *b, key_hash h)
+{
+    return (size_t)(h.h2 ^ (h.h1 >> 17)) & (b->nslots - 1);
+}
+
+static int grow_slots(ltr_hbuild *b)
+{
+    if (b->nslots >= 2 * (b->n + 1))
+        return LTR_OK;
+    size_t ns = b->nslots ? b->nslots * 2 : 2048;
+    uint32_t *s = calloc(ns, sizeof *s);
+    if (!s)
+        return ltr_fail(LTR_ENOMEM, "out of memory indexing %zu items", b->n);
+    free(b->slots);
+    b->slots = s;
+    b->nslots = ns;
+    for (size_t i = 0; i < b->n; i++) {
+        size_t j = slot_of(b, b->hash[i]);
+        while (s[j])
+            j = (j + 1) & (ns - 1);
+        s[j] = (uint32_t)i + 1;
+    }
+    return LTR_OK;
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static size_t find_slot(const ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen)
+{
+    size_t j = slot_of(b, h);
+    while (b->slots[j]) {
+        const staged *s = &b->items[b->slots[j] - 1];
+        const key_hash *g = &b->hash[b->slots[j] - 1];
+        if (g->h1 == h.h1 && g->h2 == h.h2 && s->klen == klen &&
+            memcmp(b->arena.data + s->koff, key, klen) == 0)
+            return j;
+        j = (j + 1) & (b->nslots - 1);
+    }
+    return j;
+}
+
+static int validate(const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
+                    const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
+                    const uint8_t *deleted, size_t n)
+{
+    int rc = batch_check(koffs, n, klen_total, "keys");
+    if (!rc)
+        rc = batch_check(voffs, n, vlen_total, "values");
+    if (rc)
+        return rc;
+    if ((n && !kdata && koffs[n] > koffs[0]) || (n && !vdata && voffs[n] > voffs[0]))
+        return ltr_fail(LTR_EINVAL, "missing key or value data");
+    for (size_t i = 0; i < n; i++) {
+        int64_t kl = koffs[i + 1] - koffs[i], vl = voffs[i + 1] - voffs[i];
+        if (kl > LTR_MAX_KEY)
+            return ltr_fail(LTR_ETOOBIG, "key %zu is %lld bytes; the limit is %d bytes", i,
+                            (long long)kl, LTR_MAX_KEY);
+        if (vl > LTR_MAX_VALUE && !(deleted && deleted[i]))
+            return ltr_fail(LTR_ETOOBIG, "value %zu is %lld bytes; the limit is %d bytes", i,
+                            (long long)vl, LTR_MAX_VALUE);
+    }
+    return LTR_OK;
+}
+
+/* Admits one item unless the budget forbids it: 1 added, 0 refused (full), <0 error. */
+static int stage_one(ltr_hbuild *b, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                     uint32_t vlen, int del)
+{
+    uint8_t d[16];
+    ltr_murmur3_128(key, klen, b->o.hash_seed, d);
+    key_hash h = hb_from_digest(d);
+    uint32_t size = (uint32_t)item_size(klen, del ? 0 : vlen, del);
+    int rc = grow_slots(b);
+    if (rc)
+        return rc;
+    size_t j = find_slot(b, h, key, klen);
+    staged *old = b->slots[j] ? &b->items[b->slots[j] - 1] : NULL;
+    uint64_t after = b->data_bytes - (old ? old->size : 0) + size;
+    if (after > b->capacity && b->n > 0 && (!old || size > old->size))
+        return 0;
+    if ((rc = buf_reserve(&b->arena, (uint64_t)klen + (del ? 0 : vlen))))
+        return rc;
+    if (!old) {
+        if ((rc = grow_items(b)))
+            return rc;
+        old = &b->items[b->n];
+        b->hash[b->n] = h;
+        old->koff = b->arena.len;
+        old->klen = klen;
+        buf_append(&b->arena, key, klen);
+        b->slots[j] = (uint32_t)++b->n;
+    }
+    old->voff = b->arena.len;
+    old->vlen = del ? 0 : vlen;
+    old->deleted = (uint8_t)(del != 0);
+    old->size = size;
+    if (!del)
+        buf_append(&b->arena, val, vlen);
+    b->data_bytes = after;
+    return 1;
+}
+
+int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
+                   const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
+                   const uint8_t *deleted, size_t n, size_t *n_added)
+{
+    *n_added = 0;
+    if (b->finished)
+        return ltr_fail(LTR_EINVAL, "the builder has already written its table");
+    int rc = validate(kdata, koffs, klen_total, vdata, voffs, vlen_total, deleted, n);
+    if (rc)
+        return rc;
+    static const uint8_t none[1];
+    kdata = kdata ? kdata : none; /* all-empty batches may come without a buffer */
+    vdata = vdata ? vdata : none;
+    for (size_t i = 0; i < n; i++) {
+        int del = deleted && deleted[i];
+        rc = stage_one(b, kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
+                       vdata + voffs[i], (uint32_t)(voffs[i + 1] - voffs[i]), del);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            break;
+        ++*n_added;
+    }
+    return LTR_OK;
+}
+
+int ltr_hbuild_finish(ltr_hbuild *b, const char *path, ltr_build_stats *st)
+{
+    if (b->finished)
+        return ltr_fail(LTR_EINVAL, "the builder has already written its table");
+    if (b->n > UINT32_MAX / 2)
+        return ltr_fail(LTR_EINVAL, "too many items for one table");
+    int rc = htable_write(b, path, st);
+    if (!rc)
+        b->finished = 1;
+    return rc;
+}

@@ -1,0 +1,33 @@
+/* htable_build.h: the builder's staged items, shared by htable_build.c (staging) and
+ * htable_write.c (placing and writing the file). */
+#ifndef LTR_HTABLE_BUILD_H
+#define LTR_HTABLE_BUILD_H
+
+#include "hashbits.h"
+#include "ltr_int.h"
+
+typedef struct staged {
+    uint64_t koff; /* key bytes in the arena */
+    uint64_t voff; /* value bytes in the arena */
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t size; /* encoded size */
+    uint8_t deleted;
+} staged;
+
+struct ltr_hbuild {
+    ltr_table_opts o;
+    ltr_buf arena;       /* key and value bytes; replaced values stay as garbage */
+    staged *items;
+    key_hash *hash;      /* parallel to items */
+    size_t n, cap;
+    uint32_t *slots;     /* open addressing: item index + 1, 0 = empty */
+    size_t nslots;       /* power of two, at least twice n */
+    uint64_t data_bytes; /* sum of encoded sizes of the live items */
+    uint64_t capacity;   /* fill budget in bytes */
+    int finished;
+};
+
+int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st);
+
+#endif

@@ -1,0 +1,463 @@
+/* htable_read.c: opening and validating an HTable, and looking keys up. A lookup costs one bucket
+ * read in the common case: the filter answers most absent keys from memory, the cached HashMark
+ * records send migrated keys straight to their bucket, and every page read is checksummed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bloom.h"
+#include "coding.h"
+#include "hashbits.h"
+#include "htable_format.h"
+#include "htable_read.h"
+#include "io.h"
+
+/* ---- opening ---- */
+
+static int parse_footer(ltr_htable *t, const uint8_t *ft)
+{
+    const char *p = t->path;
+    if (memcmp(ft + FT_MAGIC, HT_MAGIC, 8) != 0)
+        return ltr_fail(LTR_ECORRUPT, "%s is not an HTable (bad magic)", p);
+    if (get_u32(ft + FT_FOOTER_CRC) != ltr_crc32c(0, ft, FT_FOOTER_CRC))
+        return ltr_fail(LTR_ECORRUPT, "%s: footer checksum mismatch", p);
+    if (get_u16(ft + FT_VERSION) != HT_VERSION)
+        return ltr_fail(LTR_EVERSION, "%s: format version %u, this build reads version %d", p,
+                        get_u16(ft + FT_VERSION), HT_VERSION);
+    t->buckets = get_u32(ft + FT_BUCKETS);
+    t->seed = get_u32(ft + FT_SEED);
+    t->bloom_bits = get_u32(ft + FT_BLOOM_BITS);
+    t->probes = get_u32(ft + FT_BLOOM_PROBES);
+    t->items = get_u64(ft + FT_ITEMS);
+    t->tombstones = get_u64(ft + FT_TOMBSTONES);
+    t->data_bytes = get_u64(ft + FT_DATA_BYTES);
+    t->ovf_off = get_u64(ft + FT_OVF_OFFSET);
+    t->ovf_bytes = get_u64(ft + FT_OVF_BYTES);
+    t->ovf_items = get_u32(ft + FT_OVF_ITEMS);
+    t->records = get_u32(ft + FT_RECORDS);
+    t->built_cached = get_u32(ft + FT_CACHED);
+    uint64_t trailer = get_u64(ft + FT_TRAILER_OFFSET);
+    if (get_u16(ft + FT_FOOTER_SIZE) != HT_FOOTER_SIZE ||
+        get_u32(ft + FT_BUCKET_SIZE) != LTR_BUCKET_SIZE || t->buckets < 1 ||
+        t->buckets > LTR_MAX_BUCKETS || t->bloom_bits > 64 || t->probes > 30 ||
+        (t->bloom_bits && !t->probes) || t->built_cached > t->records ||
+        t->records > t->buckets || t->ovf_off != (uint64_t)t->buckets * LTR_BUCKET_SIZE ||
+        trailer != t->ovf_off + t->ovf_bytes || trailer > t->file_bytes - HT_FOOTER_SIZE ||
+        t->tombstones > t->items)
+        return ltr_fail(LTR_ECORRUPT, "%s: footer fields are inconsistent", p);
+    return LTR_OK;
+}
+
+static int by_source(const void *a, const void *b)
+{
+    uint32_t x = get_u16(a), y = get_u16(b);
+    return x < y ? -1 : x > y;
+}
+
+/* Keeps the first `keep` records of the trailer (the most useful), sorted by source. */
+static int load_records(ltr_htable *t, uint8_t *rec, uint32_t keep)
+{
+    for (uint32_t r = 0; r < t->records; r++) {
+        uint32_t s = get_u16(rec + r * HT_RECORD_SIZE), d = get_u16(rec + r * HT_RECORD_SIZE + 2);
+        if (s >= t->buckets || d >= t->buckets || s == d)
+            return ltr_fail(LTR_ECORRUPT, "%s: migration record %u is invalid", t->path, r);
+    }
+    qsort(rec, keep, HT_RECORD_SIZE, by_source);
+    t->ncached = keep;
+    t->rec_src = malloc(2 * (keep + 1));
+    t->rec_dst = malloc(2 * (keep + 1));
+    t->rec_mark = malloc(4 * (keep + 1));
+    if (!t->rec_src || !t->rec_dst || !t->rec_mark)
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", t->path);
+    for (uint32_t r = 0; r < keep; r++) {
+        t->rec_src[r] = get_u16(rec + r * HT_RECORD_SIZE);
+        t->rec_dst[r] = get_u16(rec + r * HT_RECORD_SIZE + 2);
+        t->rec_mark[r] = get_u32(rec + r * HT_RECORD_SIZE + 4);
+        if (r && t->rec_src[r] == t->rec_src[r - 1])
+            return ltr_fail(LTR_ECORRUPT, "%s: two records for bucket %u", t->path, t->rec_src[r]);
+    }
+    return LTR_OK;
+}
+
+static int load_overflow_index(ltr_htable *t, const uint8_t *e)
+{
+    uint32_t n = t->ovf_items;
+    t->ovf_h2 = malloc(8 * (n + 1));
+    t->ovf_at = malloc(8 * (n + 1));
+    t->ovf_len = malloc(4 * (n + 1));
+    if (!t->ovf_h2 || !t->ovf_at || !t->ovf_len)
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", t->path);
+    for (uint32_t j = 0; j < n; j++, e += HT_OVF_ENTRY_SIZE) {
+        t->ovf_h2[j] = get_u64(e);
+        t->ovf_at[j] = get_u64(e + 8);
+        t->ovf_len[j] = get_u32(e + 16);
+        if (t->ovf_len[j] < 6 || t->ovf_at[j] < t->ovf_off ||
+            t->ovf_at[j] + t->ovf_len[j] > t->ovf_off + t->ovf_bytes ||
+            (j && t->ovf_h2[j] < t->ovf_h2[j - 1]))
+            return ltr_fail(LTR_ECORRUPT, "%s: overflow index entry %u is invalid", t->path, j);
+    }
+    return LTR_OK;
+}
+
+static int load_filters(ltr_htable *t, const uint8_t *offs, const uint8_t *bits, size_t nbits)
+{
+    uint32_t nb = t->buckets;
+    for (uint32_t k = 0; k < nb; k++)
+        if (get_u32(offs + 4 * k) > get_u32(offs + 4 * (k + 1)))
+            return ltr_fail(LTR_ECORRUPT, "%s: filter offsets decrease at bucket %u", t->path, k);
+    if (get_u32(offs) != 0 || get_u32(offs + 4 * nb) != nbits)
+        return ltr_fail(LTR_ECORRUPT, "%s: filter offsets do not match the filter bytes", t->path);
+    if (t->flags & LTR_OPEN_NO_FILTERS)
+        return LTR_OK;
+    t->foff = malloc(4 * (nb + 1));
+    t->fbits = malloc(nbits ? nbits : 1);
+    if (!t->foff || !t->fbits)
+        return ltr_fail(LTR_ENOMEM, "out of memory loading the filters of %s", t->path);
+    for (uint32_t k = 0; k <= nb; k++)
+        t->foff[k] = get_u32(offs + 4 * k);
+    memcpy(t->fbits, bits, nbits);
+    return LTR_OK;
+}
+
+static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc, int32_t max_cached)
+{
+    uint64_t len = t->file_bytes - HT_FOOTER_SIZE - trailer_at;
+    uint64_t fixed = (uint64_t)t->records * HT_RECORD_SIZE +
+                     (uint64_t)t->ovf_items * HT_OVF_ENTRY_SIZE + 4ull * (t->buckets + 1);
+    if (len < fixed)
+        return ltr_fail(LTR_ECORRUPT, "%s: trailer is too short", t->path);
+    uint8_t *tr = malloc(len ? len : 1);
+    if (!tr)
+        return ltr_fail(LTR_ENOMEM, "out of memory reading the trailer of %s", t->path);
+    int rc = io_pread(t->fd, tr, len, trailer_at, t->path);
+    if (!rc && ltr_crc32c(0, tr, len) != trailer_crc)
+        rc = ltr_fail(LTR_ECORRUPT, "%s: trailer checksum mismatch", t->path);
+    uint32_t keep = max_cached < 0 ? t->built_cached
+                  : (uint32_t)max_cached < t->records ? (uint32_t)max_cached : t->records;
+    uint8_t *ovf = tr + (uint64_t)t->records * HT_RECORD_SIZE;
+    uint8_t *offs = ovf + (uint64_t)t->ovf_items * HT_OVF_ENTRY_SIZE;
+    uint8_t *bits = offs + 4ull * (t->buckets + 1);
+    if (!rc)
+        rc = load_records(t, tr, keep);
+    if (!rc)
+        rc = load_overflow_index(t, ovf);
+    if (!rc)
+        rc = load_filters(t, offs, bits, len - fixed);
+    free(tr);
+    return rc;
+}
+
+static int open_file(ltr_htable *t, int32_t max_cached)
+{
+    t->fd = open(t->path, O_RDONLY | O_CLOEXEC);
+    if (t->fd < 0)
+        return ltr_fail_errno(errno, "cannot open %s", t->path);
+    struct stat sb;
+    if (fstat(t->fd, &sb) != 0)
+        return ltr_fail_errno(errno, "cannot stat %s", t->path);
+    t->file_bytes = (uint64_t)sb.st_size;
+    if (t->file_bytes < LTR_BUCKET_SIZE + HT_FOOTER_SIZE)
+        return ltr_fail(LTR_ECORRUPT, "%s is too small (%llu bytes) to be an HTable", t->path,
+                        (unsigned long long)t->file_bytes);
+    uint8_t ft[HT_FOOTER_SIZE];
+    int rc = io_pread(t->fd, ft, sizeof ft, t->file_bytes - HT_FOOTER_SIZE, t->path);
+    if (!rc)
+        rc = parse_footer(t, ft);
+    if (!rc)
+        rc = load_trailer(t, get_u64(ft + FT_TRAILER_OFFSET), get_u32(ft + FT_TRAILER_CRC),
+                          max_cached);
+    if (!rc && !(t->flags & LTR_OPEN_PREAD)) {
+        void *m = mmap(NULL, t->file_bytes, PROT_READ, MAP_SHARED, t->fd, 0);
+        if (m == MAP_FAILED)
+            return ltr_fail_errno(errno, "cannot map %s", t->path);
+        madvise(m, t->file_bytes, MADV_RANDOM);
+        t->map = m;
+    }
+    return rc;
+}
+
+int ltr_htable_open(const char *path, uint32_t flags, int32_t max_cached, ltr_htable **out)
+{
+    *out = NULL;
+    ltr_htable *t = calloc(1, sizeof *t);
+    if (!t || !(t->path = strdup(path))) {
+        free(t);
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);
+    }
+    t->fd = -1;
+    t->flags = flags;
+    int rc = open_file(t, max_cached);
+    if (rc) {
+        ltr_htable_close(t);
+        return rc;
+    }
+    *out = t;
+    return LTR_OK;
+}
+
+void ltr_htable_close(ltr_htable *t)
+{
+    if (!t)
+        return;
+    if (t->map)
+        munmap((void *)t->map, t->file_bytes);
+    if (t->fd >= 0)
+        close(t->fd);
+    free(t->rec_src);
+    free(t->rec_dst);
+    free(t->rec_mark);
+    free(t->ovf_h2);
+    free(t->ovf_at);
+    free(t->ovf_len);
+    free(t->foff);
+    free(t->fbits);
+    free(t->path);
+    free(t);
+}
+
+void ltr_htable_info(const ltr_htable *t, ltr_table_info *o)
+{
+    memset(o, 0, sizeof *o);
+    o->buckets = t->buckets;
+    o->hash_seed = t->seed;
+    o->bloom_bits_per_key = t->bloom_bits;
+    o->bloom_probes = t->probes;
+    o->items = t->items;
+    o->tombstones = t->tombstones;
+    o->data_bytes = t->data_bytes;
+    o->file_bytes = t->file_bytes;
+    o->overflow_items = t->ovf_items;
+    o->records = t->records;
+    o->cached_records = t->ncached;
+    o->cached_record_bytes = 8ull * t->ncached; /* u16 source, u16 target, u32 hashmark */
+    o->filter_bytes = t->foff ? 4ull * (t->buckets + 1) + t->foff[t->buckets] : 0;
+    o->overflow_index_bytes = (uint64_t)HT_OVF_ENTRY_SIZE * t->ovf_items;
+}
+
+void ltr_htable_read_stats(const ltr_htable *t, ltr_read_stats *o)
+{
+    uint64_t v[ST_N];
+    for (int i = 0; i < ST_N; i++)
+        v[i] = __atomic_load_n(&t->stats[i], __ATOMIC_RELAXED);
+    o->lookups = v[ST_LOOKUPS];
+    o->found = v[ST_FOUND];
+    o->deleted = v[ST_DELETED];
+    o->bucket_reads = v[ST_BUCKET_READS];
+    o->overflow_reads = v[ST_OVF_READS];
+    o->filter_negatives = v[ST_FNEG];
+    o->filter_false_positives = v[ST_FFP];
+}
+
+void ltr_htable_reset_stats(ltr_htable *t)
+{
+    for (int i = 0; i < ST_N; i++)
+        __atomic_store_n(&t->stats[i], 0, __ATOMIC_RELAXED);
+}
+
+/* ---- reading pages and overflow records ---- */
+
+int read_ctx_init(read_ctx *c)
+{
+    memset(c, 0, sizeof *c);
+    c->page = aligned_alloc(LTR_BUCKET_SIZE, LTR_BUCKET_SIZE);
+    return c->page ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+}
+
+void read_ctx_free(read_ctx *c)
+{
+    free(c->page);
+    ltr_buf_free(&c->scratch);
+}
+
+static void ctx_flush_stats(ltr_htable *t, read_ctx *c)
+{
+    for (int i = 0; i < ST_N; i++)
+        if (c->stats[i])
+            __atomic_fetch_add(&t->stats[i], c->stats[i], __ATOMIC_RELAXED);
+}
+
+const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc)
+{
+    const uint8_t *page = c->page;
+    uint64_t at = (uint64_t)k * LTR_BUCKET_SIZE;
+    c->stats[ST_BUCKET_READS]++;
+    if (t->map)
+        page = t->map + at;
+    else if ((*rc = io_pread(t->fd, c->page, LTR_BUCKET_SIZE, at, t->path)))
+        return NULL;
+    *rc = bucket_check(page, k, t->buckets, f, t->path);
+    return *rc ? NULL : page;
+}
+
+int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it)
+{
+    const uint8_t *rec;
+    uint32_t len = t->ovf_len[j];
+    c->stats[ST_OVF_READS]++;
+    if (t->map) {
+        rec = t->map + t->ovf_at[j];
+    } else {
+        c->scratch.len = 0;
+        int rc = buf_reserve(&c->scratch, len);
+        if (!rc)
+            rc = io_pread(t->fd, c->scratch.data, len, t->ovf_at[j], t->path);
+        if (rc)
+            return rc;
+        rec = c->scratch.data;
+    }
+    if (get_u32(rec) != ltr_crc32c(0, rec + 4, len - 4) || item_decode(rec + 4, rec + len, it) != len - 4)
+        return ltr_fail(LTR_ECORRUPT, "%s: overflow record at offset %llu is corrupt", t->path,
+                        (unsigned long long)t->ovf_at[j]);
+    return LTR_OK;
+}
+
+/* ---- lookups ---- */
+
+static int cached_record(const ltr_htable *t, uint32_t k)
+{
+    uint32_t lo = 0, hi = t->ncached;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (t->rec_src[mid] < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->ncached && t->rec_src[lo] == k ? (int)lo : -1;
+}
+
+/* 1 and *it if the key is in the overflow area, 0 if not, <0 on error. */
+static int find_overflow(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key,
+                         uint32_t klen, item_view *it)
+{
+    uint32_t lo = 0, hi = t->ovf_items;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (t->ovf_h2[mid] < h.h2)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < t->ovf_items && t->ovf_h2[lo] == h.h2; lo++) {
+        int rc = table_overflow_item(t, c, lo, it);
+        if (rc)
+            return rc;
+        if (it->klen == klen && memcmp(it->key, key, klen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Follows migration records from bucket k to the bucket that must hold the key, and scans it. */
+static int find_in_buckets(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key,
+                           uint32_t klen, uint32_t k, item_view *it)
+{
+    for (uint32_t hops = 0; hops <= t->buckets; hops++) {
+        uint32_t rank = hb_rank(h, k);
+        int r = cached_record(t, k);
+        if (r >= 0 && rank >= t->rec_mark[r]) {
+            k = t->rec_dst[r]; /* moved on: no need to read bucket k at all */
+            continue;
+        }
+        bucket_footer f;
+        int rc;
+        const uint8_t *page = table_bucket(t, c, k, &f, &rc);
+        if (!page)
+            return rc;
+        if ((f.flags & BK_FLAG_MIGRATED) && rank >= f.hashmark) {
+            k = f.target;
+            continue;
+        }
+        return bucket_find(page, &f, key, klen, it, t->path, k);
+    }
+    return ltr_fail(LTR_ECORRUPT, "%s: migration records form a loop", t->path);
+}
+
+/* LTR_FOUND / LTR_DELETED / LTR_ABSENT, or <0. *it is valid until the next read with c. */
+static int lookup(ltr_htable *t, read_ctx *c, const uint8_t *key, uint32_t klen, item_view *it)
+{
+    uint8_t d[16];
+    ltr_murmur3_128(key, klen, t->seed, d);
+    key_hash h = hb_from_digest(d);
+    uint32_t k = hb_bucket(h, t->buckets);
+    c->stats[ST_LOOKUPS]++;
+    if (t->foff && !bloom_may_contain(t->fbits + t->foff[k], t->foff[k + 1] - t->foff[k],
+                                      t->probes, hb_bloom(h))) {
+        c->stats[ST_FNEG]++;
+        return LTR_ABSENT;
+    }
+    int rc = t->ovf_items ? find_overflow(t, c, h, key, klen, it) : 0;
+    if (rc == 0)
+        rc = find_in_buckets(t, c, h, key, klen, k, it);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if (t->foff)
+            c->stats[ST_FFP]++;
+        return LTR_ABSENT;
+    }
+    c->stats[it->deleted ? ST_DELETED : ST_FOUND]++;
+    return it->deleted ? LTR_DELETED : LTR_FOUND;
+}
+
+int ltr_htable_get(ltr_htable *t, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
+                   size_t *vlen, int *status)
+{
+    *vlen = 0;
+    *status = LTR_ABSENT;
+    if (klen > LTR_MAX_KEY)
+        return LTR_OK; /* such a key can never have been stored */
+    read_ctx c;
+    item_view it;
+    int rc = read_ctx_init(&c);
+    if (rc)
+        return rc;
+    rc = lookup(t, &c, key, (uint32_t)klen, &it);
+    if (rc >= 0) {
+        *status = rc;
+        rc = LTR_OK;
+        if (*status == LTR_FOUND) {
+            *vlen = it.vlen;
+            if (it.vlen > vcap)
+                rc = LTR_EAGAIN;
+            else if (it.vlen)
+                memcpy(vbuf, it.value, it.vlen);
+        }
+    }
+    ctx_flush_stats(t, &c);
+    read_ctx_free(&c);
+    return rc;
+}
+
+int ltr_htable_get_many(ltr_htable *t, const uint8_t *kdata, const int64_t *koffs,
+                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
+                        ltr_buf *values)
+{
+    int rc = batch_check(koffs, n, klen_total, "keys");
+    if (rc)
+        return rc;
+    read_ctx c;
+    if ((rc = read_ctx_init(&c)))
+        return rc;
+    voffs[0] = (int64_t)values->len;
+    for (size_t i = 0; i < n && !rc; i++) {
+        item_view it;
+        int64_t kl = koffs[i + 1] - koffs[i];
+        int s = kl > LTR_MAX_KEY ? LTR_ABSENT : lookup(t, &c, kdata + koffs[i], (uint32_t)kl, &it);
+        if (s < 0) {
+            rc = s;
+            break;
+        }
+        status[i] = (int8_t)s;
+        if (s == LTR_FOUND)
+            rc = buf_append(values, it.value, it.vlen);
+        voffs[i + 1] = (int64_t)values->len;
+    }
+    ctx_flush_stats(t, &c);
+    read_ctx_free(&c);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* htable_read.h: the reader's state, shared by htable_read.c (open, lookups) and scan.c. */
+#ifndef LTR_HTABLE_READ_H
+#define LTR_HTABLE_READ_H
+
+#include "bucket.h"
+#include "ltr_int.h"
+
+enum { ST_LOOKUPS, ST_FOUND, ST_DELETED, ST_BUCKET_READS, ST_OVF_READS, ST_FNEG, ST_FFP, ST_N };
+
+struct ltr_htable {
+    char *path;
+    int fd;
+    uint32_t flags;
+    const uint8_t *map; /* whole file, read-only, MADV_RANDOM; NULL in pread mode */
+    uint64_t file_bytes;
+    /* footer */
+    uint32_t buckets, seed, bloom_bits, probes;
+    uint64_t items, tombstones, data_bytes, ovf_off, ovf_bytes;
+    uint32_t ovf_items, records, built_cached;
+    /* in memory: cached migration records sorted by source */
+    uint32_t ncached;
+    uint16_t *rec_src;
+    uint16_t *rec_dst;
+    uint32_t *rec_mark;
+    /* in memory: the overflow index */
+    uint64_t *ovf_h2;
+    uint64_t *ovf_at;
+    uint32_t *ovf_len;
+    /* in memory: the per-bucket filters (NULL with LTR_OPEN_NO_FILTERS) */
+    uint32_t *foff;
+    uint8_t *fbits;
+    uint64_t stats[ST_N];
+};
+
+/* Scratch space of one lookup or scan: a page buffer for pread and room for overflow records. */
+typedef struct read_ctx {
+    uint8_t *page;
+    ltr_buf scratch;
+    uint64_t stats[ST_N];
+} read_ctx;
+
+int read_ctx_init(read_ctx *c);
+void read_ctx_free(read_ctx *c);
+/* Returns the checked page of bucket k (pointing into the map or c->page), or NULL and *rc. */
+const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc);
+/* Reads and checks overflow record j; *it points into the map or c->scratch. */
+int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it);
+
+#endif

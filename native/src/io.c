@@ -1,0 +1,162 @@
+/* io.c: durable file creation and positional reads, with test-only fault injection. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "ltr_int.h"
+
+/* ---- fault injection: after `after` more successes, fail with `err` ---- */
+
+static int64_t fault_after[3];
+static int fault_err[3];
+
+void ltr_fault_set(int op, int64_t after, int err)
+{
+    if (op < 1 || op > 2)
+        return;
+    __atomic_store_n(&fault_after[op], after, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fault_err[op], err, __ATOMIC_SEQ_CST);
+}
+
+static int fault_hit(int op)
+{
+    if (!__atomic_load_n(&fault_err[op], __ATOMIC_SEQ_CST))
+        return 0;
+    if (__atomic_fetch_sub(&fault_after[op], 1, __ATOMIC_SEQ_CST) > 0)
+        return 0;
+    return __atomic_load_n(&fault_err[op], __ATOMIC_SEQ_CST);
+}
+
+/* ---- writing ---- */
+
+int io_create(wfile *w, const char *path)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    size_t n = strlen(path);
+    w->path = strdup(path);
+    w->tmp = malloc(n + 5);
+    if (!w->path || !w->tmp) {
+        io_abort(w);
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);
+    }
+    memcpy(w->tmp, path, n);
+    memcpy(w->tmp + n, ".tmp", 5);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int err = errno;
+        int rc = ltr_fail_errno(err, "cannot create %s", w->tmp);
+        free(w->tmp);
+        w->tmp = NULL; /* nothing to remove */
+        io_abort(w);
+        return rc;
+    }
+    return LTR_OK;
+}
+
+int io_write(wfile *w, const void *p, size_t n)
+{
+    const uint8_t *q = p;
+    while (n) {
+        int err = fault_hit(LTR_FAULT_WRITE);
+        ssize_t r = err ? -1 : write(w->fd, q, n);
+        if (r < 0) {
+            err = err ? err : errno;
+            if (err == EINTR)
+                continue;
+            return ltr_fail_errno(err, "write to %s at offset %llu failed", w->tmp,
+                                  (unsigned long long)w->bytes);
+        }
+        q += r;
+        n -= (size_t)r;
+        w->bytes += (uint64_t)r;
+    }
+    return LTR_OK;
+}
+
+static int fsync_checked(int fd, const char *what)
+{
+    int err = fault_hit(LTR_FAULT_FSYNC);
+    if (err || fsync(fd) != 0)
+        return ltr_fail_errno(err ? err : errno, "fsync of %s failed", what);
+    return LTR_OK;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    const char *dir = dirname(copy);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = LTR_OK;
+    if (fd < 0)
+        rc = ltr_fail_errno(errno, "cannot open directory %s", dir);
+    else {
+        rc = fsync_checked(fd, dir);
+        close(fd);
+    }
+    free(copy);
+    return rc;
+}
+
+int io_commit(wfile *w, int sync)
+{
+    int rc = sync ? fsync_checked(w->fd, w->tmp) : LTR_OK;
+    if (rc)
+        return rc;
+    if (close(w->fd) != 0) {
+        w->fd = -1;
+        return ltr_fail_errno(errno, "close of %s failed", w->tmp);
+    }
+    w->fd = -1;
+    if (rename(w->tmp, w->path) != 0)
+        return ltr_fail_errno(errno, "cannot rename %s to %s", w->tmp, w->path);
+    free(w->tmp);
+    w->tmp = NULL;
+    rc = sync ? fsync_dir_of(w->path) : LTR_OK;
+    if (rc)
+        unlink(w->path); /* not known durable: take it back rather than half-install it */
+    free(w->path);
+    w->path = NULL;
+    return rc;
+}
+
+void io_abort(wfile *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    if (w->tmp)
+        unlink(w->tmp);
+    free(w->tmp);
+    free(w->path);
+    w->tmp = w->path = NULL;
+}
+
+int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path)
+{
+    uint8_t *q = p;
+    while (n) {
+        ssize_t r = pread(fd, q, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return ltr_fail_errno(errno, "read of %s at offset %llu failed", path,
+                                  (unsigned long long)off);
+        }
+        if (r == 0)
+            return ltr_fail(LTR_ECORRUPT, "%s is truncated at offset %llu", path,
+                            (unsigned long long)off);
+        q += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return LTR_OK;
+}

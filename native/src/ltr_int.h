@@ -1,0 +1,28 @@
+/* ltr_int.h: internal declarations shared by the core's modules. */
+#ifndef LTR_INT_H
+#define LTR_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lsmtrie.h"
+
+#define LTR_VERSION_STRING "0.1.0"
+
+/* Longest migration chain a builder creates (hops); see docs/format/htable.md. */
+#define LTR_MAX_CHAIN 4
+
+/* Records the detail of a failure for ltr_last_error() and returns rc, so that error paths read
+ * `return ltr_fail(LTR_ECORRUPT, "bucket %u of %s: bad checksum", b, path);`. */
+int ltr_fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, for a failed system call: maps errno to LTR_ENOSPC or LTR_EIO and appends strerror. */
+int ltr_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Growable byte buffer helpers (ltr_buf is public). */
+int buf_reserve(ltr_buf *b, size_t extra);
+int buf_append(ltr_buf *b, const void *p, size_t n);
+
+/* Checks a packed batch: n+1 non-decreasing offsets starting at >= 0 and ending <= len. */
+int batch_check(const int64_t *offs, size_t n, size_t len, const char *what);
+
+#endif

@@ -1,0 +1,120 @@
+/* scan.c: a full scan of a table's items, bucket by bucket and then the overflow area, in
+ * batches. Every item is returned exactly once, wherever migration put it; every page and record
+ * is checksummed on the way. Compaction and verification are built on it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "htable_read.h"
+
+struct ltr_scan {
+    ltr_htable *t;
+    uint32_t next_bucket;
+    uint32_t next_overflow;
+    read_ctx c;
+};
+
+int ltr_scan_new(ltr_htable *t, ltr_scan **out)
+{
+    *out = NULL;
+    ltr_scan *s = calloc(1, sizeof *s);
+    if (!s)
+        return ltr_fail(LTR_ENOMEM, "out of memory starting a scan");
+    int rc = read_ctx_init(&s->c);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    s->t = t;
+    *out = s;
+    return LTR_OK;
+}
+
+void ltr_scan_free(ltr_scan *s)
+{
+    if (!s)
+        return;
+    read_ctx_free(&s->c);
+    free(s);
+}
+
+void ltr_items_free(ltr_items *it)
+{
+    if (!it)
+        return;
+    ltr_buf_free(&it->keys);
+    ltr_buf_free(&it->values);
+    ltr_buf_free(&it->koffs);
+    ltr_buf_free(&it->voffs);
+    ltr_buf_free(&it->deleted);
+    it->n = 0;
+}
+
+static int items_reset(ltr_items *o)
+{
+    int64_t zero = 0;
+    o->keys.len = o->values.len = o->koffs.len = o->voffs.len = o->deleted.len = 0;
+    o->n = 0;
+    int rc = buf_append(&o->koffs, &zero, sizeof zero);
+    return rc ? rc : buf_append(&o->voffs, &zero, sizeof zero);
+}
+
+static int items_push(ltr_items *o, const item_view *it)
+{
+    uint8_t del = (uint8_t)it->deleted;
+    int rc = buf_append(&o->keys, it->key, it->klen);
+    if (!rc)
+        rc = buf_append(&o->values, it->value, it->deleted ? 0 : it->vlen);
+    int64_t ko = (int64_t)o->keys.len, vo = (int64_t)o->values.len;
+    if (!rc)
+        rc = buf_append(&o->koffs, &ko, sizeof ko);
+    if (!rc)
+        rc = buf_append(&o->voffs, &vo, sizeof vo);
+    if (!rc)
+        rc = buf_append(&o->deleted, &del, 1);
+    if (!rc)
+        o->n++;
+    return rc;
+}
+
+static int scan_bucket(ltr_scan *s, ltr_items *out)
+{
+    bucket_footer f;
+    int rc;
+    uint32_t k = s->next_bucket;
+    const uint8_t *page = table_bucket(s->t, &s->c, k, &f, &rc);
+    if (!page)
+        return rc;
+    const uint8_t *p = page, *end = page + f.used;
+    for (uint32_t i = 0; i < f.count; i++) {
+        item_view it;
+        size_t n = item_decode(p, end, &it);
+        if (!n)
+            return ltr_fail(LTR_ECORRUPT, "%s: bucket %u holds a malformed item", s->t->path, k);
+        if ((rc = items_push(out, &it)))
+            return rc;
+        p += n;
+    }
+    s->next_bucket++;
+    return LTR_OK;
+}
+
+int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
+{
+    ltr_htable *t = s->t;
+    int rc = items_reset(out);
+    if (max_items < 1)
+        max_items = 1;
+    /* Whole buckets only, so a batch may exceed max_items by one bucket's items. */
+    while (!rc && s->next_bucket < t->buckets && out->n < max_items)
+        rc = scan_bucket(s, out);
+    while (!rc && s->next_bucket >= t->buckets && s->next_overflow < t->ovf_items &&
+           out->n < max_items) {
+        item_view it;
+        rc = table_overflow_item(t, &s->c, s->next_overflow, &it);
+        if (!rc)
+            rc = items_push(out, &it);
+        if (!rc)
+            s->next_overflow++;
+    }
+    return rc;
+}
