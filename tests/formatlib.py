@@ -324,7 +324,9 @@ class Table:
         return key_hash(key, self.seed, self.nbuckets)
 
     def record_map(self):
-        return {r.source: r for r in self.records}
+        if getattr(self, "_rec", None) is None or len(self._rec) != len(self.records):
+            self._rec = {r.source: r for r in self.records}
+        return self._rec
 
     def bucket(self, i):
         if self.buckets:

@@ -59,11 +59,13 @@ uint64_t ltr_hbuild_items(const ltr_hbuild *b) { return b->n; }
 uint64_t ltr_hbuild_data_bytes(const ltr_hbuild *b) { return b->data_bytes; }
 uint64_t ltr_hbuild_capacity(const ltr_hbuild *b) { return b->capacity; }
 
-static int grow_items(ltr_hbuild *b)
+static int grow_items(ltr_hbuild *b, size_t want)
 {
-    if (b->n < b->cap)
+    if (want <= b->cap)
         return LTR_OK;
-    size_t cap = b->cap ? b->cap * 2 : 1024;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < want)
+        cap *= 2;
     staged *it = realloc(b->items, cap * sizeof *it);
     if (it)
         b->items = it;
@@ -81,11 +83,13 @@ static size_t slot_of(const ltr_hbuild *b, key_hash h)
     return (size_t)(h.h2 ^ (h.h1 >> 17)) & (b->nslots - 1);
 }
 
-static int grow_slots(ltr_hbuild *b)
+static int grow_slots(ltr_hbuild *b, size_t want)
 {
-    if (b->nslots >= 2 * (b->n + 1))
+    if (b->nslots >= 2 * want)
         return LTR_OK;
-    size_t ns = b->nslots ? b->nslots * 2 : 2048;
+    size_t ns = b->nslots ? b->nslots : 2048;
+    while (ns < 2 * want)
+        ns *= 2;
     uint32_t *s = calloc(ns, sizeof *s);
     if (!s)
         return ltr_fail(LTR_ENOMEM, "out of memory indexing %zu items", b->n);
@@ -140,14 +144,11 @@ static int validate(const uint8_t *kdata, const int64_t *koffs, size_t klen_tota
 }
 
 /* Admits one item unless the budget forbids it: 1 added, 0 refused (full), <0 error. */
-static int stage_one(ltr_hbuild *b, const uint8_t *key, uint32_t klen, const uint8_t *val,
-                     uint32_t vlen, int del)
+static int stage_one(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
+                     const uint8_t *val, uint32_t vlen, int del)
 {
-    uint8_t d[16];
-    ltr_murmur3_128(key, klen, b->o.hash_seed, d);
-    key_hash h = hb_from_digest(d);
     uint32_t size = (uint32_t)item_size(klen, del ? 0 : vlen, del);
-    int rc = grow_slots(b);
+    int rc = grow_slots(b, b->n + 1);
     if (rc)
         return rc;
     size_t j = find_slot(b, h, key, klen);
@@ -158,7 +159,7 @@ static int stage_one(ltr_hbuild *b, const uint8_t *key, uint32_t klen, const uin
     if ((rc = buf_reserve(&b->arena, (uint64_t)klen + (del ? 0 : vlen))))
         return rc;
     if (!old) {
-        if ((rc = grow_items(b)))
+        if ((rc = grow_items(b, b->n + 1)))
             return rc;
         old = &b->items[b->n];
         b->hash[b->n] = h;
@@ -177,6 +178,23 @@ static int stage_one(ltr_hbuild *b, const uint8_t *key, uint32_t klen, const uin
     return 1;
 }
 
+/* Sizes the arrays once for the part of a batch that can fit, instead of doubling per item. */
+static int reserve_for(ltr_hbuild *b, size_t n, size_t bytes)
+{
+    uint64_t room = b->capacity > b->data_bytes ? b->capacity - b->data_bytes : 0;
+    uint64_t avg = n ? bytes / n + 2 : 1;
+    uint64_t fit = room / avg + room / avg / 4 + 64;
+    size_t want = n < fit ? n : (size_t)fit;
+    int rc = grow_items(b, b->n + want);
+    if (!rc)
+        rc = grow_slots(b, b->n + want);
+    if (!rc)
+        rc = buf_reserve(&b->arena, (size_t)(want * (avg + 2)));
+    return rc;
+}
+
+#define GROUP 16 /* keys hashed ahead, so their slots can be prefetched */
+
 int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                    const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
                    const uint8_t *deleted, size_t n, size_t *n_added)
@@ -190,15 +208,29 @@ int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, si
     static const uint8_t none[1];
     kdata = kdata ? kdata : none; /* all-empty batches may come without a buffer */
     vdata = vdata ? vdata : none;
-    for (size_t i = 0; i < n; i++) {
-        int del = deleted && deleted[i];
-        rc = stage_one(b, kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
-                       vdata + voffs[i], (uint32_t)(voffs[i + 1] - voffs[i]), del);
-        if (rc < 0)
-            return rc;
-        if (rc == 0)
-            break;
-        ++*n_added;
+    if ((rc = reserve_for(b, n, (size_t)(koffs[n] - koffs[0] + voffs[n] - voffs[0]))))
+        return rc;
+    key_hash h[GROUP];
+    for (size_t g = 0; g < n; g += GROUP) {
+        size_t m = n - g < GROUP ? n - g : GROUP;
+        for (size_t j = 0; j < m; j++) {
+            uint8_t d[16];
+            size_t i = g + j;
+            ltr_murmur3_128(kdata + koffs[i], (size_t)(koffs[i + 1] - koffs[i]), b->o.hash_seed, d);
+            h[j] = hb_from_digest(d);
+            __builtin_prefetch(&b->slots[slot_of(b, h[j])]);
+        }
+        for (size_t j = 0; j < m; j++) {
+            size_t i = g + j;
+            rc = stage_one(b, h[j], kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
+                           vdata + voffs[i], (uint32_t)(voffs[i + 1] - voffs[i]),
+                           deleted && deleted[i]);
+            if (rc < 0)
+                return rc;
+            if (rc == 0)
+                return LTR_OK;
+            ++*n_added;
+        }
     }
     return LTR_OK;
 }

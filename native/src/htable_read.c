@@ -46,7 +46,8 @@ static int parse_footer(ltr_htable *t, const uint8_t *ft)
         t->buckets > LTR_MAX_BUCKETS || t->bloom_bits > 64 || t->probes > 30 ||
         (t->bloom_bits && !t->probes) || t->built_cached > t->records ||
         t->records > t->buckets || t->ovf_off != (uint64_t)t->buckets * LTR_BUCKET_SIZE ||
-        trailer != t->ovf_off + t->ovf_bytes || trailer > t->file_bytes - HT_FOOTER_SIZE ||
+        t->ovf_bytes > t->file_bytes || trailer != t->ovf_off + t->ovf_bytes ||
+        trailer > t->file_bytes - HT_FOOTER_SIZE ||
         t->tombstones > t->items)
         return ltr_fail(LTR_ECORRUPT, "%s: footer fields are inconsistent", p);
     return LTR_OK;
@@ -95,8 +96,9 @@ static int load_overflow_index(ltr_htable *t, const uint8_t *e)
         t->ovf_h2[j] = get_u64(e);
         t->ovf_at[j] = get_u64(e + 8);
         t->ovf_len[j] = get_u32(e + 16);
-        if (t->ovf_len[j] < 6 || t->ovf_at[j] < t->ovf_off ||
-            t->ovf_at[j] + t->ovf_len[j] > t->ovf_off + t->ovf_bytes ||
+        uint64_t end = t->ovf_off + t->ovf_bytes; /* footer checks keep this from wrapping */
+        if (t->ovf_len[j] < 6 || t->ovf_at[j] < t->ovf_off || t->ovf_at[j] > end ||
+            t->ovf_len[j] > end - t->ovf_at[j] ||
             (j && t->ovf_h2[j] < t->ovf_h2[j - 1]))
             return ltr_fail(LTR_ECORRUPT, "%s: overflow index entry %u is invalid", t->path, j);
     }
@@ -111,8 +113,8 @@ static int load_filters(ltr_htable *t, const uint8_t *offs, const uint8_t *bits,
             return ltr_fail(LTR_ECORRUPT, "%s: filter offsets decrease at bucket %u", t->path, k);
     if (get_u32(offs) != 0 || get_u32(offs + 4 * nb) != nbits)
         return ltr_fail(LTR_ECORRUPT, "%s: filter offsets do not match the filter bytes", t->path);
-    if (t->flags & LTR_OPEN_NO_FILTERS)
-        return LTR_OK;
+    if ((t->flags & LTR_OPEN_NO_FILTERS) || t->bloom_bits == 0)
+        return LTR_OK; /* no filters: every lookup reads its bucket */
     t->foff = malloc(4 * (nb + 1));
     t->fbits = malloc(nbits ? nbits : 1);
     if (!t->foff || !t->fbits)
