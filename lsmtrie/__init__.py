@@ -1,7 +1,7 @@
 """lsmtrie: LSM-trie (Wu, Xu, Shao, Jiang, USENIX ATC 2015) as a Python package with a C core.
 
-This release provides the foundation: key hashing (`lsmtrie.hashing`) and HTables
-(`lsmtrie.htable`), the immutable 4 KB-bucket hash tables the store is built from.
+`lsmtrie.open(path)` opens a store; `lsmtrie.htable` and `lsmtrie.hashing` expose the HTables
+(immutable 4 KB-bucket hash tables) and the key hashing the store is built from.
 """
 
 from . import _binding
@@ -13,10 +13,12 @@ from .errors import (
     InvalidArgumentError,
     ItemTooLargeError,
     LockError,
+    ReadOnlyError,
     StorageError,
     VersionError,
 )
 from .htable import BuildStats, HTable, HTableBuilder, Lookup, TableOptions, build_htable
+from .store import Store, WriteBatch, open  # noqa: A001 - lsmtrie.open is the API
 
 __version__ = "0.1.0"
 
@@ -31,7 +33,8 @@ MAX_VALUE_BYTES = _binding.lib.LTR_MAX_VALUE
 
 __all__ = [
     "BUCKET_SIZE", "BUCKET_PAYLOAD", "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
+    "open", "Store", "WriteBatch",
     "BuildStats", "HTable", "HTableBuilder", "Lookup", "TableOptions", "build_htable",
     "ClosedError", "CorruptionError", "DiskFullError", "Error", "InvalidArgumentError",
-    "ItemTooLargeError", "LockError", "StorageError", "VersionError",
+    "ItemTooLargeError", "LockError", "ReadOnlyError", "StorageError", "VersionError",
 ]

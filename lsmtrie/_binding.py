@@ -30,6 +30,8 @@ def _raise_for(rc: int) -> None:
         lib.LTR_EVERSION: errors.VersionError,
         lib.LTR_ETOOBIG: errors.ItemTooLargeError,
         lib.LTR_EINVAL: errors.InvalidArgumentError,
+        lib.LTR_ELOCKED: errors.LockError,
+        lib.LTR_EREADONLY: errors.ReadOnlyError,
     }.get(rc, errors.Error)
     raise cls(message)
 

@@ -35,3 +35,7 @@ class ClosedError(Error):
 
 class LockError(Error):
     """Another process holds the store's writer lock."""
+
+
+class ReadOnlyError(Error):
+    """A write was attempted on a store opened with read_only=True."""

@@ -110,6 +110,7 @@ class HTableBuilder:
     A later item with the same key replaces the earlier one. Items are admitted until the fill
     budget (``fill * buckets * 4080`` bytes of encoded items) is reached; `add` then returns False
     and `add_many` returns how many leading items it took, so nothing is ever dropped silently.
+    An empty builder takes its first item whatever its size, so every valid item fits somewhere.
     """
 
     def __init__(self, options: TableOptions | None = None, **kwargs):
@@ -222,11 +223,17 @@ class HTable:
         self._h = b.Handle(out[0], lib.ltr_htable_close, f"HTable {self.path}")
         info = ffi.new("ltr_table_info *")
         lib.ltr_htable_info(out[0], info)
-        self.info = {name: getattr(info, name) for name in _INFO_FIELDS}
-        self._vbuf = None
+        self._info = {name: getattr(info, name) for name in _INFO_FIELDS}
+
+    @property
+    def info(self) -> dict:
+        """Geometry, counts and memory use of the table (a copy)."""
+        with self._h:
+            return dict(self._info)
 
     def __len__(self) -> int:
-        return self.info["items"]
+        with self._h:
+            return self._info["items"]
 
     def lookup(self, key) -> tuple[Lookup, bytes | None]:
         """(FOUND, value), (DELETED, None) or (ABSENT, None)."""

@@ -4,6 +4,7 @@ The cdef is the region of native/include/lsmtrie.h between the cdef markers, rea
 so the header is the single description of the C API.
 """
 
+import os
 import pathlib
 
 from cffi import FFI
@@ -19,6 +20,10 @@ def _cdef() -> str:
     return text[start : text.index("/* cdef-end */")]
 
 
+# LSMTRIE_SANITIZE=1 builds the core with AddressSanitizer and UBSan, for running the test
+# suite under them (LD_PRELOAD the ASan runtime; see docs/development.md).
+SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if os.environ.get("LSMTRIE_SANITIZE") else []
+
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
@@ -26,7 +31,8 @@ ffibuilder.set_source(
     '#include "lsmtrie.h"',
     sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
     include_dirs=[str(HERE / "include"), str(HERE / "src")],
-    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE],
+    extra_link_args=SANITIZE,
     libraries=["m"],
 )
 

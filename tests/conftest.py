@@ -13,10 +13,6 @@ if HERE not in sys.path:  # formatlib is imported as a plain module whatever the
 import formatlib  # noqa: E402
 
 
-def rand_bytes(rng, n):
-    return bytes(rng.getrandbits(8) for _ in range(n)) if n < 64 else rng.randbytes(n)
-
-
 def make_items(seed, n, klen=(1, 24), vlen=(0, 64), prefix=b""):
     """n distinct random (key, value) pairs, deterministic in seed."""
     rng = random.Random(seed)
@@ -77,11 +73,6 @@ def build(tmp_path):
         return path, st
 
     return _build
-
-
-@pytest.fixture
-def decode():
-    return formatlib.parse_file
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_many_items_larger_than_a_bucket(tmp_path, htable):
     st = htable.build_htable(path, keys, vals, buckets=512, sync=False)
     assert st.overflow_items >= 150
     t = fl.parse_file(path)
-    facts = fl.check_layout(t, expected=dict(items))
+    fl.check_layout(t, expected=dict(items))
     assert {o.key for o in t.overflow} >= {k for k, _ in big}
     assert fl.reencode(t) == t.data
     for use_mmap in (True, False):

@@ -680,3 +680,90 @@ def test_short_valid_looking_footer(tmp_path, htable, lsm):
     write(path, t.data[-104:])
     with pytest.raises(lsm.CorruptionError):
         htable.HTable(path)
+
+
+FUZZ_CHILD = r"""
+import sys
+import lsmtrie
+from lsmtrie import htable
+path, keyfile = sys.argv[1], sys.argv[2]
+keys = open(keyfile, "rb").read().split(b"\\n")
+keys = [bytes.fromhex(k.decode()) for k in keys if k]
+n = 0
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    name = line.strip()
+    print("variant", name, flush=True)
+    for use_mmap in (True, False):
+        try:
+            with htable.HTable(path + "." + name, use_mmap=use_mmap) as t:
+                try:
+                    t.get_many(keys)
+                except lsmtrie.Error:
+                    pass
+                for k in keys[:50]:
+                    try:
+                        t.lookup(k)
+                    except lsmtrie.Error:
+                        pass
+                try:
+                    for _ in t.items():
+                        pass
+                except lsmtrie.Error:
+                    pass
+        except lsmtrie.Error:
+            pass
+    n += 1
+print("done", n, flush=True)
+"""
+
+
+def test_corrupt_files_never_crash(tmp_path, htable):
+    """Damaged tables whose checksums were recomputed (so only structure checks can catch the
+    damage) may raise lsmtrie.Error but must never crash the process or read out of bounds."""
+    import random
+    import subprocess
+    import sys
+
+    path, t, taken = table_with_everything(tmp_path, htable, buckets=32, seed=67)
+    variants = {}
+    for i, (name, data) in enumerate(resealed_variants(t)):
+        variants[f"v{i}"] = data
+    rng = random.Random(5)
+    f = t.footer
+    end = len(t.data) - 104
+    for i in range(150):  # random trailer bytes, CRCs recomputed
+        d = bytearray(t.data)
+        for _ in range(rng.randint(1, 3)):
+            d[rng.randrange(f.trailer_offset, end)] = rng.randrange(256)
+        variants[f"tr{i}"] = fl.reseal(d)
+    for i in range(150):  # random bucket footer fields, bucket CRC recomputed
+        d = bytearray(t.data)
+        b = rng.randrange(f.buckets)
+        pos = b * 4096 + rng.randrange(4080, 4092)
+        d[pos] = rng.randrange(256)
+        if rng.random() < 0.3:  # also garble an item header
+            d[b * 4096 + rng.randrange(0, 8)] = rng.randrange(256)
+        variants[f"bk{i}"] = fl.reseal_bucket(bytes(d), b)
+    for i in range(30):  # overflow record bytes with the record CRC recomputed
+        d = bytearray(t.data)
+        o = rng.choice(t.overflow)
+        d[o.offset + 4 + rng.randrange(0, 4)] = rng.randrange(256)
+        struct.pack_into("<I", d, o.offset, fl.crc32c(bytes(d[o.offset + 4:o.offset + o.length])))
+        variants[f"ov{i}"] = bytes(d)
+    for name, data in variants.items():
+        write(f"{path}.{name}", data)
+    keyfile = str(tmp_path / "keys")
+    with open(keyfile, "wb") as fh:
+        fh.write(b"\n".join(k.hex().encode() for k in list(taken)[:400] +
+                            [o.key for o in t.overflow]))
+    child = str(tmp_path / "child.py")
+    write(child, FUZZ_CHILD.encode())
+    proc = subprocess.run([sys.executable, child, path, keyfile], input="\n".join(variants),
+                          capture_output=True, text=True, timeout=300)
+    last = [ln for ln in proc.stdout.splitlines() if ln.startswith("variant")][-1:]
+    assert proc.returncode == 0, (f"child died with {proc.returncode} at {last}: "
+                                  f"{proc.stderr[-2000:]}")
+    assert proc.stdout.splitlines()[-1] == f"done {len(variants)}"

@@ -5,18 +5,20 @@ import random
 import tempfile
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import formatlib as fl
 
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 keys_st = st.one_of(st.binary(max_size=2), st.binary(max_size=40))
 big_value = st.builds(lambda n, b: bytes([b]) * n, st.integers(4060, 6000), st.integers(0, 255))
 value_st = st.one_of(st.none(), st.binary(max_size=120), big_value)
 ops_st = st.lists(st.tuples(keys_st, value_st), max_size=120)
+# high fills are where buckets overload and migrate; low fills exercise sparse tables
+fill_st = st.one_of(st.floats(0.05, 1.0), st.floats(0.9, 1.0), st.just(1.0))
 
 
 def build_and_check(ops, extra, extra_seed, buckets, fill, bits, seed, probes):
@@ -44,6 +46,10 @@ def build_and_check(ops, extra, extra_seed, buckets, fill, bits, seed, probes):
         assert stats.items == len(model)
         assert stats.tombstones == sum(v is None for v in model.values())
         assert stats.max_chain <= 4
+        event(f"records={'yes' if stats.records else 'no'}")
+        event(f"overflow={'yes' if stats.overflow_items else 'no'}")
+        event(f"chain>1={'yes' if stats.max_chain > 1 else 'no'}")
+        event(f"full={'yes' if len(model) < len(ops) else 'no'}")
 
         absent = [k for k in probes if k not in model]
         absent += [b"\x00absent" + rng.randbytes(8) for _ in range(50)]
@@ -79,17 +85,20 @@ def build_and_check(ops, extra, extra_seed, buckets, fill, bits, seed, probes):
 
 
 @SETTINGS
-@given(ops=ops_st, extra=st.integers(0, 1500), extra_seed=st.integers(0, 2**32 - 1),
-       buckets=st.integers(1, 64), fill=st.floats(0.05, 1.0),
+@given(ops=ops_st, extra=st.integers(0, 3000), extra_seed=st.integers(0, 2**32 - 1),
+       buckets=st.integers(1, 64), fill=fill_st,
        bits=st.sampled_from([1, 4, 10, 16, 64]), seed=st.integers(0, 2**32 - 1),
        probes=st.lists(keys_st, max_size=30))
+# an item larger than a bucket whose home bucket is also a migration source
+@example(ops=[(b"\x01", bytes(4077))], extra=1132, extra_seed=7, buckets=30, fill=1.0, bits=1,
+         seed=10685, probes=[])
 def test_htable_behaves_like_a_dict(ops, extra, extra_seed, buckets, fill, bits, seed, probes):
     build_and_check(ops, extra, extra_seed, buckets, fill, bits, seed, probes)
 
 
 @SETTINGS
 @given(ops=ops_st, extra=st.integers(0, 600), extra_seed=st.integers(0, 2**32 - 1),
-       buckets=st.integers(1, 16), fill=st.floats(0.05, 1.0), seed=st.integers(0, 2**32 - 1),
+       buckets=st.integers(1, 16), fill=fill_st, seed=st.integers(0, 2**32 - 1),
        probes=st.lists(keys_st, max_size=30))
 def test_htable_without_filters_behaves_like_a_dict(ops, extra, extra_seed, buckets, fill, seed,
                                                     probes):

@@ -36,6 +36,8 @@ extern "C" {
 #define LTR_ETOOBIG -6   /* key or value over the size limit */
 #define LTR_EVERSION -7  /* file written by an unknown format version */
 #define LTR_EAGAIN -8    /* output buffer too small; the needed size was reported */
+#define LTR_ELOCKED -9   /* another process holds the store's writer lock */
+#define LTR_EREADONLY -10 /* the store was opened read-only */
 
 /* Limits and geometry (docs/format/htable.md). */
 #define LTR_BUCKET_SIZE 4096
@@ -194,6 +196,89 @@ int ltr_scan_new(ltr_htable *t, ltr_scan **out);
 int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out);
 void ltr_scan_free(ltr_scan *s);
 void ltr_items_free(ltr_items *it);
+
+/* ---- the store (docs/design.md) ---- */
+
+#define LTR_MAX_LEVELS 12
+
+/* Bits of ltr_store_opts.given: which options the caller chose. On reopen a chosen option must
+ * equal the recorded one; the others are taken from the store. */
+#define LTR_OPT_TABLE_BUCKETS 1
+#define LTR_OPT_FILL 2
+#define LTR_OPT_LEVELS 4
+#define LTR_OPT_NODE_TABLES 8
+#define LTR_OPT_BLOOM_BITS 16
+#define LTR_OPT_MEMTABLE_BYTES 32
+#define LTR_OPT_HASH_SEED 64
+#define LTR_OPT_GC_THRESHOLD 128
+
+typedef struct ltr_store_opts {
+    uint32_t given;              /* LTR_OPT_* bits */
+    uint32_t table_buckets;      /* default 8191 (a 32 MB table) */
+    double fill;                 /* default 0.95 */
+    uint32_t levels;             /* trie levels, the last one grows by appending; default 5 */
+    uint32_t node_tables;        /* tables a node holds before it is compacted; default 8 */
+    uint32_t bloom_bits_per_key; /* default 16 */
+    uint64_t memtable_bytes;     /* encoded item bytes per memtable; default: one table's worth */
+    uint32_t hash_seed;          /* default: drawn at random when the store is created */
+    double gc_threshold;         /* last-level garbage ratio that triggers its GC; default 0.5 */
+    int create;                  /* create the store when it does not exist */
+    int read_only;               /* open for reading only; takes no lock */
+    int sync;                    /* default durability of writes: fdatasync before returning */
+    int use_log;                 /* 0: bulk mode, no write-ahead log (durable at flush/close) */
+    const char *metadata_path;   /* directory for BloomClusters; NULL keeps them in the store */
+} ltr_store_opts;
+
+typedef struct ltr_store_stats {
+    uint64_t user_bytes_written;   /* key + value bytes handed to writes */
+    uint64_t bytes_written;        /* every byte the store wrote */
+    uint64_t written_log;
+    uint64_t written_flush;
+    uint64_t written_compaction[LTR_MAX_LEVELS]; /* by the level written to */
+    uint64_t written_clusters;
+    uint64_t written_manifest;
+    uint64_t tables_per_level[LTR_MAX_LEVELS];
+    uint64_t items_per_level[LTR_MAX_LEVELS];
+    uint64_t table_bytes_per_level[LTR_MAX_LEVELS];
+    uint64_t memtable_items;
+    uint64_t metadata_memory_bytes; /* filters, cached migration records, overflow indexes */
+    uint64_t gets;
+    uint64_t bucket_reads;
+    uint64_t cluster_reads;
+    uint64_t filter_false_positives;
+    uint64_t flushes;
+    uint64_t compactions;
+    uint64_t gcs;
+    uint64_t write_stalls;
+    uint32_t levels;
+} ltr_store_stats;
+
+typedef struct ltr_store ltr_store;
+typedef struct ltr_sscan ltr_sscan;
+
+void ltr_store_opts_default(ltr_store_opts *o);
+int ltr_store_open(const char *path, const ltr_store_opts *o, ltr_store **out);
+/* The effective options (recorded ones after a reopen). */
+void ltr_store_options(const ltr_store *s, ltr_store_opts *out);
+/* Applies a batch atomically (one log record). sync: 1 yes, 0 no, -1 the store's default. */
+int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
+                    const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
+                    const uint8_t *deleted, size_t n, int sync);
+int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
+                  size_t *vlen, int *status);
+int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                       size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
+                       ltr_buf *values);
+/* Writes the memtables out and waits until no flush or compaction is pending. */
+int ltr_store_flush(ltr_store *s);
+void ltr_store_stats_get(ltr_store *s, ltr_store_stats *out);
+/* Stops the background work, makes every acknowledged write durable, frees the handle (also
+ * when it reports an error). */
+int ltr_store_close(ltr_store *s);
+/* Live items, newest version of each key, no tombstones, as of the call. */
+int ltr_store_scan_new(ltr_store *s, ltr_sscan **out);
+int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out);
+void ltr_store_scan_free(ltr_sscan *sc);
 
 /* ---- fault injection, for tests only ---- */
 

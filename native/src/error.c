@@ -28,6 +28,8 @@ const char *ltr_strerror(int rc)
     case LTR_ETOOBIG: return "item too large";
     case LTR_EVERSION: return "unsupported format version";
     case LTR_EAGAIN: return "buffer too small";
+    case LTR_ELOCKED: return "store locked by another process";
+    case LTR_EREADONLY: return "store is read-only";
     default: return "unknown status";
     }
 }

@@ -120,6 +120,14 @@ static size_t find_slot(const ltr_hbuild *b, key_hash h, const uint8_t *key, uin
     return j;
 }
 
+const staged *hbuild_find(const ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen)
+{
+    if (!b->nslots)
+        return NULL;
+    size_t j = find_slot(b, h, key, klen);
+    return b->slots[j] ? &b->items[b->slots[j] - 1] : NULL;
+}
+
 static int validate(const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                     const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
                     const uint8_t *deleted, size_t n)
@@ -143,9 +151,8 @@ static int validate(const uint8_t *kdata, const int64_t *koffs, size_t klen_tota
     return LTR_OK;
 }
 
-/* Admits one item unless the budget forbids it: 1 added, 0 refused (full), <0 error. */
-static int stage_one(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
-                     const uint8_t *val, uint32_t vlen, int del)
+int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
+                 const uint8_t *val, uint32_t vlen, int del)
 {
     uint32_t size = (uint32_t)item_size(klen, del ? 0 : vlen, del);
     int rc = grow_slots(b, b->n + 1);
@@ -222,7 +229,7 @@ int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, si
         }
         for (size_t j = 0; j < m; j++) {
             size_t i = g + j;
-            rc = stage_one(b, h[j], kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
+            rc = hbuild_stage(b, h[j], kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
                            vdata + voffs[i], (uint32_t)(voffs[i + 1] - voffs[i]),
                            deleted && deleted[i]);
             if (rc < 0)

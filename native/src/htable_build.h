@@ -30,4 +30,11 @@ struct ltr_hbuild {
 
 int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st);
 
+/* Stages one item whose hash is known: 1 staged, 0 refused (the fill budget is reached), <0
+ * error. A repeated key replaces the earlier item. */
+int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
+                 const uint8_t *val, uint32_t vlen, int del);
+/* The staged item with this key, or NULL. Its bytes are in b->arena. */
+const staged *hbuild_find(const ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen);
+
 #endif

@@ -379,12 +379,9 @@ static int find_in_buckets(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t
     return ltr_fail(LTR_ECORRUPT, "%s: migration records form a loop", t->path);
 }
 
-/* LTR_FOUND / LTR_DELETED / LTR_ABSENT, or <0. *it is valid until the next read with c. */
-static int lookup(ltr_htable *t, read_ctx *c, const uint8_t *key, uint32_t klen, item_view *it)
+int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
+                  item_view *it)
 {
-    uint8_t d[16];
-    ltr_murmur3_128(key, klen, t->seed, d);
-    key_hash h = hb_from_digest(d);
     uint32_t k = hb_bucket(h, t->buckets);
     c->stats[ST_LOOKUPS]++;
     if (t->foff && !bloom_may_contain(t->fbits + t->foff[k], t->foff[k + 1] - t->foff[k],
@@ -404,6 +401,13 @@ static int lookup(ltr_htable *t, read_ctx *c, const uint8_t *key, uint32_t klen,
     }
     c->stats[it->deleted ? ST_DELETED : ST_FOUND]++;
     return it->deleted ? LTR_DELETED : LTR_FOUND;
+}
+
+static int lookup(ltr_htable *t, read_ctx *c, const uint8_t *key, uint32_t klen, item_view *it)
+{
+    uint8_t d[16];
+    ltr_murmur3_128(key, klen, t->seed, d);
+    return htable_lookup(t, c, hb_from_digest(d), key, klen, it);
 }
 
 int ltr_htable_get(ltr_htable *t, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,

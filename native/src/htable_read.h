@@ -3,6 +3,7 @@
 #define LTR_HTABLE_READ_H
 
 #include "bucket.h"
+#include "hashbits.h"
 #include "ltr_int.h"
 
 enum { ST_LOOKUPS, ST_FOUND, ST_DELETED, ST_BUCKET_READS, ST_OVF_READS, ST_FNEG, ST_FFP, ST_N };
@@ -43,6 +44,10 @@ int read_ctx_init(read_ctx *c);
 void read_ctx_free(read_ctx *c);
 /* Returns the checked page of bucket k (pointing into the map or c->page), or NULL and *rc. */
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc);
+/* One key with a known hash: LTR_FOUND, LTR_DELETED or LTR_ABSENT, or <0. *it stays valid until
+ * the next read with c. Counts go to c->stats. */
+int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
+                  item_view *it);
 /* Reads and checks overflow record j; *it points into the map or c->scratch. */
 int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it);
 

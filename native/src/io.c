@@ -60,25 +60,35 @@ int io_create(wfile *w, const char *path)
     return LTR_OK;
 }
 
-int io_write(wfile *w, const void *p, size_t n)
+int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
 {
     const uint8_t *q = p;
     while (n) {
         int err = fault_hit(LTR_FAULT_WRITE);
-        ssize_t r = err ? -1 : write(w->fd, q, n);
+        ssize_t r = err ? -1 : write(fd, q, n);
         if (r < 0) {
             err = err ? err : errno;
             if (err == EINTR)
                 continue;
-            return ltr_fail_errno(err, "write to %s at offset %llu failed", w->tmp,
-                                  (unsigned long long)w->bytes);
+            return ltr_fail_errno(err, "write to %s at offset %llu failed", path,
+                                  (unsigned long long)at);
         }
         q += r;
         n -= (size_t)r;
-        w->bytes += (uint64_t)r;
+        at += (uint64_t)r;
     }
     return LTR_OK;
 }
+
+int io_write(wfile *w, const void *p, size_t n)
+{
+    int rc = io_write_fd(w->fd, p, n, w->tmp, w->bytes);
+    if (!rc)
+        w->bytes += n;
+    return rc;
+}
+
+static int fsync_dir_of(const char *path);
 
 static int fsync_checked(int fd, const char *what)
 {
@@ -87,6 +97,10 @@ static int fsync_checked(int fd, const char *what)
         return ltr_fail_errno(err ? err : errno, "fsync of %s failed", what);
     return LTR_OK;
 }
+
+int io_fsync_fd(int fd, const char *path) { return fsync_checked(fd, path); }
+
+int io_fsync_dir(const char *path) { return fsync_dir_of(path); }
 
 static int fsync_dir_of(const char *path)
 {
@@ -159,4 +173,17 @@ int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path)
         off += (uint64_t)r;
     }
     return LTR_OK;
+}
+
+int io_write_file_atomic(const char *path, const void *data, size_t n)
+{
+    wfile w;
+    int rc = io_create(&w, path);
+    if (rc)
+        return rc;
+    rc = io_write(&w, data, n);
+    if (!rc)
+        rc = io_commit(&w, 1);
+    io_abort(&w);
+    return rc;
 }

@@ -1,0 +1,343 @@
+"""The store: `lsmtrie.open(path, ...)` (docs/design.md).
+
+Writes go to a write-ahead log and a memtable in C; full memtables become HTables at the root of
+the trie, and a background thread compacts nodes into their children while reads and writes go on.
+Thread safety: a `Store` may be shared by threads; every call runs in C with the GIL released.
+A `Store` must not be used in a process forked after it was opened (open it in the child).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+
+from . import _binding as b
+from ._packing import Packed, check_bytes, pack, pack_mask, pack_one
+from .errors import ClosedError, Error
+from .htable import Lookup
+
+ffi, lib = b.ffi, b.lib
+
+LOG_CHUNK = 64 << 20  # put_many writes one atomic log record per chunk of this many bytes
+
+_OPTIONS = {
+    # name: (bit, type, default shown in docs)
+    "table_buckets": (lib.LTR_OPT_TABLE_BUCKETS, int),
+    "fill": (lib.LTR_OPT_FILL, float),
+    "levels": (lib.LTR_OPT_LEVELS, int),
+    "node_tables": (lib.LTR_OPT_NODE_TABLES, int),
+    "bloom_bits_per_key": (lib.LTR_OPT_BLOOM_BITS, int),
+    "memtable_bytes": (lib.LTR_OPT_MEMTABLE_BYTES, int),
+    "hash_seed": (lib.LTR_OPT_HASH_SEED, int),
+    "gc_threshold": (lib.LTR_OPT_GC_THRESHOLD, float),
+}
+
+
+def _c_options(options: dict):
+    o = ffi.new("ltr_store_opts *")
+    lib.ltr_store_opts_default(o)
+    for name, value in options.items():
+        if name not in _OPTIONS:
+            raise TypeError(f"unknown option {name!r}; options are {', '.join(sorted(_OPTIONS))}")
+        bit, kind = _OPTIONS[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            raise TypeError(f"option {name} must be {kind.__name__}, not {type(value).__name__}")
+        if value < 0 or (kind is int and value >= 2**63):
+            raise ValueError(f"option {name} must not be negative, got {value}")
+        setattr(o, name, value)
+        o.given |= bit
+    return o
+
+
+def open(path, create: bool = True, metadata_path=None, sync: bool = False, read_only: bool = False,
+         bulk: bool = False, **options) -> "Store":
+    """Opens (or creates) the store at path.
+
+    Args:
+        path: the store's directory.
+        create: create the store when it does not exist.
+        metadata_path: a directory, ideally on a small fast device, for the last level's
+            BloomClusters. A store created with one must always be opened with one.
+        sync: default durability of writes: when True each write returns only once it is on disk.
+        read_only: read from another process without taking the writer lock; the store is seen
+            as it was when opened (later writes of a writer process are not visible).
+        bulk: skip the write-ahead log. Writes are then durable only after `flush()` or
+            `close()`; a crash before that loses them. For bulk loads.
+        **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
+            hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
+            must equal the recorded value.
+
+    Raises:
+        LockError: another process has the store open for writing.
+        StorageError: the directory cannot be used (FileNotFoundError's errno when create=False
+            and there is no store).
+    """
+    return Store(path, create=create, metadata_path=metadata_path, sync=sync, read_only=read_only,
+                 bulk=bulk, **options)
+
+
+class Store:
+    """A store opened with `lsmtrie.open`. See that function for the arguments."""
+
+    def __init__(self, path, *, create=True, metadata_path=None, sync=False, read_only=False,
+                 bulk=False, **options):
+        o = _c_options(options)
+        o.create, o.read_only, o.sync, o.use_log = bool(create), bool(read_only), bool(sync), not bulk
+        self.path = os.fspath(path)
+        meta = ffi.new("char[]", os.fsencode(metadata_path)) if metadata_path is not None else ffi.NULL
+        o.metadata_path = meta
+        out = ffi.new("ltr_store **")
+        b.check(lib.ltr_store_open(os.fsencode(path), o, out))
+        self._h = b.Handle(out[0], self._close_handle, f"store {self.path}")
+        self._pid = os.getpid()
+        self._close_rc = 0
+        eff = ffi.new("ltr_store_opts *")
+        lib.ltr_store_options(out[0], eff)
+        self.options = {name: getattr(eff, name) for name in _OPTIONS}
+        self.read_only, self.bulk, self.sync = bool(read_only), bool(bulk), bool(sync)
+
+    # ---- handle ----
+
+    def _close_handle(self, ptr):
+        self._close_rc = lib.ltr_store_close(ptr)
+
+    def _use(self):
+        if self._pid != os.getpid():
+            raise Error("this Store was opened in another process (before a fork); open it again here")
+        return self._h
+
+    def close(self) -> None:
+        """Waits for running calls, stops background work, makes acknowledged writes durable and
+        releases the lock. Idempotent; later calls raise ClosedError."""
+        if self._h.closed:
+            return
+        self._h.close()
+        b.check(self._close_rc)
+
+    @property
+    def closed(self) -> bool:
+        return self._h.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<lsmtrie.Store {self.path!r}{' closed' if self.closed else ''}>"
+
+    # ---- writes ----
+
+    def _write(self, k: Packed, v: Packed, mask, sync) -> None:
+        sync = -1 if sync is None else int(bool(sync))
+        mptr = b.ptr_u8(mask) if mask is not None else ffi.NULL
+        with self._use() as h:
+            b.check(lib.ltr_store_write(h, b.ptr_u8(k.data), b.ptr_i64(k.offsets), k.data.size,
+                                        b.ptr_u8(v.data), b.ptr_i64(v.offsets), v.data.size,
+                                        mptr, k.n, sync))
+
+    def put(self, key, value, *, sync: bool | None = None) -> None:
+        """Stores value under key (both bytes-like). sync overrides the store's default."""
+        self._write(pack_one(key, "key"), pack_one(value, "value"), None, sync)
+
+    def __setitem__(self, key, value) -> None:
+        self.put(key, value)
+
+    def delete(self, key, *, sync: bool | None = None) -> None:
+        """Deletes key (a tombstone; deleting an absent key is not an error)."""
+        self._write(pack_one(key, "key"), pack_one(b"", "value"), np.ones(1, np.uint8), sync)
+
+    def __delitem__(self, key) -> None:
+        self.delete(key)
+
+    def put_many(self, keys, values, *, sync: bool | None = None) -> None:
+        """Stores many items: lists of bytes, 2-D uint8 arrays or (data, offsets) pairs. Written
+        as one atomic log record per 64 MiB chunk; write_batch() is atomic as a whole."""
+        k, v = pack(keys, "keys"), pack(values, "values")
+        if k.n != v.n:
+            raise ValueError(f"got {k.n} keys but {v.n} values")
+        for lo, hi in _chunks(k, v):
+            self._write(_slice(k, lo, hi), _slice(v, lo, hi), None, sync)
+
+    def write_batch(self, *, sync: bool | None = None) -> "WriteBatch":
+        """A batch applied atomically (all or nothing, across a crash too) when the `with`
+        block ends without an exception; discarded otherwise."""
+        return WriteBatch(self, sync)
+
+    # ---- reads ----
+
+    def _lookup(self, key) -> tuple[int, bytes | None]:
+        key = check_bytes(key, "key")
+        vlen, status = ffi.new("size_t *"), ffi.new("int *")
+        with self._use() as h:
+            vbuf = ffi.new("uint8_t[]", 4096)
+            rc = b.check(lib.ltr_store_get(h, ffi.from_buffer(key), len(key), vbuf, 4096, vlen, status))
+            if rc == lib.LTR_EAGAIN:
+                vbuf = ffi.new("uint8_t[]", vlen[0])
+                b.check(lib.ltr_store_get(h, ffi.from_buffer(key), len(key), vbuf, vlen[0], vlen, status))
+        if status[0] == lib.LTR_FOUND:
+            return status[0], ffi.unpack(ffi.cast("char *", vbuf), vlen[0])
+        return status[0], None
+
+    def get(self, key, default=None):
+        """The value of key, or default."""
+        status, value = self._lookup(key)
+        return value if status == lib.LTR_FOUND else default
+
+    def __getitem__(self, key) -> bytes:
+        status, value = self._lookup(key)
+        if status != lib.LTR_FOUND:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key) -> bool:
+        return self._lookup(key)[0] == lib.LTR_FOUND
+
+    def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
+        """One C call: (status int8[n] of Lookup values, value bytes, value offsets int64[n+1])."""
+        k = pack(keys, "keys")
+        status = np.zeros(k.n, dtype=np.int8)
+        voffs = np.zeros(k.n + 1, dtype=np.int64)
+        buf = ffi.new("ltr_buf *")
+        try:
+            with self._use() as h:
+                b.check(lib.ltr_store_get_many(h, b.ptr_u8(k.data), b.ptr_i64(k.offsets), k.data.size,
+                                               k.n, b.ptr_i8(status), b.ptr_i64(voffs), buf))
+        finally:
+            data = b.take_buf(buf)
+        return status, data, voffs
+
+    def get_many(self, keys) -> list:
+        """Values in key order; None where a key is absent."""
+        status, data, voffs = self.get_many_packed(keys)
+        starts, ends = voffs[:-1].tolist(), voffs[1:].tolist()
+        found = (status == Lookup.FOUND).tolist()
+        return [data[s:e] if f else None for s, e, f in zip(starts, ends, found)]
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every live item once (newest version, no deleted keys), in no particular order, as
+        of the call."""
+        out = ffi.new("ltr_sscan **")
+        with self._use() as h:
+            b.check(lib.ltr_store_scan_new(h, out))
+        scan = b.Handle(out[0], lib.ltr_store_scan_free, "scan")
+        items = ffi.new("ltr_items *")
+        try:
+            while True:
+                with self._use(), scan as sc:
+                    b.check(lib.ltr_store_scan_next(sc, 65536, items))
+                n = items.n
+                if n == 0:
+                    return
+                keys = bytes(ffi.buffer(items.keys.data, items.keys.len))
+                values = bytes(ffi.buffer(items.values.data, items.values.len))
+                ko = np.frombuffer(ffi.buffer(items.koffs.data, 8 * (n + 1)), dtype=np.int64).tolist()
+                vo = np.frombuffer(ffi.buffer(items.voffs.data, 8 * (n + 1)), dtype=np.int64).tolist()
+                for i in range(n):
+                    yield keys[ko[i]:ko[i + 1]], values[vo[i]:vo[i + 1]]
+        finally:
+            scan.close()
+            lib.ltr_items_free(items)
+
+    def __iter__(self):
+        return (k for k, _ in self.items())
+
+    # ---- maintenance ----
+
+    def flush(self) -> None:
+        """Writes the memtable out and waits until no flush or compaction is pending. Retries
+        background work that failed (for example after disk space was freed)."""
+        with self._use() as h:
+            b.check(lib.ltr_store_flush(h))
+
+    def stats(self) -> dict:
+        """Counters, all counted inside the engine. Byte counters persist across reopens."""
+        st = ffi.new("ltr_store_stats *")
+        with self._use() as h:
+            lib.ltr_store_stats_get(h, st)
+        levels = st.levels
+        user = st.user_bytes_written
+        return {
+            "user_bytes_written": user,
+            "bytes_written": st.bytes_written,
+            "write_amplification": st.bytes_written / user if user else None,
+            "bytes_written_by_kind": {
+                "log": st.written_log,
+                "flush": st.written_flush,
+                "compaction": {lvl: st.written_compaction[lvl] for lvl in range(1, levels)},
+                "clusters": st.written_clusters,
+                "manifest": st.written_manifest,
+            },
+            "tables_per_level": [st.tables_per_level[i] for i in range(levels)],
+            "items_per_level": [st.items_per_level[i] for i in range(levels)],
+            "table_bytes_per_level": [st.table_bytes_per_level[i] for i in range(levels)],
+            "memtable_items": st.memtable_items,
+            "metadata_memory_bytes": st.metadata_memory_bytes,
+            "gets": st.gets,
+            "bucket_reads": st.bucket_reads,
+            "cluster_reads": st.cluster_reads,
+            "filter_false_positives": st.filter_false_positives,
+            "flushes": st.flushes,
+            "compactions": st.compactions,
+            "gcs": st.gcs,
+            "write_stalls": st.write_stalls,
+        }
+
+
+class WriteBatch:
+    """Collects puts and deletes; applied atomically by the `with` block's normal exit."""
+
+    def __init__(self, store: Store, sync):
+        self._store, self._sync = store, sync
+        self._keys, self._values, self._deleted = [], [], []
+        self._done = False
+
+    def put(self, key, value) -> None:
+        self._keys.append(bytes(check_bytes(key, "key")))
+        self._values.append(bytes(check_bytes(value, "value")))
+        self._deleted.append(False)
+
+    def delete(self, key) -> None:
+        self._keys.append(bytes(check_bytes(key, "key")))
+        self._values.append(b"")
+        self._deleted.append(True)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def write(self) -> None:
+        """Applies the batch now (the `with` block calls this)."""
+        if self._done:
+            raise Error("this batch was already written")
+        self._done = True
+        if self._keys:
+            k, v = pack(self._keys, "keys"), pack(self._values, "values")
+            self._store._write(k, v, pack_mask(self._deleted, k.n), self._sync)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.write()
+        self._keys = self._values = self._deleted = []
+
+
+def _slice(p: Packed, lo: int, hi: int) -> Packed:
+    offs = p.offsets[lo:hi + 1]
+    return Packed(p.data, offs, hi - lo)
+
+
+def _chunks(k: Packed, v: Packed):
+    """Index ranges of at most LOG_CHUNK bytes of keys and values (at least one item each)."""
+    sizes = (k.offsets - k.offsets[0]) + (v.offsets - v.offsets[0])
+    lo = 0
+    while lo < k.n:
+        hi = int(np.searchsorted(sizes, sizes[lo] + LOG_CHUNK, side="right")) - 1
+        hi = max(hi, lo + 1)
+        yield lo, min(hi, k.n)
+        lo = min(hi, k.n)

@@ -1,0 +1,187 @@
+/* compaction.c: splitting one node's pile into its eight children (paper §2.3). The node's
+ * tables are fed oldest first into one builder per child, chosen by the key's trie digit at the
+ * node's depth; a later version of a key replaces an earlier one. The outputs become the newest
+ * tables of the children; data already in the children is never rewritten. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bucket.h"
+#include "store_int.h"
+
+#define SCAN_BATCH 4096
+
+typedef struct output {
+    uint64_t node;
+    uint64_t file;
+    char *path;
+    tref *table;
+} output;
+
+typedef struct job {
+    ltr_store *s;
+    const vnode *src;
+    ltr_hbuild *b[8];
+    output *out;
+    size_t nout, cap;
+    uint64_t bytes;
+} job;
+
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node)
+{
+    /* Nodes are sorted by id, which is breadth-first: the highest full node comes first. */
+    for (uint32_t i = 0; i < v->nnodes; i++) {
+        const vnode *n = &v->nodes[i];
+        if (n->level + 1 < s->o.levels && n->n >= s->o.node_tables) {
+            *node = n->id;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int new_builder(job *j, ltr_hbuild **b)
+{
+    ltr_table_opts to;
+    ltr_table_opts_default(&to);
+    to.buckets = j->s->o.table_buckets;
+    to.fill = j->s->o.fill;
+    to.bloom_bits_per_key = j->s->o.bloom_bits_per_key;
+    to.hash_seed = j->s->o.hash_seed;
+    return ltr_hbuild_new(&to, b);
+}
+
+/* Writes child d's builder as a table and starts it afresh (NULL). */
+static int emit(job *j, uint32_t d)
+{
+    ltr_hbuild *b = j->b[d];
+    j->b[d] = NULL;
+    if (!b)
+        return LTR_OK;
+    int rc = LTR_OK;
+    if (ltr_hbuild_items(b)) {
+        if (j->nout == j->cap) {
+            size_t cap = j->cap ? 2 * j->cap : 16;
+            output *o = realloc(j->out, cap * sizeof *o);
+            if (!o)
+                rc = ltr_fail(LTR_ENOMEM, "out of memory");
+            else {
+                j->out = o;
+                j->cap = cap;
+            }
+        }
+        output *o = rc ? NULL : &j->out[j->nout];
+        ltr_build_stats st;
+        if (o) {
+            memset(o, 0, sizeof *o);
+            o->node = node_child(j->src->id, j->src->level, d);
+            rc = store_new_table(j->s, &o->file, &o->path);
+            j->nout++;
+        }
+        if (!rc)
+            rc = ltr_hbuild_finish(b, o->path, &st);
+        ltr_htable *t = NULL;
+        if (!rc)
+            rc = ltr_htable_open(o->path, 0, -1, &t);
+        if (!rc && !(o->table = tref_new(o->file, j->src->level + 1, t))) {
+            ltr_htable_close(t);
+            rc = ltr_fail(LTR_ENOMEM, "out of memory");
+        }
+        if (!rc)
+            j->bytes += st.file_bytes;
+    }
+    ltr_hbuild_free(b);
+    return rc;
+}
+
+static int route(job *j, const uint8_t *key, uint32_t klen, const uint8_t *val, uint32_t vlen,
+                 int del)
+{
+    uint8_t dg[16];
+    ltr_murmur3_128(key, klen, j->s->o.hash_seed, dg);
+    key_hash h = hb_from_digest(dg);
+    uint32_t d = hb_trie_digit(h, j->src->level);
+    int rc = j->b[d] ? LTR_OK : new_builder(j, &j->b[d]);
+    int r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, del);
+    if (r == 0) { /* this child's table is full: it gets one more */
+        rc = emit(j, d);
+        if (!rc)
+            rc = new_builder(j, &j->b[d]);
+        r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, del);
+    }
+    return r < 0 ? r : LTR_OK;
+}
+
+static int feed_table(job *j, ltr_htable *t)
+{
+    ltr_scan *sc;
+    ltr_items it = {0};
+    int rc = ltr_scan_new(t, &sc);
+    while (!rc && !(rc = ltr_scan_next(sc, SCAN_BATCH, &it)) && it.n) {
+        const int64_t *ko = (const int64_t *)it.koffs.data, *vo = (const int64_t *)it.voffs.data;
+        for (size_t i = 0; i < it.n && !rc; i++)
+            rc = route(j, it.keys.data + ko[i], (uint32_t)(ko[i + 1] - ko[i]),
+                       it.values.data + vo[i], (uint32_t)(vo[i + 1] - vo[i]), it.deleted.data[i]);
+    }
+    if (sc)
+        ltr_scan_free(sc);
+    ltr_items_free(&it);
+    return rc;
+}
+
+static int install(job *j)
+{
+    ltr_store *s = j->s;
+    size_t nops = j->src->n + j->nout;
+    vedit_op *ops = calloc(nops, sizeof *ops);
+    if (!ops)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    medit e = {0};
+    for (uint32_t i = 0; i < j->src->n; i++) {
+        ops[i] = (vedit_op){.add = 0, .node = j->src->id, .level = j->src->level,
+                            .file = j->src->tables[i]->file};
+        medit_table(&e, 0, j->src->id, j->src->tables[i]->file);
+    }
+    for (size_t i = 0; i < j->nout; i++) {
+        ops[j->src->n + i] = (vedit_op){.add = 1, .node = j->out[i].node,
+                                        .level = j->src->level + 1, .table = j->out[i].table};
+        medit_table(&e, 1, j->out[i].node, j->out[i].file);
+    }
+    store_count(s, C_WRITTEN_COMPACTION + j->src->level + 1, j->bytes);
+    store_count(s, C_COMPACTIONS, 1);
+    pthread_mutex_lock(&s->state_mu);
+    int rc = store_install(s, ops, nops, &e);
+    pthread_mutex_unlock(&s->state_mu);
+    medit_free(&e);
+    free(ops);
+    return rc;
+}
+
+int compaction_run(ltr_store *s, version *v, uint64_t node)
+{
+    job j = {.s = s, .src = version_node(v, node)};
+    int rc = LTR_OK;
+    for (uint32_t i = 0; i < j.src->n && !rc; i++) /* oldest first: newer versions replace */
+        rc = feed_table(&j, j.src->tables[i]->t);
+    for (uint32_t d = 0; d < 8; d++) {
+        int r = rc ? (ltr_hbuild_free(j.b[d]), LTR_OK) : emit(&j, d);
+        rc = rc ? rc : r;
+    }
+    if (!rc)
+        rc = install(&j);
+    for (size_t i = 0; i < j.nout; i++) {
+        if (rc && j.out[i].path)
+            unlink(j.out[i].path); /* never made durable in the manifest */
+        tref_unref(j.out[i].table);
+        free(j.out[i].path);
+    }
+    free(j.out);
+    if (!rc) /* inputs are out of the durable state: open handles keep them readable */
+        for (uint32_t i = 0; i < j.src->n; i++) {
+            char *p = store_file(s->dir, j.src->tables[i]->file, "ht");
+            if (p)
+                unlink(p);
+            free(p);
+        }
+    return rc;
+}

@@ -1,0 +1,130 @@
+/* logfile.c: writing and reading record logs (docs/format/log.md). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "coding.h"
+#include "io.h"
+#include "logfile.h"
+#include "ltr_int.h"
+
+int logw_open(logw *w, const char *path, uint64_t size)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (w->fd < 0)
+        return ltr_fail_errno(errno, "cannot open log %s", path);
+    w->path = strdup(path);
+    if (!w->path) {
+        logw_close(w);
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    /* Drop anything past the good records (a torn tail), so it can never be read as data. */
+    struct stat sb;
+    if (fstat(w->fd, &sb) == 0 && (uint64_t)sb.st_size != size) {
+        if (ftruncate(w->fd, (off_t)size) != 0 || fsync(w->fd) != 0) {
+            int rc = ltr_fail_errno(errno, "cannot truncate log %s to %llu bytes", path,
+                                    (unsigned long long)size);
+            logw_close(w);
+            return rc;
+        }
+    }
+    if (lseek(w->fd, (off_t)size, SEEK_SET) < 0) {
+        int rc = ltr_fail_errno(errno, "cannot seek in log %s", path);
+        logw_close(w);
+        return rc;
+    }
+    w->size = size;
+    return LTR_OK;
+}
+
+int logw_append(logw *w, uint8_t type, const uint8_t *payload, size_t len)
+{
+    if (len > LOG_MAX_PAYLOAD)
+        return ltr_fail(LTR_EINVAL, "log record of %zu bytes is over the 1 GiB limit", len);
+    uint8_t h[LOG_HEADER];
+    put_u32(h + 4, (uint32_t)len);
+    h[8] = type;
+    uint32_t crc = ltr_crc32c(ltr_crc32c(0, h + 4, 5), payload, len);
+    put_u32(h, crc);
+    int rc = io_write_fd(w->fd, h, sizeof h, w->path, w->size);
+    if (!rc)
+        rc = io_write_fd(w->fd, payload, len, w->path, w->size + sizeof h);
+    if (rc) {
+        /* Take back a partial record so the next append starts on a record boundary. */
+        if (ftruncate(w->fd, (off_t)w->size) != 0 || lseek(w->fd, (off_t)w->size, SEEK_SET) < 0)
+            return ltr_fail_errno(errno, "log %s is in an unknown state after a failed append",
+                                  w->path);
+        return rc;
+    }
+    w->size += sizeof h + len;
+    return LTR_OK;
+}
+
+int logw_sync(logw *w)
+{
+    return io_fsync_fd(w->fd, w->path);
+}
+
+void logw_close(logw *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    free(w->path);
+    w->path = NULL;
+}
+
+int logr_open(logr *r, const char *path)
+{
+    memset(r, 0, sizeof *r);
+    r->path = path;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ltr_fail_errno(errno, "cannot open log %s", path);
+    struct stat sb;
+    int rc = LTR_OK;
+    if (fstat(fd, &sb) != 0)
+        rc = ltr_fail_errno(errno, "cannot stat %s", path);
+    else {
+        r->len = (size_t)sb.st_size;
+        r->data = malloc(r->len ? r->len : 1);
+        if (!r->data)
+            rc = ltr_fail(LTR_ENOMEM, "out of memory reading %s", path);
+        else
+            rc = io_pread(fd, r->data, r->len, 0, path);
+    }
+    close(fd);
+    if (rc)
+        logr_close(r);
+    return rc;
+}
+
+int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len)
+{
+    if (r->pos == r->len)
+        return LOGR_END;
+    if (r->len - r->pos < LOG_HEADER)
+        return LOGR_TORN;
+    const uint8_t *h = r->data + r->pos;
+    uint32_t n = get_u32(h + 4);
+    if (n > LOG_MAX_PAYLOAD || r->len - r->pos - LOG_HEADER < n || h[8] == 0)
+        return LOGR_TORN;
+    if (ltr_crc32c(0, h + 4, 5 + (size_t)n) != get_u32(h))
+        return LOGR_TORN;
+    *type = h[8];
+    *payload = h + LOG_HEADER;
+    *len = n;
+    r->pos += LOG_HEADER + n;
+    return LOGR_RECORD;
+}
+
+void logr_close(logr *r)
+{
+    free(r->data);
+    r->data = NULL;
+    r->len = r->pos = 0;
+}

@@ -1,0 +1,318 @@
+/* manifest.c: encoding, appending and replaying manifest edits (docs/format/manifest.md). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coding.h"
+#include "io.h"
+#include "manifest.h"
+
+#define MF_MAGIC "LTRMANI1"
+#define MF_VERSION 1
+
+/* ---- building edits (sticky failure: medit_failed tells at the end) ---- */
+
+static void put_var(medit *e, uint64_t v)
+{
+    uint8_t tmp[10];
+    if (buf_append(&e->b, tmp, put_varint(tmp, v)))
+        e->b.cap = SIZE_MAX; /* marks the edit as failed */
+}
+
+void medit_table(medit *e, int add, uint64_t node, uint64_t file)
+{
+    put_var(e, add ? OP_ADD_TABLE : OP_REMOVE_TABLE);
+    put_var(e, node);
+    put_var(e, file);
+}
+
+void medit_value(medit *e, int op, uint64_t value)
+{
+    put_var(e, (uint64_t)op);
+    put_var(e, value);
+}
+
+void medit_counters(medit *e, const uint64_t *c)
+{
+    put_var(e, OP_COUNTERS);
+    put_var(e, C_COUNT);
+    for (int i = 0; i < C_COUNT; i++)
+        put_var(e, c[i]);
+}
+
+int medit_failed(const medit *e) { return e->b.cap == SIZE_MAX; }
+
+void medit_free(medit *e)
+{
+    if (medit_failed(e))
+        e->b.cap = 0;
+    ltr_buf_free(&e->b);
+}
+
+/* ---- options record ---- */
+
+static void put_f64(uint8_t *p, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    put_u64(p, u);
+}
+
+static double get_f64(const uint8_t *p)
+{
+    uint64_t u = get_u64(p);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+static size_t encode_options(uint8_t *p, const ltr_store_opts *o, int elsewhere)
+{
+    size_t n = 0;
+    memcpy(p, MF_MAGIC, 8);
+    put_u16(p + 8, MF_VERSION);
+    n = 10;
+    n += put_varint(p + n, o->table_buckets);
+    put_f64(p + n, o->fill);
+    n += 8;
+    n += put_varint(p + n, o->levels);
+    n += put_varint(p + n, o->node_tables);
+    n += put_varint(p + n, o->bloom_bits_per_key);
+    n += put_varint(p + n, o->memtable_bytes);
+    n += put_varint(p + n, o->hash_seed);
+    put_f64(p + n, o->gc_threshold);
+    n += 8;
+    p[n++] = (uint8_t)(elsewhere != 0);
+    return n;
+}
+
+static int decode_options(const uint8_t *p, uint32_t len, ltr_store_opts *o, int *elsewhere,
+                          const char *path)
+{
+    const uint8_t *end = p + len, *q = p + 10;
+    uint64_t v[6];
+    if (len < 10 || memcmp(p, MF_MAGIC, 8) != 0)
+        return ltr_fail(LTR_ECORRUPT, "%s is not an lsmtrie manifest", path);
+    if (get_u16(p + 8) != MF_VERSION)
+        return ltr_fail(LTR_EVERSION, "%s: manifest version %u, this build reads %d", path,
+                        get_u16(p + 8), MF_VERSION);
+    size_t k;
+    memset(o, 0, sizeof *o);
+    if (!(k = get_varint(q, end, &v[0])) || end - (q += k) < 8)
+        goto bad;
+    o->fill = get_f64(q);
+    q += 8;
+    for (int i = 1; i < 6; i++) {
+        if (!(k = get_varint(q, end, &v[i])))
+            goto bad;
+        q += k;
+    }
+    if (end - q != 9)
+        goto bad;
+    o->gc_threshold = get_f64(q);
+    *elsewhere = q[8];
+    o->table_buckets = (uint32_t)v[0];
+    o->levels = (uint32_t)v[1];
+    o->node_tables = (uint32_t)v[2];
+    o->bloom_bits_per_key = (uint32_t)v[3];
+    o->memtable_bytes = v[4];
+    o->hash_seed = (uint32_t)v[5];
+    return LTR_OK;
+bad:
+    return ltr_fail(LTR_ECORRUPT, "%s: the options record is malformed", path);
+}
+
+/* ---- files ---- */
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (p) {
+        memcpy(p, dir, a);
+        p[a] = '/';
+        memcpy(p + a + 1, name, b + 1);
+    }
+    return p;
+}
+
+static char *manifest_path(const char *dir, uint64_t number)
+{
+    char name[40];
+    snprintf(name, sizeof name, "MANIFEST-%08llu", (unsigned long long)number);
+    return path_join(dir, name);
+}
+
+static int set_current(const char *dir, uint64_t number)
+{
+    char text[40];
+    int n = snprintf(text, sizeof text, "MANIFEST-%08llu\n", (unsigned long long)number);
+    char *p = path_join(dir, "CURRENT");
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    int rc = io_write_file_atomic(p, text, (size_t)n);
+    free(p);
+    return rc;
+}
+
+int manifest_create(manifest *m, const char *dir, uint64_t number, const ltr_store_opts *o,
+                    int clusters_elsewhere, const medit *snapshot, uint64_t *written)
+{
+    uint8_t opt[128];
+    memset(m, 0, sizeof *m);
+    m->w.fd = -1;
+    m->dir = strdup(dir);
+    char *p = manifest_path(dir, number);
+    if (!m->dir || !p) {
+        free(p);
+        manifest_close(m);
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    unlink(p); /* a leftover of a crashed rotation holds nothing CURRENT refers to */
+    int rc = logw_open(&m->w, p, 0);
+    if (!rc)
+        rc = logw_append(&m->w, MF_TYPE_OPTIONS, opt, encode_options(opt, o, clusters_elsewhere));
+    if (!rc)
+        rc = logw_append(&m->w, MF_TYPE_EDIT, snapshot->b.data, snapshot->b.len);
+    if (!rc)
+        rc = logw_sync(&m->w);
+    if (!rc)
+        rc = set_current(dir, number);
+    free(p);
+    if (rc) {
+        manifest_close(m);
+        return rc;
+    }
+    m->number = number;
+    m->snapshot = m->w.size;
+    *written += m->w.size;
+    return LTR_OK;
+}
+
+static int read_current(const char *dir, uint64_t *number)
+{
+    char *p = path_join(dir, "CURRENT");
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    FILE *f = fopen(p, "r");
+    int rc = LTR_OK;
+    unsigned long long n;
+    if (!f)
+        rc = ltr_fail_errno(errno, "cannot open %s", p);
+    else if (fscanf(f, "MANIFEST-%llu\n", &n) != 1)
+        rc = ltr_fail(LTR_ECORRUPT, "%s does not name a manifest", p);
+    else
+        *number = n;
+    if (f)
+        fclose(f);
+    free(p);
+    return rc;
+}
+
+static int replay_edit(const uint8_t *p, uint32_t len, const manifest_sink *s, const char *path)
+{
+    const uint8_t *end = p + len;
+    uint64_t c[C_COUNT];
+    while (p < end) {
+        uint64_t op, a = 0, b = 0;
+        size_t k = get_varint(p, end, &op);
+        if (!k)
+            goto bad;
+        p += k;
+        int fields = op == OP_ADD_TABLE || op == OP_REMOVE_TABLE ? 2 : 1;
+        if (op == OP_COUNTERS) {
+            uint64_t n;
+            if (!(k = get_varint(p, end, &n)) || n > C_COUNT)
+                goto bad;
+            p += k;
+            memset(c, 0, sizeof c);
+            for (uint64_t i = 0; i < n; i++, p += k)
+                if (!(k = get_varint(p, end, &c[i])))
+                    goto bad;
+        } else if (op >= OP_ADD_TABLE && op <= OP_NEXT_FILE) {
+            if (!(k = get_varint(p, end, &a)))
+                goto bad;
+            p += k;
+            if (fields == 2) {
+                if (!(k = get_varint(p, end, &b)))
+                    goto bad;
+                p += k;
+            }
+        } else {
+            goto bad;
+        }
+        int rc = s->op(s->ctx, (int)op, a, b, c);
+        if (rc)
+            return rc;
+    }
+    return LTR_OK;
+bad:
+    return ltr_fail(LTR_ECORRUPT, "%s: malformed edit", path);
+}
+
+int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int writable)
+{
+    memset(m, 0, sizeof *m);
+    m->w.fd = -1;
+    uint64_t number;
+    int rc = read_current(dir, &number);
+    char *p = rc ? NULL : manifest_path(dir, number);
+    logr r;
+    if (rc || !p || (rc = logr_open(&r, p))) {
+        free(p);
+        return rc ? rc : ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    uint8_t type;
+    const uint8_t *pl;
+    uint32_t len;
+    int got, records = 0;
+    while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
+        if (records++ == 0) {
+            ltr_store_opts o;
+            int elsewhere;
+            rc = type != MF_TYPE_OPTIONS
+                     ? ltr_fail(LTR_ECORRUPT, "%s does not start with options", p)
+                     : decode_options(pl, len, &o, &elsewhere, p);
+            if (!rc)
+                rc = sink->options(sink->ctx, &o, elsewhere);
+        } else {
+            rc = type != MF_TYPE_EDIT ? ltr_fail(LTR_ECORRUPT, "%s: unknown record type %u", p, type)
+                                      : replay_edit(pl, len, sink, p);
+        }
+    }
+    if (!rc && records < 2) /* options and the snapshot are written and synced together */
+        rc = ltr_fail(LTR_ECORRUPT, "%s is incomplete", p);
+    size_t good = r.pos;
+    logr_close(&r);
+    if (!rc && writable) {
+        m->dir = strdup(dir);
+        rc = m->dir ? logw_open(&m->w, p, good) : ltr_fail(LTR_ENOMEM, "out of memory");
+        m->number = number;
+        m->snapshot = good;
+    }
+    free(p);
+    if (rc)
+        manifest_close(m);
+    return rc;
+}
+
+int manifest_append(manifest *m, const medit *e, uint64_t *written)
+{
+    if (medit_failed(e))
+        return ltr_fail(LTR_ENOMEM, "out of memory building a manifest edit");
+    uint64_t before = m->w.size;
+    int rc = logw_append(&m->w, MF_TYPE_EDIT, e->b.data, e->b.len);
+    if (!rc)
+        rc = logw_sync(&m->w);
+    *written += m->w.size - before;
+    return rc;
+}
+
+void manifest_close(manifest *m)
+{
+    logw_close(&m->w);
+    free(m->dir);
+    m->dir = NULL;
+}

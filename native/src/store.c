@@ -1,0 +1,1042 @@
+/* store.c: opening, recovering and closing a store; the write path (log, memtables, group
+ * commit); the background worker that flushes memtables and runs compactions (docs/design.md). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bucket.h"
+#include "coding.h"
+#include "io.h"
+#include "store_int.h"
+
+/* ---- options ---- */
+
+void ltr_store_opts_default(ltr_store_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->table_buckets = 8191;
+    o->fill = 0.95;
+    o->levels = 5;
+    o->node_tables = 8;
+    o->bloom_bits_per_key = 16;
+    o->gc_threshold = 0.5;
+    o->create = 1;
+    o->use_log = 1;
+}
+
+static uint64_t table_capacity(const ltr_store_opts *o)
+{
+    return (uint64_t)(o->fill * o->table_buckets * LTR_BUCKET_PAYLOAD);
+}
+
+static int opts_check(const ltr_store_opts *o)
+{
+    if (o->table_buckets < 1 || o->table_buckets > LTR_MAX_BUCKETS)
+        return ltr_fail(LTR_EINVAL, "table_buckets must be 1..%d, got %u", LTR_MAX_BUCKETS,
+                        o->table_buckets);
+    if (!(o->fill > 0.0 && o->fill <= 1.0))
+        return ltr_fail(LTR_EINVAL, "fill must be in (0, 1], got %g", o->fill);
+    if (o->levels < 1 || o->levels > LTR_MAX_LEVELS)
+        return ltr_fail(LTR_EINVAL, "levels must be 1..%d, got %u", LTR_MAX_LEVELS, o->levels);
+    if (o->node_tables < 2 || o->node_tables > 1024)
+        return ltr_fail(LTR_EINVAL, "node_tables must be 2..1024, got %u", o->node_tables);
+    if (o->bloom_bits_per_key > 64)
+        return ltr_fail(LTR_EINVAL, "bloom_bits_per_key must be 0..64, got %u",
+                        o->bloom_bits_per_key);
+    if (o->memtable_bytes < 1 || o->memtable_bytes > table_capacity(o))
+        return ltr_fail(LTR_EINVAL, "memtable_bytes must be 1..%llu (one table's capacity), got %llu",
+                        (unsigned long long)table_capacity(o), (unsigned long long)o->memtable_bytes);
+    if (!(o->gc_threshold > 0.0 && o->gc_threshold < 1.0))
+        return ltr_fail(LTR_EINVAL, "gc_threshold must be in (0, 1), got %g", o->gc_threshold);
+    return LTR_OK;
+}
+
+/* Options the caller chose must equal the recorded ones; the rest come from the store. */
+static int opts_merge(ltr_store_opts *o, const ltr_store_opts *rec)
+{
+#define SAME(bit, field, fmt)                                                                     \
+    do {                                                                                          \
+        if ((o->given & (bit)) && o->field != rec->field)                                         \
+            return ltr_fail(LTR_EINVAL, "option " #field "=" fmt " differs from the store's " fmt, \
+                            o->field, rec->field);                                                \
+        o->field = rec->field;                                                                    \
+    } while (0)
+    SAME(LTR_OPT_TABLE_BUCKETS, table_buckets, "%u");
+    SAME(LTR_OPT_FILL, fill, "%g");
+    SAME(LTR_OPT_LEVELS, levels, "%u");
+    SAME(LTR_OPT_NODE_TABLES, node_tables, "%u");
+    SAME(LTR_OPT_BLOOM_BITS, bloom_bits_per_key, "%u");
+    SAME(LTR_OPT_MEMTABLE_BYTES, memtable_bytes, "%lu");
+    SAME(LTR_OPT_HASH_SEED, hash_seed, "%u");
+    SAME(LTR_OPT_GC_THRESHOLD, gc_threshold, "%g");
+#undef SAME
+    return opts_check(o);
+}
+
+void ltr_store_options(const ltr_store *s, ltr_store_opts *out) { *out = s->o; }
+
+/* ---- files ---- */
+
+char *store_file(const char *dir, uint64_t number, const char *ext)
+{
+    size_t n = strlen(dir) + 32;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%08llu.%s", dir, (unsigned long long)number, ext);
+    return p;
+}
+
+void store_count(ltr_store *s, int counter, uint64_t n)
+{
+    __atomic_fetch_add(&s->counters[counter], n, __ATOMIC_RELAXED);
+}
+
+static int take_lock(ltr_store *s)
+{
+    char *p = malloc(strlen(s->dir) + 8);
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    sprintf(p, "%s/LOCK", s->dir);
+    s->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int rc = LTR_OK;
+    if (s->lock_fd < 0)
+        rc = ltr_fail_errno(errno, "cannot open the lock file %s", p);
+    else {
+        /* flock, not fcntl: its lock belongs to this open file, so a second open of the store
+         * in the same process conflicts too, and closing one never releases another's lock. */
+        if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
+            rc = (errno == EWOULDBLOCK || errno == EACCES)
+                     ? ltr_fail(LTR_ELOCKED, "store %s is already open for writing (its lock %s is held)",
+                                s->dir, p)
+                     : ltr_fail_errno(errno, "cannot lock %s", p);
+    }
+    free(p);
+    return rc;
+}
+
+/* ---- the durable state: installing edits ---- */
+
+static void encode_snapshot(const ltr_store *s, medit *e)
+{
+    medit_value(e, OP_NEXT_FILE, s->next_file);
+    medit_value(e, OP_LOG_FLOOR, s->log_floor);
+    medit_counters(e, s->counters);
+    for (uint32_t i = 0; i < s->current->nnodes; i++)
+        for (uint32_t j = 0; j < s->current->nodes[i].n; j++)
+            medit_table(e, 1, s->current->nodes[i].id, s->current->nodes[i].tables[j]->file);
+}
+
+/* Starts a new manifest holding a snapshot once the edit log has grown well past it. */
+static int maybe_rotate_manifest(ltr_store *s)
+{
+    if (s->mf.w.size < (1u << 20) || s->mf.w.size < 4 * s->mf.snapshot)
+        return LTR_OK;
+    medit e = {0};
+    uint64_t number = s->next_file++;
+    encode_snapshot(s, &e);
+    manifest fresh;
+    uint64_t written = 0;
+    int rc = medit_failed(&e) ? ltr_fail(LTR_ENOMEM, "out of memory")
+                              : manifest_create(&fresh, s->dir, number, &s->o, s->meta_dir != NULL,
+                                                &e, &written);
+    medit_free(&e);
+    store_count(s, C_WRITTEN_MANIFEST, written);
+    if (rc)
+        return rc;
+    char name[40];
+    snprintf(name, sizeof name, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
+    char *old = malloc(strlen(s->dir) + sizeof name + 2);
+    if (old) {
+        sprintf(old, "%s/%s", s->dir, name);
+        unlink(old);
+        free(old);
+    }
+    manifest_close(&s->mf);
+    s->mf = fresh;
+    return LTR_OK;
+}
+
+/* Applies ops to the current version and makes the edit durable; state_mu is held. The edit
+ * carries the counters and the file counter, so a reopen continues them. */
+int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
+{
+    version *next;
+    int rc = version_apply(s->current, ops, nops, &next);
+    if (rc)
+        return rc;
+    medit_value(e, OP_NEXT_FILE, s->next_file);
+    medit_counters(e, s->counters);
+    uint64_t written = 0;
+    rc = manifest_append(&s->mf, e, &written);
+    store_count(s, C_WRITTEN_MANIFEST, written);
+    if (rc) {
+        version_unref(next);
+        return rc;
+    }
+    version *old = s->current;
+    s->current = next;
+    version_unref(old);
+    return maybe_rotate_manifest(s);
+}
+
+int store_new_table(ltr_store *s, uint64_t *file, char **path)
+{
+    pthread_mutex_lock(&s->state_mu);
+    *file = s->next_file++;
+    pthread_mutex_unlock(&s->state_mu);
+    *path = store_file(s->dir, *file, "ht");
+    return *path ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+}
+
+/* ---- memtables ---- */
+
+static int memtable_new(ltr_store *s, uint64_t min_log, memtable **out)
+{
+    ltr_table_opts to;
+    ltr_table_opts_default(&to);
+    to.buckets = s->o.table_buckets;
+    to.fill = s->o.fill;
+    to.bloom_bits_per_key = s->o.bloom_bits_per_key;
+    to.hash_seed = s->o.hash_seed;
+    memtable *m = calloc(1, sizeof *m);
+    if (!m)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    int rc = ltr_hbuild_new(&to, &m->b);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    m->min_log = min_log;
+    *out = m;
+    return LTR_OK;
+}
+
+static void memtable_free(memtable *m)
+{
+    if (m) {
+        ltr_hbuild_free(m->b);
+        free(m);
+    }
+}
+
+/* The oldest log still needed: the one the oldest memtable started from. */
+static uint64_t needed_log(const ltr_store *s)
+{
+    uint64_t floor = s->active ? s->active->min_log : s->wal_file;
+    for (memtable *m = s->imm; m; m = m->next)
+        if (m->min_log < floor)
+            floor = m->min_log;
+    return floor;
+}
+
+/* ---- the log ---- */
+
+static int open_new_log(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t file = s->next_file++;
+    pthread_mutex_unlock(&s->state_mu);
+    char *p = store_file(s->dir, file, "wal");
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    unlink(p);
+    logw w;
+    int rc = logw_open(&w, p, 0);
+    if (!rc)
+        rc = io_fsync_dir(p); /* the new log's name must survive a crash */
+    free(p);
+    if (rc) {
+        logw_close(&w);
+        return rc;
+    }
+    if (s->wal_file) {
+        /* Everything in the old log must be on disk before anything reaches the new one, so a
+         * crash keeps a prefix of the writes. */
+        rc = logw_sync(&s->wal);
+        if (rc) {
+            logw_close(&w);
+            return rc;
+        }
+        pthread_mutex_lock(&s->sync_mu);
+        s->synced_file = s->wal_file;
+        s->synced_upto = s->wal.size;
+        pthread_cond_broadcast(&s->sync_cv);
+        pthread_mutex_unlock(&s->sync_mu);
+        logw_close(&s->wal);
+    }
+    s->wal = w;
+    s->wal_file = file;
+    return LTR_OK;
+}
+
+/* Makes the log durable up to byte `end` of log file `file` (group commit: one fdatasync covers
+ * every writer waiting at that moment). */
+static int log_sync(ltr_store *s, uint64_t file, uint64_t end)
+{
+    int rc = LTR_OK;
+    pthread_mutex_lock(&s->sync_mu);
+    while (!rc && (s->synced_file < file || (s->synced_file == file && s->synced_upto < end))) {
+        if (s->syncing) {
+            pthread_cond_wait(&s->sync_cv, &s->sync_mu);
+            continue;
+        }
+        s->syncing = 1;
+        pthread_mutex_unlock(&s->sync_mu);
+        pthread_mutex_lock(&s->write_mu);
+        uint64_t f = s->wal_file, upto = s->wal.size;
+        int fd = dup(s->wal.fd); /* the log may be rotated and closed while we sync */
+        pthread_mutex_unlock(&s->write_mu);
+        rc = fd < 0 ? ltr_fail_errno(errno, "cannot sync the log") : io_fsync_fd(fd, "the log");
+        if (fd >= 0)
+            close(fd);
+        pthread_mutex_lock(&s->sync_mu);
+        s->syncing = 0;
+        if (!rc && (f > s->synced_file || (f == s->synced_file && upto > s->synced_upto))) {
+            s->synced_file = f;
+            s->synced_upto = upto;
+        }
+        pthread_cond_broadcast(&s->sync_cv);
+    }
+    pthread_mutex_unlock(&s->sync_mu);
+    return rc;
+}
+
+/* Encodes a batch as one BATCH log record payload (docs/format/log.md). */
+static int encode_batch(ltr_buf *out, const uint8_t *kdata, const int64_t *koffs,
+                        const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted, size_t n)
+{
+    size_t need = 10;
+    for (size_t i = 0; i < n; i++)
+        need += 10 + (size_t)(koffs[i + 1] - koffs[i]) + (size_t)(voffs[i + 1] - voffs[i]);
+    out->len = 0;
+    int rc = buf_reserve(out, need);
+    if (rc)
+        return rc;
+    out->len = put_varint(out->data, n);
+    for (size_t i = 0; i < n; i++) {
+        int del = deleted && deleted[i];
+        out->len += item_encode(out->data + out->len, kdata + koffs[i],
+                                (uint32_t)(koffs[i + 1] - koffs[i]), vdata + voffs[i],
+                                (uint32_t)(voffs[i + 1] - voffs[i]), del);
+    }
+    if (out->len > LOG_MAX_PAYLOAD)
+        return ltr_fail(LTR_EINVAL, "a batch of %zu bytes is over the 1 GiB limit of one write",
+                        out->len);
+    return LTR_OK;
+}
+
+/* ---- applying writes to memtables ---- */
+
+/* Turns the active memtable into the newest immutable one; write_mu is held. */
+static int rotate(ltr_store *s, uint64_t min_log_next, int new_log)
+{
+    if (!ltr_hbuild_items(s->active->b))
+        return LTR_OK;
+    int rc = new_log ? open_new_log(s) : LTR_OK;
+    memtable *m = NULL;
+    if (!rc)
+        rc = memtable_new(s, new_log ? s->wal_file : min_log_next, &m);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&s->mem_lock);
+    s->active->next = s->imm;
+    s->imm = s->active;
+    s->nimm++;
+    s->active = m;
+    pthread_rwlock_unlock(&s->mem_lock);
+    pthread_mutex_lock(&s->state_mu);
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+    return LTR_OK;
+}
+
+/* Stages a decoded batch in the memtables, rotating when one fills up. */
+static int apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
+                       uint64_t log_file, int new_log)
+{
+    int rc = LTR_OK;
+    pthread_rwlock_wrlock(&s->mem_lock);
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        item_view it;
+        size_t k = item_decode(p, end, &it);
+        if (!k) {
+            rc = ltr_fail(LTR_ECORRUPT, "a log record holds a malformed item");
+            break;
+        }
+        uint8_t d[16];
+        ltr_murmur3_128(it.key, it.klen, s->o.hash_seed, d);
+        key_hash h = hb_from_digest(d);
+        int r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
+        if (r == 0) { /* the memtable is full: the rest goes to a fresh one */
+            pthread_rwlock_unlock(&s->mem_lock);
+            rc = rotate(s, log_file, new_log);
+            pthread_rwlock_wrlock(&s->mem_lock);
+            if (!rc)
+                r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
+        }
+        if (r < 0)
+            rc = r;
+        p += k;
+    }
+    pthread_rwlock_unlock(&s->mem_lock);
+    return rc;
+}
+
+static int check_batch(const int64_t *koffs, size_t klen_total, const int64_t *voffs,
+                       size_t vlen_total, const uint8_t *deleted, size_t n, uint64_t *user)
+{
+    int rc = batch_check(koffs, n, klen_total, "keys");
+    if (!rc)
+        rc = batch_check(voffs, n, vlen_total, "values");
+    for (size_t i = 0; !rc && i < n; i++) {
+        int64_t kl = koffs[i + 1] - koffs[i], vl = voffs[i + 1] - voffs[i];
+        if (deleted && deleted[i])
+            vl = 0;
+        if (kl > LTR_MAX_KEY)
+            return ltr_fail(LTR_ETOOBIG, "key %zu is %lld bytes; the limit is %d bytes", i,
+                            (long long)kl, LTR_MAX_KEY);
+        if (vl > LTR_MAX_VALUE)
+            return ltr_fail(LTR_ETOOBIG, "value %zu is %lld bytes; the limit is %d bytes", i,
+                            (long long)vl, LTR_MAX_VALUE);
+        *user += (uint64_t)(kl + vl);
+    }
+    return rc;
+}
+
+int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
+                    const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
+                    const uint8_t *deleted, size_t n, int sync)
+{
+    static const uint8_t none[1];
+    uint64_t user = 0;
+    if (s->o.read_only)
+        return ltr_fail(LTR_EREADONLY, "store %s was opened read-only", s->dir);
+    int rc = check_batch(koffs, klen_total, voffs, vlen_total, deleted, n, &user);
+    if (rc || n == 0)
+        return rc;
+    kdata = kdata ? kdata : none;
+    vdata = vdata ? vdata : none;
+    pthread_mutex_lock(&s->write_mu);
+    while (s->nimm >= MAX_IMMUTABLE && !s->bg_error && !s->stopping) {
+        __atomic_fetch_add(&s->write_stalls, 1, __ATOMIC_RELAXED);
+        pthread_cond_wait(&s->write_cv, &s->write_mu);
+    }
+    if (s->bg_error)
+        rc = ltr_fail(s->bg_error, "%s", s->bg_message);
+    if (!rc)
+        rc = encode_batch(&s->enc, kdata, koffs, vdata, voffs, deleted, n);
+    uint64_t file = s->wal_file, end = 0;
+    if (!rc && file) {
+        uint64_t before = s->wal.size;
+        rc = logw_append(&s->wal, 1, s->enc.data, s->enc.len);
+        end = s->wal.size;
+        store_count(s, C_WRITTEN_LOG, end - before);
+    }
+    size_t k = 0;
+    uint64_t count;
+    if (!rc && (k = get_varint(s->enc.data, s->enc.data + s->enc.len, &count)))
+        rc = apply_items(s, s->enc.data + k, s->enc.data + s->enc.len, count, file, file != 0);
+    if (!rc) {
+        store_count(s, C_USER_BYTES, user);
+        if (ltr_hbuild_data_bytes(s->active->b) >= s->o.memtable_bytes)
+            rc = rotate(s, file, file != 0);
+    }
+    pthread_mutex_unlock(&s->write_mu);
+    if (!rc && file && (sync < 0 ? s->o.sync : sync))
+        rc = log_sync(s, file, end);
+    return rc;
+}
+
+/* ---- background work ---- */
+
+static ltr_htable *open_table(const char *path, int *rc)
+{
+    ltr_htable *t = NULL;
+    *rc = ltr_htable_open(path, 0, -1, &t);
+    return t;
+}
+
+/* Writes the oldest immutable memtable as the newest table of the root. */
+static int flush_oldest(ltr_store *s)
+{
+    pthread_rwlock_rdlock(&s->mem_lock);
+    memtable *m = s->imm;
+    while (m && m->next)
+        m = m->next;
+    pthread_rwlock_unlock(&s->mem_lock);
+    if (!m)
+        return LTR_OK;
+    uint64_t file;
+    char *path;
+    ltr_build_stats st;
+    int rc = store_new_table(s, &file, &path);
+    if (rc)
+        return rc;
+    rc = ltr_hbuild_finish(m->b, path, &st);
+    ltr_htable *t = rc ? NULL : open_table(path, &rc);
+    tref *r = t ? tref_new(file, 0, t) : NULL;
+    if (t && !r) {
+        ltr_htable_close(t);
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    if (!rc) {
+        store_count(s, C_WRITTEN_FLUSH, st.file_bytes);
+        store_count(s, C_FLUSHES, 1);
+        vedit_op op = {.add = 1, .node = 0, .level = 0, .table = r};
+        medit e = {0};
+        medit_table(&e, 1, 0, file);
+        pthread_mutex_lock(&s->state_mu);
+        pthread_rwlock_rdlock(&s->mem_lock);
+        uint64_t floor = s->active->min_log;
+        for (memtable *x = s->imm; x; x = x->next)
+            if (x != m && x->min_log < floor)
+                floor = x->min_log;
+        pthread_rwlock_unlock(&s->mem_lock);
+        medit_value(&e, OP_LOG_FLOOR, floor);
+        rc = store_install(s, &op, 1, &e);
+        if (!rc)
+            s->log_floor = floor;
+        pthread_mutex_unlock(&s->state_mu);
+        medit_free(&e);
+        tref_unref(r);
+    }
+    if (rc) {
+        unlink(path); /* not in the manifest: nothing refers to it */
+        free(path);
+        return rc;
+    }
+    free(path);
+    /* The table is in the version: the memtable can go (readers search the version after it). */
+    pthread_rwlock_wrlock(&s->mem_lock);
+    memtable **pp = &s->imm;
+    while (*pp != m)
+        pp = &(*pp)->next;
+    *pp = NULL;
+    s->nimm--;
+    pthread_rwlock_unlock(&s->mem_lock);
+    memtable_free(m);
+    pthread_mutex_lock(&s->write_mu);
+    pthread_cond_broadcast(&s->write_cv);
+    pthread_mutex_unlock(&s->write_mu);
+    return LTR_OK;
+}
+
+static void remove_old_logs(ltr_store *s);
+
+/* One unit of background work: 1 done, 0 nothing to do, <0 failed. state_mu is not held. */
+static int background_step(ltr_store *s)
+{
+    pthread_rwlock_rdlock(&s->mem_lock);
+    int have_imm = s->imm != NULL;
+    pthread_rwlock_unlock(&s->mem_lock);
+    version *v = store_pin(s);
+    uint64_t node = 0;
+    int compact = compaction_pick(s, v, &node);
+    const vnode *root = version_node(v, 0);
+    int root_full = s->o.levels > 1 && root && root->n >= 2 * s->o.node_tables;
+    int rc = 0;
+    if (have_imm && !root_full) {
+        rc = flush_oldest(s);
+        if (!rc)
+            remove_old_logs(s);
+        rc = rc ? rc : 1;
+    } else if (compact) {
+        rc = compaction_run(s, v, node);
+        rc = rc ? rc : 1;
+    }
+    version_unref(v);
+    return rc;
+}
+
+static void *worker_main(void *arg)
+{
+    ltr_store *s = arg;
+    pthread_mutex_lock(&s->state_mu);
+    for (;;) {
+        if (s->stopping)
+            break;
+        if (s->bg_error) {
+            pthread_cond_wait(&s->state_cv, &s->state_mu);
+            continue;
+        }
+        s->busy = 1;
+        pthread_mutex_unlock(&s->state_mu);
+        int rc = background_step(s);
+        pthread_mutex_lock(&s->state_mu);
+        s->busy = 0;
+        if (rc < 0) {
+            s->bg_error = rc;
+            snprintf(s->bg_message, sizeof s->bg_message, "background work failed: %s",
+                     ltr_last_error());
+        }
+        pthread_cond_broadcast(&s->state_cv);
+        if (rc == 0)
+            pthread_cond_wait(&s->state_cv, &s->state_mu);
+    }
+    pthread_mutex_unlock(&s->state_mu);
+    pthread_mutex_lock(&s->write_mu);
+    pthread_cond_broadcast(&s->write_cv);
+    pthread_mutex_unlock(&s->write_mu);
+    return NULL;
+}
+
+/* ---- recovery ---- */
+
+typedef struct loaded {
+    ltr_store *s;
+    int elsewhere;
+    vedit_op *ops; /* table adds and removes in manifest order */
+    size_t nops, cap;
+} loaded;
+
+static int on_options(void *ctx, const ltr_store_opts *rec, int elsewhere)
+{
+    loaded *l = ctx;
+    l->elsewhere = elsewhere;
+    return opts_merge(&l->s->o, rec);
+}
+
+static int on_op(void *ctx, int op, uint64_t a, uint64_t b, const uint64_t *counters)
+{
+    loaded *l = ctx;
+    ltr_store *s = l->s;
+    switch (op) {
+    case OP_LOG_FLOOR: s->log_floor = a; return LTR_OK;
+    case OP_NEXT_FILE: s->next_file = a; return LTR_OK;
+    case OP_COUNTERS: memcpy(s->counters, counters, sizeof s->counters); return LTR_OK;
+    default: break;
+    }
+    if (l->nops == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        vedit_op *p = realloc(l->ops, cap * sizeof *p);
+        if (!p)
+            return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+        l->ops = p;
+        l->cap = cap;
+    }
+    vedit_op *o = &l->ops[l->nops++];
+    memset(o, 0, sizeof *o);
+    o->add = op == OP_ADD_TABLE;
+    o->node = a;
+    o->file = b;
+    o->level = node_level(a);
+    return LTR_OK;
+}
+
+/* Opens every table the manifest lists and builds the first version. */
+static int load_tables(ltr_store *s, loaded *l)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; i < l->nops && !rc; i++) {
+        vedit_op *o = &l->ops[i];
+        if (!o->add)
+            continue;
+        int removed = 0; /* skip tables a later edit removes */
+        for (size_t j = i + 1; j < l->nops && !removed; j++)
+            removed = !l->ops[j].add && l->ops[j].file == o->file;
+        if (removed)
+            continue;
+        char *p = store_file(s->dir, o->file, "ht");
+        ltr_htable *t = p ? open_table(p, &rc) : NULL;
+        free(p);
+        if (!p)
+            rc = ltr_fail(LTR_ENOMEM, "out of memory");
+        if (t) {
+            ltr_table_info info;
+            ltr_htable_info(t, &info);
+            if (info.hash_seed != s->o.hash_seed)
+                rc = ltr_fail(LTR_ECORRUPT, "table %llu has hash seed %u, the store %u",
+                              (unsigned long long)o->file, info.hash_seed, s->o.hash_seed);
+            o->table = tref_new(o->file, o->level, t);
+            if (!o->table) {
+                ltr_htable_close(t);
+                rc = ltr_fail(LTR_ENOMEM, "out of memory");
+            }
+        }
+    }
+    size_t k = 0; /* keep only the surviving adds, in order */
+    for (size_t i = 0; i < l->nops; i++)
+        if (l->ops[i].add && l->ops[i].table)
+            l->ops[k++] = l->ops[i];
+    version *v = NULL;
+    if (!rc)
+        rc = version_apply(s->current, l->ops, k, &v);
+    if (!rc) {
+        version_unref(s->current);
+        s->current = v;
+    }
+    for (size_t i = 0; i < k; i++)
+        tref_unref(l->ops[i].table); /* the version holds its own references */
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Numbers of the files in dir named <digits>.<ext>, sorted. */
+static int list_files(const char *dir, const char *ext, uint64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return ltr_fail_errno(errno, "cannot list %s", dir);
+    size_t cap = 0;
+    struct dirent *e;
+    int rc = LTR_OK;
+    while (!rc && (e = readdir(d))) {
+        char *dot = strchr(e->d_name, '.');
+        char *endp;
+        unsigned long long num = strtoull(e->d_name, &endp, 10);
+        if (!dot || endp != dot || dot == e->d_name || strcmp(dot + 1, ext) != 0)
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            uint64_t *p = realloc(*out, cap * sizeof *p);
+            if (!p) {
+                rc = ltr_fail(LTR_ENOMEM, "out of memory");
+                break;
+            }
+            *out = p;
+        }
+        (*out)[(*n)++] = num;
+    }
+    closedir(d);
+    if (!rc)
+        qsort(*out, *n, sizeof **out, cmp_u64);
+    return rc;
+}
+
+/* Replays every log at or above the floor into the memtables (docs/format/log.md "Reading"). */
+static int replay_logs(ltr_store *s)
+{
+    uint64_t *files;
+    size_t n;
+    int rc = list_files(s->dir, "wal", &files, &n);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (files[i] < s->log_floor)
+            continue;
+        char *p = store_file(s->dir, files[i], "wal");
+        logr r;
+        rc = p ? logr_open(&r, p) : ltr_fail(LTR_ENOMEM, "out of memory");
+        if (rc) {
+            free(p);
+            break;
+        }
+        uint8_t type;
+        const uint8_t *pl;
+        uint32_t len;
+        int got;
+        while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
+            uint64_t count;
+            size_t k = get_varint(pl, pl + len, &count);
+            rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", p)
+                                   : apply_items(s, pl + k, pl + len, count, files[i], 0);
+        }
+        if (!rc && got == LOGR_TORN && i + 1 < n)
+            rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and newer logs follow it", p,
+                          r.pos);
+        if (!rc && got == LOGR_TORN && !s->o.read_only) {
+            logw w; /* cut the torn tail off, so later opens never meet it in an older log */
+            rc = logw_open(&w, p, r.pos);
+            logw_close(&w);
+        }
+        logr_close(&r);
+        free(p);
+        if (files[i] >= s->next_file)
+            s->next_file = files[i] + 1;
+    }
+    free(files);
+    return rc;
+}
+
+/* Deletes what no durable state refers to: tables of unfinished flushes and compactions,
+ * logs below the floor, old manifests, temporary files. */
+static void remove_orphans(ltr_store *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    char cur[40];
+    snprintf(cur, sizeof cur, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name, *dot = strrchr(name, '.');
+        unsigned long long num = strtoull(name, NULL, 10);
+        int drop = 0;
+        if (dot && strcmp(dot, ".tmp") == 0)
+            drop = 1;
+        else if (strncmp(name, "MANIFEST-", 9) == 0)
+            drop = strcmp(name, cur) != 0;
+        else if (dot && strcmp(dot, ".wal") == 0)
+            drop = num < s->log_floor;
+        else if (dot && strcmp(dot, ".ht") == 0) {
+            drop = 1;
+            for (uint32_t i = 0; i < s->current->nnodes && drop; i++)
+                for (uint32_t j = 0; j < s->current->nodes[i].n && drop; j++)
+                    drop = s->current->nodes[i].tables[j]->file != num;
+        }
+        if (drop) {
+            char *p = malloc(strlen(s->dir) + strlen(name) + 2);
+            if (p) {
+                sprintf(p, "%s/%s", s->dir, name);
+                unlink(p);
+                free(p);
+            }
+        }
+    }
+    closedir(d);
+}
+
+static void remove_old_logs(ltr_store *s)
+{
+    uint64_t *files;
+    size_t n;
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t floor = s->log_floor;
+    pthread_mutex_unlock(&s->state_mu);
+    if (list_files(s->dir, "wal", &files, &n))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (files[i] < floor) {
+            char *p = store_file(s->dir, files[i], "wal");
+            if (p)
+                unlink(p);
+            free(p);
+        }
+    free(files);
+}
+
+static int create_store(ltr_store *s)
+{
+    if (!s->o.create)
+        return ltr_fail_errno(ENOENT, "no store at %s (pass create=True to make one)", s->dir);
+    if (!(s->o.given & LTR_OPT_HASH_SEED) && getrandom(&s->o.hash_seed, 4, 0) != 4)
+        s->o.hash_seed = (uint32_t)getpid() * 2654435761u;
+    int rc = opts_check(&s->o);
+    if (rc)
+        return rc;
+    s->next_file = 2;
+    s->log_floor = 0;
+    medit e = {0};
+    encode_snapshot(s, &e);
+    uint64_t written = 0;
+    rc = manifest_create(&s->mf, s->dir, 1, &s->o, s->meta_dir != NULL, &e, &written);
+    medit_free(&e);
+    store_count(s, C_WRITTEN_MANIFEST, written);
+    return rc;
+}
+
+static int open_state(ltr_store *s)
+{
+    char *cur = malloc(strlen(s->dir) + 9);
+    if (!cur)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    sprintf(cur, "%s/CURRENT", s->dir);
+    int exists = access(cur, F_OK) == 0;
+    free(cur);
+    if (!exists)
+        return s->o.read_only ? ltr_fail_errno(ENOENT, "no store at %s", s->dir) : create_store(s);
+    loaded l = {.s = s};
+    manifest_sink sink = {&l, on_options, on_op};
+    int rc = manifest_load(&s->mf, s->dir, &sink, !s->o.read_only);
+    if (!rc && l.elsewhere && !s->meta_dir)
+        rc = ltr_fail(LTR_EINVAL, "store %s keeps BloomClusters elsewhere: pass metadata_path", s->dir);
+    if (!rc)
+        rc = load_tables(s, &l);
+    free(l.ops);
+    return rc;
+}
+
+/* Writes every memtable out now (used by recovery and by close in bulk mode). */
+static int flush_all_now(ltr_store *s)
+{
+    int rc = LTR_OK;
+    pthread_mutex_lock(&s->write_mu);
+    if (ltr_hbuild_items(s->active->b))
+        rc = rotate(s, s->active->min_log, 0);
+    pthread_mutex_unlock(&s->write_mu);
+    while (!rc && s->imm)
+        rc = flush_oldest(s);
+    return rc;
+}
+
+static int start(ltr_store *s)
+{
+    if (s->o.memtable_bytes == 0)
+        s->o.memtable_bytes = table_capacity(&s->o);
+    int rc = LTR_OK;
+    if (!s->o.read_only && mkdir(s->dir, 0755) != 0 && errno != EEXIST)
+        return ltr_fail_errno(errno, "cannot create the store directory %s", s->dir);
+    if (s->meta_dir && !s->o.read_only && mkdir(s->meta_dir, 0755) != 0 && errno != EEXIST)
+        return ltr_fail_errno(errno, "cannot create the metadata directory %s", s->meta_dir);
+    if (!s->o.read_only)
+        rc = take_lock(s);
+    if (!rc)
+        rc = open_state(s);
+    if (!rc)
+        rc = memtable_new(s, s->log_floor, &s->active);
+    if (!rc)
+        rc = replay_logs(s);
+    if (s->o.read_only || rc)
+        return rc;
+    /* Recovered writes go to tables at once, so every old log can go. */
+    rc = flush_all_now(s);
+    if (!rc && s->o.use_log) {
+        rc = open_new_log(s);
+        s->active->min_log = s->wal_file;
+    }
+    if (!rc) {
+        pthread_mutex_lock(&s->state_mu);
+        medit e = {0};
+        s->log_floor = s->o.use_log ? s->wal_file : s->next_file;
+        medit_value(&e, OP_LOG_FLOOR, s->log_floor);
+        rc = store_install(s, NULL, 0, &e);
+        medit_free(&e);
+        pthread_mutex_unlock(&s->state_mu);
+    }
+    if (!rc) {
+        remove_orphans(s);
+        rc = pthread_create(&s->worker, NULL, worker_main, s)
+                 ? ltr_fail(LTR_ENOMEM, "cannot start the background thread")
+                 : LTR_OK;
+        s->worker_started = !rc;
+    }
+    return rc;
+}
+
+static void store_free(ltr_store *s)
+{
+    if (s->current)
+        version_unref(s->current);
+    memtable_free(s->active);
+    while (s->imm) {
+        memtable *m = s->imm;
+        s->imm = m->next;
+        memtable_free(m);
+    }
+    if (s->wal_file)
+        logw_close(&s->wal);
+    manifest_close(&s->mf);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* releases the lock */
+    ltr_buf_free(&s->enc);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_cond_destroy(&s->write_cv);
+    pthread_mutex_destroy(&s->sync_mu);
+    pthread_cond_destroy(&s->sync_cv);
+    pthread_rwlock_destroy(&s->mem_lock);
+    pthread_mutex_destroy(&s->state_mu);
+    pthread_cond_destroy(&s->state_cv);
+    free(s->dir);
+    free(s->meta_dir);
+    free(s);
+}
+
+int ltr_store_open(const char *path, const ltr_store_opts *o, ltr_store **out)
+{
+    *out = NULL;
+    ltr_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    s->o = *o;
+    s->lock_fd = -1;
+    s->mf.w.fd = -1;
+    s->wal.fd = -1;
+    s->dir = strdup(path);
+    s->meta_dir = o->metadata_path ? strdup(o->metadata_path) : NULL;
+    s->o.metadata_path = NULL;
+    s->current = version_empty();
+    pthread_mutex_init(&s->write_mu, NULL);
+    pthread_cond_init(&s->write_cv, NULL);
+    pthread_mutex_init(&s->sync_mu, NULL);
+    pthread_cond_init(&s->sync_cv, NULL);
+    pthread_rwlock_init(&s->mem_lock, NULL);
+    pthread_mutex_init(&s->state_mu, NULL);
+    pthread_cond_init(&s->state_cv, NULL);
+    int rc = (!s->dir || !s->current || (o->metadata_path && !s->meta_dir))
+                 ? ltr_fail(LTR_ENOMEM, "out of memory")
+                 : start(s);
+    if (rc) {
+        store_free(s);
+        return rc;
+    }
+    s->o.metadata_path = s->meta_dir;
+    *out = s;
+    return LTR_OK;
+}
+
+/* Waits until no memtable waits for a flush and no compaction is due. */
+static int wait_idle(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    for (;;) {
+        if (s->bg_error)
+            break;
+        pthread_rwlock_rdlock(&s->mem_lock);
+        int pending = s->imm != NULL;
+        pthread_rwlock_unlock(&s->mem_lock);
+        uint64_t node;
+        if (!pending && !s->busy && !compaction_pick(s, s->current, &node))
+            break;
+        pthread_cond_broadcast(&s->state_cv);
+        pthread_cond_wait(&s->state_cv, &s->state_mu);
+    }
+    int rc = s->bg_error ? ltr_fail(s->bg_error, "%s", s->bg_message) : LTR_OK;
+    pthread_mutex_unlock(&s->state_mu);
+    return rc;
+}
+
+int ltr_store_flush(ltr_store *s)
+{
+    if (s->o.read_only)
+        return LTR_OK;
+    pthread_mutex_lock(&s->state_mu);
+    s->bg_error = 0; /* an explicit flush retries failed background work */
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+    pthread_mutex_lock(&s->write_mu);
+    int rc = rotate(s, s->wal_file, s->wal_file != 0);
+    pthread_mutex_unlock(&s->write_mu);
+    return rc ? rc : wait_idle(s);
+}
+
+int ltr_store_close(ltr_store *s)
+{
+    int rc = LTR_OK;
+    if (!s->o.read_only) {
+        if (!s->o.use_log)
+            rc = ltr_store_flush(s); /* bulk mode: the memtable is durable only in a table */
+        pthread_mutex_lock(&s->state_mu);
+        s->stopping = 1;
+        pthread_cond_broadcast(&s->state_cv);
+        pthread_mutex_unlock(&s->state_mu);
+        if (s->worker_started)
+            pthread_join(s->worker, NULL);
+        if (s->wal_file) {
+            int r = logw_sync(&s->wal);
+            rc = rc ? rc : r;
+        }
+        pthread_mutex_lock(&s->state_mu);
+        if (!s->bg_error) { /* record the counters of the writes since the last edit */
+            medit e = {0};
+            int r = store_install(s, NULL, 0, &e);
+            rc = rc ? rc : r;
+            medit_free(&e);
+        }
+        pthread_mutex_unlock(&s->state_mu);
+    }
+    store_free(s);
+    return rc;
+}

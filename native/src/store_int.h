@@ -1,0 +1,87 @@
+/* store_int.h: the store's state, shared by store.c (open, write path, background work),
+ * store_read.c (lookups) and compaction.c.
+ *
+ * Lock order: write_mu, then state_mu, then mem_lock; sync_mu is taken alone. Readers take
+ * mem_lock shared while they search memtables and pin the current version under state_mu;
+ * they never hold a lock across table I/O. */
+#ifndef LTR_STORE_INT_H
+#define LTR_STORE_INT_H
+
+#include <pthread.h>
+
+#include "htable_build.h"
+#include "logfile.h"
+#include "manifest.h"
+#include "version.h"
+
+#define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
+#define LOG_CHUNK (64u << 20)
+
+typedef struct memtable {
+    ltr_hbuild *b;
+    uint64_t min_log;      /* oldest log file holding some of its items */
+    struct memtable *next; /* next older immutable memtable */
+} memtable;
+
+struct ltr_store {
+    char *dir;
+    char *meta_dir;
+    ltr_store_opts o;
+    int lock_fd;
+
+    /* writers */
+    pthread_mutex_t write_mu;
+    pthread_cond_t write_cv; /* writers waiting for an immutable slot */
+    logw wal;
+    uint64_t wal_file;       /* 0 when there is no log (bulk mode, read-only) */
+    ltr_buf enc;             /* log payload being encoded */
+
+    /* group commit of the log */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t synced_file, synced_upto;
+    int syncing;
+
+    /* memtables */
+    pthread_rwlock_t mem_lock;
+    memtable *active;
+    memtable *imm;           /* newest first */
+    uint32_t nimm;
+
+    /* durable state */
+    pthread_mutex_t state_mu;
+    pthread_cond_t state_cv; /* wakes the worker and flush() waiters */
+    version *current;
+    manifest mf;
+    uint64_t next_file;
+    uint64_t log_floor;
+    uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
+
+    /* background worker */
+    pthread_t worker;
+    int worker_started;
+    int stopping;
+    int busy;              /* a job is running */
+    int bg_error;          /* a background failure stops writes until flush() retries */
+    char bg_message[512];
+
+    /* read counters (atomic) */
+    uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
+};
+
+/* store.c */
+char *store_file(const char *dir, uint64_t number, const char *ext);
+int store_new_table(ltr_store *s, uint64_t *file, char **path);
+int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
+void store_count(ltr_store *s, int counter, uint64_t n);
+
+/* compaction.c */
+/* A node that should be compacted now (its id in *node), or 0 when none. */
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node);
+int compaction_run(ltr_store *s, version *v, uint64_t node);
+
+/* store_read.c */
+int store_lookup(ltr_store *s, const uint8_t *key, uint32_t klen, ltr_buf *out, int *status);
+version *store_pin(ltr_store *s);
+
+#endif

@@ -1,0 +1,178 @@
+/* store_read.c: lookups. A key is searched in the memtables, newest first, then in each trie node
+ * on its hash path from the root down, newest table first; the first answer (value or tombstone)
+ * wins. Readers pin a version and search it without holding any lock. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "htable_read.h"
+#include "store_int.h"
+
+version *store_pin(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    version *v = s->current;
+    version_ref(v);
+    pthread_mutex_unlock(&s->state_mu);
+    return v;
+}
+
+/* 1 and the answer when a memtable knows the key, else 0. */
+static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
+                            ltr_buf *out, int *status)
+{
+    int found = 0, rc = LTR_OK;
+    pthread_rwlock_rdlock(&s->mem_lock);
+    const staged *st = hbuild_find(s->active->b, h, key, klen);
+    const ltr_hbuild *b = s->active->b;
+    for (memtable *m = s->imm; !st && m; m = m->next) {
+        st = hbuild_find(m->b, h, key, klen);
+        b = m->b;
+    }
+    if (st) {
+        found = 1;
+        *status = st->deleted ? LTR_DELETED : LTR_FOUND;
+        if (!st->deleted)
+            rc = buf_append(out, b->arena.data + st->voff, st->vlen);
+    }
+    pthread_rwlock_unlock(&s->mem_lock);
+    return rc ? rc : found;
+}
+
+static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
+                          const uint8_t *key, uint32_t klen, ltr_buf *out, int *status)
+{
+    uint64_t path = hb_trie_path(h);
+    for (uint32_t level = 0; level < s->o.levels; level++) {
+        const vnode *n = version_node(v, node_id(level, path));
+        for (uint32_t j = n ? n->n : 0; j-- > 0;) {
+            item_view it;
+            int r = htable_lookup(n->tables[j]->t, c, h, key, klen, &it);
+            if (r < 0)
+                return r;
+            if (r != LTR_ABSENT) {
+                *status = r;
+                return r == LTR_FOUND ? buf_append(out, it.value, it.vlen) : LTR_OK;
+            }
+        }
+    }
+    *status = LTR_ABSENT;
+    return LTR_OK;
+}
+
+static int lookup_one(ltr_store *s, const version *v, read_ctx *c, const uint8_t *key,
+                      uint32_t klen, ltr_buf *out, int *status)
+{
+    uint8_t d[16];
+    ltr_murmur3_128(key, klen, s->o.hash_seed, d);
+    key_hash h = hb_from_digest(d);
+    int r = search_memtables(s, h, key, klen, out, status);
+    if (r != 0)
+        return r < 0 ? r : LTR_OK;
+    return search_version(s, v, c, h, key, klen, out, status);
+}
+
+static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
+{
+    __atomic_fetch_add(&s->gets, gets, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->bucket_reads, c->stats[ST_BUCKET_READS] + c->stats[ST_OVF_READS],
+                       __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->false_positives, c->stats[ST_FFP], __ATOMIC_RELAXED);
+}
+
+int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
+                  size_t *vlen, int *status)
+{
+    *vlen = 0;
+    *status = LTR_ABSENT;
+    if (klen > LTR_MAX_KEY)
+        return LTR_OK;
+    read_ctx c;
+    ltr_buf out = {0};
+    int rc = read_ctx_init(&c);
+    if (rc)
+        return rc;
+    version *v = store_pin(s);
+    rc = lookup_one(s, v, &c, key, (uint32_t)klen, &out, status);
+    version_unref(v);
+    count_reads(s, &c, 1);
+    read_ctx_free(&c);
+    if (!rc && *status == LTR_FOUND) {
+        *vlen = out.len;
+        if (out.len > vcap)
+            rc = LTR_EAGAIN;
+        else if (out.len)
+            memcpy(vbuf, out.data, out.len);
+    }
+    ltr_buf_free(&out);
+    return rc;
+}
+
+int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                       size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
+                       ltr_buf *values)
+{
+    int rc = batch_check(koffs, n, klen_total, "keys");
+    read_ctx c;
+    if (rc || (rc = read_ctx_init(&c)))
+        return rc;
+    version *v = store_pin(s);
+    voffs[0] = (int64_t)values->len;
+    for (size_t i = 0; i < n && !rc; i++) {
+        int st = LTR_ABSENT;
+        int64_t kl = koffs[i + 1] - koffs[i];
+        if (kl <= LTR_MAX_KEY)
+            rc = lookup_one(s, v, &c, kdata + koffs[i], (uint32_t)kl, values, &st);
+        status[i] = (int8_t)st;
+        voffs[i + 1] = (int64_t)values->len;
+    }
+    version_unref(v);
+    count_reads(s, &c, n);
+    read_ctx_free(&c);
+    return rc;
+}
+
+void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
+{
+    memset(o, 0, sizeof *o);
+    uint64_t c[C_COUNT];
+    for (int i = 0; i < C_COUNT; i++)
+        c[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
+    o->levels = s->o.levels;
+    o->user_bytes_written = c[C_USER_BYTES];
+    o->written_log = c[C_WRITTEN_LOG];
+    o->written_flush = c[C_WRITTEN_FLUSH];
+    o->written_clusters = c[C_WRITTEN_CLUSTERS];
+    o->written_manifest = c[C_WRITTEN_MANIFEST];
+    o->bytes_written = o->written_log + o->written_flush + o->written_clusters + o->written_manifest;
+    for (int l = 0; l < LTR_MAX_LEVELS; l++) {
+        o->written_compaction[l] = c[C_WRITTEN_COMPACTION + l];
+        o->bytes_written += o->written_compaction[l];
+    }
+    o->flushes = c[C_FLUSHES];
+    o->compactions = c[C_COMPACTIONS];
+    o->gcs = c[C_GCS];
+    o->gets = __atomic_load_n(&s->gets, __ATOMIC_RELAXED);
+    o->bucket_reads = __atomic_load_n(&s->bucket_reads, __ATOMIC_RELAXED);
+    o->cluster_reads = __atomic_load_n(&s->cluster_reads, __ATOMIC_RELAXED);
+    o->filter_false_positives = __atomic_load_n(&s->false_positives, __ATOMIC_RELAXED);
+    o->write_stalls = __atomic_load_n(&s->write_stalls, __ATOMIC_RELAXED);
+    version *v = store_pin(s);
+    for (uint32_t i = 0; i < v->nnodes; i++) {
+        const vnode *n = &v->nodes[i];
+        for (uint32_t j = 0; j < n->n; j++) {
+            ltr_table_info info;
+            ltr_htable_info(n->tables[j]->t, &info);
+            o->tables_per_level[n->level]++;
+            o->items_per_level[n->level] += info.items;
+            o->table_bytes_per_level[n->level] += info.file_bytes;
+            o->metadata_memory_bytes += info.filter_bytes + info.cached_record_bytes +
+                                        info.overflow_index_bytes;
+        }
+    }
+    version_unref(v);
+    pthread_rwlock_rdlock(&s->mem_lock);
+    o->memtable_items = ltr_hbuild_items(s->active->b);
+    for (memtable *m = s->imm; m; m = m->next)
+        o->memtable_items += ltr_hbuild_items(m->b);
+    pthread_rwlock_unlock(&s->mem_lock);
+}

@@ -1,0 +1,215 @@
+/* store_scan.c: the store's full scan: every live key once, with its newest value, as of the
+ * scan's start. Memtables are copied (they keep changing); the trie is a pinned version.
+ *
+ * An item read from table j of node N is live when no newer source has its key: not the
+ * memtable copy, not tables j+1.. of N, not any table of N's ancestors (which sit on the key's
+ * path). Those checks are point lookups, answered from the in-memory filters almost always. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "htable_read.h"
+#include "store_int.h"
+
+struct ltr_sscan {
+    ltr_store *s;
+    version *v;
+    ltr_hbuild *mem;  /* copy of all memtables, newest version of each key */
+    size_t mem_next;  /* next item of mem to return */
+    uint32_t node;    /* index into v->nodes */
+    uint32_t table;   /* tables of the node, newest first: n - 1 - table */
+    ltr_scan *cur;    /* scan of the current table */
+    ltr_items in;     /* the current batch read from it */
+    size_t in_next;
+    read_ctx c;
+};
+
+/* Copies the memtables, oldest first so that newer items replace older ones. */
+static int copy_memtables(ltr_store *s, ltr_hbuild **out)
+{
+    ltr_table_opts to;
+    ltr_table_opts_default(&to);
+    to.buckets = s->o.table_buckets;
+    to.fill = 1.0;
+    to.hash_seed = s->o.hash_seed;
+    ltr_hbuild *b;
+    int rc = ltr_hbuild_new(&to, &b);
+    if (rc)
+        return rc;
+    b->capacity = UINT64_MAX; /* a private copy: no table is ever written from it */
+    pthread_rwlock_rdlock(&s->mem_lock);
+    memtable *order[MAX_IMMUTABLE + 8];
+    size_t n = 0;
+    for (memtable *m = s->imm; m && n < MAX_IMMUTABLE + 7; m = m->next)
+        order[n++] = m;
+    for (size_t k = n + 1; k-- > 0 && !rc;) { /* oldest immutable first, the active one last */
+        const ltr_hbuild *src = k == n ? NULL : order[k]->b;
+        if (k == n)
+            continue;
+        for (size_t i = 0; i < src->n && rc >= 0; i++) {
+            const staged *st = &src->items[i];
+            rc = hbuild_stage(b, src->hash[i], src->arena.data + st->koff, st->klen,
+                              src->arena.data + st->voff, st->vlen, st->deleted);
+        }
+    }
+    const ltr_hbuild *act = s->active->b;
+    for (size_t i = 0; i < act->n && rc >= 0; i++) {
+        const staged *st = &act->items[i];
+        rc = hbuild_stage(b, act->hash[i], act->arena.data + st->koff, st->klen,
+                          act->arena.data + st->voff, st->vlen, st->deleted);
+    }
+    pthread_rwlock_unlock(&s->mem_lock);
+    if (rc < 0) {
+        ltr_hbuild_free(b);
+        return rc;
+    }
+    *out = b;
+    return LTR_OK;
+}
+
+int ltr_store_scan_new(ltr_store *s, ltr_sscan **out)
+{
+    *out = NULL;
+    ltr_sscan *sc = calloc(1, sizeof *sc);
+    if (!sc)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    sc->s = s;
+    int rc = read_ctx_init(&sc->c);
+    if (!rc)
+        rc = copy_memtables(s, &sc->mem);
+    if (rc) {
+        ltr_store_scan_free(sc);
+        return rc;
+    }
+    sc->v = store_pin(s);
+    *out = sc;
+    return LTR_OK;
+}
+
+void ltr_store_scan_free(ltr_sscan *sc)
+{
+    if (!sc)
+        return;
+    if (sc->v)
+        version_unref(sc->v);
+    ltr_hbuild_free(sc->mem);
+    ltr_scan_free(sc->cur);
+    ltr_items_free(&sc->in);
+    read_ctx_free(&sc->c);
+    free(sc);
+}
+
+static int push(ltr_items *o, const uint8_t *key, uint32_t klen, const uint8_t *val, uint32_t vlen)
+{
+    int64_t ko, vo;
+    uint8_t zero = 0;
+    int rc = buf_append(&o->keys, key, klen);
+    if (!rc)
+        rc = buf_append(&o->values, val, vlen);
+    ko = (int64_t)o->keys.len;
+    vo = (int64_t)o->values.len;
+    if (!rc)
+        rc = buf_append(&o->koffs, &ko, 8);
+    if (!rc)
+        rc = buf_append(&o->voffs, &vo, 8);
+    if (!rc)
+        rc = buf_append(&o->deleted, &zero, 1);
+    if (!rc)
+        o->n++;
+    return rc;
+}
+
+/* 1 when a source newer than table `j` of node `n` has the key, 0 if none, <0 on error. */
+static int shadowed(ltr_sscan *sc, const vnode *n, uint32_t j, key_hash h, const uint8_t *key,
+                    uint32_t klen)
+{
+    if (hbuild_find(sc->mem, h, key, klen))
+        return 1;
+    item_view it;
+    for (uint32_t k = j + 1; k < n->n; k++) {
+        int r = htable_lookup(n->tables[k]->t, &sc->c, h, key, klen, &it);
+        if (r != LTR_ABSENT)
+            return r < 0 ? r : 1;
+    }
+    uint64_t path = hb_trie_path(h);
+    for (uint32_t level = 0; level < n->level; level++) {
+        const vnode *a = version_node(sc->v, node_id(level, path));
+        for (uint32_t k = 0; a && k < a->n; k++) {
+            int r = htable_lookup(a->tables[k]->t, &sc->c, h, key, klen, &it);
+            if (r != LTR_ABSENT)
+                return r < 0 ? r : 1;
+        }
+    }
+    return 0;
+}
+
+/* Moves to the next table (newest first within a node, nodes in order); 0 at the end. */
+static int next_table(ltr_sscan *sc)
+{
+    ltr_scan_free(sc->cur);
+    sc->cur = NULL;
+    while (sc->node < sc->v->nnodes) {
+        const vnode *n = &sc->v->nodes[sc->node];
+        if (sc->table < n->n) {
+            int rc = ltr_scan_new(n->tables[n->n - 1 - sc->table]->t, &sc->cur);
+            sc->table++;
+            return rc ? rc : 1;
+        }
+        sc->node++;
+        sc->table = 0;
+    }
+    return 0;
+}
+
+static int scan_tables(ltr_sscan *sc, size_t max_items, ltr_items *out)
+{
+    int rc = LTR_OK;
+    while (!rc && out->n < max_items) {
+        if (sc->in_next >= sc->in.n) {
+            if (sc->cur && (rc = ltr_scan_next(sc->cur, 4096, &sc->in)))
+                break;
+            sc->in_next = 0;
+            if (!sc->cur || sc->in.n == 0) {
+                int more = next_table(sc);
+                if (more <= 0)
+                    return more;
+                continue;
+            }
+        }
+        const vnode *n = &sc->v->nodes[sc->node];
+        uint32_t j = n->n - sc->table; /* index of the table being scanned */
+        const int64_t *ko = (const int64_t *)sc->in.koffs.data;
+        const int64_t *vo = (const int64_t *)sc->in.voffs.data;
+        size_t i = sc->in_next++;
+        const uint8_t *key = sc->in.keys.data + ko[i];
+        uint32_t klen = (uint32_t)(ko[i + 1] - ko[i]);
+        uint8_t d[16];
+        ltr_murmur3_128(key, klen, sc->s->o.hash_seed, d);
+        int sh = shadowed(sc, n, j, hb_from_digest(d), key, klen);
+        if (sh < 0)
+            rc = sh;
+        else if (!sh && !sc->in.deleted.data[i])
+            rc = push(out, key, klen, sc->in.values.data + vo[i], (uint32_t)(vo[i + 1] - vo[i]));
+    }
+    return rc;
+}
+
+int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out)
+{
+    int64_t zero = 0;
+    out->keys.len = out->values.len = out->koffs.len = out->voffs.len = out->deleted.len = 0;
+    out->n = 0;
+    int rc = buf_append(&out->koffs, &zero, 8);
+    if (!rc)
+        rc = buf_append(&out->voffs, &zero, 8);
+    if (max_items < 1)
+        max_items = 1;
+    for (; !rc && sc->mem_next < sc->mem->n && out->n < max_items; sc->mem_next++) {
+        const staged *st = &sc->mem->items[sc->mem_next];
+        if (!st->deleted)
+            rc = push(out, sc->mem->arena.data + st->koff, st->klen,
+                      sc->mem->arena.data + st->voff, st->vlen);
+    }
+    if (!rc && out->n < max_items)
+        rc = scan_tables(sc, max_items, out);
+    return rc;
+}

@@ -1,0 +1,57 @@
+/* version.h: the trie's state: which tables each node holds, oldest first. A version is
+ * immutable once built; readers pin one (refcount) and search it without locks while flushes and
+ * compactions build and install the next. Tables are refcounted too: a table dropped by a
+ * compaction is closed when the last version holding it goes. */
+#ifndef LTR_VERSION_H
+#define LTR_VERSION_H
+
+#include <stdint.h>
+
+#include "ltr_int.h"
+
+typedef struct tref {
+    uint64_t file;
+    uint32_t level;
+    ltr_htable *t;
+    int refs;     /* atomic */
+} tref;
+
+typedef struct vnode {
+    uint64_t id;
+    uint32_t level;
+    uint32_t n;     /* tables, oldest first */
+    tref **tables;
+} vnode;
+
+typedef struct version {
+    int refs;       /* atomic */
+    uint32_t nnodes;
+    vnode *nodes;   /* non-empty nodes, sorted by id */
+} version;
+
+typedef struct vedit_op {
+    int add;        /* 1: add `table` as the newest of `node`; 0: remove file `file` from it */
+    uint64_t node;
+    uint32_t level;
+    tref *table;
+    uint64_t file;
+} vedit_op;
+
+/* Node ids number the trie breadth-first: level L holds ids base(L) .. base(L) + 8^L - 1. */
+uint64_t node_id(uint32_t level, uint64_t trie_path);
+uint64_t node_child(uint64_t id, uint32_t level, uint32_t digit);
+uint32_t node_level(uint64_t id);
+
+tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t);
+void tref_ref(tref *t);
+void tref_unref(tref *t);
+
+version *version_empty(void);
+void version_ref(version *v);
+void version_unref(version *v);
+const vnode *version_node(const version *v, uint64_t id);
+/* A new version: v with the ops applied in order. Removing a table that is not there is an
+ * error (the state and the manifest disagree). */
+int version_apply(const version *v, const vedit_op *ops, size_t n, version **out);
+
+#endif
