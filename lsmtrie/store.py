@@ -270,6 +270,7 @@ class Store:
                 "flush": st.written_flush,
                 "compaction": {lvl: st.written_compaction[lvl] for lvl in range(1, levels)},
                 "clusters": st.written_clusters,
+                "gc": st.written_gc,
                 "manifest": st.written_manifest,
             },
             "tables_per_level": [st.tables_per_level[i] for i in range(levels)],

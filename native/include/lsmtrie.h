@@ -236,6 +236,7 @@ typedef struct ltr_store_stats {
     uint64_t written_flush;
     uint64_t written_compaction[LTR_MAX_LEVELS]; /* by the level written to */
     uint64_t written_clusters;
+    uint64_t written_gc;           /* last-level garbage collection */
     uint64_t written_manifest;
     uint64_t tables_per_level[LTR_MAX_LEVELS];
     uint64_t items_per_level[LTR_MAX_LEVELS];

@@ -1,12 +1,17 @@
 /* compaction.c: splitting one node's pile into its eight children (paper §2.3). The node's
  * tables are fed oldest first into one builder per child, chosen by the key's trie digit at the
  * node's depth; a later version of a key replaces an earlier one. The outputs become the newest
- * tables of the children; data already in the children is never rewritten. */
+ * tables of the children; data already in the children is never rewritten.
+ *
+ * Garbage collection of a last-level node (which never compacts downward) uses the same
+ * machinery with one output, the node itself: its tables are read newest first and only live
+ * items are kept: no shadowed versions, no tombstones (nothing lies below the last level). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bucket.h"
+#include "htable_read.h"
 #include "store_int.h"
 
 #define SCAN_BATCH 4096
@@ -21,6 +26,8 @@ typedef struct output {
 typedef struct job {
     ltr_store *s;
     const vnode *src;
+    int gc;          /* garbage collection: outputs replace the node's own tables */
+    read_ctx c;      /* for the liveness checks of gc */
     ltr_hbuild *b[8];
     output *out;
     size_t nout, cap;
@@ -74,7 +81,7 @@ static int emit(job *j, uint32_t d)
         ltr_build_stats st;
         if (o) {
             memset(o, 0, sizeof *o);
-            o->node = node_child(j->src->id, j->src->level, d);
+            o->node = j->gc ? j->src->id : node_child(j->src->id, j->src->level, d);
             rc = store_new_table(j->s, &o->file, &o->path);
             j->nout++;
         }
@@ -83,7 +90,7 @@ static int emit(job *j, uint32_t d)
         ltr_htable *t = NULL;
         if (!rc)
             rc = ltr_htable_open(o->path, 0, -1, &t);
-        if (!rc && !(o->table = tref_new(o->file, j->src->level + 1, t))) {
+        if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
             ltr_htable_close(t);
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
         }
@@ -94,13 +101,10 @@ static int emit(job *j, uint32_t d)
     return rc;
 }
 
-static int route(job *j, const uint8_t *key, uint32_t klen, const uint8_t *val, uint32_t vlen,
-                 int del)
+static int route(job *j, key_hash h, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                 uint32_t vlen, int del)
 {
-    uint8_t dg[16];
-    ltr_murmur3_128(key, klen, j->s->o.hash_seed, dg);
-    key_hash h = hb_from_digest(dg);
-    uint32_t d = hb_trie_digit(h, j->src->level);
+    uint32_t d = j->gc ? 0 : hb_trie_digit(h, j->src->level);
     int rc = j->b[d] ? LTR_OK : new_builder(j, &j->b[d]);
     int r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, del);
     if (r == 0) { /* this child's table is full: it gets one more */
@@ -112,16 +116,36 @@ static int route(job *j, const uint8_t *key, uint32_t klen, const uint8_t *val, 
     return r < 0 ? r : LTR_OK;
 }
 
-static int feed_table(job *j, ltr_htable *t)
+/* For gc: is the item of table `t` live (not a tombstone, no newer version in the node)? */
+static int live(job *j, uint32_t t, key_hash h, const uint8_t *key, uint32_t klen, int del)
+{
+    if (del)
+        return 0;
+    item_view it;
+    int r = node_lookup(j->src, t + 1, &j->c, h, key, klen, &it);
+    return r < 0 ? r : r == LTR_ABSENT;
+}
+
+static int feed_table(job *j, uint32_t t)
 {
     ltr_scan *sc;
     ltr_items it = {0};
-    int rc = ltr_scan_new(t, &sc);
+    int rc = ltr_scan_new(j->src->tables[t]->t, &sc);
     while (!rc && !(rc = ltr_scan_next(sc, SCAN_BATCH, &it)) && it.n) {
         const int64_t *ko = (const int64_t *)it.koffs.data, *vo = (const int64_t *)it.voffs.data;
-        for (size_t i = 0; i < it.n && !rc; i++)
-            rc = route(j, it.keys.data + ko[i], (uint32_t)(ko[i + 1] - ko[i]),
-                       it.values.data + vo[i], (uint32_t)(vo[i + 1] - vo[i]), it.deleted.data[i]);
+        for (size_t i = 0; i < it.n && !rc; i++) {
+            const uint8_t *key = it.keys.data + ko[i];
+            uint32_t klen = (uint32_t)(ko[i + 1] - ko[i]);
+            uint8_t dg[16];
+            ltr_murmur3_128(key, klen, j->s->o.hash_seed, dg);
+            key_hash h = hb_from_digest(dg);
+            int keep = j->gc ? live(j, t, h, key, klen, it.deleted.data[i]) : 1;
+            if (keep > 0)
+                rc = route(j, h, key, klen, it.values.data + vo[i],
+                           (uint32_t)(vo[i + 1] - vo[i]), it.deleted.data[i]);
+            else if (keep < 0)
+                rc = keep;
+        }
     }
     if (sc)
         ltr_scan_free(sc);
@@ -132,56 +156,86 @@ static int feed_table(job *j, ltr_htable *t)
 static int install(job *j)
 {
     ltr_store *s = j->s;
-    size_t nops = j->src->n + j->nout;
+    size_t nops = 1 + j->src->n + j->nout, k = 0;
     vedit_op *ops = calloc(nops, sizeof *ops);
     if (!ops)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     medit e = {0};
+    if (j->gc) { /* the cluster covered the old tables: the outputs start without one */
+        ops[k++] = (vedit_op){.add = VOP_CLUSTER, .node = j->src->id, .level = j->src->level};
+        medit_cluster(&e, j->src->id, 0, 0);
+    }
     for (uint32_t i = 0; i < j->src->n; i++) {
-        ops[i] = (vedit_op){.add = 0, .node = j->src->id, .level = j->src->level,
-                            .file = j->src->tables[i]->file};
+        ops[k++] = (vedit_op){.add = VOP_REMOVE, .node = j->src->id, .level = j->src->level,
+                              .file = j->src->tables[i]->file};
         medit_table(&e, 0, j->src->id, j->src->tables[i]->file);
     }
     for (size_t i = 0; i < j->nout; i++) {
-        ops[j->src->n + i] = (vedit_op){.add = 1, .node = j->out[i].node,
-                                        .level = j->src->level + 1, .table = j->out[i].table};
+        ops[k++] = (vedit_op){.add = VOP_ADD, .node = j->out[i].node,
+                              .level = j->src->level + !j->gc, .table = j->out[i].table};
         medit_table(&e, 1, j->out[i].node, j->out[i].file);
     }
-    store_count(s, C_WRITTEN_COMPACTION + j->src->level + 1, j->bytes);
-    store_count(s, C_COMPACTIONS, 1);
+    store_count(s, j->gc ? C_WRITTEN_GC : C_WRITTEN_COMPACTION + j->src->level + 1, j->bytes);
+    store_count(s, j->gc ? C_GCS : C_COMPACTIONS, 1);
     pthread_mutex_lock(&s->state_mu);
-    int rc = store_install(s, ops, nops, &e);
+    int rc = store_install(s, ops, k, &e);
+    for (size_t i = 0; !rc && !j->gc && i < j->nout; i++)
+        if (j->src->level + 2 == s->o.levels)
+            lastlevel_note(s, j->out[i].node);
     pthread_mutex_unlock(&s->state_mu);
     medit_free(&e);
     free(ops);
     return rc;
 }
 
-int compaction_run(ltr_store *s, version *v, uint64_t node)
+static int run(job *j)
 {
-    job j = {.s = s, .src = version_node(v, node)};
-    int rc = LTR_OK;
-    for (uint32_t i = 0; i < j.src->n && !rc; i++) /* oldest first: newer versions replace */
-        rc = feed_table(&j, j.src->tables[i]->t);
+    ltr_store *s = j->s;
+    int rc = read_ctx_init(&j->c);
+    /* Compaction feeds oldest first (newer versions replace older ones in the builders); gc
+     * reads newest first and keeps only what nothing newer shadows. */
+    for (uint32_t i = 0; i < j->src->n && !rc; i++)
+        rc = feed_table(j, j->gc ? j->src->n - 1 - i : i);
     for (uint32_t d = 0; d < 8; d++) {
-        int r = rc ? (ltr_hbuild_free(j.b[d]), LTR_OK) : emit(&j, d);
+        int r = rc ? (ltr_hbuild_free(j->b[d]), LTR_OK) : emit(j, d);
         rc = rc ? rc : r;
     }
     if (!rc)
-        rc = install(&j);
-    for (size_t i = 0; i < j.nout; i++) {
-        if (rc && j.out[i].path)
-            unlink(j.out[i].path); /* never made durable in the manifest */
-        tref_unref(j.out[i].table);
-        free(j.out[i].path);
+        rc = install(j);
+    for (size_t i = 0; i < j->nout; i++) {
+        if (rc && j->out[i].path)
+            unlink(j->out[i].path); /* never made durable in the manifest */
+        tref_unref(j->out[i].table);
+        free(j->out[i].path);
     }
-    free(j.out);
-    if (!rc) /* inputs are out of the durable state: open handles keep them readable */
-        for (uint32_t i = 0; i < j.src->n; i++) {
-            char *p = store_file(s->dir, j.src->tables[i]->file, "ht");
-            if (p)
-                unlink(p);
-            free(p);
-        }
-    return rc;
+    free(j->out);
+    read_ctx_free(&j->c);
+    if (rc)
+        return rc;
+    /* The inputs are out of the durable state; open handles keep them readable meanwhile. */
+    for (uint32_t i = 0; i < j->src->n; i++) {
+        char *p = store_file(s->dir, j->src->tables[i]->file, "ht");
+        if (p)
+            unlink(p);
+        free(p);
+    }
+    if (j->gc && j->src->bc) {
+        char *p = store_file(cluster_dir(s), j->src->bc->file, "bc");
+        if (p)
+            unlink(p);
+        free(p);
+    }
+    return LTR_OK;
+}
+
+int compaction_run(ltr_store *s, version *v, uint64_t node)
+{
+    job j = {.s = s, .src = version_node(v, node)};
+    return run(&j);
+}
+
+int gc_run(ltr_store *s, version *v, uint64_t node)
+{
+    job j = {.s = s, .src = version_node(v, node), .gc = 1};
+    return run(&j);
 }

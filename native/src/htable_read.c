@@ -467,3 +467,14 @@ int ltr_htable_get_many(ltr_htable *t, const uint8_t *kdata, const int64_t *koff
     read_ctx_free(&c);
     return rc;
 }
+
+int htable_filter(const ltr_htable *t, uint32_t b, const uint8_t **f, size_t *len)
+{
+    if (!t->foff || b >= t->buckets)
+        return ltr_fail(LTR_EINVAL, "%s: no filter for bucket %u in memory", t->path, b);
+    *f = t->fbits + t->foff[b];
+    *len = t->foff[b + 1] - t->foff[b];
+    return LTR_OK;
+}
+
+int htable_has_filters(const ltr_htable *t) { return t->foff != NULL; }

@@ -6,7 +6,11 @@
 #include "hashbits.h"
 #include "ltr_int.h"
 
-enum { ST_LOOKUPS, ST_FOUND, ST_DELETED, ST_BUCKET_READS, ST_OVF_READS, ST_FNEG, ST_FFP, ST_N };
+enum {
+    ST_LOOKUPS, ST_FOUND, ST_DELETED, ST_BUCKET_READS, ST_OVF_READS, ST_FNEG, ST_FFP,
+    ST_CLUSTER_READS, /* counted by the store, not by tables */
+    ST_N
+};
 
 struct ltr_htable {
     char *path;
@@ -48,6 +52,9 @@ const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_foote
  * the next read with c. Counts go to c->stats. */
 int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
                   item_view *it);
+/* The in-memory filter of bucket b (tables opened with their filters only). */
+int htable_filter(const ltr_htable *t, uint32_t b, const uint8_t **f, size_t *len);
+int htable_has_filters(const ltr_htable *t);
 /* Reads and checks overflow record j; *it points into the map or c->scratch. */
 int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it);
 

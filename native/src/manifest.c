@@ -42,6 +42,14 @@ void medit_counters(medit *e, const uint64_t *c)
         put_var(e, c[i]);
 }
 
+void medit_cluster(medit *e, uint64_t node, uint64_t file, uint32_t sealed)
+{
+    put_var(e, OP_SET_CLUSTER);
+    put_var(e, node);
+    put_var(e, file);
+    put_var(e, sealed);
+}
+
 int medit_failed(const medit *e) { return e->b.cap == SIZE_MAX; }
 
 void medit_free(medit *e)
@@ -213,15 +221,15 @@ static int read_current(const char *dir, uint64_t *number)
 
 static int replay_edit(const uint8_t *p, uint32_t len, const manifest_sink *s, const char *path)
 {
+    static const int nargs[] = {0, 2, 2, 1, 1, 0, 3}; /* arguments per op (counters: own form) */
     const uint8_t *end = p + len;
-    uint64_t c[C_COUNT];
+    uint64_t c[C_COUNT], a[3];
     while (p < end) {
-        uint64_t op, a = 0, b = 0;
+        uint64_t op;
         size_t k = get_varint(p, end, &op);
-        if (!k)
+        if (!k || op < OP_ADD_TABLE || op > OP_SET_CLUSTER)
             goto bad;
         p += k;
-        int fields = op == OP_ADD_TABLE || op == OP_REMOVE_TABLE ? 2 : 1;
         if (op == OP_COUNTERS) {
             uint64_t n;
             if (!(k = get_varint(p, end, &n)) || n > C_COUNT)
@@ -231,19 +239,11 @@ static int replay_edit(const uint8_t *p, uint32_t len, const manifest_sink *s, c
             for (uint64_t i = 0; i < n; i++, p += k)
                 if (!(k = get_varint(p, end, &c[i])))
                     goto bad;
-        } else if (op >= OP_ADD_TABLE && op <= OP_NEXT_FILE) {
-            if (!(k = get_varint(p, end, &a)))
-                goto bad;
-            p += k;
-            if (fields == 2) {
-                if (!(k = get_varint(p, end, &b)))
-                    goto bad;
-                p += k;
-            }
-        } else {
-            goto bad;
         }
-        int rc = s->op(s->ctx, (int)op, a, b, c);
+        for (int i = 0; i < nargs[op]; i++, p += k)
+            if (!(k = get_varint(p, end, &a[i])))
+                goto bad;
+        int rc = s->op(s->ctx, (int)op, a, c);
         if (rc)
             return rc;
     }

@@ -11,12 +11,15 @@
 #define MF_TYPE_OPTIONS 16
 #define MF_TYPE_EDIT 17
 
-enum { OP_ADD_TABLE = 1, OP_REMOVE_TABLE = 2, OP_LOG_FLOOR = 3, OP_NEXT_FILE = 4, OP_COUNTERS = 5 };
+enum {
+    OP_ADD_TABLE = 1, OP_REMOVE_TABLE = 2, OP_LOG_FLOOR = 3, OP_NEXT_FILE = 4, OP_COUNTERS = 5,
+    OP_SET_CLUSTER = 6
+};
 
 /* Counters persisted with every edit (index order is part of the format). */
 enum {
     C_USER_BYTES, C_WRITTEN_LOG, C_WRITTEN_FLUSH, C_WRITTEN_CLUSTERS, C_WRITTEN_MANIFEST,
-    C_FLUSHES, C_COMPACTIONS, C_GCS, C_WRITTEN_COMPACTION, /* then one per level */
+    C_FLUSHES, C_COMPACTIONS, C_GCS, C_WRITTEN_GC, C_WRITTEN_COMPACTION, /* then one per level */
     C_COUNT = C_WRITTEN_COMPACTION + LTR_MAX_LEVELS
 };
 
@@ -27,6 +30,7 @@ typedef struct medit {
 void medit_table(medit *e, int add, uint64_t node, uint64_t file);
 void medit_value(medit *e, int op, uint64_t value);
 void medit_counters(medit *e, const uint64_t *c);
+void medit_cluster(medit *e, uint64_t node, uint64_t file, uint32_t sealed);
 int medit_failed(const medit *e);
 void medit_free(medit *e);
 
@@ -41,7 +45,7 @@ typedef struct manifest {
 typedef struct manifest_sink {
     void *ctx;
     int (*options)(void *ctx, const ltr_store_opts *o, int clusters_elsewhere);
-    int (*op)(void *ctx, int op, uint64_t a, uint64_t b, const uint64_t *counters);
+    int (*op)(void *ctx, int op, const uint64_t *args, const uint64_t *counters);
 } manifest_sink;
 
 /* Creates MANIFEST-<number> holding options and the snapshot edit, then points CURRENT at it. */

@@ -129,9 +129,13 @@ static void encode_snapshot(const ltr_store *s, medit *e)
     medit_value(e, OP_NEXT_FILE, s->next_file);
     medit_value(e, OP_LOG_FLOOR, s->log_floor);
     medit_counters(e, s->counters);
-    for (uint32_t i = 0; i < s->current->nnodes; i++)
-        for (uint32_t j = 0; j < s->current->nodes[i].n; j++)
-            medit_table(e, 1, s->current->nodes[i].id, s->current->nodes[i].tables[j]->file);
+    for (uint32_t i = 0; i < s->current->nnodes; i++) {
+        const vnode *n = &s->current->nodes[i];
+        for (uint32_t j = 0; j < n->n; j++)
+            medit_table(e, 1, n->id, n->tables[j]->file);
+        if (n->bc)
+            medit_cluster(e, n->id, n->bc->file, n->sealed);
+    }
 }
 
 /* Starts a new manifest holding a snapshot once the edit log has grown well past it. */
@@ -504,6 +508,8 @@ static int flush_oldest(ltr_store *s)
         rc = store_install(s, &op, 1, &e);
         if (!rc)
             s->log_floor = floor;
+        if (!rc && s->o.levels == 1)
+            lastlevel_note(s, 0);
         pthread_mutex_unlock(&s->state_mu);
         medit_free(&e);
         tref_unref(r);
@@ -551,6 +557,8 @@ static int background_step(ltr_store *s)
     } else if (compact) {
         rc = compaction_run(s, v, node);
         rc = rc ? rc : 1;
+    } else {
+        rc = lastlevel_step(s, v);
     }
     version_unref(v);
     return rc;
@@ -595,6 +603,8 @@ typedef struct loaded {
     int elsewhere;
     vedit_op *ops; /* table adds and removes in manifest order */
     size_t nops, cap;
+    vedit_op *clusters; /* the last SET_CLUSTER of each node */
+    size_t nclusters;
 } loaded;
 
 static int on_options(void *ctx, const ltr_store_opts *rec, int elsewhere)
@@ -604,31 +614,82 @@ static int on_options(void *ctx, const ltr_store_opts *rec, int elsewhere)
     return opts_merge(&l->s->o, rec);
 }
 
-static int on_op(void *ctx, int op, uint64_t a, uint64_t b, const uint64_t *counters)
+static int grow_ops(vedit_op **ops, size_t n, size_t *cap)
+{
+    if (n < *cap)
+        return LTR_OK;
+    size_t c = *cap ? 2 * *cap : 64;
+    vedit_op *p = realloc(*ops, c * sizeof *p);
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+    *ops = p;
+    *cap = c;
+    return LTR_OK;
+}
+
+static int on_cluster(loaded *l, uint64_t node, uint64_t file, uint64_t sealed)
+{
+    size_t i = 0;
+    while (i < l->nclusters && l->clusters[i].node != node)
+        i++;
+    if (i == l->nclusters) {
+        vedit_op *p = realloc(l->clusters, (i + 1) * sizeof *p);
+        if (!p)
+            return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+        l->clusters = p;
+        l->nclusters++;
+    }
+    l->clusters[i] = (vedit_op){.add = VOP_CLUSTER, .node = node, .level = node_level(node),
+                                .file = file, .sealed = (uint32_t)sealed};
+    return LTR_OK;
+}
+
+static int on_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
 {
     loaded *l = ctx;
     ltr_store *s = l->s;
     switch (op) {
-    case OP_LOG_FLOOR: s->log_floor = a; return LTR_OK;
-    case OP_NEXT_FILE: s->next_file = a; return LTR_OK;
+    case OP_LOG_FLOOR: s->log_floor = a[0]; return LTR_OK;
+    case OP_NEXT_FILE: s->next_file = a[0]; return LTR_OK;
     case OP_COUNTERS: memcpy(s->counters, counters, sizeof s->counters); return LTR_OK;
+    case OP_SET_CLUSTER: return on_cluster(l, a[0], a[1], a[2]);
     default: break;
     }
-    if (l->nops == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        vedit_op *p = realloc(l->ops, cap * sizeof *p);
-        if (!p)
-            return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
-        l->ops = p;
-        l->cap = cap;
-    }
+    int rc = grow_ops(&l->ops, l->nops, &l->cap);
+    if (rc)
+        return rc;
     vedit_op *o = &l->ops[l->nops++];
     memset(o, 0, sizeof *o);
-    o->add = op == OP_ADD_TABLE;
-    o->node = a;
-    o->file = b;
-    o->level = node_level(a);
+    o->add = op == OP_ADD_TABLE ? VOP_ADD : VOP_REMOVE;
+    o->node = a[0];
+    o->file = a[1];
+    o->level = node_level(a[0]);
     return LTR_OK;
+}
+
+static const vedit_op *cluster_of(const loaded *l, uint64_t node)
+{
+    for (size_t i = 0; i < l->nclusters; i++)
+        if (l->clusters[i].node == node && l->clusters[i].file)
+            return &l->clusters[i];
+    return NULL;
+}
+
+/* Opens the clusters the manifest lists, as VOP_CLUSTER ops appended to ops[0..k). */
+static int load_clusters(ltr_store *s, loaded *l, size_t *k)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; i < l->nclusters && !rc; i++) {
+        vedit_op *c = &l->clusters[i];
+        if (!c->file)
+            continue;
+        char *p = store_file(cluster_dir(s), c->file, "bc");
+        rc = p ? cluster_open(p, c->file, &c->bc) : ltr_fail(LTR_ENOMEM, "out of memory");
+        free(p);
+        if (!rc && (rc = grow_ops(&l->ops, *k, &l->cap)) == LTR_OK)
+            l->ops[(*k)++] = *c;
+    }
+    return rc;
 }
 
 /* Opens every table the manifest lists and builds the first version. */
@@ -644,8 +705,14 @@ static int load_tables(ltr_store *s, loaded *l)
             removed = !l->ops[j].add && l->ops[j].file == o->file;
         if (removed)
             continue;
+        const vedit_op *bc = cluster_of(l, o->node);
+        uint32_t pos = 0; /* the table's place in its node, counting surviving adds before it */
+        for (size_t j = 0; j < i; j++)
+            pos += l->ops[j].add == VOP_ADD && l->ops[j].table && l->ops[j].node == o->node;
         char *p = store_file(s->dir, o->file, "ht");
-        ltr_htable *t = p ? open_table(p, &rc) : NULL;
+        ltr_htable *t = NULL;
+        if (p)
+            rc = ltr_htable_open(p, bc && pos < bc->sealed ? LTR_OPEN_NO_FILTERS : 0, -1, &t);
         free(p);
         if (!p)
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
@@ -662,10 +729,13 @@ static int load_tables(ltr_store *s, loaded *l)
             }
         }
     }
-    size_t k = 0; /* keep only the surviving adds, in order */
+    size_t k = 0, tables; /* keep only the surviving adds, in order */
     for (size_t i = 0; i < l->nops; i++)
-        if (l->ops[i].add && l->ops[i].table)
+        if (l->ops[i].add == VOP_ADD && l->ops[i].table)
             l->ops[k++] = l->ops[i];
+    tables = k;
+    if (!rc)
+        rc = load_clusters(s, l, &k);
     version *v = NULL;
     if (!rc)
         rc = version_apply(s->current, l->ops, k, &v);
@@ -673,8 +743,10 @@ static int load_tables(ltr_store *s, loaded *l)
         version_unref(s->current);
         s->current = v;
     }
-    for (size_t i = 0; i < k; i++)
-        tref_unref(l->ops[i].table); /* the version holds its own references */
+    for (size_t i = 0; i < tables; i++) /* the version holds its own references */
+        tref_unref(l->ops[i].table);
+    for (size_t i = 0; i < l->nclusters; i++)
+        cluster_unref(l->clusters[i].bc);
     return rc;
 }
 
@@ -763,8 +835,39 @@ static int replay_logs(ltr_store *s)
 
 /* Deletes what no durable state refers to: tables of unfinished flushes and compactions,
  * logs below the floor, old manifests, temporary files. */
+static int referenced_cluster(const ltr_store *s, uint64_t num)
+{
+    for (uint32_t i = 0; i < s->current->nnodes; i++)
+        if (s->current->nodes[i].bc && s->current->nodes[i].bc->file == num)
+            return 1;
+    return 0;
+}
+
+/* Clusters no node refers to, and temporary files, in the cluster directory. */
+static void remove_orphan_clusters(ltr_store *s)
+{
+    DIR *d = opendir(cluster_dir(s));
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        const char *dot = strrchr(e->d_name, '.');
+        unsigned long long num = strtoull(e->d_name, NULL, 10);
+        int bc = dot && strcmp(dot, ".bc") == 0, tmp = dot && strcmp(dot, ".tmp") == 0;
+        if ((bc && !referenced_cluster(s, num)) || (tmp && strstr(e->d_name, ".bc.tmp"))) {
+            char *p = malloc(strlen(cluster_dir(s)) + strlen(e->d_name) + 2);
+            if (p) {
+                sprintf(p, "%s/%s", cluster_dir(s), e->d_name);
+                unlink(p);
+                free(p);
+            }
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 static void remove_orphans(ltr_store *s)
 {
+    remove_orphan_clusters(s);
     DIR *d = opendir(s->dir);
     if (!d)
         return;
@@ -856,6 +959,7 @@ static int open_state(ltr_store *s)
     if (!rc)
         rc = load_tables(s, &l);
     free(l.ops);
+    free(l.clusters);
     return rc;
 }
 
@@ -932,6 +1036,7 @@ static void store_free(ltr_store *s)
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the lock */
     ltr_buf_free(&s->enc);
+    free(s->gc_pending);
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->write_cv);
     pthread_mutex_destroy(&s->sync_mu);
@@ -988,7 +1093,8 @@ static int wait_idle(ltr_store *s)
         int pending = s->imm != NULL;
         pthread_rwlock_unlock(&s->mem_lock);
         uint64_t node;
-        if (!pending && !s->busy && !compaction_pick(s, s->current, &node))
+        if (!pending && !s->busy && !compaction_pick(s, s->current, &node) &&
+            !lastlevel_pending(s, s->current))
             break;
         pthread_cond_broadcast(&s->state_cv);
         pthread_cond_wait(&s->state_cv, &s->state_mu);

@@ -67,6 +67,10 @@ struct ltr_store {
 
     /* read counters (atomic) */
     uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
+
+    /* last-level nodes that received tables and await a garbage check (state_mu) */
+    uint64_t *gc_pending;
+    size_t ngc_pending, gc_cap;
 };
 
 /* store.c */
@@ -79,8 +83,19 @@ void store_count(ltr_store *s, int counter, uint64_t n);
 /* A node that should be compacted now (its id in *node), or 0 when none. */
 int compaction_pick(const ltr_store *s, const version *v, uint64_t *node);
 int compaction_run(ltr_store *s, version *v, uint64_t node);
+/* Garbage collection of a last-level node: its tables rewritten with only live items. */
+int gc_run(ltr_store *s, version *v, uint64_t node);
+
+/* lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes */
+void lastlevel_note(ltr_store *s, uint64_t node); /* state_mu held */
+int lastlevel_step(ltr_store *s, version *v);      /* 1 did work, 0 nothing to do, <0 error */
+int lastlevel_pending(ltr_store *s, const version *v);
+const char *cluster_dir(const ltr_store *s);
 
 /* store_read.c */
+/* Searches tables [from, n) of a node, newest first; the cluster answers for the sealed ones. */
+int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
+                uint32_t klen, item_view *it);
 int store_lookup(ltr_store *s, const uint8_t *key, uint32_t klen, ltr_buf *out, int *status);
 version *store_pin(ltr_store *s);
 

@@ -38,21 +38,49 @@ static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32
     return rc ? rc : found;
 }
 
+int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
+                uint32_t klen, item_view *it)
+{
+    uint32_t lo = from > n->sealed ? from : n->sealed;
+    for (uint32_t j = n->n; j-- > lo;) {
+        int r = htable_lookup(n->tables[j]->t, c, h, key, klen, it);
+        if (r != LTR_ABSENT)
+            return r;
+    }
+    if (!n->bc || n->sealed <= from)
+        return LTR_ABSENT;
+    uint8_t small[256], *maybe = n->sealed <= sizeof small ? small : malloc(n->sealed);
+    if (!maybe)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    c->stats[ST_CLUSTER_READS]++;
+    int r = cluster_probe(n->bc, c, hb_bucket(h, n->bc->buckets), hb_bloom(h), maybe);
+    for (uint32_t j = n->sealed; !r && j-- > from;) {
+        if (!maybe[j])
+            continue;
+        r = htable_lookup(n->tables[j]->t, c, h, key, klen, it);
+        if (r == LTR_ABSENT)
+            c->stats[ST_FFP]++; /* the cluster's filter said maybe */
+        else
+            break;
+    }
+    if (maybe != small)
+        free(maybe);
+    return r;
+}
+
 static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
                           const uint8_t *key, uint32_t klen, ltr_buf *out, int *status)
 {
     uint64_t path = hb_trie_path(h);
     for (uint32_t level = 0; level < s->o.levels; level++) {
         const vnode *n = version_node(v, node_id(level, path));
-        for (uint32_t j = n ? n->n : 0; j-- > 0;) {
-            item_view it;
-            int r = htable_lookup(n->tables[j]->t, c, h, key, klen, &it);
-            if (r < 0)
-                return r;
-            if (r != LTR_ABSENT) {
-                *status = r;
-                return r == LTR_FOUND ? buf_append(out, it.value, it.vlen) : LTR_OK;
-            }
+        item_view it;
+        int r = n ? node_lookup(n, 0, c, h, key, klen, &it) : LTR_ABSENT;
+        if (r < 0)
+            return r;
+        if (r != LTR_ABSENT) {
+            *status = r;
+            return r == LTR_FOUND ? buf_append(out, it.value, it.vlen) : LTR_OK;
         }
     }
     *status = LTR_ABSENT;
@@ -77,6 +105,7 @@ static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
     __atomic_fetch_add(&s->bucket_reads, c->stats[ST_BUCKET_READS] + c->stats[ST_OVF_READS],
                        __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->false_positives, c->stats[ST_FFP], __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->cluster_reads, c->stats[ST_CLUSTER_READS], __ATOMIC_RELAXED);
 }
 
 int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
@@ -143,7 +172,9 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->written_flush = c[C_WRITTEN_FLUSH];
     o->written_clusters = c[C_WRITTEN_CLUSTERS];
     o->written_manifest = c[C_WRITTEN_MANIFEST];
-    o->bytes_written = o->written_log + o->written_flush + o->written_clusters + o->written_manifest;
+    o->written_gc = c[C_WRITTEN_GC];
+    o->bytes_written = o->written_log + o->written_flush + o->written_clusters +
+                       o->written_manifest + o->written_gc;
     for (int l = 0; l < LTR_MAX_LEVELS; l++) {
         o->written_compaction[l] = c[C_WRITTEN_COMPACTION + l];
         o->bytes_written += o->written_compaction[l];
@@ -168,6 +199,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
             o->metadata_memory_bytes += info.filter_bytes + info.cached_record_bytes +
                                         info.overflow_index_bytes;
         }
+        if (n->bc)
+            o->metadata_memory_bytes += cluster_memory(n->bc);
     }
     version_unref(v);
     pthread_rwlock_rdlock(&s->mem_lock);

@@ -125,21 +125,13 @@ static int shadowed(ltr_sscan *sc, const vnode *n, uint32_t j, key_hash h, const
     if (hbuild_find(sc->mem, h, key, klen))
         return 1;
     item_view it;
-    for (uint32_t k = j + 1; k < n->n; k++) {
-        int r = htable_lookup(n->tables[k]->t, &sc->c, h, key, klen, &it);
-        if (r != LTR_ABSENT)
-            return r < 0 ? r : 1;
-    }
+    int r = node_lookup(n, j + 1, &sc->c, h, key, klen, &it);
     uint64_t path = hb_trie_path(h);
-    for (uint32_t level = 0; level < n->level; level++) {
+    for (uint32_t level = 0; r == LTR_ABSENT && level < n->level; level++) {
         const vnode *a = version_node(sc->v, node_id(level, path));
-        for (uint32_t k = 0; a && k < a->n; k++) {
-            int r = htable_lookup(a->tables[k]->t, &sc->c, h, key, klen, &it);
-            if (r != LTR_ABSENT)
-                return r < 0 ? r : 1;
-        }
+        r = a ? node_lookup(a, 0, &sc->c, h, key, klen, &it) : LTR_ABSENT;
     }
-    return 0;
+    return r < 0 ? r : r != LTR_ABSENT;
 }
 
 /* Moves to the next table (newest first within a node, nodes in order); 0 at the end. */

@@ -65,6 +65,7 @@ static void version_free(version *v)
         for (uint32_t j = 0; j < v->nodes[i].n; j++)
             tref_unref(v->nodes[i].tables[j]);
         free(v->nodes[i].tables);
+        cluster_unref(v->nodes[i].bc);
     }
     free(v->nodes);
     free(v);
@@ -112,6 +113,8 @@ static int copy_nodes(const version *v, version *w, size_t extra)
         memcpy(d->tables, v->nodes[i].tables, sizeof(tref *) * d->n);
         for (uint32_t j = 0; j < d->n; j++)
             tref_ref(d->tables[j]);
+        if (d->bc)
+            cluster_ref(d->bc);
     }
     w->nnodes = v->nnodes;
     return LTR_OK;
@@ -130,10 +133,29 @@ static vnode *node_for(version *w, uint64_t id, uint32_t level)
     return &w->nodes[i];
 }
 
+static int find_file(const vnode *d, uint64_t file)
+{
+    for (uint32_t j = 0; j < d->n; j++)
+        if (d->tables[j]->file == file)
+            return (int)j;
+    return -1;
+}
+
 static int apply_op(version *w, const vedit_op *op)
 {
     vnode *d = node_for(w, op->node, op->level);
-    if (op->add) {
+    if (op->add == VOP_CLUSTER) {
+        if (op->sealed > d->n || (op->bc && op->bc->tables != op->sealed))
+            return ltr_fail(LTR_ECORRUPT, "node %llu: a cluster of %u tables for %u tables",
+                            (unsigned long long)op->node, op->sealed, d->n);
+        cluster_unref(d->bc);
+        d->bc = op->bc;
+        d->sealed = op->sealed;
+        if (d->bc)
+            cluster_ref(d->bc);
+        return LTR_OK;
+    }
+    if (op->add == VOP_ADD) {
         tref **t = realloc(d->tables, sizeof(tref *) * (d->n + 1));
         if (!t)
             return ltr_fail(LTR_ENOMEM, "out of memory building a version");
@@ -142,15 +164,24 @@ static int apply_op(version *w, const vedit_op *op)
         tref_ref(op->table);
         return LTR_OK;
     }
-    for (uint32_t j = 0; j < d->n; j++)
-        if (d->tables[j]->file == op->file) {
-            tref_unref(d->tables[j]);
-            memmove(&d->tables[j], &d->tables[j + 1], sizeof(tref *) * (d->n - j - 1));
-            d->n--;
-            return LTR_OK;
-        }
-    return ltr_fail(LTR_ECORRUPT, "table %llu is not in node %llu", (unsigned long long)op->file,
-                    (unsigned long long)op->node);
+    int j = find_file(d, op->add == VOP_REPLACE ? op->table->file : op->file);
+    if (j < 0)
+        return ltr_fail(LTR_ECORRUPT, "table %llu is not in node %llu",
+                        (unsigned long long)(op->add == VOP_REPLACE ? op->table->file : op->file),
+                        (unsigned long long)op->node);
+    if (op->add == VOP_REPLACE) {
+        tref_unref(d->tables[j]);
+        d->tables[j] = op->table;
+        tref_ref(op->table);
+        return LTR_OK;
+    }
+    if ((uint32_t)j < d->sealed)
+        return ltr_fail(LTR_ECORRUPT, "node %llu: removing table %llu under its cluster",
+                        (unsigned long long)op->node, (unsigned long long)op->file);
+    tref_unref(d->tables[j]);
+    memmove(&d->tables[j], &d->tables[j + 1], sizeof(tref *) * (d->n - j - 1));
+    d->n--;
+    return LTR_OK;
 }
 
 int version_apply(const version *v, const vedit_op *ops, size_t n, version **out)
@@ -169,7 +200,7 @@ int version_apply(const version *v, const vedit_op *ops, size_t n, version **out
     }
     uint32_t k = 0; /* drop nodes left empty */
     for (uint32_t i = 0; i < w->nnodes; i++) {
-        if (w->nodes[i].n)
+        if (w->nodes[i].n || w->nodes[i].bc)
             w->nodes[k++] = w->nodes[i];
         else
             free(w->nodes[i].tables);

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "cluster.h"
 #include "ltr_int.h"
 
 typedef struct tref {
@@ -19,8 +20,10 @@ typedef struct tref {
 typedef struct vnode {
     uint64_t id;
     uint32_t level;
-    uint32_t n;     /* tables, oldest first */
+    uint32_t n;       /* tables, oldest first */
     tref **tables;
+    cluster *bc;      /* last level: the BloomCluster of tables [0, sealed), or NULL */
+    uint32_t sealed;  /* those tables are open without filters; the rest keep theirs */
 } vnode;
 
 typedef struct version {
@@ -29,12 +32,18 @@ typedef struct version {
     vnode *nodes;   /* non-empty nodes, sorted by id */
 } version;
 
+enum { VOP_REMOVE = 0, VOP_ADD = 1, VOP_REPLACE = 2, VOP_CLUSTER = 3 };
+
 typedef struct vedit_op {
-    int add;        /* 1: add `table` as the newest of `node`; 0: remove file `file` from it */
+    int add;          /* VOP_ADD: `table` becomes the newest of `node`; VOP_REMOVE: file `file`
+                         leaves it; VOP_REPLACE: `table` takes the place of the table with its
+                         file; VOP_CLUSTER: the node's cluster becomes `bc` covering `sealed` */
     uint64_t node;
     uint32_t level;
     tref *table;
     uint64_t file;
+    cluster *bc;
+    uint32_t sealed;
 } vedit_op;
 
 /* Node ids number the trie breadth-first: level L holds ids base(L) .. base(L) + 8^L - 1. */

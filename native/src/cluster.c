@@ -1,0 +1,295 @@
+/* cluster.c: writing, opening and probing BloomClusters (docs/format/cluster.md). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bloom.h"
+#include "cluster.h"
+#include "coding.h"
+#include "io.h"
+
+#define BC_MAGIC "LTRBCLU1"
+#define BC_VERSION 1
+#define BC_FOOTER 64
+#define BC_ENTRY 12
+#define BC_UNIT_TARGET 4096
+
+/* ---- reading units ---- */
+
+static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf)
+{
+    uint64_t at = bc->off[u], len = bc->off[u + 1] - at;
+    buf->len = 0;
+    int rc = buf_reserve(buf, (size_t)len + 1);
+    if (!rc)
+        rc = io_pread(bc->fd, buf->data, (size_t)len, at, bc->path);
+    if (!rc && ltr_crc32c(0, buf->data, (size_t)len) != bc->crc[u])
+        rc = ltr_fail(LTR_ECORRUPT, "%s: unit %u at offset %llu has a bad checksum", bc->path, u,
+                      (unsigned long long)at);
+    if (!rc)
+        buf->len = (size_t)len;
+    return rc;
+}
+
+/* Length of one column's entries starting at p (tables varint-prefixed filters), or 0 if bad. */
+static size_t column_span(const uint8_t *p, const uint8_t *end, uint32_t tables)
+{
+    const uint8_t *q = p;
+    for (uint32_t t = 0; t < tables; t++) {
+        uint64_t len;
+        size_t k = get_varint(q, end, &len);
+        if (!k || (uint64_t)(end - q - k) < len)
+            return 0;
+        q += k + len;
+    }
+    return (size_t)(q - p); /* each table has a length byte, so 0 only when tables == 0 */
+}
+
+int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe)
+{
+    uint32_t u = column / bc->cpu;
+    int rc = read_unit(bc, u, &c->scratch);
+    if (rc)
+        return rc;
+    const uint8_t *p = c->scratch.data, *end = p + c->scratch.len;
+    for (uint32_t col = u * bc->cpu; col < column; col++) {
+        size_t n = column_span(p, end, bc->tables);
+        if (!n)
+            return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
+        p += n;
+    }
+    for (uint32_t t = 0; t < bc->tables; t++) {
+        uint64_t len;
+        size_t k = get_varint(p, end, &len);
+        if (!k || (uint64_t)(end - p - k) < len)
+            return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
+        maybe[t] = (uint8_t)bloom_may_contain(p + k, (size_t)len, bc->probes, bloom);
+        p += k + len;
+    }
+    return LTR_OK;
+}
+
+/* ---- opening ---- */
+
+static int parse(cluster *bc, const uint8_t *ft, uint64_t size)
+{
+    if (memcmp(ft, BC_MAGIC, 8) != 0 || get_u32(ft + 60) != ltr_crc32c(0, ft, 60))
+        return ltr_fail(LTR_ECORRUPT, "%s is not a valid BloomCluster (footer)", bc->path);
+    if (get_u16(ft + 8) != BC_VERSION)
+        return ltr_fail(LTR_EVERSION, "%s: cluster version %u, this build reads %d", bc->path,
+                        get_u16(ft + 8), BC_VERSION);
+    bc->buckets = get_u32(ft + 12);
+    bc->tables = get_u32(ft + 16);
+    bc->probes = get_u32(ft + 20);
+    bc->cpu = get_u32(ft + 24);
+    bc->units = get_u32(ft + 28);
+    bc->data_bytes = get_u64(ft + 32);
+    bc->node = get_u64(ft + 40);
+    if (get_u16(ft + 10) != BC_FOOTER || !bc->buckets || bc->buckets > LTR_MAX_BUCKETS ||
+        !bc->tables || !bc->cpu || bc->probes > 30 ||
+        bc->units != (bc->buckets + bc->cpu - 1) / bc->cpu ||
+        bc->data_bytes + (uint64_t)(bc->units + 1) * BC_ENTRY + BC_FOOTER != size)
+        return ltr_fail(LTR_ECORRUPT, "%s: footer fields are inconsistent", bc->path);
+    return LTR_OK;
+}
+
+static int load_index(cluster *bc, uint32_t index_crc)
+{
+    size_t n = (size_t)(bc->units + 1) * BC_ENTRY;
+    uint8_t *ix = malloc(n);
+    bc->off = malloc(8 * (bc->units + 1));
+    bc->crc = malloc(4 * (bc->units + 1));
+    if (!ix || !bc->off || !bc->crc) {
+        free(ix);
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    int rc = io_pread(bc->fd, ix, n, bc->data_bytes, bc->path);
+    if (!rc && ltr_crc32c(0, ix, n) != index_crc)
+        rc = ltr_fail(LTR_ECORRUPT, "%s: index checksum mismatch", bc->path);
+    for (uint32_t u = 0; !rc && u <= bc->units; u++) {
+        bc->off[u] = get_u64(ix + u * BC_ENTRY);
+        bc->crc[u] = get_u32(ix + u * BC_ENTRY + 8);
+        if ((u == 0 && bc->off[0] != 0) || (u && bc->off[u] <= bc->off[u - 1]) ||
+            (u == bc->units && bc->off[u] != bc->data_bytes))
+            rc = ltr_fail(LTR_ECORRUPT, "%s: index entry %u is invalid", bc->path, u);
+    }
+    free(ix);
+    return rc;
+}
+
+int cluster_open(const char *path, uint64_t file, cluster **out)
+{
+    *out = NULL;
+    cluster *bc = calloc(1, sizeof *bc);
+    if (!bc || !(bc->path = strdup(path))) {
+        free(bc);
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    bc->refs = 1;
+    bc->file = file;
+    bc->fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = bc->fd < 0 ? ltr_fail_errno(errno, "cannot open %s", path) : LTR_OK;
+    struct stat sb;
+    uint8_t ft[BC_FOOTER];
+    if (!rc && fstat(bc->fd, &sb) != 0)
+        rc = ltr_fail_errno(errno, "cannot stat %s", path);
+    if (!rc && (uint64_t)sb.st_size < BC_FOOTER + BC_ENTRY)
+        rc = ltr_fail(LTR_ECORRUPT, "%s is too small to be a BloomCluster", path);
+    if (!rc)
+        rc = io_pread(bc->fd, ft, BC_FOOTER, (uint64_t)sb.st_size - BC_FOOTER, path);
+    if (!rc)
+        rc = parse(bc, ft, (uint64_t)sb.st_size);
+    if (!rc)
+        rc = load_index(bc, get_u32(ft + 48));
+    if (rc) {
+        cluster_unref(bc);
+        return rc;
+    }
+    *out = bc;
+    return LTR_OK;
+}
+
+void cluster_ref(cluster *bc) { __atomic_fetch_add(&bc->refs, 1, __ATOMIC_RELAXED); }
+
+void cluster_unref(cluster *bc)
+{
+    if (!bc || __atomic_sub_fetch(&bc->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (bc->fd >= 0)
+        close(bc->fd);
+    free(bc->off);
+    free(bc->crc);
+    free(bc->path);
+    free(bc);
+}
+
+uint64_t cluster_memory(const cluster *bc) { return (uint64_t)(bc->units + 1) * BC_ENTRY; }
+
+/* ---- writing ---- */
+
+typedef struct old_cursor {
+    cluster *bc;
+    uint32_t unit;   /* unit loaded in buf */
+    size_t pos;
+    ltr_buf buf;
+} old_cursor;
+
+/* The raw entries of the old cluster's next column (in column order). */
+static int old_next(old_cursor *oc, uint32_t col, const uint8_t **p, size_t *n)
+{
+    cluster *bc = oc->bc;
+    uint32_t u = col / bc->cpu;
+    int rc = LTR_OK;
+    if (u != oc->unit || !oc->buf.len) {
+        rc = read_unit(bc, u, &oc->buf);
+        oc->unit = u;
+        oc->pos = 0;
+    }
+    if (rc)
+        return rc;
+    *p = oc->buf.data + oc->pos;
+    *n = column_span(*p, oc->buf.data + oc->buf.len, bc->tables);
+    if (!*n)
+        return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
+    oc->pos += *n;
+    return LTR_OK;
+}
+
+static int put_filter(ltr_buf *b, const uint8_t *f, size_t len)
+{
+    uint8_t v[10];
+    int rc = buf_append(b, v, put_varint(v, len));
+    return rc ? rc : buf_append(b, f, len);
+}
+
+static uint32_t choose_cpu(uint32_t buckets, cluster *old, ltr_htable *const *fresh, uint32_t nfresh)
+{
+    uint64_t total = old ? old->data_bytes : 0;
+    for (uint32_t i = 0; i < nfresh; i++) {
+        const uint8_t *f;
+        size_t len;
+        for (uint32_t c = 0; c < buckets; c += 64) /* a cheap estimate: sample every 64th */
+            if (!htable_filter(fresh[i], c, &f, &len))
+                total += 64 * (len + 1);
+    }
+    uint64_t cpu = total ? (uint64_t)BC_UNIT_TARGET * buckets / total : buckets;
+    return (uint32_t)(cpu < 1 ? 1 : cpu > buckets ? buckets : cpu);
+}
+
+static int write_units(wfile *w, uint32_t buckets, uint32_t cpu, cluster *old,
+                       ltr_htable *const *fresh, uint32_t nfresh, ltr_buf *index)
+{
+    old_cursor oc = {.bc = old, .unit = UINT32_MAX};
+    ltr_buf unit = {0};
+    int rc = LTR_OK;
+    for (uint32_t c0 = 0; !rc && c0 < buckets; c0 += cpu) {
+        unit.len = 0;
+        for (uint32_t c = c0; !rc && c < c0 + cpu && c < buckets; c++) {
+            const uint8_t *p;
+            size_t n;
+            if (old && !(rc = old_next(&oc, c, &p, &n)))
+                rc = buf_append(&unit, p, n);
+            for (uint32_t i = 0; !rc && i < nfresh; i++)
+                if (!(rc = htable_filter(fresh[i], c, &p, &n)))
+                    rc = put_filter(&unit, p, n);
+        }
+        uint8_t e[BC_ENTRY];
+        put_u64(e, w->bytes);
+        put_u32(e + 8, ltr_crc32c(0, unit.data, unit.len));
+        if (!rc)
+            rc = buf_append(index, e, sizeof e);
+        if (!rc)
+            rc = io_write(w, unit.data, unit.len);
+    }
+    ltr_buf_free(&unit);
+    ltr_buf_free(&oc.buf);
+    return rc;
+}
+
+int cluster_build(const char *path, uint64_t file, uint64_t node, uint32_t buckets,
+                  uint32_t probes, cluster *old, ltr_htable *const *fresh, uint32_t nfresh,
+                  uint64_t *written)
+{
+    (void)file;
+    uint32_t tables = (old ? old->tables : 0) + nfresh;
+    if (!tables || (old && old->buckets != buckets))
+        return ltr_fail(LTR_EINVAL, "a cluster needs tables of %u buckets", buckets);
+    uint32_t cpu = choose_cpu(buckets, old, fresh, nfresh), units = (buckets + cpu - 1) / cpu;
+    wfile w;
+    ltr_buf index = {0};
+    int rc = io_create(&w, path);
+    if (rc)
+        return rc;
+    rc = write_units(&w, buckets, cpu, old, fresh, nfresh, &index);
+    uint64_t data = w.bytes;
+    uint8_t e[BC_ENTRY] = {0}, ft[BC_FOOTER] = {0};
+    put_u64(e, data);
+    if (!rc)
+        rc = buf_append(&index, e, sizeof e);
+    if (!rc)
+        rc = io_write(&w, index.data, index.len);
+    if (!rc) {
+        memcpy(ft, BC_MAGIC, 8);
+        put_u16(ft + 8, BC_VERSION);
+        put_u16(ft + 10, BC_FOOTER);
+        put_u32(ft + 12, buckets);
+        put_u32(ft + 16, tables);
+        put_u32(ft + 20, probes);
+        put_u32(ft + 24, cpu);
+        put_u32(ft + 28, units);
+        put_u64(ft + 32, data);
+        put_u64(ft + 40, node);
+        put_u32(ft + 48, ltr_crc32c(0, index.data, index.len));
+        put_u32(ft + 60, ltr_crc32c(0, ft, 60));
+        rc = io_write(&w, ft, sizeof ft);
+    }
+    *written = w.bytes;
+    if (!rc)
+        rc = io_commit(&w, 1);
+    io_abort(&w);
+    ltr_buf_free(&index);
+    return rc;
+}

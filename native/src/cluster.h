@@ -1,0 +1,36 @@
+/* cluster.h: BloomClusters, the last level's per-bucket filters clustered by bucket column
+ * (docs/format/cluster.md). Immutable and refcounted like tables. */
+#ifndef LTR_CLUSTER_H
+#define LTR_CLUSTER_H
+
+#include <stdint.h>
+
+#include "htable_read.h"
+
+typedef struct cluster {
+    char *path;
+    int fd;
+    uint64_t file;
+    uint64_t node;
+    uint32_t buckets, tables, probes, cpu, units;
+    uint64_t *off;        /* units + 1 */
+    uint32_t *crc;        /* units */
+    uint64_t data_bytes;  /* bytes of the units */
+    int refs;             /* atomic */
+} cluster;
+
+/* Writes a cluster covering old's tables (if any) followed by the fresh tables, whose filters
+ * must be in memory. *written gets the file's size. */
+int cluster_build(const char *path, uint64_t file, uint64_t node, uint32_t buckets,
+                  uint32_t probes, cluster *old, ltr_htable *const *fresh, uint32_t nfresh,
+                  uint64_t *written);
+int cluster_open(const char *path, uint64_t file, cluster **out);
+void cluster_ref(cluster *bc);
+void cluster_unref(cluster *bc);
+/* Reads the unit of bucket `column` and sets maybe[t] for each covered table t whose filter may
+ * hold a key with this bloom field. One read; counted by the caller. */
+int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe);
+/* Bytes of memory the cluster's index takes. */
+uint64_t cluster_memory(const cluster *bc);
+
+#endif

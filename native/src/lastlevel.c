@@ -1,0 +1,246 @@
+/* lastlevel.c: upkeep of the last level, which grows by appending tables and never compacts
+ * downward (paper §2.4.3).
+ *
+ * BloomClusters: a node's sealed tables are answered by its cluster; tables appended since keep
+ * their filters in memory until those reach a quarter of the cluster's bytes, when a new cluster
+ * covering every table is written (docs/format/cluster.md "Growth without quadratic rewrites").
+ *
+ * Garbage: after a node receives tables, a sample of its items estimates the share that is
+ * garbage (tombstones, and versions shadowed by a newer table of the node). Past gc_threshold
+ * the node is garbage-collected (compaction.c, gc_run). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bloom.h"
+#include "store_int.h"
+
+#define GC_SAMPLES 256
+
+const char *cluster_dir(const ltr_store *s) { return s->meta_dir ? s->meta_dir : s->dir; }
+
+void lastlevel_note(ltr_store *s, uint64_t node)
+{
+    for (size_t i = 0; i < s->ngc_pending; i++)
+        if (s->gc_pending[i] == node)
+            return;
+    if (s->ngc_pending == s->gc_cap) {
+        size_t cap = s->gc_cap ? 2 * s->gc_cap : 64;
+        uint64_t *p = realloc(s->gc_pending, cap * sizeof *p);
+        if (!p)
+            return; /* only a missed garbage check: the next append notes the node again */
+        s->gc_pending = p;
+        s->gc_cap = cap;
+    }
+    s->gc_pending[s->ngc_pending++] = node;
+}
+
+static uint64_t fresh_filter_bytes(const ltr_store *s, const vnode *n)
+{
+    uint64_t bytes = 0;
+    for (uint32_t j = n->sealed; j < n->n; j++) {
+        ltr_table_info info;
+        ltr_htable_info(n->tables[j]->t, &info);
+        bytes += info.filter_bytes - 4ull * (s->o.table_buckets + 1);
+    }
+    return bytes;
+}
+
+static int needs_cluster(const ltr_store *s, const vnode *n)
+{
+    if (n->level + 1 != s->o.levels || !s->o.bloom_bits_per_key || n->n == n->sealed)
+        return 0;
+    return !n->bc || 4 * fresh_filter_bytes(s, n) >= n->bc->data_bytes;
+}
+
+int lastlevel_pending(ltr_store *s, const version *v)
+{
+    if (s->ngc_pending)
+        return 1;
+    for (uint32_t i = 0; i < v->nnodes; i++)
+        if (needs_cluster(s, &v->nodes[i]))
+            return 1;
+    return 0;
+}
+
+/* ---- clusters ---- */
+
+static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
+{
+    char *p = store_file(s->dir, r->file, "ht");
+    ltr_htable *t = NULL;
+    int rc = p ? ltr_htable_open(p, LTR_OPEN_NO_FILTERS, -1, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
+    free(p);
+    if (!rc && !(*out = tref_new(r->file, r->level, t))) {
+        ltr_htable_close(t);
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
+static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fresh)
+{
+    uint32_t nf = n->n - n->sealed;
+    vedit_op *ops = calloc(nf + 1, sizeof *ops);
+    if (!ops)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < nf; i++)
+        ops[i] = (vedit_op){.add = VOP_REPLACE, .node = n->id, .level = n->level, .table = fresh[i]};
+    ops[nf] = (vedit_op){.add = VOP_CLUSTER, .node = n->id, .level = n->level, .bc = bc,
+                         .sealed = n->n};
+    medit e = {0};
+    medit_cluster(&e, n->id, bc->file, n->n);
+    pthread_mutex_lock(&s->state_mu);
+    int rc = store_install(s, ops, nf + 1, &e);
+    pthread_mutex_unlock(&s->state_mu);
+    medit_free(&e);
+    free(ops);
+    return rc;
+}
+
+/* Writes a cluster covering every table of n and moves the fresh tables under it. */
+static int build_cluster(ltr_store *s, const vnode *n)
+{
+    uint32_t nf = n->n - n->sealed;
+    ltr_htable **src = calloc(nf, sizeof *src);
+    tref **fresh = calloc(nf, sizeof *fresh);
+    cluster *bc = NULL;
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t file = s->next_file++;
+    pthread_mutex_unlock(&s->state_mu);
+    char *path = store_file(cluster_dir(s), file, "bc");
+    int rc = (src && fresh && path) ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < nf && !rc; i++)
+        src[i] = n->tables[n->sealed + i]->t;
+    uint64_t written = 0;
+    if (!rc)
+        rc = cluster_build(path, file, n->id, s->o.table_buckets,
+                           bloom_probes_for(s->o.bloom_bits_per_key), n->bc, src, nf, &written);
+    store_count(s, C_WRITTEN_CLUSTERS, written);
+    if (!rc)
+        rc = cluster_open(path, file, &bc);
+    for (uint32_t i = 0; i < nf && !rc; i++)
+        rc = reopen_without_filters(s, n->tables[n->sealed + i], &fresh[i]);
+    if (!rc)
+        rc = install_cluster(s, n, bc, fresh);
+    if (rc && path)
+        unlink(path);
+    if (!rc && n->bc) { /* the old cluster is out of the durable state */
+        char *old = store_file(cluster_dir(s), n->bc->file, "bc");
+        if (old)
+            unlink(old);
+        free(old);
+    }
+    for (uint32_t i = 0; fresh && i < nf; i++)
+        tref_unref(fresh[i]);
+    cluster_unref(bc);
+    free(fresh);
+    free(src);
+    free(path);
+    return rc;
+}
+
+/* ---- garbage ---- */
+
+static uint64_t next_random(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Is one sampled item garbage? 1 yes, 0 no, <0 error. */
+static int sample_one(ltr_store *s, const vnode *n, read_ctx *c, uint64_t *rng, ltr_buf *key,
+                      int *got)
+{
+    uint64_t total = 0, pick;
+    for (uint32_t j = 0; j < n->n; j++) {
+        ltr_table_info info;
+        ltr_htable_info(n->tables[j]->t, &info);
+        total += info.items;
+    }
+    *got = 0;
+    if (!total)
+        return 0;
+    pick = next_random(rng) % total; /* a table chosen by its share of the items */
+    uint32_t t = 0;
+    for (;; t++) {
+        ltr_table_info info;
+        ltr_htable_info(n->tables[t]->t, &info);
+        if (pick < info.items)
+            break;
+        pick -= info.items;
+    }
+    bucket_footer f;
+    int rc;
+    const uint8_t *page = table_bucket(n->tables[t]->t, c, (uint32_t)(next_random(rng) % s->o.table_buckets), &f, &rc);
+    if (!page)
+        return rc;
+    if (!f.count)
+        return 0;
+    item_view it;
+    const uint8_t *p = page, *end = page + f.used;
+    for (uint32_t i = (uint32_t)(next_random(rng) % f.count) + 1; i-- > 0; p += rc) {
+        rc = (int)item_decode(p, end, &it);
+        if (!rc)
+            return ltr_fail(LTR_ECORRUPT, "a bucket holds a malformed item");
+    }
+    *got = 1;
+    if (it.deleted)
+        return 1;
+    key->len = 0;
+    if ((rc = buf_append(key, it.key, it.klen))) /* the next read may reuse the page */
+        return rc;
+    uint8_t d[16];
+    ltr_murmur3_128(key->data, it.klen, s->o.hash_seed, d);
+    rc = node_lookup(n, t + 1, c, hb_from_digest(d), key->data, it.klen, &it);
+    return rc < 0 ? rc : rc != LTR_ABSENT;
+}
+
+static int garbage_ratio(ltr_store *s, const vnode *n, double *ratio)
+{
+    read_ctx c;
+    ltr_buf key = {0};
+    uint64_t rng = n->id * 0x9E3779B97F4A7C15ULL ^ n->n ^ s->o.hash_seed;
+    uint32_t samples = 0, garbage = 0;
+    int rc = read_ctx_init(&c);
+    for (uint32_t tries = 0; !rc && samples < GC_SAMPLES && tries < 4 * GC_SAMPLES; tries++) {
+        int got, r = sample_one(s, n, &c, &rng, &key, &got);
+        if (r < 0)
+            rc = r;
+        samples += (uint32_t)got;
+        garbage += (uint32_t)(r > 0);
+    }
+    read_ctx_free(&c);
+    ltr_buf_free(&key);
+    *ratio = samples ? (double)garbage / samples : 0.0;
+    return rc;
+}
+
+int lastlevel_step(ltr_store *s, version *v)
+{
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t node = 0;
+    int have = s->ngc_pending > 0;
+    if (have)
+        node = s->gc_pending[--s->ngc_pending];
+    pthread_mutex_unlock(&s->state_mu);
+    const vnode *n = have ? version_node(v, node) : NULL;
+    if (n && n->n) {
+        double ratio;
+        int rc = garbage_ratio(s, n, &ratio);
+        if (rc)
+            return rc;
+        if (ratio > s->o.gc_threshold)
+            return (rc = gc_run(s, v, node)) ? rc : 1;
+    }
+    if (have)
+        return 1;
+    for (uint32_t i = 0; i < v->nnodes; i++)
+        if (needs_cluster(s, &v->nodes[i])) {
+            int rc = build_cluster(s, &v->nodes[i]);
+            return rc ? rc : 1;
+        }
+    return 0;
+}
