@@ -282,6 +282,8 @@ class Store:
             "bucket_reads": st.bucket_reads,
             "cluster_reads": st.cluster_reads,
             "filter_false_positives": st.filter_false_positives,
+            "hits_per_level": [st.hits_per_level[i] for i in range(levels)],
+            "hit_reads_per_level": [st.hit_reads_per_level[i] for i in range(levels)],
             "flushes": st.flushes,
             "compactions": st.compactions,
             "gcs": st.gcs,

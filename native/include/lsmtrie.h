@@ -83,7 +83,9 @@ typedef struct ltr_table_opts {
     uint32_t bloom_bits_per_key; /* 0 (no filters) or 1..64, default 16 */
     uint32_t hash_seed;          /* default 0 */
     uint32_t max_cached_records; /* cap of recommended in-memory migration records, default 2048 */
-    int sync;                    /* fsync the file and its directory, default 1 */
+    int sync;                    /* 1: fsync the file and its directory (default); 2: the file
+                                    only (the caller fsyncs the directory once for a batch of
+                                    files); 0: neither */
 } ltr_table_opts;
 
 typedef struct ltr_build_stats {
@@ -247,6 +249,8 @@ typedef struct ltr_store_stats {
     uint64_t bucket_reads;
     uint64_t cluster_reads;
     uint64_t filter_false_positives;
+    uint64_t hits_per_level[LTR_MAX_LEVELS];       /* gets answered (value or tombstone) there */
+    uint64_t hit_reads_per_level[LTR_MAX_LEVELS];  /* bucket and cluster reads those gets took */
     uint64_t flushes;
     uint64_t compactions;
     uint64_t gcs;

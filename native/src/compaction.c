@@ -12,6 +12,7 @@
 
 #include "bucket.h"
 #include "htable_read.h"
+#include "io.h"
 #include "store_int.h"
 
 #define SCAN_BATCH 4096
@@ -26,6 +27,7 @@ typedef struct output {
 typedef struct job {
     ltr_store *s;
     const vnode *src;
+    uint32_t nin;    /* inputs: the node's oldest tables */
     int gc;          /* garbage collection: outputs replace the node's own tables */
     read_ctx c;      /* for the liveness checks of gc */
     ltr_hbuild *b[8];
@@ -36,15 +38,16 @@ typedef struct job {
 
 int compaction_pick(const ltr_store *s, const version *v, uint64_t *node)
 {
-    /* Nodes are sorted by id, which is breadth-first: the highest full node comes first. */
+    /* The fullest node; among equals the highest (ids are breadth-first). */
+    uint32_t best = 0;
     for (uint32_t i = 0; i < v->nnodes; i++) {
         const vnode *n = &v->nodes[i];
-        if (n->level + 1 < s->o.levels && n->n >= s->o.node_tables) {
+        if (n->level + 1 < s->o.levels && n->n >= s->o.node_tables && n->n > best) {
+            best = n->n;
             *node = n->id;
-            return 1;
         }
     }
-    return 0;
+    return best > 0;
 }
 
 static int new_builder(job *j, ltr_hbuild **b)
@@ -52,7 +55,11 @@ static int new_builder(job *j, ltr_hbuild **b)
     ltr_table_opts to;
     ltr_table_opts_default(&to);
     to.buckets = j->s->o.table_buckets;
-    to.fill = j->s->o.fill;
+    /* Outputs may fill a table's whole payload: a child's share of node_tables tables at the
+     * fill target varies a little, and a second, nearly empty table per child would double the
+     * bytes written. The fill target still leaves room on average for balancing. */
+    to.fill = 1.0;
+    to.sync = 2; /* install() fsyncs the directory once for all outputs */
     to.bloom_bits_per_key = j->s->o.bloom_bits_per_key;
     to.hash_seed = j->s->o.hash_seed;
     return ltr_hbuild_new(&to, b);
@@ -89,7 +96,7 @@ static int emit(job *j, uint32_t d)
             rc = ltr_hbuild_finish(b, o->path, &st);
         ltr_htable *t = NULL;
         if (!rc)
-            rc = ltr_htable_open(o->path, 0, -1, &t);
+            rc = ltr_htable_open(o->path, TABLE_FLAGS, -1, &t);
         if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
             ltr_htable_close(t);
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
@@ -156,7 +163,7 @@ static int feed_table(job *j, uint32_t t)
 static int install(job *j)
 {
     ltr_store *s = j->s;
-    size_t nops = 1 + j->src->n + j->nout, k = 0;
+    size_t nops = 1 + j->nin + j->nout, k = 0;
     vedit_op *ops = calloc(nops, sizeof *ops);
     if (!ops)
         return ltr_fail(LTR_ENOMEM, "out of memory");
@@ -165,7 +172,7 @@ static int install(job *j)
         ops[k++] = (vedit_op){.add = VOP_CLUSTER, .node = j->src->id, .level = j->src->level};
         medit_cluster(&e, j->src->id, 0, 0);
     }
-    for (uint32_t i = 0; i < j->src->n; i++) {
+    for (uint32_t i = 0; i < j->nin; i++) {
         ops[k++] = (vedit_op){.add = VOP_REMOVE, .node = j->src->id, .level = j->src->level,
                               .file = j->src->tables[i]->file};
         medit_table(&e, 0, j->src->id, j->src->tables[i]->file);
@@ -175,10 +182,16 @@ static int install(job *j)
                               .level = j->src->level + !j->gc, .table = j->out[i].table};
         medit_table(&e, 1, j->out[i].node, j->out[i].file);
     }
+    int rc = j->nout ? io_fsync_dir(j->out[0].path) : LTR_OK;
+    if (rc) {
+        medit_free(&e);
+        free(ops);
+        return rc;
+    }
     store_count(s, j->gc ? C_WRITTEN_GC : C_WRITTEN_COMPACTION + j->src->level + 1, j->bytes);
     store_count(s, j->gc ? C_GCS : C_COMPACTIONS, 1);
     pthread_mutex_lock(&s->state_mu);
-    int rc = store_install(s, ops, k, &e);
+    rc = store_install(s, ops, k, &e);
     for (size_t i = 0; !rc && !j->gc && i < j->nout; i++)
         if (j->src->level + 2 == s->o.levels)
             lastlevel_note(s, j->out[i].node);
@@ -194,8 +207,8 @@ static int run(job *j)
     int rc = read_ctx_init(&j->c);
     /* Compaction feeds oldest first (newer versions replace older ones in the builders); gc
      * reads newest first and keeps only what nothing newer shadows. */
-    for (uint32_t i = 0; i < j->src->n && !rc; i++)
-        rc = feed_table(j, j->gc ? j->src->n - 1 - i : i);
+    for (uint32_t i = 0; i < j->nin && !rc; i++)
+        rc = feed_table(j, j->gc ? j->nin - 1 - i : i);
     for (uint32_t d = 0; d < 8; d++) {
         int r = rc ? (ltr_hbuild_free(j->b[d]), LTR_OK) : emit(j, d);
         rc = rc ? rc : r;
@@ -203,7 +216,7 @@ static int run(job *j)
     if (!rc)
         rc = install(j);
     for (size_t i = 0; i < j->nout; i++) {
-        if (rc && j->out[i].path)
+        if (rc && j->out[i].path && !s->mf_broken)
             unlink(j->out[i].path); /* never made durable in the manifest */
         tref_unref(j->out[i].table);
         free(j->out[i].path);
@@ -213,7 +226,7 @@ static int run(job *j)
     if (rc)
         return rc;
     /* The inputs are out of the durable state; open handles keep them readable meanwhile. */
-    for (uint32_t i = 0; i < j->src->n; i++) {
+    for (uint32_t i = 0; i < j->nin; i++) {
         char *p = store_file(s->dir, j->src->tables[i]->file, "ht");
         if (p)
             unlink(p);
@@ -231,11 +244,13 @@ static int run(job *j)
 int compaction_run(ltr_store *s, version *v, uint64_t node)
 {
     job j = {.s = s, .src = version_node(v, node)};
+    j.nin = j.src->n < s->o.node_tables ? j.src->n : s->o.node_tables; /* the oldest ones */
     return run(&j);
 }
 
 int gc_run(ltr_store *s, version *v, uint64_t node)
 {
     job j = {.s = s, .src = version_node(v, node), .gc = 1};
+    j.nin = j.src->n;
     return run(&j);
 }

@@ -49,6 +49,16 @@ int ltr_fail(int rc, const char *fmt, ...)
     return rc;
 }
 
+int ltr_fail_as(int rc, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrecord(fmt, ap);
+    va_end(ap);
+    last_errno = err;
+    return rc;
+}
+
 int ltr_fail_errno(int err, const char *fmt, ...)
 {
     va_list ap;

@@ -134,7 +134,7 @@ int io_commit(wfile *w, int sync)
         return ltr_fail_errno(errno, "cannot rename %s to %s", w->tmp, w->path);
     free(w->tmp);
     w->tmp = NULL;
-    rc = sync ? fsync_dir_of(w->path) : LTR_OK;
+    rc = sync == 1 ? fsync_dir_of(w->path) : LTR_OK;
     if (rc)
         unlink(w->path); /* not known durable: take it back rather than half-install it */
     free(w->path);

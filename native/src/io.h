@@ -15,7 +15,8 @@ typedef struct wfile {
 
 int io_create(wfile *w, const char *path);
 int io_write(wfile *w, const void *p, size_t n);
-/* fsync (when sync), close, rename to the final name, fsync the directory (when sync). */
+/* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with
+ * 2 the caller fsyncs the directory once for several files). */
 int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);

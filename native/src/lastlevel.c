@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bloom.h"
+#include "io.h"
 #include "store_int.h"
 
 #define GC_SAMPLES 256
@@ -69,7 +70,7 @@ static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
 {
     char *p = store_file(s->dir, r->file, "ht");
     ltr_htable *t = NULL;
-    int rc = p ? ltr_htable_open(p, LTR_OPEN_NO_FILTERS, -1, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
+    int rc = p ? ltr_htable_open(p, TABLE_FLAGS | LTR_OPEN_NO_FILTERS, -1, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
     free(p);
     if (!rc && !(*out = tref_new(r->file, r->level, t))) {
         ltr_htable_close(t);
@@ -118,12 +119,14 @@ static int build_cluster(ltr_store *s, const vnode *n)
                            bloom_probes_for(s->o.bloom_bits_per_key), n->bc, src, nf, &written);
     store_count(s, C_WRITTEN_CLUSTERS, written);
     if (!rc)
+        rc = io_fsync_dir(path);
+    if (!rc)
         rc = cluster_open(path, file, &bc);
     for (uint32_t i = 0; i < nf && !rc; i++)
         rc = reopen_without_filters(s, n->tables[n->sealed + i], &fresh[i]);
     if (!rc)
         rc = install_cluster(s, n, bc, fresh);
-    if (rc && path)
+    if (rc && path && !s->mf_broken)
         unlink(path);
     if (!rc && n->bc) { /* the old cluster is out of the durable state */
         char *old = store_file(cluster_dir(s), n->bc->file, "bc");

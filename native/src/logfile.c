@@ -103,22 +103,36 @@ int logr_open(logr *r, const char *path)
     return rc;
 }
 
+/* Classifies the bad record at r->pos (docs/format/log.md "Reading"). */
+static int bad_record(const logr *r, uint64_t claimed_end)
+{
+    const uint8_t *p = r->data + r->pos, *end = r->data + r->len;
+    const uint8_t *rec_end = claimed_end < r->len ? r->data + claimed_end : end;
+    const uint8_t *q = p;
+    while (q < rec_end && *q == 0)
+        q++;
+    if (q == rec_end || claimed_end >= r->len)
+        return LOGR_TORN; /* never written, or cut short by the end of the file */
+    (void)end;
+    return LOGR_CORRUPT;
+}
+
 int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len)
 {
     if (r->pos == r->len)
         return LOGR_END;
     if (r->len - r->pos < LOG_HEADER)
-        return LOGR_TORN;
+        return bad_record(r, r->len);
     const uint8_t *h = r->data + r->pos;
     uint32_t n = get_u32(h + 4);
-    if (n > LOG_MAX_PAYLOAD || r->len - r->pos - LOG_HEADER < n || h[8] == 0)
-        return LOGR_TORN;
-    if (ltr_crc32c(0, h + 4, 5 + (size_t)n) != get_u32(h))
-        return LOGR_TORN;
+    uint64_t end = (uint64_t)r->pos + LOG_HEADER + n;
+    if (n > LOG_MAX_PAYLOAD || end > r->len || h[8] == 0 ||
+        ltr_crc32c(0, h + 4, 5 + (size_t)n) != get_u32(h))
+        return bad_record(r, n > LOG_MAX_PAYLOAD ? r->len : end);
     *type = h[8];
     *payload = h + LOG_HEADER;
     *len = n;
-    r->pos += LOG_HEADER + n;
+    r->pos = end;
     return LOGR_RECORD;
 }
 

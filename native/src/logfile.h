@@ -28,11 +28,12 @@ typedef struct logr {
     const char *path;
 } logr;
 
-enum { LOGR_END = 0, LOGR_RECORD = 1, LOGR_TORN = 2 };
+enum { LOGR_END = 0, LOGR_RECORD = 1, LOGR_TORN = 2, LOGR_CORRUPT = 3 };
 
 int logr_open(logr *r, const char *path);
-/* LOGR_RECORD with the record, LOGR_END at a clean end, LOGR_TORN at an incomplete or corrupt
- * record (r->pos then is the length of the good prefix). */
+/* LOGR_RECORD with the record, LOGR_END at a clean end, LOGR_TORN at a torn tail (a bad record
+ * that reaches the end of the file, or an all-zero region: pages never written), LOGR_CORRUPT at
+ * a bad record with more data after it. r->pos is then the length of the good prefix. */
 int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len);
 void logr_close(logr *r);
 

@@ -15,6 +15,8 @@
 /* Records the detail of a failure for ltr_last_error() and returns rc, so that error paths read
  * `return ltr_fail(LTR_ECORRUPT, "bucket %u of %s: bad checksum", b, path);`. */
 int ltr_fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records a failure with a given errno (re-reporting an earlier failure). */
+int ltr_fail_as(int rc, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Same, for a failed system call: maps errno to LTR_ENOSPC or LTR_EIO and appends strerror. */
 int ltr_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "coding.h"
@@ -267,7 +268,7 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
     uint8_t type;
     const uint8_t *pl;
     uint32_t len;
-    int got, records = 0;
+    int got = LOGR_END, records = 0;
     while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
         if (records++ == 0) {
             ltr_store_opts o;
@@ -282,15 +283,17 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
                                       : replay_edit(pl, len, sink, p);
         }
     }
+    if (!rc && got == LOGR_CORRUPT)
+        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and more edits follow", p, r.pos);
     if (!rc && records < 2) /* options and the snapshot are written and synced together */
         rc = ltr_fail(LTR_ECORRUPT, "%s is incomplete", p);
     size_t good = r.pos;
     logr_close(&r);
+    m->number = number;
+    m->snapshot = good; /* for a read-only open: the size it read (manifest_changed) */
     if (!rc && writable) {
         m->dir = strdup(dir);
         rc = m->dir ? logw_open(&m->w, p, good) : ltr_fail(LTR_ENOMEM, "out of memory");
-        m->number = number;
-        m->snapshot = good;
     }
     free(p);
     if (rc)
@@ -315,4 +318,16 @@ void manifest_close(manifest *m)
     logw_close(&m->w);
     free(m->dir);
     m->dir = NULL;
+}
+
+int manifest_changed(const manifest *m, const char *dir)
+{
+    uint64_t number;
+    if (read_current(dir, &number) || number != m->number)
+        return 1;
+    char *p = manifest_path(dir, number);
+    struct stat sb;
+    int changed = !p || stat(p, &sb) != 0 || (uint64_t)sb.st_size != m->snapshot;
+    free(p);
+    return changed;
 }

@@ -57,5 +57,7 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
 /* Appends one edit and fsyncs it: the edit is durable when this returns. */
 int manifest_append(manifest *m, const medit *e, uint64_t *written);
 void manifest_close(manifest *m);
+/* For readers without the lock: did a writer change the manifest since manifest_load? */
+int manifest_changed(const manifest *m, const char *dir);
 
 #endif

@@ -17,6 +17,12 @@
 #include "io.h"
 #include "store_int.h"
 
+/* The error of failed background work, for the caller to see (state_mu or write_mu held). */
+int store_bg_error(const ltr_store *s)
+{
+    return ltr_fail_as(s->bg_error, s->bg_errno, "%s", s->bg_message);
+}
+
 /* ---- options ---- */
 
 void ltr_store_opts_default(ltr_store_opts *o)
@@ -138,11 +144,9 @@ static void encode_snapshot(const ltr_store *s, medit *e)
     }
 }
 
-/* Starts a new manifest holding a snapshot once the edit log has grown well past it. */
-static int maybe_rotate_manifest(ltr_store *s)
+/* Starts a new manifest holding a snapshot of the current state. */
+static int rewrite_manifest(ltr_store *s)
 {
-    if (s->mf.w.size < (1u << 20) || s->mf.w.size < 4 * s->mf.snapshot)
-        return LTR_OK;
     medit e = {0};
     uint64_t number = s->next_file++;
     encode_snapshot(s, &e);
@@ -165,7 +169,16 @@ static int maybe_rotate_manifest(ltr_store *s)
     }
     manifest_close(&s->mf);
     s->mf = fresh;
+    s->mf_broken = 0;
     return LTR_OK;
+}
+
+/* Rewrites the manifest once its edit log has grown well past its snapshot. */
+static int maybe_rotate_manifest(ltr_store *s)
+{
+    if (s->mf.w.size < (1u << 20) || s->mf.w.size < 4 * s->mf.snapshot)
+        return LTR_OK;
+    return rewrite_manifest(s);
 }
 
 /* Applies ops to the current version and makes the edit durable; state_mu is held. The edit
@@ -173,7 +186,11 @@ static int maybe_rotate_manifest(ltr_store *s)
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
 {
     version *next;
-    int rc = version_apply(s->current, ops, nops, &next);
+    /* After a failed append the old manifest may or may not hold that edit: a fresh one,
+     * written from the state in memory, settles it before anything else is recorded. */
+    int rc = s->mf_broken ? rewrite_manifest(s) : LTR_OK;
+    if (!rc)
+        rc = version_apply(s->current, ops, nops, &next);
     if (rc)
         return rc;
     medit_value(e, OP_NEXT_FILE, s->next_file);
@@ -182,11 +199,14 @@ int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
     rc = manifest_append(&s->mf, e, &written);
     store_count(s, C_WRITTEN_MANIFEST, written);
     if (rc) {
+        s->mf_broken = 1;
         version_unref(next);
         return rc;
     }
+    pthread_mutex_lock(&s->ver_mu);
     version *old = s->current;
     s->current = next;
+    pthread_mutex_unlock(&s->ver_mu);
     version_unref(old);
     return maybe_rotate_manifest(s);
 }
@@ -210,6 +230,7 @@ static int memtable_new(ltr_store *s, uint64_t min_log, memtable **out)
     to.fill = s->o.fill;
     to.bloom_bits_per_key = s->o.bloom_bits_per_key;
     to.hash_seed = s->o.hash_seed;
+    to.sync = 2; /* flush_oldest fsyncs the directory before the manifest edit */
     memtable *m = calloc(1, sizeof *m);
     if (!m)
         return ltr_fail(LTR_ENOMEM, "out of memory");
@@ -339,32 +360,58 @@ static int encode_batch(ltr_buf *out, const uint8_t *kdata, const int64_t *koffs
 
 /* ---- applying writes to memtables ---- */
 
-/* Turns the active memtable into the newest immutable one; write_mu is held. */
-static int rotate(ltr_store *s, uint64_t min_log_next, int new_log)
+/* Moves the active memtable to the immutable list and starts a fresh one whose oldest log is
+ * `min_log`; write_mu and mem_lock (exclusive) are held. No I/O: it cannot fail halfway. */
+static int swap_active(ltr_store *s, uint64_t min_log)
 {
-    if (!ltr_hbuild_items(s->active->b))
-        return LTR_OK;
-    int rc = new_log ? open_new_log(s) : LTR_OK;
     memtable *m = NULL;
-    if (!rc)
-        rc = memtable_new(s, new_log ? s->wal_file : min_log_next, &m);
+    int rc = memtable_new(s, min_log, &m);
     if (rc)
         return rc;
-    pthread_rwlock_wrlock(&s->mem_lock);
     s->active->next = s->imm;
     s->imm = s->active;
     s->nimm++;
     s->active = m;
-    pthread_rwlock_unlock(&s->mem_lock);
-    pthread_mutex_lock(&s->state_mu);
-    pthread_cond_broadcast(&s->state_cv);
-    pthread_mutex_unlock(&s->state_mu);
     return LTR_OK;
 }
 
-/* Stages a decoded batch in the memtables, rotating when one fills up. */
+static void wake_worker(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+/* Starts a new log and memtable (write_mu held). On failure nothing changed. */
+static int rotate(ltr_store *s)
+{
+    if (!ltr_hbuild_items(s->active->b))
+        return LTR_OK;
+    int rc = s->o.use_log && !s->o.read_only ? open_new_log(s) : LTR_OK;
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&s->mem_lock);
+    rc = swap_active(s, s->wal_file ? s->wal_file : s->active->min_log);
+    pthread_rwlock_unlock(&s->mem_lock);
+    wake_worker(s);
+    return rc;
+}
+
+/* Waits (write_mu held) until fewer than MAX_IMMUTABLE memtables await a flush. Recovery
+ * (no worker yet) never waits: it flushes everything itself afterwards. */
+static void wait_for_room(ltr_store *s)
+{
+    while (s->worker_started && s->nimm >= MAX_IMMUTABLE && !s->bg_error && !s->stopping) {
+        __atomic_fetch_add(&s->write_stalls, 1, __ATOMIC_RELAXED);
+        pthread_cond_wait(&s->write_cv, &s->write_mu);
+    }
+}
+
+/* Stages a decoded batch in the memtables under one exclusive hold of mem_lock, so readers see
+ * all of it or none. A memtable that fills up midway is swapped for a fresh one that shares the
+ * batch's log (`log_file` stays needed until both are flushed). */
 static int apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
-                       uint64_t log_file, int new_log)
+                       uint64_t log_file, int *swapped)
 {
     int rc = LTR_OK;
     pthread_rwlock_wrlock(&s->mem_lock);
@@ -379,12 +426,9 @@ static int apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint6
         ltr_murmur3_128(it.key, it.klen, s->o.hash_seed, d);
         key_hash h = hb_from_digest(d);
         int r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
-        if (r == 0) { /* the memtable is full: the rest goes to a fresh one */
-            pthread_rwlock_unlock(&s->mem_lock);
-            rc = rotate(s, log_file, new_log);
-            pthread_rwlock_wrlock(&s->mem_lock);
-            if (!rc)
-                r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
+        if (r == 0 && !(rc = swap_active(s, log_file < s->active->min_log ? log_file : s->active->min_log))) {
+            *swapped = 1;
+            r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
         }
         if (r < 0)
             rc = r;
@@ -429,12 +473,13 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
     kdata = kdata ? kdata : none;
     vdata = vdata ? vdata : none;
     pthread_mutex_lock(&s->write_mu);
-    while (s->nimm >= MAX_IMMUTABLE && !s->bg_error && !s->stopping) {
-        __atomic_fetch_add(&s->write_stalls, 1, __ATOMIC_RELAXED);
-        pthread_cond_wait(&s->write_cv, &s->write_mu);
-    }
+    wait_for_room(s);
     if (s->bg_error)
-        rc = ltr_fail(s->bg_error, "%s", s->bg_message);
+        rc = store_bg_error(s);
+    /* A full memtable is rotated before the batch, with its own new log: if that fails, the
+     * batch has not been logged or applied at all. */
+    if (!rc && ltr_hbuild_data_bytes(s->active->b) >= s->o.memtable_bytes)
+        rc = rotate(s);
     if (!rc)
         rc = encode_batch(&s->enc, kdata, koffs, vdata, voffs, deleted, n);
     uint64_t file = s->wal_file, end = 0;
@@ -446,14 +491,14 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
     }
     size_t k = 0;
     uint64_t count;
+    int swapped = 0;
     if (!rc && (k = get_varint(s->enc.data, s->enc.data + s->enc.len, &count)))
-        rc = apply_items(s, s->enc.data + k, s->enc.data + s->enc.len, count, file, file != 0);
-    if (!rc) {
+        rc = apply_items(s, s->enc.data + k, s->enc.data + s->enc.len, count, file, &swapped);
+    if (!rc)
         store_count(s, C_USER_BYTES, user);
-        if (ltr_hbuild_data_bytes(s->active->b) >= s->o.memtable_bytes)
-            rc = rotate(s, file, file != 0);
-    }
     pthread_mutex_unlock(&s->write_mu);
+    if (swapped)
+        wake_worker(s);
     if (!rc && file && (sync < 0 ? s->o.sync : sync))
         rc = log_sync(s, file, end);
     return rc;
@@ -461,10 +506,12 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
 
 /* ---- background work ---- */
 
+static void wake_writers(ltr_store *s);
+
 static ltr_htable *open_table(const char *path, int *rc)
 {
     ltr_htable *t = NULL;
-    *rc = ltr_htable_open(path, 0, -1, &t);
+    *rc = ltr_htable_open(path, TABLE_FLAGS, -1, &t);
     return t;
 }
 
@@ -484,7 +531,9 @@ static int flush_oldest(ltr_store *s)
     int rc = store_new_table(s, &file, &path);
     if (rc)
         return rc;
-    rc = ltr_hbuild_finish(m->b, path, &st);
+    rc = htable_write(m->b, path, &st); /* not ltr_hbuild_finish: a failed flush is retried */
+    if (!rc)
+        rc = io_fsync_dir(path);
     ltr_htable *t = rc ? NULL : open_table(path, &rc);
     tref *r = t ? tref_new(file, 0, t) : NULL;
     if (t && !r) {
@@ -515,7 +564,8 @@ static int flush_oldest(ltr_store *s)
         tref_unref(r);
     }
     if (rc) {
-        unlink(path); /* not in the manifest: nothing refers to it */
+        if (!s->mf_broken)
+            unlink(path); /* not in the manifest; else the next open removes it if unreferenced */
         free(path);
         return rc;
     }
@@ -529,9 +579,7 @@ static int flush_oldest(ltr_store *s)
     s->nimm--;
     pthread_rwlock_unlock(&s->mem_lock);
     memtable_free(m);
-    pthread_mutex_lock(&s->write_mu);
-    pthread_cond_broadcast(&s->write_cv);
-    pthread_mutex_unlock(&s->write_mu);
+    wake_writers(s);
     return LTR_OK;
 }
 
@@ -545,11 +593,13 @@ static int background_step(ltr_store *s)
     pthread_rwlock_unlock(&s->mem_lock);
     version *v = store_pin(s);
     uint64_t node = 0;
+    /* Flushes come first unless some node is half again over its table budget: then it is
+     * compacted first, so no node's pile (and no lookup's cost) grows without bound. */
     int compact = compaction_pick(s, v, &node);
-    const vnode *root = version_node(v, 0);
-    int root_full = s->o.levels > 1 && root && root->n >= 2 * s->o.node_tables;
+    const vnode *n = compact ? version_node(v, node) : NULL;
+    int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
     int rc = 0;
-    if (have_imm && !root_full) {
+    if (have_imm && !urgent) {
         rc = flush_oldest(s);
         if (!rc)
             remove_old_logs(s);
@@ -564,14 +614,30 @@ static int background_step(ltr_store *s)
     return rc;
 }
 
+/* Whether the worker has anything to do; state_mu is held, so a rotation or an install that
+ * happens after this check wakes the worker (they broadcast state_cv under state_mu). */
+static int work_available(ltr_store *s)
+{
+    pthread_rwlock_rdlock(&s->mem_lock);
+    int pending = s->imm != NULL;
+    pthread_rwlock_unlock(&s->mem_lock);
+    uint64_t node;
+    return pending || compaction_pick(s, s->current, &node) || lastlevel_pending(s, s->current);
+}
+
+static void wake_writers(ltr_store *s)
+{
+    pthread_mutex_lock(&s->write_mu);
+    pthread_cond_broadcast(&s->write_cv);
+    pthread_mutex_unlock(&s->write_mu);
+}
+
 static void *worker_main(void *arg)
 {
     ltr_store *s = arg;
     pthread_mutex_lock(&s->state_mu);
-    for (;;) {
-        if (s->stopping)
-            break;
-        if (s->bg_error) {
+    while (!s->stopping) {
+        if (s->bg_error || !work_available(s)) {
             pthread_cond_wait(&s->state_cv, &s->state_mu);
             continue;
         }
@@ -582,17 +648,17 @@ static void *worker_main(void *arg)
         s->busy = 0;
         if (rc < 0) {
             s->bg_error = rc;
+            s->bg_errno = ltr_last_errno();
             snprintf(s->bg_message, sizeof s->bg_message, "background work failed: %s",
                      ltr_last_error());
+            pthread_mutex_unlock(&s->state_mu);
+            wake_writers(s); /* stalled writers must see the error, not wait for a flush */
+            pthread_mutex_lock(&s->state_mu);
         }
         pthread_cond_broadcast(&s->state_cv);
-        if (rc == 0)
-            pthread_cond_wait(&s->state_cv, &s->state_mu);
     }
     pthread_mutex_unlock(&s->state_mu);
-    pthread_mutex_lock(&s->write_mu);
-    pthread_cond_broadcast(&s->write_cv);
-    pthread_mutex_unlock(&s->write_mu);
+    wake_writers(s);
     return NULL;
 }
 
@@ -712,7 +778,8 @@ static int load_tables(ltr_store *s, loaded *l)
         char *p = store_file(s->dir, o->file, "ht");
         ltr_htable *t = NULL;
         if (p)
-            rc = ltr_htable_open(p, bc && pos < bc->sealed ? LTR_OPEN_NO_FILTERS : 0, -1, &t);
+            rc = ltr_htable_open(p, TABLE_FLAGS | (bc && pos < bc->sealed ? LTR_OPEN_NO_FILTERS : 0),
+                                 -1, &t);
         free(p);
         if (!p)
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
@@ -809,16 +876,16 @@ static int replay_logs(ltr_store *s)
         uint8_t type;
         const uint8_t *pl;
         uint32_t len;
-        int got;
+        int got = LOGR_END, swapped = 0;
         while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
             uint64_t count;
             size_t k = get_varint(pl, pl + len, &count);
             rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", p)
-                                   : apply_items(s, pl + k, pl + len, count, files[i], 0);
+                                   : apply_items(s, pl + k, pl + len, count, files[i], &swapped);
         }
-        if (!rc && got == LOGR_TORN && i + 1 < n)
-            rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and newer logs follow it", p,
-                          r.pos);
+        if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && i + 1 < n)))
+            rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", p, r.pos,
+                          got == LOGR_CORRUPT ? "records follow the damage" : "newer logs follow it");
         if (!rc && got == LOGR_TORN && !s->o.read_only) {
             logw w; /* cut the torn tail off, so later opens never meet it in an older log */
             rc = logw_open(&w, p, r.pos);
@@ -902,23 +969,20 @@ static void remove_orphans(ltr_store *s)
     closedir(d);
 }
 
+/* Deletes the logs below the floor. Every log number comes from the file counter, and logs
+ * below the previous floor are gone already, so only that range is tried: no directory scan. */
 static void remove_old_logs(ltr_store *s)
 {
-    uint64_t *files;
-    size_t n;
     pthread_mutex_lock(&s->state_mu);
-    uint64_t floor = s->log_floor;
+    uint64_t floor = s->log_floor, from = s->logs_removed_below;
+    s->logs_removed_below = floor > from ? floor : from;
     pthread_mutex_unlock(&s->state_mu);
-    if (list_files(s->dir, "wal", &files, &n))
-        return;
-    for (size_t i = 0; i < n; i++)
-        if (files[i] < floor) {
-            char *p = store_file(s->dir, files[i], "wal");
-            if (p)
-                unlink(p);
-            free(p);
-        }
-    free(files);
+    for (uint64_t f = from; f < floor; f++) {
+        char *p = store_file(s->dir, f, "wal");
+        if (p)
+            unlink(p);
+        free(p);
+    }
 }
 
 static int create_store(ltr_store *s)
@@ -968,8 +1032,10 @@ static int flush_all_now(ltr_store *s)
 {
     int rc = LTR_OK;
     pthread_mutex_lock(&s->write_mu);
+    pthread_rwlock_wrlock(&s->mem_lock);
     if (ltr_hbuild_items(s->active->b))
-        rc = rotate(s, s->active->min_log, 0);
+        rc = swap_active(s, s->active->min_log);
+    pthread_rwlock_unlock(&s->mem_lock);
     pthread_mutex_unlock(&s->write_mu);
     while (!rc && s->imm)
         rc = flush_oldest(s);
@@ -993,6 +1059,10 @@ static int start(ltr_store *s)
         rc = memtable_new(s, s->log_floor, &s->active);
     if (!rc)
         rc = replay_logs(s);
+    /* A reader raced a writer if the manifest moved on while it read tables and logs: the
+     * writer may have deleted a log whose table this reader's state does not list. */
+    if (!rc && s->o.read_only && manifest_changed(&s->mf, s->dir))
+        rc = ltr_fail(LTR_EAGAIN, "store %s changed while it was being opened read-only", s->dir);
     if (s->o.read_only || rc)
         return rc;
     /* Recovered writes go to tables at once, so every old log can go. */
@@ -1012,6 +1082,7 @@ static int start(ltr_store *s)
     }
     if (!rc) {
         remove_orphans(s);
+        s->logs_removed_below = s->log_floor;
         rc = pthread_create(&s->worker, NULL, worker_main, s)
                  ? ltr_fail(LTR_ENOMEM, "cannot start the background thread")
                  : LTR_OK;
@@ -1043,18 +1114,18 @@ static void store_free(ltr_store *s)
     pthread_cond_destroy(&s->sync_cv);
     pthread_rwlock_destroy(&s->mem_lock);
     pthread_mutex_destroy(&s->state_mu);
+    pthread_mutex_destroy(&s->ver_mu);
     pthread_cond_destroy(&s->state_cv);
     free(s->dir);
     free(s->meta_dir);
     free(s);
 }
 
-int ltr_store_open(const char *path, const ltr_store_opts *o, ltr_store **out)
+static ltr_store *store_new(const char *path, const ltr_store_opts *o)
 {
-    *out = NULL;
     ltr_store *s = calloc(1, sizeof *s);
     if (!s)
-        return ltr_fail(LTR_ENOMEM, "out of memory");
+        return NULL;
     s->o = *o;
     s->lock_fd = -1;
     s->mf.w.fd = -1;
@@ -1069,17 +1140,37 @@ int ltr_store_open(const char *path, const ltr_store_opts *o, ltr_store **out)
     pthread_cond_init(&s->sync_cv, NULL);
     pthread_rwlock_init(&s->mem_lock, NULL);
     pthread_mutex_init(&s->state_mu, NULL);
+    pthread_mutex_init(&s->ver_mu, NULL);
     pthread_cond_init(&s->state_cv, NULL);
-    int rc = (!s->dir || !s->current || (o->metadata_path && !s->meta_dir))
-                 ? ltr_fail(LTR_ENOMEM, "out of memory")
-                 : start(s);
-    if (rc) {
+    if (!s->dir || !s->current || (o->metadata_path && !s->meta_dir)) {
         store_free(s);
-        return rc;
+        return NULL;
     }
-    s->o.metadata_path = s->meta_dir;
-    *out = s;
-    return LTR_OK;
+    return s;
+}
+
+int ltr_store_open(const char *path, const ltr_store_opts *o, ltr_store **out)
+{
+    *out = NULL;
+    for (int attempt = 0;; attempt++) {
+        ltr_store *s = store_new(path, o);
+        if (!s)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        int rc = start(s);
+        if (!rc) {
+            s->o.metadata_path = s->meta_dir;
+            *out = s;
+            return LTR_OK;
+        }
+        store_free(s);
+        /* A reader racing a writer (a file the manifest named already compacted away, or the
+         * manifest moved on meanwhile) starts again from the newer manifest. */
+        int raced = rc == LTR_EAGAIN || ltr_last_errno() == ENOENT;
+        if (!o->read_only || !raced || attempt == 100)
+            return rc == LTR_EAGAIN ? ltr_fail(LTR_EIO, "store %s kept changing while it was "
+                                               "opened read-only; try again", path) : rc;
+        usleep(200u * (unsigned)(attempt % 10 + 1));
+    }
 }
 
 /* Waits until no memtable waits for a flush and no compaction is due. */
@@ -1099,7 +1190,7 @@ static int wait_idle(ltr_store *s)
         pthread_cond_broadcast(&s->state_cv);
         pthread_cond_wait(&s->state_cv, &s->state_mu);
     }
-    int rc = s->bg_error ? ltr_fail(s->bg_error, "%s", s->bg_message) : LTR_OK;
+    int rc = s->bg_error ? store_bg_error(s) : LTR_OK;
     pthread_mutex_unlock(&s->state_mu);
     return rc;
 }
@@ -1109,11 +1200,13 @@ int ltr_store_flush(ltr_store *s)
     if (s->o.read_only)
         return LTR_OK;
     pthread_mutex_lock(&s->state_mu);
+    while (s->busy) /* a job already under way may still fail: let it finish first */
+        pthread_cond_wait(&s->state_cv, &s->state_mu);
     s->bg_error = 0; /* an explicit flush retries failed background work */
     pthread_cond_broadcast(&s->state_cv);
     pthread_mutex_unlock(&s->state_mu);
     pthread_mutex_lock(&s->write_mu);
-    int rc = rotate(s, s->wal_file, s->wal_file != 0);
+    int rc = rotate(s);
     pthread_mutex_unlock(&s->write_mu);
     return rc ? rc : wait_idle(s);
 }

@@ -1,9 +1,10 @@
 /* store_int.h: the store's state, shared by store.c (open, write path, background work),
  * store_read.c (lookups) and compaction.c.
  *
- * Lock order: write_mu, then state_mu, then mem_lock; sync_mu is taken alone. Readers take
- * mem_lock shared while they search memtables and pin the current version under state_mu;
- * they never hold a lock across table I/O. */
+ * Lock order: write_mu, then state_mu, then mem_lock, then ver_mu; sync_mu is taken alone.
+ * Readers search the memtables and pin the current version while holding mem_lock shared: a
+ * flush installs its table in a new version before it takes its memtable out of the list, so a
+ * reader sees the data in one or the other. They never hold a lock across table I/O. */
 #ifndef LTR_STORE_INT_H
 #define LTR_STORE_INT_H
 
@@ -15,6 +16,9 @@
 #include "version.h"
 
 #define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
+/* Store tables are read with pread: a mapping would count every page a compaction or a lookup
+ * touched in the process's resident memory, and the page cache keeps them anyway. */
+#define TABLE_FLAGS LTR_OPEN_PREAD
 #define LOG_CHUNK (64u << 20)
 
 typedef struct memtable {
@@ -49,12 +53,15 @@ struct ltr_store {
     uint32_t nimm;
 
     /* durable state */
+    pthread_mutex_t ver_mu;  /* leaf lock: guards `current` for pinning (inside mem_lock too) */
     pthread_mutex_t state_mu;
     pthread_cond_t state_cv; /* wakes the worker and flush() waiters */
     version *current;
     manifest mf;
+    int mf_broken;           /* an append failed: the file's tail is unknown until rewritten */
     uint64_t next_file;
     uint64_t log_floor;
+    uint64_t logs_removed_below; /* logs below this number are deleted already */
     uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
 
     /* background worker */
@@ -63,10 +70,12 @@ struct ltr_store {
     int stopping;
     int busy;              /* a job is running */
     int bg_error;          /* a background failure stops writes until flush() retries */
+    int bg_errno;
     char bg_message[512];
 
     /* read counters (atomic) */
     uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
+    uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
 
     /* last-level nodes that received tables and await a garbage check (state_mu) */
     uint64_t *gc_pending;
@@ -74,6 +83,7 @@ struct ltr_store {
 };
 
 /* store.c */
+int store_bg_error(const ltr_store *s);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);

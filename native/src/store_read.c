@@ -9,33 +9,28 @@
 
 version *store_pin(ltr_store *s)
 {
-    pthread_mutex_lock(&s->state_mu);
+    pthread_mutex_lock(&s->ver_mu);
     version *v = s->current;
     version_ref(v);
-    pthread_mutex_unlock(&s->state_mu);
+    pthread_mutex_unlock(&s->ver_mu);
     return v;
 }
 
-/* 1 and the answer when a memtable knows the key, else 0. */
+/* 1 and the answer when a memtable knows the key, else 0; mem_lock is held shared. */
 static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
                             ltr_buf *out, int *status)
 {
-    int found = 0, rc = LTR_OK;
-    pthread_rwlock_rdlock(&s->mem_lock);
     const staged *st = hbuild_find(s->active->b, h, key, klen);
     const ltr_hbuild *b = s->active->b;
     for (memtable *m = s->imm; !st && m; m = m->next) {
         st = hbuild_find(m->b, h, key, klen);
         b = m->b;
     }
-    if (st) {
-        found = 1;
-        *status = st->deleted ? LTR_DELETED : LTR_FOUND;
-        if (!st->deleted)
-            rc = buf_append(out, b->arena.data + st->voff, st->vlen);
-    }
-    pthread_rwlock_unlock(&s->mem_lock);
-    return rc ? rc : found;
+    if (!st)
+        return 0;
+    *status = st->deleted ? LTR_DELETED : LTR_FOUND;
+    int rc = st->deleted ? LTR_OK : buf_append(out, b->arena.data + st->voff, st->vlen);
+    return rc ? rc : 1;
 }
 
 int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
@@ -68,10 +63,15 @@ int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const ui
     return r;
 }
 
+static uint64_t reads_so_far(const read_ctx *c)
+{
+    return c->stats[ST_BUCKET_READS] + c->stats[ST_OVF_READS] + c->stats[ST_CLUSTER_READS];
+}
+
 static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
                           const uint8_t *key, uint32_t klen, ltr_buf *out, int *status)
 {
-    uint64_t path = hb_trie_path(h);
+    uint64_t path = hb_trie_path(h), before = reads_so_far(c);
     for (uint32_t level = 0; level < s->o.levels; level++) {
         const vnode *n = version_node(v, node_id(level, path));
         item_view it;
@@ -80,6 +80,9 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
             return r;
         if (r != LTR_ABSENT) {
             *status = r;
+            __atomic_fetch_add(&s->hits_per_level[level], 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&s->hit_reads_per_level[level], reads_so_far(c) - before,
+                               __ATOMIC_RELAXED);
             return r == LTR_FOUND ? buf_append(out, it.value, it.vlen) : LTR_OK;
         }
     }
@@ -87,16 +90,27 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
     return LTR_OK;
 }
 
-static int lookup_one(ltr_store *s, const version *v, read_ctx *c, const uint8_t *key,
-                      uint32_t klen, ltr_buf *out, int *status)
+static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
 {
     uint8_t d[16];
     ltr_murmur3_128(key, klen, s->o.hash_seed, d);
-    key_hash h = hb_from_digest(d);
+    return hb_from_digest(d);
+}
+
+/* One key: memtables, then a version pinned before the memtables are let go. */
+static int lookup_one(ltr_store *s, read_ctx *c, const uint8_t *key, uint32_t klen,
+                      ltr_buf *out, int *status)
+{
+    key_hash h = hash_key(s, key, klen);
+    pthread_rwlock_rdlock(&s->mem_lock);
     int r = search_memtables(s, h, key, klen, out, status);
+    version *v = r == 0 ? store_pin(s) : NULL;
+    pthread_rwlock_unlock(&s->mem_lock);
     if (r != 0)
         return r < 0 ? r : LTR_OK;
-    return search_version(s, v, c, h, key, klen, out, status);
+    r = search_version(s, v, c, h, key, klen, out, status);
+    version_unref(v);
+    return r;
 }
 
 static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
@@ -120,9 +134,7 @@ int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, 
     int rc = read_ctx_init(&c);
     if (rc)
         return rc;
-    version *v = store_pin(s);
-    rc = lookup_one(s, v, &c, key, (uint32_t)klen, &out, status);
-    version_unref(v);
+    rc = lookup_one(s, &c, key, (uint32_t)klen, &out, status);
     count_reads(s, &c, 1);
     read_ctx_free(&c);
     if (!rc && *status == LTR_FOUND) {
@@ -136,6 +148,49 @@ int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, 
     return rc;
 }
 
+#define GET_CHUNK 256
+
+/* A chunk of keys [lo, hi): all memtable answers and the version pin under one shared lock,
+ * then the version for the rest. */
+static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
+                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, ltr_buf *values,
+                     ltr_buf *mem)
+{
+    key_hash h[GET_CHUNK];
+    int64_t moff[GET_CHUNK + 1];
+    int rc = LTR_OK;
+    mem->len = 0;
+    pthread_rwlock_rdlock(&s->mem_lock);
+    for (size_t i = lo; i < hi && !rc; i++) {
+        int64_t kl = koffs[i + 1] - koffs[i];
+        int st = LTR_ABSENT;
+        moff[i - lo] = (int64_t)mem->len;
+        if (kl <= LTR_MAX_KEY) {
+            h[i - lo] = hash_key(s, kdata + koffs[i], (uint32_t)kl);
+            int r = search_memtables(s, h[i - lo], kdata + koffs[i], (uint32_t)kl, mem, &st);
+            rc = r < 0 ? r : LTR_OK;
+            st = r > 0 ? st : -1; /* -1: ask the version */
+        }
+        status[i] = (int8_t)st;
+    }
+    moff[hi - lo] = (int64_t)mem->len;
+    version *v = store_pin(s);
+    pthread_rwlock_unlock(&s->mem_lock);
+    for (size_t i = lo; i < hi && !rc; i++) {
+        int64_t kl = koffs[i + 1] - koffs[i];
+        if (status[i] == -1) {
+            int st = LTR_ABSENT;
+            rc = search_version(s, v, c, h[i - lo], kdata + koffs[i], (uint32_t)kl, values, &st);
+            status[i] = (int8_t)st;
+        } else if (status[i] == LTR_FOUND) {
+            rc = buf_append(values, mem->data + moff[i - lo], (size_t)(moff[i - lo + 1] - moff[i - lo]));
+        }
+        voffs[i + 1] = (int64_t)values->len;
+    }
+    version_unref(v);
+    return rc;
+}
+
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                        ltr_buf *values)
@@ -144,17 +199,12 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     read_ctx c;
     if (rc || (rc = read_ctx_init(&c)))
         return rc;
-    version *v = store_pin(s);
+    ltr_buf mem = {0};
     voffs[0] = (int64_t)values->len;
-    for (size_t i = 0; i < n && !rc; i++) {
-        int st = LTR_ABSENT;
-        int64_t kl = koffs[i + 1] - koffs[i];
-        if (kl <= LTR_MAX_KEY)
-            rc = lookup_one(s, v, &c, kdata + koffs[i], (uint32_t)kl, values, &st);
-        status[i] = (int8_t)st;
-        voffs[i + 1] = (int64_t)values->len;
-    }
-    version_unref(v);
+    for (size_t lo = 0; lo < n && !rc; lo += GET_CHUNK)
+        rc = get_chunk(s, &c, kdata, koffs, lo, lo + GET_CHUNK < n ? lo + GET_CHUNK : n, status,
+                       voffs, values, &mem);
+    ltr_buf_free(&mem);
     count_reads(s, &c, n);
     read_ctx_free(&c);
     return rc;
@@ -176,6 +226,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->bytes_written = o->written_log + o->written_flush + o->written_clusters +
                        o->written_manifest + o->written_gc;
     for (int l = 0; l < LTR_MAX_LEVELS; l++) {
+        o->hits_per_level[l] = __atomic_load_n(&s->hits_per_level[l], __ATOMIC_RELAXED);
+        o->hit_reads_per_level[l] = __atomic_load_n(&s->hit_reads_per_level[l], __ATOMIC_RELAXED);
         o->written_compaction[l] = c[C_WRITTEN_COMPACTION + l];
         o->bytes_written += o->written_compaction[l];
     }

@@ -23,8 +23,19 @@ struct ltr_sscan {
     read_ctx c;
 };
 
+static int stage_all(ltr_hbuild *b, const ltr_hbuild *src)
+{
+    int rc = 0;
+    for (size_t i = 0; i < src->n && rc >= 0; i++) {
+        const staged *st = &src->items[i];
+        rc = hbuild_stage(b, src->hash[i], src->arena.data + st->koff, st->klen,
+                          src->arena.data + st->voff, st->vlen, st->deleted);
+    }
+    return rc;
+}
+
 /* Copies the memtables, oldest first so that newer items replace older ones. */
-static int copy_memtables(ltr_store *s, ltr_hbuild **out)
+static int copy_memtables(ltr_store *s, ltr_hbuild **out, version **pinned)
 {
     ltr_table_opts to;
     ltr_table_opts_default(&to);
@@ -37,28 +48,25 @@ static int copy_memtables(ltr_store *s, ltr_hbuild **out)
         return rc;
     b->capacity = UINT64_MAX; /* a private copy: no table is ever written from it */
     pthread_rwlock_rdlock(&s->mem_lock);
-    memtable *order[MAX_IMMUTABLE + 8];
     size_t n = 0;
-    for (memtable *m = s->imm; m && n < MAX_IMMUTABLE + 7; m = m->next)
-        order[n++] = m;
-    for (size_t k = n + 1; k-- > 0 && !rc;) { /* oldest immutable first, the active one last */
-        const ltr_hbuild *src = k == n ? NULL : order[k]->b;
-        if (k == n)
-            continue;
-        for (size_t i = 0; i < src->n && rc >= 0; i++) {
-            const staged *st = &src->items[i];
-            rc = hbuild_stage(b, src->hash[i], src->arena.data + st->koff, st->klen,
-                              src->arena.data + st->voff, st->vlen, st->deleted);
-        }
-    }
-    const ltr_hbuild *act = s->active->b;
-    for (size_t i = 0; i < act->n && rc >= 0; i++) {
-        const staged *st = &act->items[i];
-        rc = hbuild_stage(b, act->hash[i], act->arena.data + st->koff, st->klen,
-                          act->arena.data + st->voff, st->vlen, st->deleted);
-    }
+    for (memtable *m = s->imm; m; m = m->next)
+        n++;
+    const ltr_hbuild **src = malloc(sizeof *src * (n + 1));
+    if (!src)
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    n = 0;
+    for (memtable *m = s->imm; src && m; m = m->next)
+        src[n++] = m->b; /* newest first */
+    for (size_t k = n; src && k-- > 0 && rc >= 0;) /* oldest first; the active one last */
+        rc = stage_all(b, src[k]);
+    if (rc >= 0)
+        rc = stage_all(b, s->active->b);
+    free(src);
+    *pinned = store_pin(s); /* under mem_lock: consistent with the copy (store_int.h) */
     pthread_rwlock_unlock(&s->mem_lock);
     if (rc < 0) {
+        version_unref(*pinned);
+        *pinned = NULL;
         ltr_hbuild_free(b);
         return rc;
     }
@@ -75,12 +83,11 @@ int ltr_store_scan_new(ltr_store *s, ltr_sscan **out)
     sc->s = s;
     int rc = read_ctx_init(&sc->c);
     if (!rc)
-        rc = copy_memtables(s, &sc->mem);
+        rc = copy_memtables(s, &sc->mem, &sc->v);
     if (rc) {
         ltr_store_scan_free(sc);
         return rc;
     }
-    sc->v = store_pin(s);
     *out = sc;
     return LTR_OK;
 }

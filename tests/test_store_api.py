@@ -1,0 +1,1141 @@
+"""The store's Python API (`lsmtrie.open`): every call and its edge cases, against the contract.
+
+Stores use tiny tables (16 buckets) so flushes and compactions happen after a few KB of data.
+"""
+
+import errno
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import lsmtrie
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Tiny geometry: a 16-bucket table holds ~62 KB; a memtable of 3000 bytes flushes every few
+# dozen items; two tables per node before compaction; three levels (the last one is level 2).
+TINY = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=3000)
+
+
+def open_tiny(path, **kw):
+    opts = dict(TINY)
+    opts.update(kw)
+    return lsmtrie.open(str(path), **opts)
+
+
+def rand_ops(seed, n, nkeys=200, vmax=80):
+    """A deterministic list of ("put", k, v) / ("del", k) over a small key pool."""
+    rng = random.Random(seed)
+    pool = [b"key-%d-" % i + rng.randbytes(rng.randint(0, 8)) for i in range(nkeys)]
+    ops = []
+    for i in range(n):
+        k = rng.choice(pool)
+        if rng.random() < 0.2:
+            ops.append(("del", k))
+        else:
+            ops.append(("put", k, b"%d:" % i + rng.randbytes(rng.randint(0, vmax))))
+    return ops
+
+
+def apply_ops(db, model, ops):
+    for op in ops:
+        if op[0] == "put":
+            db.put(op[1], op[2])
+            model[op[1]] = op[2]
+        else:
+            db.delete(op[1])
+            model.pop(op[1], None)
+
+
+def check_model(db, model, absent=()):
+    """get_many and items() both agree with the dict model."""
+    keys = list(model) + list(absent)
+    got = db.get_many(keys)
+    wrong = [k for k, g in zip(keys, got) if g != model.get(k)]
+    assert not wrong, f"get_many: {len(wrong)} of {len(keys)} keys wrong, e.g. {wrong[:3]}"
+    items = list(db.items())
+    scanned = dict(items)
+    assert len(items) == len(scanned), "items() returned a key twice"
+    missing = [k for k in model if k not in scanned]
+    extra = [k for k in scanned if k not in model]
+    bad = [k for k in model if k in scanned and scanned[k] != model[k]]
+    assert not (missing or extra or bad), (
+        f"items(): {len(missing)} missing (e.g. {missing[:3]}), {len(extra)} extra "
+        f"(e.g. {extra[:3]}), {len(bad)} with a wrong value (e.g. {bad[:3]})")
+
+
+def run_py(code, *args, timeout=60):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+# ---------------------------------------------------------------------------------------------
+# single-key calls
+
+
+def test_put_get_contains_delete(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        assert db.get(b"a") is None
+        assert db.get(b"a", b"dflt") == b"dflt"
+        assert db.get(b"a", 17) == 17
+        assert b"a" not in db
+        with pytest.raises(KeyError):
+            db[b"a"]
+        db.put(b"a", b"1")
+        db[b"b"] = b"2"
+        assert db.get(b"a") == b"1" and db[b"b"] == b"2"
+        assert db.get(b"a", b"dflt") == b"1"
+        assert b"a" in db and b"b" in db
+        assert isinstance(db.get(b"a"), bytes)
+        db.put(b"a", b"1bis")
+        assert db[b"a"] == b"1bis"
+        db.delete(b"a")
+        assert db.get(b"a") is None and b"a" not in db
+        assert db.get(b"a", b"d") == b"d"
+        with pytest.raises(KeyError):
+            db[b"a"]
+        del db[b"b"]
+        assert b"b" not in db
+        db.delete(b"never-existed")  # not an error
+        del db[b"never-existed-either"]
+        assert db.get(b"never-existed") is None
+        db.put(b"a", b"again")  # a put after a delete revives the key
+        assert db[b"a"] == b"again"
+        assert dict(db.items()) == {b"a": b"again"}
+
+
+def test_getitem_keyerror_carries_key(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        with pytest.raises(KeyError) as ei:
+            db[b"missing"]
+        assert ei.value.args[0] == b"missing"
+
+
+def test_empty_keys_and_empty_values(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        assert db.get(b"") is None and b"" not in db
+        db.put(b"", b"empty-key")
+        db.put(b"ev", b"")
+        assert db.get(b"") == b"empty-key" and b"" in db
+        assert db.get(b"ev") == b"" and b"ev" in db and db[b"ev"] == b""
+        assert db.get(b"ev", b"dflt") == b""  # an empty value is not absence
+        assert db.get_many([b"", b"ev", b"x"]) == [b"empty-key", b"", None]
+        assert dict(db.items()) == {b"": b"empty-key", b"ev": b""}
+        db.flush()  # the same answers from a table
+        assert db.get(b"") == b"empty-key" and db.get(b"ev") == b""
+        assert db.get_many([b"", b"ev", b"x"]) == [b"empty-key", b"", None]
+        assert dict(db.items()) == {b"": b"empty-key", b"ev": b""}
+        db.delete(b"")
+        assert db.get(b"") is None
+        db.flush()
+        assert db.get(b"") is None and dict(db.items()) == {b"ev": b""}
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert db.get(b"") is None and db.get(b"ev") == b""
+
+
+def test_bytes_like_keys_and_values(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(bytearray(b"ba"), bytearray(b"v1"))
+        db.put(memoryview(b"mv"), memoryview(b"v2"))
+        db.put(b"np", np.frombuffer(b"v3", dtype=np.uint8).tobytes())
+        db.put(b"wide", memoryview(np.array([1, 2], dtype=np.uint16)))
+        assert db.get(b"ba") == b"v1" and db.get(bytearray(b"mv")) == b"v2"
+        assert db.get(memoryview(b"np")) == b"v3"
+        assert db.get(b"wide") == np.array([1, 2], dtype=np.uint16).tobytes()
+        assert all(type(k) is bytes and type(v) is bytes for k, v in db.items())
+        assert db.get_many([bytearray(b"ba"), memoryview(b"mv")]) == [b"v1", b"v2"]
+        with db.write_batch() as b:
+            b.put(bytearray(b"wb"), memoryview(b"v4"))
+            b.delete(bytearray(b"ba"))
+        assert db.get(b"wb") == b"v4" and db.get(b"ba") is None
+
+
+@pytest.mark.parametrize("bad", ["str", 5, None, 2.5, [b"x"], object()])
+def test_type_errors(tmp_path, bad):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(b"keep", b"1")
+        before = db.stats()["user_bytes_written"]
+        with pytest.raises(TypeError):
+            db.put(bad, b"v")
+        with pytest.raises(TypeError):
+            db.put(b"k", bad)
+        with pytest.raises(TypeError):
+            db[bad] = b"v"
+        with pytest.raises(TypeError):
+            db.get(bad)
+        with pytest.raises(TypeError):
+            bad in db  # noqa: B015
+        with pytest.raises(TypeError):
+            db.delete(bad)
+        with pytest.raises(TypeError):
+            db.put_many([b"a", bad], [b"1", b"2"])
+        with pytest.raises(TypeError):
+            db.put_many([b"a", b"b"], [b"1", bad])
+        with pytest.raises(TypeError):
+            db.get_many([b"a", bad])
+        with pytest.raises(TypeError):
+            with db.write_batch() as b:
+                b.put(b"in-batch", b"1")
+                b.put(bad, b"v")
+        with pytest.raises(TypeError):
+            with db.write_batch() as b:
+                b.put(b"in-batch", b"1")
+                b.delete(bad)
+        # nothing of the refused calls was written
+        assert db.get(b"a") is None and db.get(b"in-batch") is None and db.get(b"k") is None
+        assert db.stats()["user_bytes_written"] == before
+        assert dict(db.items()) == {b"keep": b"1"}
+
+
+def test_put_many_rejects_single_bytes_and_str(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        with pytest.raises(TypeError):
+            db.put_many(b"abc", b"def")
+        with pytest.raises(TypeError):
+            db.put_many(["a"], ["b"])
+        with pytest.raises(TypeError):
+            db.get_many(b"abc")
+        assert dict(db.items()) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# size limits
+
+
+def _msg_has(exc, *alternatives):
+    msg = str(exc.value)
+    return any(a in msg for a in alternatives)
+
+
+def test_key_too_large(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(b"x" * 65535, b"max-key")  # exactly the limit is fine
+        assert db.get(b"x" * 65535) == b"max-key"
+        st = db.stats()
+        big = b"y" * 65536
+        with pytest.raises(lsmtrie.ItemTooLargeError) as ei:
+            db.put(big, b"v")
+        assert isinstance(ei.value, ValueError)
+        assert _msg_has(ei, "65535", "65,535")
+        with pytest.raises(lsmtrie.ItemTooLargeError):
+            db[big] = b"v"
+        with pytest.raises(lsmtrie.ItemTooLargeError):
+            db.delete(big)
+        with pytest.raises(lsmtrie.ItemTooLargeError):
+            db.put_many([b"ok-first", big], [b"1", b"2"])
+        with pytest.raises(lsmtrie.ItemTooLargeError):
+            with db.write_batch() as b:
+                b.put(b"ok-in-batch", b"1")
+                b.put(big, b"2")
+        st2 = db.stats()
+        # before anything is written: no item, no log byte, no user byte
+        assert db.get(b"ok-first") is None and db.get(b"ok-in-batch") is None
+        assert st2["user_bytes_written"] == st["user_bytes_written"]
+        assert st2["bytes_written_by_kind"]["log"] == st["bytes_written_by_kind"]["log"]
+        assert st2["memtable_items"] == st["memtable_items"]
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert dict(db.items()) == {b"x" * 65535: b"max-key"}
+
+
+def test_value_too_large(tmp_path):
+    limit = 16 * 1024 * 1024
+    assert lsmtrie.MAX_VALUE_BYTES == limit and lsmtrie.MAX_KEY_BYTES == 65535
+    with open_tiny(tmp_path / "db") as db:
+        big = bytes(limit + 1)
+        st = db.stats()
+        with pytest.raises(lsmtrie.ItemTooLargeError) as ei:
+            db.put(b"k", big)
+        assert isinstance(ei.value, ValueError)
+        assert _msg_has(ei, "16777216", "16 MiB", "16,777,216")
+        with pytest.raises(lsmtrie.ItemTooLargeError):
+            db.put_many([b"first", b"k"], [b"1", big])
+        with pytest.raises(lsmtrie.ItemTooLargeError):
+            with db.write_batch() as b:
+                b.put(b"first-b", b"1")
+                b.put(b"k", big)
+        assert db.get(b"k") is None and db.get(b"first") is None and db.get(b"first-b") is None
+        st2 = db.stats()
+        assert st2["user_bytes_written"] == st["user_bytes_written"]
+        assert st2["bytes_written_by_kind"]["log"] == st["bytes_written_by_kind"]["log"]
+        # exactly the limit is accepted, even with tiny tables, and survives a flush and reopen
+        v = bytes(range(256)) * (limit // 256)
+        db.put(b"max", v)
+        assert db.get(b"max") == v
+        db.flush()
+        assert db.get(b"max") == v
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert db.get(b"max") == v
+
+
+def test_large_values_in_memtable_and_tables(tmp_path):
+    # values bigger than a bucket (overflow area) and bigger than the first read buffer
+    rng = random.Random(5)
+    model = {b"v%d" % n: rng.randbytes(n) for n in (0, 1, 4061, 4062, 4096, 4097, 10000, 100000)}
+    with open_tiny(tmp_path / "db") as db:
+        for k, v in model.items():
+            db.put(k, v)
+        check_model(db, model)
+        db.flush()
+        check_model(db, model)
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+        for k, v in model.items():
+            assert db[k] == v
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+
+
+def _pair(items):
+    data = np.frombuffer(b"".join(items), dtype=np.uint8).copy()
+    offs = np.zeros(len(items) + 1, dtype=np.int64)
+    offs[1:] = np.cumsum([len(x) for x in items])
+    return data, offs
+
+
+def test_put_many_input_forms(tmp_path):
+    rng = random.Random(3)
+    with open_tiny(tmp_path / "db") as db:
+        model = {}
+        # lists
+        ks = [b"list-%d" % i for i in range(50)]
+        vs = [rng.randbytes(rng.randint(0, 30)) for _ in ks]
+        db.put_many(ks, vs)
+        model.update(zip(ks, vs))
+        # tuples and generators
+        ks = tuple(b"tuple-%d" % i for i in range(20))
+        vs = tuple(b"t%d" % i for i in range(20))
+        db.put_many(ks, vs)
+        model.update(zip(ks, vs))
+        db.put_many((b"gen-%d" % i for i in range(5)), (b"g%d" % i for i in range(5)))
+        model.update({b"gen-%d" % i: b"g%d" % i for i in range(5)})
+        # 2-D uint8 arrays (fixed width) for both
+        karr = np.frombuffer(b"".join(b"arr%05d" % i for i in range(40)), dtype=np.uint8).reshape(40, 8)
+        varr = np.arange(40 * 3, dtype=np.uint8).reshape(40, 3)
+        db.put_many(karr, varr)
+        model.update({bytes(karr[i]): bytes(varr[i]) for i in range(40)})
+        # (data, offsets) pairs, with empty items in them
+        kp = [b"pair-%d" % i for i in range(30)] + [b""]
+        vp = [b"" if i % 3 == 0 else b"p%d" % i for i in range(31)]
+        db.put_many(_pair(kp), _pair(vp))
+        model.update(zip(kp, vp))
+        # mixed forms
+        km = [b"mixed-%d" % i for i in range(10)]
+        db.put_many(km, np.full((10, 4), 7, dtype=np.uint8))
+        model.update({k: b"\x07" * 4 for k in km})
+        db.put_many(_pair([b"mix2-a", b"mix2-b"]), [b"A", b"B"])
+        model.update({b"mix2-a": b"A", b"mix2-b": b"B"})
+        # offsets not starting at 0 (a view into a larger buffer)
+        data = np.frombuffer(b"XXabcdefYY", dtype=np.uint8).copy()
+        db.put_many((data, np.array([2, 4, 8], dtype=np.int64)), [b"ab-v", b"cdef-v"])
+        model.update({b"ab": b"ab-v", b"cdef": b"cdef-v"})
+        # an empty batch is a no-op
+        db.put_many([], [])
+        check_model(db, model, absent=[b"XX", b"YY", b"abcdef"])
+        db.flush()
+        check_model(db, model)
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+
+
+def test_put_many_zero_width_array_keys(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put_many(np.zeros((1, 0), dtype=np.uint8), np.zeros((1, 2), dtype=np.uint8))
+        assert db.get(b"") == b"\x00\x00"
+
+
+def test_put_many_bad_shapes(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        with pytest.raises(ValueError):
+            db.put_many([b"a", b"b"], [b"1"])
+        with pytest.raises(ValueError):
+            db.put_many(np.zeros((3, 2), np.uint8), np.zeros((2, 2), np.uint8))
+        with pytest.raises(TypeError):
+            db.put_many(np.zeros((3, 2), np.int32), np.zeros((3, 2), np.uint8))
+        with pytest.raises(TypeError):
+            db.put_many(np.zeros(3, np.uint8), np.zeros((3, 2), np.uint8))
+        with pytest.raises((ValueError, TypeError)):  # offsets past the data
+            db.put_many((np.zeros(3, np.uint8), np.array([0, 2, 9], np.int64)), [b"1", b"2"])
+        with pytest.raises((ValueError, TypeError)):  # decreasing offsets
+            db.put_many((np.zeros(3, np.uint8), np.array([0, 2, 1], np.int64)), [b"1", b"2"])
+        assert dict(db.items()) == {}
+        assert db.stats()["user_bytes_written"] == 0
+
+
+def test_put_many_later_item_wins(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put_many([b"a", b"b", b"a", b"c", b"a"], [b"1", b"2", b"3", b"4", b"5"])
+        assert db.get_many([b"a", b"b", b"c"]) == [b"5", b"2", b"4"]
+        db.put_many([b"b", b"b"], [b"x", b""])
+        assert db.get(b"b") == b""
+        db.flush()
+        assert db.get_many([b"a", b"b", b"c"]) == [b"5", b"", b"4"]
+        assert dict(db.items()) == {b"a": b"5", b"b": b"", b"c": b"4"}
+
+
+def test_put_many_spanning_many_memtables(tmp_path):
+    # one call larger than several memtables (and tables): everything lands, later wins
+    rng = random.Random(11)
+    keys = [b"big-%d" % rng.randrange(3000) for _ in range(6000)]
+    vals = [b"%d-" % i + rng.randbytes(rng.randint(0, 40)) for i in range(6000)]
+    model = {}
+    for k, v in zip(keys, vals):
+        model[k] = v
+    with open_tiny(tmp_path / "db") as db:
+        db.put_many(keys, vals)
+        check_model(db, model)
+        db.flush()
+        check_model(db, model)
+        assert db.stats()["flushes"] >= 2  # ~160 KB live: more than one 62 KB table
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+
+
+def test_get_many_order_and_forms(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put_many([b"a", b"b", b"c", b""], [b"1", b"22", b"", b"e"])
+        db.delete(b"b")
+        q = [b"c", b"zz", b"a", b"b", b"a", b"", b"c"]
+        want = [b"", None, b"1", None, b"1", b"e", b""]
+        assert db.get_many(q) == want
+        assert db.get_many(tuple(q)) == want
+        assert db.get_many(_pair(q)) == want
+        assert db.get_many([]) == []
+        arr = np.frombuffer(b"acab", dtype=np.uint8).reshape(4, 1)
+        assert db.get_many(arr) == [b"1", b"", b"1", None]
+        db.flush()
+        assert db.get_many(q) == want
+        got = db.get_many(q)
+        assert all(x is None or type(x) is bytes for x in got)
+
+
+def test_write_batch_applies_atomically(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(b"b", b"old-b")
+        db.put(b"c", b"old-c")
+        with db.write_batch() as b:
+            b.put(b"a", b"1")
+            b.delete(b"b")
+            b.put(b"c", b"2")
+            b.put(b"c", b"3")  # later wins inside a batch
+            b.put(b"d", b"4")
+            b.delete(b"d")  # put then delete: absent
+            b.delete(b"e")
+            b.put(b"e", b"5")  # delete then put: present
+            b.put(b"", b"empty")
+            assert len(b) == 9
+            # nothing visible before the block ends
+            assert db.get(b"a") is None and db.get(b"b") == b"old-b"
+        want = {b"a": b"1", b"c": b"3", b"e": b"5", b"": b"empty"}
+        assert dict(db.items()) == want
+        assert db.get(b"b") is None and db.get(b"d") is None
+        db.flush()
+        assert dict(db.items()) == want
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert dict(db.items()) == want
+
+
+def test_write_batch_discarded_on_exception(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(b"x", b"keep")
+        st = db.stats()
+        with pytest.raises(RuntimeError, match="boom"):
+            with db.write_batch() as b:
+                b.put(b"a", b"1")
+                b.delete(b"x")
+                raise RuntimeError("boom")
+        assert db.get(b"a") is None and db.get(b"x") == b"keep"
+        assert db.stats()["user_bytes_written"] == st["user_bytes_written"]
+        assert db.stats()["bytes_written_by_kind"]["log"] == st["bytes_written_by_kind"]["log"]
+        with pytest.raises(KeyError):  # a KeyError from a read inside the block, too
+            with db.write_batch() as b:
+                b.put(b"a", b"1")
+                db[b"missing"]
+        assert db.get(b"a") is None
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert dict(db.items()) == {b"x": b"keep"}
+
+
+def test_write_batch_twice_is_an_error(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        b = db.write_batch()
+        b.put(b"a", b"1")
+        b.write()
+        assert db.get(b"a") == b"1"
+        with pytest.raises(lsmtrie.Error):
+            b.write()
+        with pytest.raises(lsmtrie.Error):
+            with db.write_batch() as b2:
+                b2.put(b"b", b"2")
+                b2.write()
+        assert db.get(b"b") == b"2"  # written once, by the explicit write()
+
+
+def test_write_batch_empty_and_sync(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        with db.write_batch():
+            pass
+        with db.write_batch(sync=True) as b:
+            b.put(b"s", b"1")
+        with db.write_batch(sync=False) as b:
+            b.put(b"n", b"2")
+        assert db.get_many([b"s", b"n"]) == [b"1", b"2"]
+
+
+def test_sync_writes(tmp_path):
+    with lsmtrie.open(str(tmp_path / "db"), sync=True, **TINY) as db:
+        assert db.sync is True
+        db.put(b"a", b"1")
+        db.put(b"b", b"2", sync=False)
+        db.delete(b"a", sync=True)
+        db.put_many([b"c", b"d"], [b"3", b"4"], sync=True)
+        db.put_many([b"e"], [b"5"], sync=False)
+        assert dict(db.items()) == {b"b": b"2", b"c": b"3", b"d": b"4", b"e": b"5"}
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert dict(db.items()) == {b"b": b"2", b"c": b"3", b"d": b"4", b"e": b"5"}
+
+
+# ---------------------------------------------------------------------------------------------
+# items() against a dict model
+
+
+def test_items_matches_model_across_flushes_and_levels(tmp_path):
+    model = {}
+    with open_tiny(tmp_path / "db") as db:
+        for rnd in range(8):
+            apply_ops(db, model, rand_ops(100 + rnd, 400))
+            check_model(db, model)
+            if rnd % 2:
+                db.flush()
+                check_model(db, model)
+        st = db.stats()
+        assert st["flushes"] >= 8 and st["compactions"] > 0
+        assert st["items_per_level"][-1] > 0  # data reached the last level
+        keys = list(db)
+        assert sorted(keys) == sorted(model)
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+
+
+def test_items_tombstones_shadow_older_levels(tmp_path):
+    # old versions sink to the last level; deletes and overwrites stay above them
+    with open_tiny(tmp_path / "db") as db:
+        keys = [b"k%04d" % i for i in range(1500)]
+        db.put_many(keys, [b"old"] * len(keys))
+        db.flush()
+        for _ in range(3):  # push the old versions down
+            db.put_many([b"filler-%d-%d" % (_, i) for i in range(800)], [b"f" * 20] * 800)
+            db.flush()
+        deep = db.stats()["items_per_level"]
+        assert deep[-1] > 0
+        model = dict(dict(db.items()))
+        for i, k in enumerate(keys):
+            if i % 3 == 0:
+                db.delete(k)
+                model.pop(k)
+            elif i % 3 == 1:
+                db.put(k, b"new")
+                model[k] = b"new"
+        check_model(db, model)  # memtables over tables
+        db.flush()
+        check_model(db, model)  # newer tables over older ones
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+        assert db.get(keys[0]) is None and db.get(keys[1]) == b"new" and db.get(keys[2]) == b"old"
+
+
+def test_items_sees_every_pending_memtable(tmp_path):
+    # each put fills a memtable, so several wait for their flush when items() runs
+    rng = random.Random(12)
+    for trial in range(5):
+        model = {}
+        with open_tiny(tmp_path / f"db{trial}", memtable_bytes=2000) as db:
+            for i in range(6):
+                k, v = b"t%d-%d" % (trial, i), rng.randbytes(2500 + 5000 * (i % 3))
+                db.put(k, v)
+                model[k] = v
+            check_model(db, model)
+
+
+def test_items_is_a_snapshot_once_started(tmp_path):
+    with open_tiny(tmp_path / "db", memtable_bytes=50000) as db:
+        model = {b"s%03d" % i: b"v%d" % i for i in range(300)}
+        db.put_many(list(model), list(model.values()))
+        db.flush()
+        db.put_many([b"m%03d" % i for i in range(100)], [b"m"] * 100)  # some in the memtable
+        model.update({b"m%03d" % i: b"m" for i in range(100)})
+        it = db.items()
+        first = next(it)
+        # writes after the scan started: not seen by it
+        for i in range(100):
+            db.delete(b"s%03d" % i)
+            db.put(b"new%03d" % i, b"n")
+        db.flush()
+        rest = dict(it)
+        rest[first[0]] = first[1]
+        assert rest == model
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+
+
+def test_default_options(tmp_path):
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        o = db.options
+        assert set(o) == {"table_buckets", "fill", "levels", "node_tables", "bloom_bits_per_key",
+                          "memtable_bytes", "hash_seed", "gc_threshold"}
+        assert o["table_buckets"] == 8191 and o["fill"] == 0.95 and o["levels"] == 5
+        assert o["node_tables"] == 8 and o["bloom_bits_per_key"] == 16
+        assert o["gc_threshold"] == 0.5
+        assert o["memtable_bytes"] == int(0.95 * 8191 * 4080)
+        assert isinstance(o["hash_seed"], int)
+        assert len(db.stats()["tables_per_level"]) == 5
+
+
+def test_options_recorded_and_taken_from_store(tmp_path):
+    opts = dict(table_buckets=64, fill=0.9, levels=4, node_tables=3, bloom_bits_per_key=10,
+                memtable_bytes=5000, hash_seed=12345, gc_threshold=0.25)
+    with lsmtrie.open(str(tmp_path / "db"), **opts) as db:
+        assert db.options == opts
+        db.put(b"a", b"1")
+    with lsmtrie.open(str(tmp_path / "db")) as db:  # omitted: taken from the store
+        assert db.options == opts
+        assert db.get(b"a") == b"1"
+    with lsmtrie.open(str(tmp_path / "db"), **opts) as db:  # the same values: fine
+        assert db.options == opts
+    with lsmtrie.open(str(tmp_path / "db"), levels=4, hash_seed=12345) as db:  # some of them
+        assert db.options == opts
+
+
+def test_default_memtable_bytes_is_one_table(tmp_path):
+    with lsmtrie.open(str(tmp_path / "db"), table_buckets=64) as db:
+        assert db.options["memtable_bytes"] == int(0.95 * 64 * 4080)
+    with pytest.raises(ValueError):
+        lsmtrie.open(str(tmp_path / "db2"), table_buckets=64, memtable_bytes=int(0.95 * 64 * 4080) + 1)
+    with lsmtrie.open(str(tmp_path / "db3"), table_buckets=64,
+                      memtable_bytes=int(0.95 * 64 * 4080)) as db:
+        assert db.options["memtable_bytes"] == int(0.95 * 64 * 4080)
+
+
+@pytest.mark.parametrize("name,first,other", [
+    ("table_buckets", 16, 17), ("fill", 0.95, 0.9), ("levels", 3, 4), ("node_tables", 2, 3),
+    ("bloom_bits_per_key", 16, 10), ("memtable_bytes", 3000, 2999), ("hash_seed", 7, 8),
+    ("gc_threshold", 0.5, 0.6),
+])
+def test_option_mismatch_on_reopen(tmp_path, name, first, other):
+    opts = dict(TINY)
+    opts[name] = first
+    with lsmtrie.open(str(tmp_path / "db"), **opts) as db:
+        db.put(b"a", b"1")
+    with pytest.raises(lsmtrie.InvalidArgumentError) as ei:
+        lsmtrie.open(str(tmp_path / "db"), **{name: other})
+    assert isinstance(ei.value, ValueError)
+    assert name in str(ei.value)
+    # the failed open left the store usable (and unlocked)
+    with lsmtrie.open(str(tmp_path / "db"), **{name: first}) as db:
+        assert db.options[name] == first and db.get(b"a") == b"1"
+
+
+def test_unknown_and_badly_typed_options(tmp_path):
+    with pytest.raises(TypeError):
+        lsmtrie.open(str(tmp_path / "db"), table_bucket=16)
+    with pytest.raises(TypeError):
+        lsmtrie.open(str(tmp_path / "db"), compression="zstd")
+    with pytest.raises(TypeError):
+        lsmtrie.open(str(tmp_path / "db"), table_buckets="16")
+    with pytest.raises(TypeError):
+        lsmtrie.open(str(tmp_path / "db"), levels=3.0)
+    # and the refused opens created no store
+    with pytest.raises(lsmtrie.StorageError):
+        lsmtrie.open(str(tmp_path / "db"), create=False)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(table_buckets=0), dict(table_buckets=70000), dict(fill=0.0), dict(fill=1.5),
+    dict(levels=0), dict(levels=13), dict(node_tables=1), dict(memtable_bytes=10**12),
+    dict(gc_threshold=0.0), dict(gc_threshold=1.0), dict(bloom_bits_per_key=65), dict(levels=-1),
+])
+def test_invalid_option_values(tmp_path, bad):
+    with pytest.raises(ValueError):
+        lsmtrie.open(str(tmp_path / "db"), **bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# stats
+
+
+STATS_KEYS = {
+    "user_bytes_written", "bytes_written", "write_amplification", "bytes_written_by_kind",
+    "tables_per_level", "items_per_level", "table_bytes_per_level", "memtable_items",
+    "metadata_memory_bytes", "gets", "bucket_reads", "cluster_reads", "filter_false_positives",
+    "flushes", "compactions", "gcs", "write_stalls",
+}
+
+
+def _by_kind_total(st):
+    """Sum of every number in bytes_written_by_kind (nested dicts included)."""
+    def total(x):
+        return sum(total(v) for v in x.values()) if isinstance(x, dict) else x
+    return total(st["bytes_written_by_kind"])
+
+
+def test_stats_keys_and_shapes(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        st = db.stats()
+        assert STATS_KEYS <= set(st), STATS_KEYS - set(st)
+        assert {"log", "flush", "compaction", "clusters", "manifest"} <= set(st["bytes_written_by_kind"])
+        assert sorted(st["bytes_written_by_kind"]["compaction"]) == [1, 2]
+        for k in ("tables_per_level", "items_per_level", "table_bytes_per_level"):
+            assert len(st[k]) == 3 and all(x == 0 for x in st[k])
+        assert st["user_bytes_written"] == 0 and st["memtable_items"] == 0
+        assert st["gets"] == 0 and st["flushes"] == 0 and st["compactions"] == 0 and st["gcs"] == 0
+        assert st["bytes_written"] == _by_kind_total(st)
+
+
+def test_stats_user_bytes_exact(tmp_path):
+    with open_tiny(tmp_path / "db", memtable_bytes=60000) as db:
+        db.put(b"abc", b"12345")            # 8
+        db[b"k"] = b""                      # 1
+        db.delete(b"abc")                   # 3 (key length only)
+        db.put_many([b"x", b"yy"], [b"1", b"222"])  # 1+1 + 2+3 = 7
+        with db.write_batch() as b:
+            b.put(b"bat", b"vv")            # 5
+            b.delete(b"gone")               # 4
+        with pytest.raises(RuntimeError):
+            with db.write_batch() as b:     # discarded: 0
+                b.put(b"nope", b"x" * 100)
+                raise RuntimeError
+        st = db.stats()
+        assert st["user_bytes_written"] == 8 + 1 + 3 + 7 + 5 + 4
+        assert st["memtable_items"] == 6  # abc(tombstone), k, x, yy, bat, gone(tombstone)
+        assert st["bytes_written_by_kind"]["log"] >= st["user_bytes_written"]
+        assert st["bytes_written"] == _by_kind_total(st)
+
+
+def test_stats_invariants_after_flush_and_compaction(tmp_path):
+    model = {}
+    with open_tiny(tmp_path / "db") as db:
+        s0 = db.stats()
+        apply_ops(db, model, rand_ops(7, 3000))
+        db.flush()
+        st = db.stats()
+        assert st["memtable_items"] == 0
+        assert st["flushes"] > s0["flushes"] and st["compactions"] > 0
+        kinds = st["bytes_written_by_kind"]
+        assert kinds["log"] >= st["user_bytes_written"] > 0
+        assert kinds["flush"] > 0 and kinds["manifest"] > 0 and kinds["compaction"][1] > 0
+        assert st["bytes_written"] == _by_kind_total(st)
+        assert st["write_amplification"] == pytest.approx(st["bytes_written"] / st["user_bytes_written"])
+        assert st["write_amplification"] >= 1
+        assert sum(st["tables_per_level"]) > 0
+        assert sum(st["items_per_level"]) >= len(model)
+        for t, b in zip(st["tables_per_level"], st["table_bytes_per_level"]):
+            assert (t == 0) == (b == 0)
+            assert b >= t * 16 * 4096
+        assert st["metadata_memory_bytes"] > 0
+        # reads are counted
+        g0 = st["gets"]
+        db.get(next(iter(model)))
+        assert db.stats()["gets"] == g0 + 1
+        keys = list(model)[:50]
+        db.get_many(keys)
+        st2 = db.stats()
+        assert st2["gets"] == g0 + 1 + len(keys)
+        assert st2["bucket_reads"] > 0
+        # more writes: the counters only grow
+        apply_ops(db, model, rand_ops(8, 1000))
+        db.flush()
+        st3 = db.stats()
+        for k in ("user_bytes_written", "bytes_written", "flushes", "compactions", "gets"):
+            assert st3[k] >= st2[k]
+        assert st3["flushes"] > st2["flushes"]
+        assert st3["user_bytes_written"] > st2["user_bytes_written"]
+        assert st3["bytes_written_by_kind"]["log"] > kinds["log"]
+        before_close = st3
+    with lsmtrie.open(str(tmp_path / "db")) as db:  # byte counters persist across reopens
+        st4 = db.stats()
+        assert st4["user_bytes_written"] == before_close["user_bytes_written"]
+        assert st4["bytes_written"] >= before_close["bytes_written"]
+        assert st4["flushes"] >= before_close["flushes"]
+        assert st4["compactions"] >= before_close["compactions"]
+        assert st4["bytes_written"] == _by_kind_total(st4)
+        check_model(db, model)
+
+
+def test_stats_flushes_count(tmp_path):
+    with open_tiny(tmp_path / "db", memtable_bytes=60000) as db:
+        db.put(b"a", b"1")
+        assert db.stats()["flushes"] == 0 and db.stats()["memtable_items"] == 1
+        db.flush()
+        st = db.stats()
+        assert st["flushes"] == 1 and st["memtable_items"] == 0
+        assert st["tables_per_level"][0] == 1 and st["items_per_level"][0] == 1
+        db.flush()  # nothing to write: no new table
+        assert db.stats()["flushes"] == 1 and db.stats()["tables_per_level"][0] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# close, context manager, closed objects
+
+
+def test_close_is_idempotent_and_everything_raises_after(tmp_path):
+    db = open_tiny(tmp_path / "db")
+    db.put(b"a", b"1")
+    b_open = db.write_batch()
+    b_open.put(b"late", b"1")
+    it = db.items()
+    assert not db.closed
+    db.close()
+    assert db.closed
+    db.close()  # idempotent
+    db.close()
+    calls = [
+        lambda: db.put(b"a", b"2"),
+        lambda: db.__setitem__(b"a", b"2"),
+        lambda: db.get(b"a"),
+        lambda: db.get(b"a", b"d"),
+        lambda: db[b"a"],
+        lambda: b"a" in db,
+        lambda: db.delete(b"a"),
+        lambda: db.__delitem__(b"a"),
+        lambda: db.put_many([b"a"], [b"1"]),
+        lambda: db.get_many([b"a"]),
+        lambda: list(db.items()),
+        lambda: list(db),
+        lambda: next(it),
+        lambda: db.flush(),
+        lambda: db.stats(),
+        lambda: b_open.write(),
+    ]
+    for i, call in enumerate(calls):
+        try:
+            call()
+        except lsmtrie.ClosedError:
+            continue
+        except Exception as e:  # noqa: BLE001 - the test reports which call misbehaved
+            pytest.fail(f"call #{i} on a closed store raised {e!r}, not ClosedError")
+        pytest.fail(f"call #{i} on a closed store did not raise ClosedError")
+    with pytest.raises(lsmtrie.ClosedError):
+        with db.write_batch() as b:
+            b.put(b"x", b"1")
+    assert isinstance(lsmtrie.ClosedError("x"), lsmtrie.Error)
+    with lsmtrie.open(str(tmp_path / "db")) as db2:
+        assert dict(db2.items()) == {b"a": b"1"}
+
+
+def test_context_manager(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(b"a", b"1")
+    assert db.closed
+    with pytest.raises(lsmtrie.ClosedError):
+        db.get(b"a")
+    with pytest.raises(ZeroDivisionError):
+        with lsmtrie.open(str(tmp_path / "db")) as db:
+            db.put(b"b", b"2")
+            1 / 0
+    assert db.closed
+    # closed on the exception too: the lock is free and the write is there
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert dict(db.items()) == {b"a": b"1", b"b": b"2"}
+
+
+def test_close_makes_unflushed_writes_durable(tmp_path):
+    db = open_tiny(tmp_path / "db", memtable_bytes=60000)
+    model = {}
+    apply_ops(db, model, rand_ops(1, 300))
+    assert db.stats()["memtable_items"] > 0
+    db.close()
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# opening: missing stores, read-only, locks
+
+
+@pytest.mark.parametrize("kw", [dict(create=False), dict(read_only=True)])
+def test_open_missing_store(tmp_path, kw):
+    with pytest.raises(lsmtrie.StorageError) as ei:
+        lsmtrie.open(str(tmp_path / "nope"), **kw)
+    assert ei.value.errno == errno.ENOENT
+    assert isinstance(ei.value, OSError)
+
+
+def test_open_existing_with_create_false(tmp_path):
+    with open_tiny(tmp_path / "db") as db:
+        db.put(b"a", b"1")
+    with lsmtrie.open(str(tmp_path / "db"), create=False) as db:
+        assert db.get(b"a") == b"1"
+
+
+def test_open_accepts_pathlike(tmp_path):
+    with lsmtrie.open(tmp_path / "db", **TINY) as db:
+        db.put(b"a", b"1")
+    with lsmtrie.open(tmp_path / "db") as db:
+        assert db.get(b"a") == b"1"
+
+
+def test_read_only_sees_data_and_refuses_writes(tmp_path):
+    model = {}
+    with open_tiny(tmp_path / "db") as db:
+        apply_ops(db, model, rand_ops(2, 1500))
+        db.flush()
+        apply_ops(db, model, rand_ops(3, 100))  # some only in the log
+    ro = lsmtrie.open(str(tmp_path / "db"), read_only=True)
+    try:
+        assert ro.read_only
+        check_model(ro, model)
+        assert ro.options["table_buckets"] == 16
+        for call in (lambda: ro.put(b"a", b"1"), lambda: ro.__setitem__(b"a", b"1"),
+                     lambda: ro.delete(b"a"), lambda: ro.__delitem__(b"a"),
+                     lambda: ro.put_many([b"a"], [b"1"]), lambda: ro.put(b"a", b"1", sync=True)):
+            with pytest.raises(lsmtrie.ReadOnlyError):
+                call()
+        with pytest.raises(lsmtrie.ReadOnlyError):
+            with ro.write_batch() as b:
+                b.put(b"a", b"1")
+        check_model(ro, model)
+        # two read-only handles at once, and a writer alongside them
+        with lsmtrie.open(str(tmp_path / "db"), read_only=True) as ro2:
+            check_model(ro2, model)
+        with lsmtrie.open(str(tmp_path / "db")) as w:
+            w.put(b"after", b"x")
+        check_model(ro, model)
+    finally:
+        ro.close()
+    with lsmtrie.open(str(tmp_path / "db"), read_only=True) as ro:
+        model[b"after"] = b"x"
+        check_model(ro, model)
+
+
+def test_read_only_sees_state_as_of_opening(tmp_path):
+    model = {}
+    w = open_tiny(tmp_path / "db")
+    try:
+        apply_ops(w, model, rand_ops(4, 1500))
+        w.flush()
+        apply_ops(w, model, rand_ops(5, 50))  # in the writer's memtable and log
+        snapshot = dict(model)
+        with lsmtrie.open(str(tmp_path / "db"), read_only=True) as ro:
+            check_model(ro, snapshot)
+            # the writer goes on: overwrites, deletes, flushes and compactions remove tables
+            apply_ops(w, model, rand_ops(6, 3000))
+            w.flush()
+            assert model != snapshot
+            check_model(ro, snapshot)
+            ro.flush()  # harmless on a read-only store, changes nothing
+            check_model(ro, snapshot)
+        with lsmtrie.open(str(tmp_path / "db"), read_only=True) as ro:
+            check_model(ro, model)
+    finally:
+        w.close()
+
+
+def test_lock_error_same_process(tmp_path):
+    path = str(tmp_path / "db")
+    db = open_tiny(path)
+    try:
+        db.put(b"a", b"1")
+        with pytest.raises(lsmtrie.LockError) as ei:
+            lsmtrie.open(path)
+        msg = str(ei.value)
+        assert path in msg and "lock" in msg.lower()
+        with pytest.raises(lsmtrie.LockError):
+            lsmtrie.open(path, **TINY)
+        # the refused open did not disturb the first handle
+        db.put(b"b", b"2")
+        db.flush()
+        assert dict(db.items()) == {b"a": b"1", b"b": b"2"}
+    finally:
+        db.close()
+    with lsmtrie.open(path) as db:  # released by close
+        assert dict(db.items()) == {b"a": b"1", b"b": b"2"}
+
+
+def test_lock_error_from_another_process(tmp_path):
+    path = str(tmp_path / "db")
+    with open_tiny(path) as db:
+        db.put(b"a", b"1")
+        r = run_py("""
+            import sys, lsmtrie
+            try:
+                lsmtrie.open(sys.argv[1])
+            except lsmtrie.LockError as e:
+                print("LockError", e)
+                sys.exit(3)
+            print("opened")
+        """, path)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert path in r.stdout and "lock" in r.stdout.lower().replace("lockerror", "")
+        # reading from the other process works while we hold the lock
+        r = run_py("""
+            import sys, lsmtrie
+            with lsmtrie.open(sys.argv[1], read_only=True) as ro:
+                print(ro.get(b"a"))
+                try:
+                    ro.put(b"x", b"y")
+                except lsmtrie.ReadOnlyError:
+                    print("ReadOnlyError")
+        """, path)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["b'1'", "ReadOnlyError"]
+        db.put(b"b", b"2")
+    r = run_py("""
+        import sys, lsmtrie
+        with lsmtrie.open(sys.argv[1]) as db:
+            print(sorted(db.items()))
+    """, path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[(b'a', b'1'), (b'b', b'2')]"
+
+
+def test_read_only_in_another_process_keeps_its_snapshot(tmp_path):
+    path = str(tmp_path / "db")
+    model = {}
+    with open_tiny(path) as w:
+        apply_ops(w, model, rand_ops(20, 1500))
+        w.flush()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        code = textwrap.dedent("""
+            import hashlib, sys, lsmtrie
+            def digest(db):
+                return hashlib.sha256(repr(sorted(db.items())).encode()).hexdigest()
+            with lsmtrie.open(sys.argv[1], read_only=True) as ro:
+                print(digest(ro), flush=True)
+                sys.stdin.readline()
+                print(digest(ro), flush=True)
+        """)
+        p = subprocess.Popen([sys.executable, "-c", code, path], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            first = p.stdout.readline().strip()
+            import hashlib
+
+            assert first == hashlib.sha256(repr(sorted(model.items())).encode()).hexdigest()
+            apply_ops(w, model, rand_ops(21, 2500))  # flushes, compactions, deleted tables
+            w.flush()
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            second = p.stdout.readline().strip()
+            assert second == first, p.stderr.read()
+        finally:
+            p.kill()
+            p.wait()
+
+
+def test_read_only_alongside_busy_writer_process(tmp_path):
+    """Read-only opens while another process writes (flushes and compactions running): each
+    open succeeds and sees a consistent state: every write acknowledged before the open, and
+    only a prefix of the write sequence."""
+    path = str(tmp_path / "db")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    code = textwrap.dedent("""
+        import sys, lsmtrie
+        db = lsmtrie.open(sys.argv[1], table_buckets=16, node_tables=2, levels=3, memtable_bytes=2000)
+        print("ready", flush=True)
+        for i in range(1000000):
+            db.put(b"w%07d" % i, b"value-%d" % i)
+            print(i, flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    last = [-1]
+
+    def reader():
+        for line in p.stdout:
+            if line.strip().isdigit():
+                last[0] = int(line)
+
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        deadline = time.time() + 10
+        while last[0] < 500 and time.time() < deadline:
+            time.sleep(0.01)
+        assert last[0] >= 500, p.stderr.read() if p.poll() is not None else "writer too slow"
+        for _ in range(25):
+            acked = last[0]
+            with lsmtrie.open(path, read_only=True) as ro:
+                got = dict(ro.items())
+                n = len(got)
+                assert n >= acked + 1
+                want = {b"w%07d" % i: b"value-%d" % i for i in range(n)}
+                assert got == want
+                sample = [b"w%07d" % i for i in range(0, n, max(1, n // 200))]
+                assert ro.get_many(sample) == [want[k] for k in sample]
+            time.sleep(0.02)
+        assert p.poll() is None, p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# bulk mode
+
+
+def test_bulk_mode(tmp_path):
+    rng = random.Random(9)
+    model = {}
+    with open_tiny(tmp_path / "db", bulk=True) as db:
+        assert db.bulk
+        keys = [b"bulk-%06d" % i for i in range(5000)]
+        vals = [rng.randbytes(rng.randint(0, 30)) for _ in keys]
+        db.put_many(keys, vals)
+        model.update(zip(keys, vals))
+        db.put(b"single", b"s")
+        model[b"single"] = b"s"
+        db.delete(keys[0])
+        del model[keys[0]]
+        with db.write_batch() as b:
+            b.put(b"batched", b"b")
+        model[b"batched"] = b"b"
+        check_model(db, model)  # readable before it is durable
+        st = db.stats()
+        assert st["bytes_written_by_kind"]["log"] == 0  # bulk skips the log
+        assert st["user_bytes_written"] > 0
+    assert not any(f.endswith(".wal") and os.path.getsize(tmp_path / "db" / f) > 0
+                   for f in os.listdir(tmp_path / "db"))
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model)
+        assert db.stats()["bytes_written_by_kind"]["log"] == 0
+    with lsmtrie.open(str(tmp_path / "db"), bulk=True) as db:  # bulk again, after flush()
+        db.put(b"second", b"2")
+        model[b"second"] = b"2"
+        db.flush()
+        check_model(db, model)
+    with lsmtrie.open(str(tmp_path / "db"), read_only=True) as db:
+        check_model(db, model)
+
+
+def test_bulk_after_logged_writes(tmp_path):
+    with open_tiny(tmp_path / "db", memtable_bytes=60000) as db:
+        db.put(b"logged", b"1")  # only in the log when closed
+    with lsmtrie.open(str(tmp_path / "db"), bulk=True) as db:
+        assert db.get(b"logged") == b"1"
+        db.put(b"bulk", b"2")
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert dict(db.items()) == {b"logged": b"1", b"bulk": b"2"}
+
+
+def test_errors_hierarchy():
+    assert issubclass(lsmtrie.ItemTooLargeError, ValueError)
+    assert issubclass(lsmtrie.InvalidArgumentError, ValueError)
+    assert issubclass(lsmtrie.DiskFullError, lsmtrie.StorageError)
+    assert issubclass(lsmtrie.StorageError, OSError)
+    for e in (lsmtrie.LockError, lsmtrie.ReadOnlyError, lsmtrie.ClosedError, lsmtrie.CorruptionError):
+        assert issubclass(e, lsmtrie.Error)

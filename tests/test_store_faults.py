@@ -1,0 +1,737 @@
+"""Full disks, I/O errors and damaged files.
+
+Faults are injected with `lsmtrie._binding.fault_set(op, after, err)`: after `after` more
+successful write()/fsync() calls in this process, the next ones fail with errno `err` until
+cleared. The contract: the error is typed (DiskFullError for ENOSPC, StorageError otherwise),
+nothing acknowledged is lost, the store stays consistent, and once the fault is gone `flush()`
+retries the failed background work and a reopen works.
+"""
+
+import errno
+import functools
+import multiprocessing
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import traceback
+
+import pytest
+
+import lsmtrie
+from lsmtrie import _binding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500)
+
+
+def isolated(timeout=20):
+    """Runs the test body in a forked child process: a fault armed there stays there, and a
+    store that deadlocks fails the test after `timeout` seconds instead of hanging the suite."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            ctx = multiprocessing.get_context("fork")
+            r, w = ctx.Pipe(duplex=False)
+
+            def child():
+                try:
+                    fn(*args, **kwargs)
+                    w.send(None)
+                except BaseException:
+                    w.send(traceback.format_exc())
+                finally:
+                    w.close()
+                    os._exit(0)
+
+            p = ctx.Process(target=child)
+            p.start()
+            w.close()
+            if not r.poll(timeout):
+                p.kill()
+                p.join()
+                pytest.fail(f"{fn.__name__} did not finish within {timeout} s: the store hung "
+                            "(a deadlock after the injected fault?)", pytrace=False)
+            try:
+                result = r.recv()
+            except EOFError:
+                result = f"the child process died (exit code {p.exitcode}) without a result"
+            p.join()
+            if result is not None:
+                pytest.fail(result, pytrace=False)
+        return wrapper
+    return deco
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left():
+    _binding.fault_set("write", 0, 0)
+    _binding.fault_set("fsync", 0, 0)
+    yield
+    _binding.fault_set("write", 0, 0)
+    _binding.fault_set("fsync", 0, 0)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def gen_ops(seed, n, nkeys=150, vmax=90):
+    rng = random.Random(seed)
+    pool = [b"key%d" % i for i in range(nkeys)]
+    ops = []
+    for i in range(n):
+        r = rng.random()
+        sync = rng.random() < 0.1
+        head = b"%d:" % i
+        if r < 0.6:
+            ops.append(("put", rng.choice(pool), head + rng.randbytes(rng.randint(0, vmax)), sync))
+        elif r < 0.75:
+            ops.append(("del", rng.choice(pool), sync))
+        else:
+            items = [(rng.choice(pool), None if rng.random() < 0.3 else head + b"%d" % j)
+                     for j in range(rng.randint(1, 8))]
+            ops.append(("batch", items, sync))
+    return ops
+
+
+def apply_model(model, op):
+    if op[0] == "put":
+        model[op[1]] = op[2]
+    elif op[0] == "del":
+        model.pop(op[1], None)
+    else:
+        for k, v in op[1]:
+            if v is None:
+                model.pop(k, None)
+            else:
+                model[k] = v
+
+
+def apply_store(db, op):
+    sync = op[-1]
+    if op[0] == "put":
+        db.put(op[1], op[2], sync=sync)
+    elif op[0] == "del":
+        db.delete(op[1], sync=sync)
+    else:
+        with db.write_batch(sync=sync) as b:
+            for k, v in op[1]:
+                if v is None:
+                    b.delete(k)
+                else:
+                    b.put(k, v)
+
+
+def assert_state(state, model, failed_op):
+    """state equals the model, or the model with the failed operation applied whole."""
+    if state == model:
+        return
+    if failed_op is not None:
+        m2 = dict(model)
+        apply_model(m2, failed_op)
+        if state == m2:
+            return
+    missing = [k for k in model if k not in state]
+    wrong = [k for k in model if k in state and state[k] != model[k]]
+    extra = [k for k in state if k not in model]
+    raise AssertionError(f"state differs from the model (failed op {failed_op and failed_op[0]}): "
+                         f"{len(missing)} missing {missing[:3]}, {len(wrong)} wrong {wrong[:3]}, "
+                         f"{len(extra)} extra {extra[:3]}")
+
+
+def store_state(db):
+    state = dict(db.items())
+    keys = [b"key%d" % i for i in range(160)]
+    assert db.get_many(keys) == [state.get(k) for k in keys], "get_many and items() disagree"
+    return state
+
+
+def check_error_type(e, err):
+    if err == errno.ENOSPC:
+        assert isinstance(e, lsmtrie.DiskFullError), repr(e)
+    else:
+        assert isinstance(e, lsmtrie.StorageError) and not isinstance(e, lsmtrie.DiskFullError), repr(e)
+    assert isinstance(e, OSError)
+
+
+def run_with_fault(path, op, after, err, preload=300, n=700, open_opts=TINY, seed=0):
+    """Loads `preload` operations, arms the fault, goes on until an error surfaces (from a write
+    or from flush()), checks it, clears the fault, retries with flush(), reopens. Returns the
+    error.
+
+    After the fault is cleared, flush() should succeed; if it does not (background work that hit
+    the fault just before it was cleared may report late), close() and a reopen must still give
+    every acknowledged write."""
+    ops = gen_ops(seed, preload + n)
+    model = {}
+    db = lsmtrie.open(path, **open_opts)
+    state = None
+    try:
+        for o in ops[:preload]:
+            apply_store(db, o)
+            apply_model(model, o)
+        db.flush()
+        _binding.fault_set(op, after, err)
+        failed_op, error = None, None
+        for o in ops[preload:]:
+            try:
+                apply_store(db, o)
+            except lsmtrie.StorageError as e:
+                failed_op, error = o, e
+                break
+            apply_model(model, o)
+        if error is None:
+            try:
+                db.flush()
+            except lsmtrie.StorageError as e:
+                error = e
+        assert error is not None, "the injected fault never surfaced"
+        check_error_type(error, err)
+        # reads go on while the disk is "full", and see every acknowledged write
+        assert_state(store_state(db), model, failed_op)
+        _binding.fault_set(op, 0, 0)
+        try:
+            db.flush()  # retries the failed background work
+        except lsmtrie.StorageError:
+            pass  # the fallback: close + reopen (checked below)
+        else:
+            state = store_state(db)
+            assert_state(state, model, failed_op)
+            # and the store takes writes again
+            db.put(b"after-the-fault", b"ok")
+            state[b"after-the-fault"] = b"ok"
+            db.flush()
+    finally:
+        _binding.fault_set(op, 0, 0)
+        try:
+            db.close()
+        except lsmtrie.StorageError:
+            if state is not None:
+                raise  # the retry succeeded: close() has no excuse to fail
+    with lsmtrie.open(path) as db:
+        got = store_state(db)
+        if state is None:
+            assert_state(got, model, failed_op)
+            state = got
+        assert got == state
+    with lsmtrie.open(path) as db:  # twice: recovery after recovery
+        assert store_state(db) == state
+    return error
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+@pytest.mark.parametrize("after", [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144])
+@isolated()
+def test_write_fault(tmp_path, after, err):
+    """write() fails: in log appends, flushes, compactions and manifest edits, depending on the
+    count."""
+    run_with_fault(str(tmp_path / "db"), "write", after, err)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+@pytest.mark.parametrize("after", [0, 1, 2, 3, 5, 8, 13, 21, 34, 55])
+@isolated()
+def test_fsync_fault(tmp_path, after, err):
+    """fsync() fails: of tables, directories, the manifest and (for sync=True writes) the log."""
+    run_with_fault(str(tmp_path / "db"), "fsync", after, err)
+
+
+@pytest.mark.parametrize("after", [0, 1, 2])
+@isolated()
+def test_log_append_fault_is_the_callers_error(tmp_path, after):
+    """With no background work pending, a failing log append fails the put itself with
+    DiskFullError (errno ENOSPC); the failed put is not half there (the same answer before and
+    after a reopen), and the log stays appendable: a half-written record must not hide the
+    writes acknowledged after it once the store is reopened."""
+    path = str(tmp_path / "db")
+    want = {}
+    with lsmtrie.open(path, table_buckets=16, memtable_bytes=60000) as db:
+        for i in range(20):
+            db.put(b"k%d" % i, b"v%d" % i)
+            want[b"k%d" % i] = b"v%d" % i
+        _binding.fault_set("write", after, errno.ENOSPC)
+        error = None
+        for j in range(5):
+            try:
+                db.put(b"f%d" % j, b"x" * 100)
+            except lsmtrie.DiskFullError as e:
+                error = e
+                break
+            want[b"f%d" % j] = b"x" * 100
+        assert error is not None and error.errno == errno.ENOSPC, error
+        with pytest.raises(lsmtrie.DiskFullError):  # still full
+            with db.write_batch() as b:
+                b.put(b"failed-batch", b"1")
+        _binding.fault_set("write", 0, 0)
+        failed_live = db.get(b"f%d" % j)
+        assert db.get(b"failed-batch") is None
+        for i in range(20, 40):
+            db.put(b"k%d" % i, b"v%d" % i)
+            want[b"k%d" % i] = b"v%d" % i
+        live = dict(db.items())
+    with lsmtrie.open(path) as db:
+        got = dict(db.items())
+        assert db.get(b"f%d" % j) == failed_live
+        if failed_live is not None:
+            want[b"f%d" % j] = failed_live
+        assert got == want == live
+
+
+@pytest.mark.parametrize("what", ["write_batch", "put_many"])
+@pytest.mark.parametrize("op,after", [("fsync", 0), ("fsync", 1), ("fsync", 2), ("write", 0),
+                                      ("write", 1), ("write", 2)])
+@isolated()
+def test_failed_batch_is_all_or_nothing(tmp_path, what, op, after):
+    """A batch that fills the memtable midway (so the memtable rotates inside it) while the disk
+    fails: the write raises a StorageError or succeeds, and either way the batch is there whole
+    or not at all, before and after a reopen."""
+    path = str(tmp_path / "db")
+    db = lsmtrie.open(path, table_buckets=16, node_tables=2, levels=2)  # memtable: one table
+    before = {b"pre-%d" % i: b"p" * 40 for i in range(600)}  # ~30 KB of a ~62 KB memtable
+    db.put_many(list(before), list(before.values()))
+    batch = {b"batch-%d" % i: b"b%d-" % i + b"x" * 40 for i in range(1000)}  # ~50 KB
+    _binding.fault_set(op, after, errno.EIO)
+    try:
+        try:
+            if what == "write_batch":
+                with db.write_batch() as b:
+                    for k, v in batch.items():
+                        b.put(k, v)
+            else:
+                db.put_many(list(batch), list(batch.values()))
+        except lsmtrie.StorageError as e:
+            check_error_type(e, errno.EIO)
+        _binding.fault_set(op, 0, 0)
+        got = db.get_many(list(batch))
+        n = sum(g is not None for g in got)
+        assert n in (0, len(batch)), f"{n} of the batch's {len(batch)} items are visible"
+        assert db.get_many(list(before)) == list(before.values())
+        try:
+            db.flush()
+        finally:
+            db.close()
+    finally:
+        _binding.fault_set(op, 0, 0)
+    with lsmtrie.open(path) as db:
+        got2 = db.get_many(list(batch))
+        n2 = sum(g is not None for g in got2)
+        assert n2 == n, f"{n} of the batch's items were visible, {n2} after a reopen"
+        assert db.get_many(list(before)) == list(before.values())
+
+
+@isolated()
+def test_flush_fault_reported_by_flush_and_retried(tmp_path):
+    """Background flush fails on a full disk: flush() raises DiskFullError (errno ENOSPC) and
+    keeps raising while the disk is full; writes are refused or accepted, but nothing is lost;
+    after space is freed flush() succeeds."""
+    path = str(tmp_path / "db")
+    model = {}
+    with lsmtrie.open(path, table_buckets=16, node_tables=2, levels=3, memtable_bytes=60000) as db:
+        for i in range(300):
+            db.put(b"k%d" % i, b"v%d" % i)
+            model[b"k%d" % i] = b"v%d" % i
+        _binding.fault_set("write", 0, errno.ENOSPC)
+        with pytest.raises(lsmtrie.DiskFullError):
+            db.flush()
+        with pytest.raises(lsmtrie.DiskFullError):
+            db.flush()
+        assert dict(db.items()) == model  # still readable, from the memtables
+        _binding.fault_set("write", 0, 0)
+        db.flush()
+        st = db.stats()
+        assert st["memtable_items"] == 0 and st["flushes"] >= 1
+        assert dict(db.items()) == model
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == model
+
+
+@isolated()
+def test_background_error_surfaces_on_later_writes(tmp_path):
+    """A background failure is reported on later writes, typed and with its errno, until
+    flush() retries it. (bulk=True: no log, so the only fsyncs are the background flush's.)"""
+    path = str(tmp_path / "db")
+    model = {}
+    with lsmtrie.open(path, bulk=True, **TINY) as db:
+        _binding.fault_set("fsync", 0, errno.EIO)
+        error = None
+        for i in range(3000):
+            k, v = b"k%d" % (i % 300), b"v%d" % i
+            try:
+                db.put(k, v)
+            except lsmtrie.StorageError as e:
+                error = e
+                break
+            model[k] = v
+        assert error is not None, "the failed background flush was never reported"
+        check_error_type(error, errno.EIO)
+        with pytest.raises(lsmtrie.StorageError):  # reported again: the work is still failing
+            db.put(b"x", b"y")
+        _binding.fault_set("fsync", 0, 0)
+        db.flush()
+        db.put(b"x", b"y")
+        model[b"x"] = b"y"
+        assert_state(dict(db.items()), model, ("put", k, v, False))
+        state = dict(db.items())
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == state
+    # StorageError is an OSError carrying the errno (docs/design.md "Errors"), also when the
+    # failure happened in the background thread
+    assert error.errno == errno.EIO, f"errno {error.errno}, message {error}"
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+@pytest.mark.parametrize("after", [0, 1, 2, 3, 4, 5])
+@isolated()
+def test_flush_fsync_fault_then_retry(tmp_path, after, bulk):
+    """Each fsync of one flush fails in turn (the table file, its directory, the manifest edit,
+    and without bulk the log rotation): flush() reports it, and once the fault is cleared
+    flush() and close() succeed and the store reopens with every item."""
+    path = str(tmp_path / "db")
+    want = {b"k%d" % i: b"v%d" % i for i in range(100)}
+    db = lsmtrie.open(path, bulk=bulk, table_buckets=16, node_tables=8, levels=2, memtable_bytes=60000)
+    try:
+        db.put_many(list(want), list(want.values()))
+        _binding.fault_set("fsync", after, errno.EIO)
+        try:
+            db.flush()
+        except lsmtrie.StorageError as e:
+            check_error_type(e, errno.EIO)
+        _binding.fault_set("fsync", 0, 0)
+        assert dict(db.items()) == want
+        db.flush()
+        st = db.stats()
+        assert st["memtable_items"] == 0 and st["tables_per_level"][0] >= 1
+        assert dict(db.items()) == want
+    finally:
+        _binding.fault_set("fsync", 0, 0)
+        db.close()
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == want
+
+
+@isolated()
+def test_fault_during_compaction(tmp_path):
+    """Faults armed when the next flush makes a compaction due: with growing counts the fault
+    lands in the flush, in the compaction's output tables and in its manifest edit. Whatever
+    failed, clearing the fault and flushing completes the work and nothing is lost."""
+    opts = dict(table_buckets=16, node_tables=4, levels=2, memtable_bytes=30000)
+    hit = 0
+    for after in (0, 3, 6, 10, 15, 20, 30, 40):
+        p = str(tmp_path / f"db-{after}")
+        model = {}
+        with lsmtrie.open(p, **opts) as db:
+            for r in range(3):  # three root tables: one short of a compaction
+                for i in range(400):
+                    k, v = b"k%d" % ((r * 400 + i) % 700), b"r%d-%d" % (r, i)
+                    db.put(k, v)
+                    model[k] = v
+                db.flush()
+            assert db.stats()["tables_per_level"][0] == 3
+            for i in range(400):
+                db.put(b"n%d" % i, b"%d" % i)
+                model[b"n%d" % i] = b"%d" % i
+            c0 = db.stats()["compactions"]
+            _binding.fault_set("write", after, errno.ENOSPC)
+            try:
+                db.flush()
+            except lsmtrie.StorageError as e:
+                check_error_type(e, errno.ENOSPC)
+                hit += 1
+            _binding.fault_set("write", 0, 0)
+            assert dict(db.items()) == model
+            try:
+                db.flush()
+            except lsmtrie.Error as e:
+                raise AssertionError(f"write fault after {after} writes: flush() after clearing "
+                                     f"the fault failed: {type(e).__name__}: {e}") from e
+            st = db.stats()
+            assert st["compactions"] > c0 and st["tables_per_level"][0] < 4
+            assert dict(db.items()) == model
+        with lsmtrie.open(p) as db:
+            assert dict(db.items()) == model
+    assert hit >= 4, f"only {hit} of the fault counts surfaced an error"
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged files
+
+
+def _records(data):
+    """(start, end, type) of each record of a record log (docs/format/log.md)."""
+    out, pos = [], 0
+    while pos + 9 <= len(data):
+        crc, length, typ = struct.unpack_from("<IIB", data, pos)
+        end = pos + 9 + length
+        if end > len(data):
+            break
+        out.append((pos, end, typ))
+        pos = end
+    return out
+
+
+def _crashed_store(tmp_path, n=100, **opts):
+    """A store whose writer exited without close() after n unsynced puts (all in the log)."""
+    path = str(tmp_path / "db")
+    code = textwrap.dedent("""
+        import json, os, sys, lsmtrie
+        db = lsmtrie.open(sys.argv[1], **json.loads(sys.argv[2]))
+        for i in range(int(sys.argv[3])):
+            db.put(b"k%03d" % i, b"value-%d" % i)
+        os._exit(0)
+    """)
+    import json
+
+    o = dict(table_buckets=16, memtable_bytes=60000)
+    o.update(opts)
+    r = subprocess.run([sys.executable, "-c", code, path, json.dumps(o), str(n)], env=_env(),
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    return path
+
+
+def _newest_log(path):
+    logs = sorted(f for f in os.listdir(path) if f.endswith(".wal"))
+    assert logs, os.listdir(path)
+    full = [f for f in logs if os.path.getsize(os.path.join(path, f)) > 0]
+    return os.path.join(path, full[-1] if full else logs[-1])
+
+
+def _want(n):
+    return {b"k%03d" % i: b"value-%d" % i for i in range(n)}
+
+
+@pytest.mark.parametrize("cut", [1, 4, 8, 9, 12, -1])
+def test_torn_log_tail_keeps_the_prefix(tmp_path, cut):
+    path = _crashed_store(tmp_path)
+    log = _newest_log(path)
+    data = open(log, "rb").read()
+    recs = _records(data)
+    assert len(recs) == 100 and recs[-1][1] == len(data)
+    start, end, _ = recs[60]
+    size = start + cut if cut > 0 else end - 1  # inside record 60
+    with open(log, "r+b") as f:
+        f.truncate(size)
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == _want(60)
+        db.put(b"k060", b"again")  # new writes after the torn bytes
+        db.put(b"k999", b"new")
+    want = _want(60)
+    want.update({b"k060": b"again", b"k999": b"new"})
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == want
+    with lsmtrie.open(path, read_only=True) as db:
+        assert dict(db.items()) == want
+
+
+def test_garbage_after_the_log_tail(tmp_path):
+    path = _crashed_store(tmp_path)
+    log = _newest_log(path)
+    with open(log, "ab") as f:
+        f.write(b"\x13\x37" * 50)  # a torn record: not a record, after the last good one
+    with lsmtrie.open(path, read_only=True) as db:  # a reader copes with the torn tail as well
+        assert dict(db.items()) == _want(100)
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == _want(100)
+        db.put(b"x", b"y")
+    want = _want(100)
+    want[b"x"] = b"y"
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == want
+
+
+def test_bad_log_record_followed_by_good_ones_is_corruption(tmp_path):
+    """docs/format/log.md: a bad record followed by good ones is CorruptionError (not a torn
+    tail to cut off: that would silently drop the 69 good records after it)."""
+    path = _crashed_store(tmp_path)
+    log = _newest_log(path)
+    data = bytearray(open(log, "rb").read())
+    recs = _records(bytes(data))
+    start, end, _ = recs[30]
+    data[start + 12] ^= 0x40  # a payload byte: the record's CRC fails
+    open(log, "wb").write(data)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path, read_only=True)
+    # the refused open left the file alone
+    assert open(log, "rb").read() == bytes(data)
+
+
+def _flushed_store(tmp_path, n=300, **opts):
+    path = str(tmp_path / "db")
+    o = dict(table_buckets=16, node_tables=8, levels=2, memtable_bytes=60000)
+    o.update(opts)
+    with lsmtrie.open(path, **o) as db:
+        for i in range(n):
+            db.put(b"k%03d" % i, b"value-%d" % i)
+        db.flush()
+        assert db.stats()["tables_per_level"] == [1, 0]
+    return path
+
+
+def test_corrupt_table_buckets(tmp_path):
+    path = _flushed_store(tmp_path)
+    tables = [f for f in os.listdir(path) if f.endswith(".ht")]
+    assert len(tables) == 1
+    t = os.path.join(path, tables[0])
+    with open(t, "r+b") as f:
+        for b in range(16):  # every bucket's CRC
+            f.seek(b * 4096 + 4092)
+            c = f.read(1)
+            f.seek(b * 4096 + 4092)
+            f.write(bytes([c[0] ^ 0xFF]))
+    try:
+        db = lsmtrie.open(path)
+    except lsmtrie.CorruptionError:
+        return  # found at open: typed, fine
+    try:
+        with pytest.raises(lsmtrie.CorruptionError):
+            db.get(b"k001")
+        with pytest.raises(lsmtrie.CorruptionError):
+            db.get_many([b"k002", b"k003"])
+        with pytest.raises(lsmtrie.CorruptionError):
+            list(db.items())
+        # never wrong data instead of an error; the store itself still works
+        db.put(b"k001", b"new")
+        assert db.get(b"k001") == b"new"
+    finally:
+        db.close()
+
+
+def test_corrupt_table_footer(tmp_path):
+    path = _flushed_store(tmp_path)
+    t = os.path.join(path, [f for f in os.listdir(path) if f.endswith(".ht")][0])
+    data = bytearray(open(t, "rb").read())
+    data[-3] ^= 0x01
+    open(t, "wb").write(data)
+    with pytest.raises(lsmtrie.CorruptionError):
+        with lsmtrie.open(path) as db:
+            db.get(b"k001")
+            list(db.items())
+
+
+def test_missing_table_file(tmp_path):
+    path = _flushed_store(tmp_path)
+    os.unlink(os.path.join(path, [f for f in os.listdir(path) if f.endswith(".ht")][0]))
+    with pytest.raises((lsmtrie.CorruptionError, lsmtrie.StorageError)):
+        lsmtrie.open(path)
+
+
+def _manifest(path):
+    names = [f for f in os.listdir(path) if f.startswith("MANIFEST-")]
+    current = open(os.path.join(path, "CURRENT")).read().strip()
+    assert current in names
+    return os.path.join(path, current)
+
+
+def test_corrupt_manifest_options_record(tmp_path):
+    path = _flushed_store(tmp_path)
+    m = _manifest(path)
+    data = bytearray(open(m, "rb").read())
+    data[12] ^= 0x10  # inside the first record (the options)
+    open(m, "wb").write(data)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path, read_only=True)
+
+
+def test_truncated_manifest(tmp_path):
+    path = _flushed_store(tmp_path)
+    m = _manifest(path)
+    with open(m, "r+b") as f:
+        f.truncate(5)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path)
+
+
+def test_manifest_not_a_manifest(tmp_path):
+    path = _flushed_store(tmp_path)
+    m = _manifest(path)
+    data = open(m, "rb").read()
+    recs = _records(data)
+    # a well-framed first record that is not an options record
+    payload = b"NOTMANIF" + bytes(40)
+    from lsmtrie import _binding as bnd
+
+    hdr = struct.pack("<IB", len(payload), 1)
+    crc = bnd.lib.ltr_crc32c(0, hdr + payload, len(hdr) + len(payload))
+    open(m, "wb").write(struct.pack("<I", crc) + hdr + payload + data[recs[0][1]:])
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path)
+
+
+def test_bad_manifest_edit_followed_by_good_ones_is_corruption(tmp_path):
+    """A damaged edit with intact edits after it is CorruptionError (docs/format/log.md), not a
+    torn tail: cutting it off would forget tables and logs that hold data."""
+    path = str(tmp_path / "db")
+    want = {}
+    with lsmtrie.open(path, table_buckets=16, node_tables=8, levels=2, memtable_bytes=60000) as db:
+        for r in range(4):
+            for i in range(100):
+                db.put(b"r%d-%d" % (r, i), b"v")
+                want[b"r%d-%d" % (r, i)] = b"v"
+            db.flush()
+    m = _manifest(path)
+    data = bytearray(open(m, "rb").read())
+    recs = _records(bytes(data))
+    assert len(recs) >= 4, recs
+    start, end, _ = recs[2]
+    data[start + 9] ^= 0x01  # first payload byte of an edit in the middle
+    open(m, "wb").write(data)
+    with pytest.raises(lsmtrie.CorruptionError):
+        with lsmtrie.open(path) as db:
+            got = dict(db.items())
+    # a refused open must not have "repaired" anything away
+    assert open(m, "rb").read() == bytes(data)
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"", b"MANIFEST-\n", b"\x00\xff\x00"])
+def test_corrupt_current(tmp_path, content):
+    path = _flushed_store(tmp_path)
+    with open(os.path.join(path, "CURRENT"), "wb") as f:
+        f.write(content)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path)
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.open(path, read_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# a second writer
+
+
+def test_second_writer_process_gets_lock_error(tmp_path):
+    path = str(tmp_path / "db")
+    code = textwrap.dedent("""
+        import sys, time, lsmtrie
+        db = lsmtrie.open(sys.argv[1], table_buckets=16, memtable_bytes=2000)
+        for i in range(500):
+            db.put(b"k%d" % i, b"v%d" % i, sync=(i == 499))
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env())
+    try:
+        assert p.stdout.readline().strip() == b"ready", p.stderr.read()
+        with pytest.raises(lsmtrie.LockError) as ei:
+            lsmtrie.open(path)
+        assert path in str(ei.value) and "lock" in str(ei.value).lower()
+        with pytest.raises(lsmtrie.LockError):
+            lsmtrie.open(path, bulk=True)
+        with lsmtrie.open(path, read_only=True) as ro:  # a reader is welcome
+            assert ro.get(b"k499") == b"v499"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    # the dead writer's lock is gone with it; its synced writes are there
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == {b"k%d" % i: b"v%d" % i for i in range(500)}
