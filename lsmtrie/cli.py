@@ -1,12 +1,15 @@
 """lsmtrie command line.
 
-usage: lsmtrie demo [--buckets N] [--absent N] [--json]
+usage: lsmtrie demo [--n N] [--bulk] [--json]
+       lsmtrie demo --htable [--buckets N] [--absent N] [--json]
        python -m lsmtrie demo ...
 
 Commands:
-  demo   build one HTable from generated items (16-byte keys, values 1..200 bytes), read every
-         key back batched and one by one, probe absent keys, and print build and lookup rates,
-         bucket reads per lookup, cached migration bytes and the filter false-positive rate.
+  demo   load N generated items (16-byte keys, values 1..200 bytes) into a new store in a
+         temporary directory, read present and absent keys back, and print the load rate, the
+         write amplification, reads per get and memory. With --htable: build one HTable instead
+         and print its build and lookup rates, bucket reads per lookup, cached migration bytes
+         and filter false-positive rate.
 """
 
 from __future__ import annotations
@@ -19,20 +22,32 @@ from . import demo
 
 
 def cmd_demo(args) -> int:
-    r = demo.measure(buckets=args.buckets, absent=args.absent, single=args.single,
-                     directory=args.dir, peers=not args.no_peers)
-    print(json.dumps(r) if args.json else demo.summary(r, args.buckets), end="\n" if args.json else "")
+    if args.htable:
+        r = demo.measure(buckets=args.buckets, absent=args.absent, single=args.single,
+                         directory=args.dir, peers=not args.no_peers)
+        text = demo.summary(r, args.buckets)
+    else:
+        r = demo.measure_store(n=args.n, bulk=args.bulk, levels=args.levels,
+                               reads=min(args.absent, args.n), single=args.single or 20_000,
+                               directory=args.dir)
+        text = demo.store_summary(r)
+    print(json.dumps(r) if args.json else text, end="\n" if args.json else "")
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lsmtrie", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="build an HTable from generated items and read it back")
-    p.add_argument("--buckets", type=int, default=1024, help="buckets in the table (default 1024, 4 MB)")
+    p = sub.add_parser("demo", help="load generated items into a store and read them back")
+    p.add_argument("--n", type=int, default=300_000, help="items to load (default 300000)")
+    p.add_argument("--levels", type=int, default=3,
+                   help="trie levels (default 3; tables are sized so that every level holds data)")
+    p.add_argument("--bulk", action="store_true", help="load without the write-ahead log")
+    p.add_argument("--htable", action="store_true", help="build and measure one HTable instead")
+    p.add_argument("--buckets", type=int, default=1024, help="with --htable: buckets (default 1024, 4 MB)")
     p.add_argument("--absent", type=int, default=200_000, help="absent keys to probe (default 200000)")
     p.add_argument("--single", type=int, default=None, help="cap on keys looked up one by one")
-    p.add_argument("--dir", default=None, help="directory for the table (default: a temporary one)")
+    p.add_argument("--dir", default=None, help="directory for the data (default: a temporary one)")
     p.add_argument("--no-peers", action="store_true", help="skip the dict and pybloomfiltermmap3 peers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_demo)

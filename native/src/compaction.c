@@ -226,18 +226,10 @@ static int run(job *j)
     if (rc)
         return rc;
     /* The inputs are out of the durable state; open handles keep them readable meanwhile. */
-    for (uint32_t i = 0; i < j->nin; i++) {
-        char *p = store_file(s->dir, j->src->tables[i]->file, "ht");
-        if (p)
-            unlink(p);
-        free(p);
-    }
-    if (j->gc && j->src->bc) {
-        char *p = store_file(cluster_dir(s), j->src->bc->file, "bc");
-        if (p)
-            unlink(p);
-        free(p);
-    }
+    for (uint32_t i = 0; i < j->nin; i++)
+        store_bury(s, store_file(s->dir, j->src->tables[i]->file, "ht"));
+    if (j->gc && j->src->bc)
+        store_bury(s, store_file(cluster_dir(s), j->src->bc->file, "bc"));
     return LTR_OK;
 }
 

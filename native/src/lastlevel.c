@@ -128,12 +128,8 @@ static int build_cluster(ltr_store *s, const vnode *n)
         rc = install_cluster(s, n, bc, fresh);
     if (rc && path && !s->mf_broken)
         unlink(path);
-    if (!rc && n->bc) { /* the old cluster is out of the durable state */
-        char *old = store_file(cluster_dir(s), n->bc->file, "bc");
-        if (old)
-            unlink(old);
-        free(old);
-    }
+    if (!rc && n->bc) /* the old cluster is out of the durable state */
+        store_bury(s, store_file(cluster_dir(s), n->bc->file, "bc"));
     for (uint32_t i = 0; fresh && i < nf; i++)
         tref_unref(fresh[i]);
     cluster_unref(bc);

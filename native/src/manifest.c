@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "coding.h"
@@ -290,7 +289,7 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
     size_t good = r.pos;
     logr_close(&r);
     m->number = number;
-    m->snapshot = good; /* for a read-only open: the size it read (manifest_changed) */
+    m->snapshot = good;
     if (!rc && writable) {
         m->dir = strdup(dir);
         rc = m->dir ? logw_open(&m->w, p, good) : ltr_fail(LTR_ENOMEM, "out of memory");
@@ -320,14 +319,3 @@ void manifest_close(manifest *m)
     m->dir = NULL;
 }
 
-int manifest_changed(const manifest *m, const char *dir)
-{
-    uint64_t number;
-    if (read_current(dir, &number) || number != m->number)
-        return 1;
-    char *p = manifest_path(dir, number);
-    struct stat sb;
-    int changed = !p || stat(p, &sb) != 0 || (uint64_t)sb.st_size != m->snapshot;
-    free(p);
-    return changed;
-}

@@ -38,7 +38,7 @@ typedef struct manifest {
     logw w;
     char *dir;
     uint64_t number;   /* MANIFEST-<number> */
-    uint64_t snapshot; /* bytes of the snapshot it started with */
+    uint64_t snapshot; /* bytes it held when opened or started (rotation compares with it) */
 } manifest;
 
 /* What loading found; ops go to the callback in order. */
@@ -57,7 +57,5 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
 /* Appends one edit and fsyncs it: the edit is durable when this returns. */
 int manifest_append(manifest *m, const medit *e, uint64_t *written);
 void manifest_close(manifest *m);
-/* For readers without the lock: did a writer change the manifest since manifest_load? */
-int manifest_changed(const manifest *m, const char *dir);
 
 #endif

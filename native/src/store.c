@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,62 @@
 int store_bg_error(const ltr_store *s)
 {
     return ltr_fail_as(s->bg_error, s->bg_errno, "%s", s->bg_message);
+}
+
+/* ---- obsolete files ---- */
+
+#define GRACE_SECONDS 1.0
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+void store_bury(ltr_store *s, char *path)
+{
+    if (!path)
+        return;
+    pthread_mutex_lock(&s->state_mu);
+    if (s->ngrave == s->grave_cap) {
+        size_t cap = s->grave_cap ? 2 * s->grave_cap : 64;
+        char **g = realloc(s->grave, cap * sizeof *g);
+        double *a = g ? realloc(s->grave_at, cap * sizeof *a) : NULL;
+        if (g)
+            s->grave = g;
+        if (a) {
+            s->grave_at = a;
+            s->grave_cap = cap;
+        }
+    }
+    if (s->ngrave < s->grave_cap) {
+        s->grave[s->ngrave] = path;
+        s->grave_at[s->ngrave++] = now_seconds() + GRACE_SECONDS;
+        path = NULL;
+    }
+    pthread_mutex_unlock(&s->state_mu);
+    if (path) { /* no memory to remember it: unlink at once */
+        unlink(path);
+        free(path);
+    }
+}
+
+/* Unlinks the files whose grace period is over (all of them when `all`); state_mu held. */
+static void reap(ltr_store *s, int all)
+{
+    double t = now_seconds();
+    size_t k = 0;
+    for (size_t i = 0; i < s->ngrave; i++) {
+        if (all || s->grave_at[i] <= t) {
+            unlink(s->grave[i]);
+            free(s->grave[i]);
+        } else {
+            s->grave[k] = s->grave[i];
+            s->grave_at[k++] = s->grave_at[i];
+        }
+    }
+    s->ngrave = k;
 }
 
 /* ---- options ---- */
@@ -599,7 +656,7 @@ static int background_step(ltr_store *s)
     const vnode *n = compact ? version_node(v, node) : NULL;
     int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
     int rc = 0;
-    if (have_imm && !urgent) {
+    if (have_imm && !urgent && !s->flusher_started) {
         rc = flush_oldest(s);
         if (!rc)
             remove_old_logs(s);
@@ -616,14 +673,30 @@ static int background_step(ltr_store *s)
 
 /* Whether the worker has anything to do; state_mu is held, so a rotation or an install that
  * happens after this check wakes the worker (they broadcast state_cv under state_mu). */
-static int work_available(ltr_store *s)
+static int imm_pending(ltr_store *s)
 {
     pthread_rwlock_rdlock(&s->mem_lock);
     int pending = s->imm != NULL;
     pthread_rwlock_unlock(&s->mem_lock);
-    uint64_t node;
-    return pending || compaction_pick(s, s->current, &node) || lastlevel_pending(s, s->current);
+    return pending;
 }
+
+static int work_available(ltr_store *s)
+{
+    uint64_t node;
+    return (!s->flusher_started && imm_pending(s)) || compaction_pick(s, s->current, &node) ||
+           lastlevel_pending(s, s->current);
+}
+
+/* The flusher's turn: a memtable waits and the root is not at twice its budget (the worker,
+ * which compacts the fullest node first, brings it down). */
+static int flush_available(ltr_store *s)
+{
+    const vnode *root = version_node(s->current, 0);
+    return imm_pending(s) && !(root && root->n >= 2 * s->o.node_tables);
+}
+
+static void record_bg_error(ltr_store *s, int rc); /* state_mu held */
 
 static void wake_writers(ltr_store *s)
 {
@@ -637,8 +710,20 @@ static void *worker_main(void *arg)
     ltr_store *s = arg;
     pthread_mutex_lock(&s->state_mu);
     while (!s->stopping) {
+        reap(s, 0);
         if (s->bg_error || !work_available(s)) {
-            pthread_cond_wait(&s->state_cv, &s->state_mu);
+            if (s->ngrave) { /* wake up in time to delete them */
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += 250000000;
+                if (until.tv_nsec >= 1000000000) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&s->state_cv, &s->state_mu, &until);
+            } else {
+                pthread_cond_wait(&s->state_cv, &s->state_mu);
+            }
             continue;
         }
         s->busy = 1;
@@ -646,16 +731,44 @@ static void *worker_main(void *arg)
         int rc = background_step(s);
         pthread_mutex_lock(&s->state_mu);
         s->busy = 0;
-        if (rc < 0) {
-            s->bg_error = rc;
-            s->bg_errno = ltr_last_errno();
-            snprintf(s->bg_message, sizeof s->bg_message, "background work failed: %s",
-                     ltr_last_error());
-            pthread_mutex_unlock(&s->state_mu);
-            wake_writers(s); /* stalled writers must see the error, not wait for a flush */
-            pthread_mutex_lock(&s->state_mu);
-        }
+        if (rc < 0)
+            record_bg_error(s, rc);
         pthread_cond_broadcast(&s->state_cv);
+    }
+    pthread_mutex_unlock(&s->state_mu);
+    wake_writers(s);
+    return NULL;
+}
+
+static void record_bg_error(ltr_store *s, int rc)
+{
+    s->bg_error = rc;
+    s->bg_errno = ltr_last_errno();
+    snprintf(s->bg_message, sizeof s->bg_message, "background work failed: %s", ltr_last_error());
+    pthread_mutex_unlock(&s->state_mu);
+    wake_writers(s); /* stalled writers must see the error, not wait for a flush */
+    pthread_mutex_lock(&s->state_mu);
+}
+
+static void *flusher_main(void *arg)
+{
+    ltr_store *s = arg;
+    pthread_mutex_lock(&s->state_mu);
+    while (!s->stopping) {
+        if (s->bg_error || !flush_available(s)) {
+            pthread_cond_wait(&s->state_cv, &s->state_mu);
+            continue;
+        }
+        s->flushing = 1;
+        pthread_mutex_unlock(&s->state_mu);
+        int rc = flush_oldest(s);
+        if (!rc)
+            remove_old_logs(s);
+        pthread_mutex_lock(&s->state_mu);
+        s->flushing = 0;
+        if (rc < 0)
+            record_bg_error(s, rc);
+        pthread_cond_broadcast(&s->state_cv); /* the worker: the root may need compacting */
     }
     pthread_mutex_unlock(&s->state_mu);
     wake_writers(s);
@@ -857,46 +970,96 @@ static int list_files(const char *dir, const char *ext, uint64_t **out, size_t *
     return rc;
 }
 
-/* Replays every log at or above the floor into the memtables (docs/format/log.md "Reading"). */
-static int replay_logs(ltr_store *s)
-{
+typedef struct loglist {
     uint64_t *files;
+    logr *logs; /* contents, read up front by a read-only open */
     size_t n;
-    int rc = list_files(s->dir, "wal", &files, &n);
-    for (size_t i = 0; i < n && !rc; i++) {
-        if (files[i] < s->log_floor)
-            continue;
-        char *p = store_file(s->dir, files[i], "wal");
-        logr r;
-        rc = p ? logr_open(&r, p) : ltr_fail(LTR_ENOMEM, "out of memory");
-        if (rc) {
-            free(p);
-            break;
+} loglist;
+
+static void loglist_free(loglist *l)
+{
+    for (size_t i = 0; l->logs && i < l->n; i++)
+        logr_close(&l->logs[i]);
+    free(l->logs);
+    free(l->files);
+    memset(l, 0, sizeof *l);
+}
+
+/* Lists the logs and, when `read`, reads them all. A read-only open does that before it reads
+ * the manifest: a log a writer deletes afterwards was read already, and one deleted before
+ * holds only data of a table that the manifest, read later, lists. */
+static int loglist_take(ltr_store *s, loglist *l, int read)
+{
+    memset(l, 0, sizeof *l);
+    if (access(s->dir, F_OK) != 0)
+        return LTR_OK; /* no store yet: open_state reports it */
+    int rc = list_files(s->dir, "wal", &l->files, &l->n);
+    if (!rc && read && l->n && !(l->logs = calloc(l->n, sizeof *l->logs)))
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && read && i < l->n; i++) {
+        char *p = store_file(s->dir, l->files[i], "wal");
+        rc = p ? logr_open(&l->logs[i], p) : ltr_fail(LTR_ENOMEM, "out of memory");
+        if (rc && ltr_last_errno() == ENOENT) { /* deleted meanwhile: its data is in a table */
+            memset(&l->logs[i], 0, sizeof l->logs[i]);
+            l->files[i] = 0;
+            rc = LTR_OK;
         }
-        uint8_t type;
-        const uint8_t *pl;
-        uint32_t len;
-        int got = LOGR_END, swapped = 0;
-        while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
-            uint64_t count;
-            size_t k = get_varint(pl, pl + len, &count);
-            rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", p)
-                                   : apply_items(s, pl + k, pl + len, count, files[i], &swapped);
-        }
-        if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && i + 1 < n)))
-            rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", p, r.pos,
-                          got == LOGR_CORRUPT ? "records follow the damage" : "newer logs follow it");
-        if (!rc && got == LOGR_TORN && !s->o.read_only) {
-            logw w; /* cut the torn tail off, so later opens never meet it in an older log */
-            rc = logw_open(&w, p, r.pos);
-            logw_close(&w);
-        }
-        logr_close(&r);
         free(p);
-        if (files[i] >= s->next_file)
-            s->next_file = files[i] + 1;
     }
-    free(files);
+    return rc;
+}
+
+/* Replays one log into the memtables; a writer cuts off a torn tail. */
+static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest)
+{
+    uint8_t type;
+    const uint8_t *pl;
+    uint32_t len;
+    int got = LOGR_END, swapped = 0, rc = LTR_OK;
+    while (!rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD) {
+        uint64_t count;
+        size_t k = get_varint(pl, pl + len, &count);
+        rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
+                               : apply_items(s, pl + k, pl + len, count, file, &swapped);
+    }
+    if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && !newest)))
+        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", r->path, r->pos,
+                      got == LOGR_CORRUPT ? "records follow the damage" : "newer logs follow it");
+    if (!rc && got == LOGR_TORN && !s->o.read_only) {
+        logw w; /* cut the torn tail off, so later opens never meet it in an older log */
+        rc = logw_open(&w, r->path, r->pos);
+        logw_close(&w);
+    }
+    return rc;
+}
+
+/* Replays every log at or above the floor, in number order (docs/format/log.md "Reading"). */
+static int replay_logs(ltr_store *s, loglist *l)
+{
+    int rc = LTR_OK;
+    size_t last = l->n;
+    while (last > 0 && !l->files[last - 1])
+        last--;
+    for (size_t i = 0; i < l->n && !rc; i++) {
+        uint64_t file = l->files[i];
+        if (!file || file < s->log_floor)
+            continue;
+        logr own, *r = l->logs ? &l->logs[i] : &own;
+        char *p = store_file(s->dir, file, "wal");
+        if (!p)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        if (!l->logs)
+            rc = logr_open(&own, p);
+        r->path = p;
+        if (!rc)
+            rc = replay_one(s, file, r, i + 1 == last);
+        if (!l->logs)
+            logr_close(&own);
+        r->path = NULL;
+        free(p);
+        if (file >= s->next_file)
+            s->next_file = file + 1;
+    }
     return rc;
 }
 
@@ -1051,18 +1214,18 @@ static int start(ltr_store *s)
         return ltr_fail_errno(errno, "cannot create the store directory %s", s->dir);
     if (s->meta_dir && !s->o.read_only && mkdir(s->meta_dir, 0755) != 0 && errno != EEXIST)
         return ltr_fail_errno(errno, "cannot create the metadata directory %s", s->meta_dir);
+    loglist logs = {0};
     if (!s->o.read_only)
         rc = take_lock(s);
+    if (!rc) /* a reader takes the logs before the manifest (loglist_take) */
+        rc = loglist_take(s, &logs, s->o.read_only);
     if (!rc)
         rc = open_state(s);
     if (!rc)
         rc = memtable_new(s, s->log_floor, &s->active);
     if (!rc)
-        rc = replay_logs(s);
-    /* A reader raced a writer if the manifest moved on while it read tables and logs: the
-     * writer may have deleted a log whose table this reader's state does not list. */
-    if (!rc && s->o.read_only && manifest_changed(&s->mf, s->dir))
-        rc = ltr_fail(LTR_EAGAIN, "store %s changed while it was being opened read-only", s->dir);
+        rc = replay_logs(s, &logs);
+    loglist_free(&logs);
     if (s->o.read_only || rc)
         return rc;
     /* Recovered writes go to tables at once, so every old log can go. */
@@ -1083,10 +1246,22 @@ static int start(ltr_store *s)
     if (!rc) {
         remove_orphans(s);
         s->logs_removed_below = s->log_floor;
+        /* With one level the root is the last level, whose garbage collection must not
+         * overlap appends to it: the worker then flushes too. The flusher starts first, so the
+         * worker knows from its start whether it flushes. */
+        if (s->o.levels > 1 && pthread_create(&s->flusher, NULL, flusher_main, s) == 0)
+            s->flusher_started = 1;
         rc = pthread_create(&s->worker, NULL, worker_main, s)
                  ? ltr_fail(LTR_ENOMEM, "cannot start the background thread")
                  : LTR_OK;
         s->worker_started = !rc;
+        if (rc && s->flusher_started) {
+            pthread_mutex_lock(&s->state_mu);
+            s->stopping = 1;
+            pthread_cond_broadcast(&s->state_cv);
+            pthread_mutex_unlock(&s->state_mu);
+            pthread_join(s->flusher, NULL);
+        }
     }
     return rc;
 }
@@ -1108,6 +1283,10 @@ static void store_free(ltr_store *s)
         close(s->lock_fd); /* releases the lock */
     ltr_buf_free(&s->enc);
     free(s->gc_pending);
+    for (size_t i = 0; i < s->ngrave; i++)
+        free(s->grave[i]); /* a failed open: the next writer open removes the files */
+    free(s->grave);
+    free(s->grave_at);
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->write_cv);
     pthread_mutex_destroy(&s->sync_mu);
@@ -1119,6 +1298,17 @@ static void store_free(ltr_store *s)
     free(s->dir);
     free(s->meta_dir);
     free(s);
+}
+
+static int has_current(const char *dir)
+{
+    char *p = malloc(strlen(dir) + 9);
+    if (!p)
+        return 0;
+    sprintf(p, "%s/CURRENT", dir);
+    int yes = access(p, F_OK) == 0;
+    free(p);
+    return yes;
 }
 
 static ltr_store *store_new(const char *path, const ltr_store_opts *o)
@@ -1165,10 +1355,8 @@ int ltr_store_open(const char *path, const ltr_store_opts *o, ltr_store **out)
         store_free(s);
         /* A reader racing a writer (a file the manifest named already compacted away, or the
          * manifest moved on meanwhile) starts again from the newer manifest. */
-        int raced = rc == LTR_EAGAIN || ltr_last_errno() == ENOENT;
-        if (!o->read_only || !raced || attempt == 100)
-            return rc == LTR_EAGAIN ? ltr_fail(LTR_EIO, "store %s kept changing while it was "
-                                               "opened read-only; try again", path) : rc;
+        if (!o->read_only || ltr_last_errno() != ENOENT || attempt == 100 || !has_current(path))
+            return rc;
         usleep(200u * (unsigned)(attempt % 10 + 1));
     }
 }
@@ -1184,7 +1372,7 @@ static int wait_idle(ltr_store *s)
         int pending = s->imm != NULL;
         pthread_rwlock_unlock(&s->mem_lock);
         uint64_t node;
-        if (!pending && !s->busy && !compaction_pick(s, s->current, &node) &&
+        if (!pending && !s->busy && !s->flushing && !compaction_pick(s, s->current, &node) &&
             !lastlevel_pending(s, s->current))
             break;
         pthread_cond_broadcast(&s->state_cv);
@@ -1200,7 +1388,7 @@ int ltr_store_flush(ltr_store *s)
     if (s->o.read_only)
         return LTR_OK;
     pthread_mutex_lock(&s->state_mu);
-    while (s->busy) /* a job already under way may still fail: let it finish first */
+    while (s->busy || s->flushing) /* a job under way may still fail: let it finish first */
         pthread_cond_wait(&s->state_cv, &s->state_mu);
     s->bg_error = 0; /* an explicit flush retries failed background work */
     pthread_cond_broadcast(&s->state_cv);
@@ -1223,6 +1411,11 @@ int ltr_store_close(ltr_store *s)
         pthread_mutex_unlock(&s->state_mu);
         if (s->worker_started)
             pthread_join(s->worker, NULL);
+        if (s->flusher_started)
+            pthread_join(s->flusher, NULL);
+        pthread_mutex_lock(&s->state_mu);
+        reap(s, 1);
+        pthread_mutex_unlock(&s->state_mu);
         if (s->wal_file) {
             int r = logw_sync(&s->wal);
             rc = rc ? rc : r;

@@ -64,11 +64,13 @@ struct ltr_store {
     uint64_t logs_removed_below; /* logs below this number are deleted already */
     uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
 
-    /* background worker */
-    pthread_t worker;
-    int worker_started;
+    /* background work: the worker compacts (and flushes when there is no flusher); the flusher
+     * only flushes, so a flush never waits behind a compaction */
+    pthread_t worker, flusher;
+    int worker_started, flusher_started;
     int stopping;
-    int busy;              /* a job is running */
+    int busy;              /* the worker runs a job */
+    int flushing;          /* the flusher runs a flush */
     int bg_error;          /* a background failure stops writes until flush() retries */
     int bg_errno;
     char bg_message[512];
@@ -77,6 +79,12 @@ struct ltr_store {
     uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
     uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
 
+    /* files out of the durable state, unlinked after a grace period so that read-only opens
+     * racing a compaction rarely miss a table they were about to open (state_mu) */
+    char **grave;
+    double *grave_at;
+    size_t ngrave, grave_cap;
+
     /* last-level nodes that received tables and await a garbage check (state_mu) */
     uint64_t *gc_pending;
     size_t ngc_pending, gc_cap;
@@ -84,6 +92,8 @@ struct ltr_store {
 
 /* store.c */
 int store_bg_error(const ltr_store *s);
+/* Unlinks path (taken over) after the grace period; state_mu must not be held. */
+void store_bury(ltr_store *s, char *path);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
