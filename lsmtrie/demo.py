@@ -263,6 +263,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     """Loads n items into a new store and measures it (see the module docstring)."""
     buckets = buckets or choose_buckets(n, levels, 8, 0.95)
     base = directory or tempfile.mkdtemp(prefix="lsmtrie-")
+    os.makedirs(base, exist_ok=True)
     path = os.path.join(base, "store")
     meta = os.path.join(base, "meta") if metadata else None
     shutil.rmtree(path, ignore_errors=True)

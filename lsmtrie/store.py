@@ -8,8 +8,8 @@ A `Store` must not be used in a process forked after it was opened (open it in t
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -93,6 +93,7 @@ class Store:
         b.check(lib.ltr_store_open(os.fsencode(path), o, out))
         self._h = b.Handle(out[0], self._close_handle, f"store {self.path}")
         self._pid = os.getpid()
+        self._tls = threading.local()
         self._close_rc = 0
         eff = ffi.new("ltr_store_opts *")
         lib.ltr_store_options(out[0], eff)
@@ -170,17 +171,24 @@ class Store:
 
     # ---- reads ----
 
+    def _out(self):
+        """Per-thread output buffers of single gets (a get allocates nothing else)."""
+        try:
+            return self._tls.out
+        except AttributeError:
+            self._tls.out = (ffi.new("size_t *"), ffi.new("int *"), ffi.new("char[]", 4096))
+            return self._tls.out
+
     def _lookup(self, key) -> tuple[int, bytes | None]:
         key = check_bytes(key, "key")
-        vlen, status = ffi.new("size_t *"), ffi.new("int *")
+        vlen, status, vbuf = self._out()
         with self._use() as h:
-            vbuf = ffi.new("uint8_t[]", 4096)
             rc = b.check(lib.ltr_store_get(h, ffi.from_buffer(key), len(key), vbuf, 4096, vlen, status))
-            if rc == lib.LTR_EAGAIN:
-                vbuf = ffi.new("uint8_t[]", vlen[0])
+            if rc == lib.LTR_EAGAIN:  # a value larger than the buffer: ask again with room for it
+                vbuf = ffi.new("char[]", vlen[0])
                 b.check(lib.ltr_store_get(h, ffi.from_buffer(key), len(key), vbuf, vlen[0], vlen, status))
         if status[0] == lib.LTR_FOUND:
-            return status[0], ffi.unpack(ffi.cast("char *", vbuf), vlen[0])
+            return status[0], ffi.unpack(vbuf, vlen[0])
         return status[0], None
 
     def get(self, key, default=None):

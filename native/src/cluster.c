@@ -130,7 +130,7 @@ int cluster_open(const char *path, uint64_t file, cluster **out)
     }
     bc->refs = 1;
     bc->file = file;
-    bc->fd = open(path, O_RDONLY | O_CLOEXEC);
+    bc->fd = io_open_read(path);
     int rc = bc->fd < 0 ? ltr_fail_errno(errno, "cannot open %s", path) : LTR_OK;
     struct stat sb;
     uint8_t ft[BC_FOOTER];

@@ -155,7 +155,7 @@ static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc
 
 static int open_file(ltr_htable *t, int32_t max_cached)
 {
-    t->fd = open(t->path, O_RDONLY | O_CLOEXEC);
+    t->fd = io_open_read(t->path);
     if (t->fd < 0)
         return ltr_fail_errno(errno, "cannot open %s", t->path);
     struct stat sb;

@@ -187,3 +187,11 @@ int io_write_file_atomic(const char *path, const void *data, size_t n)
     io_abort(&w);
     return rc;
 }
+
+int io_open_read(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM) /* O_NOATIME needs the file's owner */
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd;
+}

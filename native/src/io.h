@@ -21,6 +21,8 @@ int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);
 int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path);
+/* open(O_RDONLY), without access-time updates when the file allows it (reads stay cheaper). */
+int io_open_read(const char *path);
 /* write() all of p to fd, through the fault-injection hook. */
 int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
 int io_fsync_fd(int fd, const char *path);

@@ -153,8 +153,8 @@ int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, 
 /* A chunk of keys [lo, hi): all memtable answers and the version pin under one shared lock,
  * then the version for the rest. */
 static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
-                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, ltr_buf *values,
-                     ltr_buf *mem)
+                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
+                     ltr_buf *values, ltr_buf *mem)
 {
     key_hash h[GET_CHUNK];
     int64_t moff[GET_CHUNK + 1];
@@ -185,28 +185,77 @@ static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int6
         } else if (status[i] == LTR_FOUND) {
             rc = buf_append(values, mem->data + moff[i - lo], (size_t)(moff[i - lo + 1] - moff[i - lo]));
         }
-        voffs[i + 1] = (int64_t)values->len;
+        voffs[i + 1 - vbase] = (int64_t)values->len;
     }
     version_unref(v);
     return rc;
 }
+
+/* One share of a batch: keys [lo, hi) into status, voffs[lo+1 ..] and values. */
+typedef struct share {
+    ltr_store *s;
+    const uint8_t *kdata;
+    const int64_t *koffs;
+    size_t lo, hi;
+    int8_t *status;
+    int64_t *voffs; /* entry i + 1 - vbase gets the end of key i's value */
+    size_t vbase;
+    ltr_buf *values;
+    int rc;
+} share;
+
+static void *run_share(void *arg)
+{
+    share *sh = arg;
+    read_ctx c;
+    ltr_buf mem = {0};
+    sh->rc = read_ctx_init(&c);
+    for (size_t lo = sh->lo; lo < sh->hi && !sh->rc; lo += GET_CHUNK)
+        sh->rc = get_chunk(sh->s, &c, sh->kdata, sh->koffs, lo,
+                           lo + GET_CHUNK < sh->hi ? lo + GET_CHUNK : sh->hi, sh->status,
+                           sh->voffs, sh->vbase, sh->values, &mem);
+    ltr_buf_free(&mem);
+    if (!sh->rc)
+        count_reads(sh->s, &c, sh->hi - sh->lo);
+    read_ctx_free(&c);
+    return NULL;
+}
+
+#define PARALLEL_MIN 4096 /* smaller batches are not worth a second thread */
 
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                        ltr_buf *values)
 {
     int rc = batch_check(koffs, n, klen_total, "keys");
-    read_ctx c;
-    if (rc || (rc = read_ctx_init(&c)))
+    if (rc)
         return rc;
-    ltr_buf mem = {0};
     voffs[0] = (int64_t)values->len;
-    for (size_t lo = 0; lo < n && !rc; lo += GET_CHUNK)
-        rc = get_chunk(s, &c, kdata, koffs, lo, lo + GET_CHUNK < n ? lo + GET_CHUNK : n, status,
-                       voffs, values, &mem);
-    ltr_buf_free(&mem);
-    count_reads(s, &c, n);
-    read_ctx_free(&c);
+    size_t half = n >= PARALLEL_MIN ? n / 2 : n;
+    ltr_buf second = {0};
+    int64_t *voffs2 = half < n ? malloc(sizeof(int64_t) * (n - half + 1)) : NULL;
+    share a = {s, kdata, koffs, 0, half, status, voffs, 0, values, 0};
+    share b = {s, kdata, koffs, half, n, status, voffs2, half, &second, 0};
+    pthread_t t;
+    /* The second half runs on another core; its values are appended after the first's. */
+    int two = voffs2 && pthread_create(&t, NULL, run_share, &b) == 0;
+    if (!two) {
+        a.hi = n;
+    }
+    run_share(&a);
+    if (two) {
+        pthread_join(t, NULL);
+        rc = a.rc ? a.rc : b.rc;
+        size_t base = values->len;
+        if (!rc)
+            rc = buf_append(values, second.data, second.len);
+        for (size_t i = half; !rc && i < n; i++)
+            voffs[i + 1] = (int64_t)base + voffs2[i - half + 1];
+    } else {
+        rc = a.rc;
+    }
+    free(voffs2);
+    ltr_buf_free(&second);
     return rc;
 }
 
