@@ -109,6 +109,28 @@ def ptr_i8(a: np.ndarray):
     return ffi.cast("int8_t *", ffi.from_buffer(a))
 
 
+def get_many_packed(fn, handle: "Handle", k):
+    """Runs a C batch get `fn(handle, kdata, koffs, klen, n, status, voffs, ltr_buf*)` over the
+    packed keys k: (status int8[n], value bytes, value offsets int64[n+1])."""
+    status = np.zeros(k.n, dtype=np.int8)
+    voffs = np.zeros(k.n + 1, dtype=np.int64)
+    buf = ffi.new("ltr_buf *")
+    try:
+        with handle as h:
+            check(fn(h, ptr_u8(k.data), ptr_i64(k.offsets), k.data.size, k.n, ptr_i8(status),
+                     ptr_i64(voffs), buf))
+    finally:
+        data = take_buf(buf)
+    return status, data, voffs
+
+
+def values_list(status: np.ndarray, data: bytes, voffs: np.ndarray) -> list:
+    """The values of a packed batch get as a list: bytes where found, None elsewhere."""
+    starts, ends = voffs[:-1].tolist(), voffs[1:].tolist()
+    found = (status == lib.LTR_FOUND).tolist()
+    return [data[s:e] if f else None for s, e, f in zip(starts, ends, found)]
+
+
 def take_buf(buf) -> bytes:
     """Copies an ltr_buf's bytes out and frees it."""
     try:

@@ -256,24 +256,12 @@ class HTable:
 
     def lookup_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """One C call for the whole batch: (status int8[n], value bytes, value offsets int64[n+1])."""
-        k = pack(keys, "keys")
-        status = np.zeros(k.n, dtype=np.int8)
-        voffs = np.zeros(k.n + 1, dtype=np.int64)
-        buf = ffi.new("ltr_buf *")
-        try:
-            with self._h as h:
-                b.check(lib.ltr_htable_get_many(h, b.ptr_u8(k.data), b.ptr_i64(k.offsets), k.data.size,
-                                                k.n, b.ptr_i8(status), b.ptr_i64(voffs), buf))
-        finally:
-            data = b.take_buf(buf)
-        return status, data, voffs
+        return b.get_many_packed(lib.ltr_htable_get_many, self._h, pack(keys, "keys"))
 
     def lookup_many(self, keys) -> tuple[np.ndarray, list]:
         """(status array, values list): values[i] is bytes when status[i] is FOUND, else None."""
         status, data, voffs = self.lookup_many_packed(keys)
-        starts, ends = voffs[:-1].tolist(), voffs[1:].tolist()
-        found = (status == Lookup.FOUND).tolist()
-        return status, [data[s:e] if f else None for s, e, f in zip(starts, ends, found)]
+        return status, b.values_list(status, data, voffs)
 
     def get_many(self, keys) -> list:
         """Values in key order; None for absent or deleted keys."""

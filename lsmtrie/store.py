@@ -17,7 +17,6 @@ import numpy as np
 from . import _binding as b
 from ._packing import Packed, check_bytes, pack, pack_mask, pack_one
 from .errors import ClosedError, Error
-from .htable import Lookup
 
 ffi, lib = b.ffi, b.lib
 
@@ -206,25 +205,13 @@ class Store:
         return self._lookup(key)[0] == lib.LTR_FOUND
 
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
-        """One C call: (status int8[n] of Lookup values, value bytes, value offsets int64[n+1])."""
-        k = pack(keys, "keys")
-        status = np.zeros(k.n, dtype=np.int8)
-        voffs = np.zeros(k.n + 1, dtype=np.int64)
-        buf = ffi.new("ltr_buf *")
-        try:
-            with self._use() as h:
-                b.check(lib.ltr_store_get_many(h, b.ptr_u8(k.data), b.ptr_i64(k.offsets), k.data.size,
-                                               k.n, b.ptr_i8(status), b.ptr_i64(voffs), buf))
-        finally:
-            data = b.take_buf(buf)
-        return status, data, voffs
+        """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
+        batches run on two cores."""
+        return b.get_many_packed(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))
 
     def get_many(self, keys) -> list:
         """Values in key order; None where a key is absent."""
-        status, data, voffs = self.get_many_packed(keys)
-        starts, ends = voffs[:-1].tolist(), voffs[1:].tolist()
-        found = (status == Lookup.FOUND).tolist()
-        return [data[s:e] if f else None for s, e, f in zip(starts, ends, found)]
+        return b.values_list(*self.get_many_packed(keys))
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every live item once (newest version, no deleted keys), in no particular order, as

@@ -53,15 +53,11 @@ int compaction_pick(const ltr_store *s, const version *v, uint64_t *node)
 static int new_builder(job *j, ltr_hbuild **b)
 {
     ltr_table_opts to;
-    ltr_table_opts_default(&to);
-    to.buckets = j->s->o.table_buckets;
+    store_table_opts(j->s, &to);
     /* Outputs may fill a table's whole payload: a child's share of node_tables tables at the
      * fill target varies a little, and a second, nearly empty table per child would double the
      * bytes written. The fill target still leaves room on average for balancing. */
     to.fill = 1.0;
-    to.sync = 2; /* install() fsyncs the directory once for all outputs */
-    to.bloom_bits_per_key = j->s->o.bloom_bits_per_key;
-    to.hash_seed = j->s->o.hash_seed;
     return ltr_hbuild_new(&to, b);
 }
 

@@ -55,6 +55,9 @@ int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, ui
 /* The in-memory filter of bucket b (tables opened with their filters only). */
 int htable_filter(const ltr_htable *t, uint32_t b, const uint8_t **f, size_t *len);
 int htable_has_filters(const ltr_htable *t);
+/* Empties a batch of scanned items; appends one item (copied) to it. */
+int items_reset(ltr_items *o);
+int items_push(ltr_items *o, const item_view *it);
 /* Reads and checks overflow record j; *it points into the map or c->scratch. */
 int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it);
 

@@ -49,7 +49,7 @@ void ltr_items_free(ltr_items *it)
     it->n = 0;
 }
 
-static int items_reset(ltr_items *o)
+int items_reset(ltr_items *o)
 {
     int64_t zero = 0;
     o->keys.len = o->values.len = o->koffs.len = o->voffs.len = o->deleted.len = 0;
@@ -58,7 +58,7 @@ static int items_reset(ltr_items *o)
     return rc ? rc : buf_append(&o->voffs, &zero, sizeof zero);
 }
 
-static int items_push(ltr_items *o, const item_view *it)
+int items_push(ltr_items *o, const item_view *it)
 {
     uint8_t del = (uint8_t)it->deleted;
     int rc = buf_append(&o->keys, it->key, it->klen);

@@ -279,15 +279,20 @@ int store_new_table(ltr_store *s, uint64_t *file, char **path)
 
 /* ---- memtables ---- */
 
+void store_table_opts(const ltr_store *s, ltr_table_opts *to)
+{
+    ltr_table_opts_default(to);
+    to->buckets = s->o.table_buckets;
+    to->fill = s->o.fill;
+    to->bloom_bits_per_key = s->o.bloom_bits_per_key;
+    to->hash_seed = s->o.hash_seed;
+    to->sync = 2; /* writers fsync the directory once, before the manifest edit */
+}
+
 static int memtable_new(ltr_store *s, uint64_t min_log, memtable **out)
 {
     ltr_table_opts to;
-    ltr_table_opts_default(&to);
-    to.buckets = s->o.table_buckets;
-    to.fill = s->o.fill;
-    to.bloom_bits_per_key = s->o.bloom_bits_per_key;
-    to.hash_seed = s->o.hash_seed;
-    to.sync = 2; /* flush_oldest fsyncs the directory before the manifest edit */
+    store_table_opts(s, &to);
     memtable *m = calloc(1, sizeof *m);
     if (!m)
         return ltr_fail(LTR_ENOMEM, "out of memory");

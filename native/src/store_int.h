@@ -92,6 +92,8 @@ struct ltr_store {
 
 /* store.c */
 int store_bg_error(const ltr_store *s);
+/* Options of the tables this store writes (memtables, compaction outputs). */
+void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 /* Unlinks path (taken over) after the grace period; state_mu must not be held. */
 void store_bury(ltr_store *s, char *path);
 char *store_file(const char *dir, uint64_t number, const char *ext);

@@ -38,10 +38,7 @@ static int stage_all(ltr_hbuild *b, const ltr_hbuild *src)
 static int copy_memtables(ltr_store *s, ltr_hbuild **out, version **pinned)
 {
     ltr_table_opts to;
-    ltr_table_opts_default(&to);
-    to.buckets = s->o.table_buckets;
-    to.fill = 1.0;
-    to.hash_seed = s->o.hash_seed;
+    store_table_opts(s, &to);
     ltr_hbuild *b;
     int rc = ltr_hbuild_new(&to, &b);
     if (rc)
@@ -103,26 +100,6 @@ void ltr_store_scan_free(ltr_sscan *sc)
     ltr_items_free(&sc->in);
     read_ctx_free(&sc->c);
     free(sc);
-}
-
-static int push(ltr_items *o, const uint8_t *key, uint32_t klen, const uint8_t *val, uint32_t vlen)
-{
-    int64_t ko, vo;
-    uint8_t zero = 0;
-    int rc = buf_append(&o->keys, key, klen);
-    if (!rc)
-        rc = buf_append(&o->values, val, vlen);
-    ko = (int64_t)o->keys.len;
-    vo = (int64_t)o->values.len;
-    if (!rc)
-        rc = buf_append(&o->koffs, &ko, 8);
-    if (!rc)
-        rc = buf_append(&o->voffs, &vo, 8);
-    if (!rc)
-        rc = buf_append(&o->deleted, &zero, 1);
-    if (!rc)
-        o->n++;
-    return rc;
 }
 
 /* 1 when a source newer than table `j` of node `n` has the key, 0 if none, <0 on error. */
@@ -187,26 +164,25 @@ static int scan_tables(ltr_sscan *sc, size_t max_items, ltr_items *out)
         if (sh < 0)
             rc = sh;
         else if (!sh && !sc->in.deleted.data[i])
-            rc = push(out, key, klen, sc->in.values.data + vo[i], (uint32_t)(vo[i + 1] - vo[i]));
+            rc = items_push(out, &(item_view){.key = key, .klen = klen,
+                                              .value = sc->in.values.data + vo[i],
+                                              .vlen = (uint32_t)(vo[i + 1] - vo[i])});
     }
     return rc;
 }
 
 int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out)
 {
-    int64_t zero = 0;
-    out->keys.len = out->values.len = out->koffs.len = out->voffs.len = out->deleted.len = 0;
-    out->n = 0;
-    int rc = buf_append(&out->koffs, &zero, 8);
-    if (!rc)
-        rc = buf_append(&out->voffs, &zero, 8);
+    int rc = items_reset(out);
     if (max_items < 1)
         max_items = 1;
     for (; !rc && sc->mem_next < sc->mem->n && out->n < max_items; sc->mem_next++) {
         const staged *st = &sc->mem->items[sc->mem_next];
         if (!st->deleted)
-            rc = push(out, sc->mem->arena.data + st->koff, st->klen,
-                      sc->mem->arena.data + st->voff, st->vlen);
+            rc = items_push(out, &(item_view){.key = sc->mem->arena.data + st->koff,
+                                              .klen = st->klen,
+                                              .value = sc->mem->arena.data + st->voff,
+                                              .vlen = st->vlen});
     }
     if (!rc && out->n < max_items)
         rc = scan_tables(sc, max_items, out);
