@@ -17,9 +17,10 @@ size_t item_encode(uint8_t *p, const uint8_t *key, uint32_t klen, const uint8_t 
 {
     size_t n = put_varint(p, klen);
     n += put_varint(p + n, deleted ? 0 : (uint64_t)vlen + 1);
-    memcpy(p + n, key, klen);
+    if (klen) /* an empty key may come from a buffer that was never allocated */
+        memcpy(p + n, key, klen);
     n += klen;
-    if (!deleted) {
+    if (!deleted && vlen) {
         memcpy(p + n, value, vlen);
         n += vlen;
     }
@@ -93,7 +94,7 @@ int bucket_find(const uint8_t *page, const bucket_footer *f, const uint8_t *key,
         size_t n = item_decode(p, end, out);
         if (!n)
             return ltr_fail(LTR_ECORRUPT, "%s: bucket %u holds a malformed item", path, index);
-        if (out->klen == klen && memcmp(out->key, key, klen) == 0)
+        if (out->klen == klen && bytes_eq(out->key, key, klen))
             return 1;
         p += n;
     }

@@ -113,7 +113,7 @@ static size_t find_slot(const ltr_hbuild *b, key_hash h, const uint8_t *key, uin
         const staged *s = &b->items[b->slots[j] - 1];
         const key_hash *g = &b->hash[b->slots[j] - 1];
         if (g->h1 == h.h1 && g->h2 == h.h2 && s->klen == klen &&
-            memcmp(b->arena.data + s->koff, key, klen) == 0)
+            bytes_eq(b->arena.data + s->koff, key, klen))
             return j;
         j = (j + 1) & (b->nslots - 1);
     }

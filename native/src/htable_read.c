@@ -348,7 +348,7 @@ static int find_overflow(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *
         int rc = table_overflow_item(t, c, lo, it);
         if (rc)
             return rc;
-        if (it->klen == klen && memcmp(it->key, key, klen) == 0)
+        if (it->klen == klen && bytes_eq(it->key, key, klen))
             return 1;
     }
     return 0;

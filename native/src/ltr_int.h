@@ -24,6 +24,12 @@ int ltr_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 
 int buf_reserve(ltr_buf *b, size_t extra);
 int buf_append(ltr_buf *b, const void *p, size_t n);
 
+/* Key equality; memcmp's pointers must not be NULL even for zero bytes (empty keys). */
+static inline int bytes_eq(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    return n == 0 || __builtin_memcmp(a, b, n) == 0;
+}
+
 /* Checks a packed batch: n+1 non-decreasing offsets starting at >= 0 and ending <= len. */
 int batch_check(const int64_t *offs, size_t n, size_t len, const char *what);
 

@@ -970,7 +970,7 @@ static int list_files(const char *dir, const char *ext, uint64_t **out, size_t *
         (*out)[(*n)++] = num;
     }
     closedir(d);
-    if (!rc)
+    if (!rc && *n > 1)
         qsort(*out, *n, sizeof **out, cmp_u64);
     return rc;
 }
