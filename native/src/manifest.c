@@ -256,7 +256,7 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
 {
     memset(m, 0, sizeof *m);
     m->w.fd = -1;
-    uint64_t number;
+    uint64_t number = 0;
     int rc = read_current(dir, &number);
     char *p = rc ? NULL : manifest_path(dir, number);
     logr r;
@@ -271,7 +271,7 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
     while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
         if (records++ == 0) {
             ltr_store_opts o;
-            int elsewhere;
+            int elsewhere = 0;
             rc = type != MF_TYPE_OPTIONS
                      ? ltr_fail(LTR_ECORRUPT, "%s does not start with options", p)
                      : decode_options(pl, len, &o, &elsewhere, p);

@@ -92,6 +92,11 @@ struct ltr_store {
 
 /* store.c */
 int store_bg_error(const ltr_store *s);
+int store_opts_check(const ltr_store_opts *o);
+int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
+void store_encode_snapshot(const ltr_store *s, medit *e);
+int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
+                      uint64_t log_file, int *swapped);
 /* Options of the tables this store writes (memtables, compaction outputs). */
 void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 /* Unlinks path (taken over) after the grace period; state_mu must not be held. */
@@ -100,6 +105,19 @@ char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
 void store_count(ltr_store *s, int counter, uint64_t n);
+
+/* recovery.c */
+typedef struct loglist {
+    uint64_t *files;
+    logr *logs; /* contents, read up front by a read-only open */
+    size_t n;
+} loglist;
+
+int recovery_load_state(ltr_store *s);       /* the manifest, its tables and clusters */
+int recovery_take_logs(ltr_store *s, loglist *l, int read);
+int recovery_replay_logs(ltr_store *s, loglist *l);
+void recovery_free_logs(loglist *l);
+void recovery_remove_orphans(ltr_store *s);
 
 /* compaction.c */
 /* A node that should be compacted now (its id in *node), or 0 when none. */

@@ -1,0 +1,408 @@
+/* recovery.c: opening a store's durable state (docs/format/manifest.md "Recovery"): the
+ * manifest replayed into the first version, every table and cluster it names opened, the logs at
+ * or above the floor replayed into memtables, and files nothing refers to removed. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "coding.h"
+#include "store_int.h"
+
+typedef struct loaded {
+    ltr_store *s;
+    int elsewhere;
+    vedit_op *ops; /* table adds and removes in manifest order */
+    size_t nops, cap;
+    vedit_op *clusters; /* the last SET_CLUSTER of each node */
+    size_t nclusters;
+} loaded;
+
+static int on_options(void *ctx, const ltr_store_opts *rec, int elsewhere)
+{
+    loaded *l = ctx;
+    l->elsewhere = elsewhere;
+    return store_opts_merge(&l->s->o, rec);
+}
+
+static int grow_ops(vedit_op **ops, size_t n, size_t *cap)
+{
+    if (n < *cap)
+        return LTR_OK;
+    size_t c = *cap ? 2 * *cap : 64;
+    vedit_op *p = realloc(*ops, c * sizeof *p);
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+    *ops = p;
+    *cap = c;
+    return LTR_OK;
+}
+
+static int on_cluster(loaded *l, uint64_t node, uint64_t file, uint64_t sealed)
+{
+    size_t i = 0;
+    while (i < l->nclusters && l->clusters[i].node != node)
+        i++;
+    if (i == l->nclusters) {
+        vedit_op *p = realloc(l->clusters, (i + 1) * sizeof *p);
+        if (!p)
+            return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+        l->clusters = p;
+        l->nclusters++;
+    }
+    l->clusters[i] = (vedit_op){.add = VOP_CLUSTER, .node = node, .level = node_level(node),
+                                .file = file, .sealed = (uint32_t)sealed};
+    return LTR_OK;
+}
+
+static int on_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
+{
+    loaded *l = ctx;
+    ltr_store *s = l->s;
+    switch (op) {
+    case OP_LOG_FLOOR: s->log_floor = a[0]; return LTR_OK;
+    case OP_NEXT_FILE: s->next_file = a[0]; return LTR_OK;
+    case OP_COUNTERS: memcpy(s->counters, counters, sizeof s->counters); return LTR_OK;
+    case OP_SET_CLUSTER: return on_cluster(l, a[0], a[1], a[2]);
+    default: break;
+    }
+    int rc = grow_ops(&l->ops, l->nops, &l->cap);
+    if (rc)
+        return rc;
+    vedit_op *o = &l->ops[l->nops++];
+    memset(o, 0, sizeof *o);
+    o->add = op == OP_ADD_TABLE ? VOP_ADD : VOP_REMOVE;
+    o->node = a[0];
+    o->file = a[1];
+    o->level = node_level(a[0]);
+    return LTR_OK;
+}
+
+static const vedit_op *cluster_of(const loaded *l, uint64_t node)
+{
+    for (size_t i = 0; i < l->nclusters; i++)
+        if (l->clusters[i].node == node && l->clusters[i].file)
+            return &l->clusters[i];
+    return NULL;
+}
+
+/* Opens the clusters the manifest lists, as VOP_CLUSTER ops appended to ops[0..k). */
+static int load_clusters(ltr_store *s, loaded *l, size_t *k)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; i < l->nclusters && !rc; i++) {
+        vedit_op *c = &l->clusters[i];
+        if (!c->file)
+            continue;
+        char *p = store_file(cluster_dir(s), c->file, "bc");
+        rc = p ? cluster_open(p, c->file, &c->bc) : ltr_fail(LTR_ENOMEM, "out of memory");
+        free(p);
+        if (!rc && (rc = grow_ops(&l->ops, *k, &l->cap)) == LTR_OK)
+            l->ops[(*k)++] = *c;
+    }
+    return rc;
+}
+
+/* Opens every table the manifest lists and builds the first version. */
+static int load_tables(ltr_store *s, loaded *l)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; i < l->nops && !rc; i++) {
+        vedit_op *o = &l->ops[i];
+        if (!o->add)
+            continue;
+        int removed = 0; /* skip tables a later edit removes */
+        for (size_t j = i + 1; j < l->nops && !removed; j++)
+            removed = !l->ops[j].add && l->ops[j].file == o->file;
+        if (removed)
+            continue;
+        const vedit_op *bc = cluster_of(l, o->node);
+        uint32_t pos = 0; /* the table's place in its node, counting surviving adds before it */
+        for (size_t j = 0; j < i; j++)
+            pos += l->ops[j].add == VOP_ADD && l->ops[j].table && l->ops[j].node == o->node;
+        char *p = store_file(s->dir, o->file, "ht");
+        ltr_htable *t = NULL;
+        if (p)
+            rc = ltr_htable_open(p, TABLE_FLAGS | (bc && pos < bc->sealed ? LTR_OPEN_NO_FILTERS : 0),
+                                 -1, &t);
+        free(p);
+        if (!p)
+            rc = ltr_fail(LTR_ENOMEM, "out of memory");
+        if (t) {
+            ltr_table_info info;
+            ltr_htable_info(t, &info);
+            if (info.hash_seed != s->o.hash_seed)
+                rc = ltr_fail(LTR_ECORRUPT, "table %llu has hash seed %u, the store %u",
+                              (unsigned long long)o->file, info.hash_seed, s->o.hash_seed);
+            o->table = tref_new(o->file, o->level, t);
+            if (!o->table) {
+                ltr_htable_close(t);
+                rc = ltr_fail(LTR_ENOMEM, "out of memory");
+            }
+        }
+    }
+    size_t k = 0, tables; /* keep only the surviving adds, in order */
+    for (size_t i = 0; i < l->nops; i++)
+        if (l->ops[i].add == VOP_ADD && l->ops[i].table)
+            l->ops[k++] = l->ops[i];
+    tables = k;
+    if (!rc)
+        rc = load_clusters(s, l, &k);
+    version *v = NULL;
+    if (!rc)
+        rc = version_apply(s->current, l->ops, k, &v);
+    if (!rc) {
+        version_unref(s->current);
+        s->current = v;
+    }
+    for (size_t i = 0; i < tables; i++) /* the version holds its own references */
+        tref_unref(l->ops[i].table);
+    for (size_t i = 0; i < l->nclusters; i++)
+        cluster_unref(l->clusters[i].bc);
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Numbers of the files in dir named <digits>.<ext>, sorted. */
+static int list_files(const char *dir, const char *ext, uint64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return ltr_fail_errno(errno, "cannot list %s", dir);
+    size_t cap = 0;
+    struct dirent *e;
+    int rc = LTR_OK;
+    while (!rc && (e = readdir(d))) {
+        char *dot = strchr(e->d_name, '.');
+        char *endp;
+        unsigned long long num = strtoull(e->d_name, &endp, 10);
+        if (!dot || endp != dot || dot == e->d_name || strcmp(dot + 1, ext) != 0)
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            uint64_t *p = realloc(*out, cap * sizeof *p);
+            if (!p) {
+                rc = ltr_fail(LTR_ENOMEM, "out of memory");
+                break;
+            }
+            *out = p;
+        }
+        (*out)[(*n)++] = num;
+    }
+    closedir(d);
+    if (!rc && *n > 1)
+        qsort(*out, *n, sizeof **out, cmp_u64);
+    return rc;
+}
+
+void recovery_free_logs(loglist *l)
+{
+    for (size_t i = 0; l->logs && i < l->n; i++)
+        logr_close(&l->logs[i]);
+    free(l->logs);
+    free(l->files);
+    memset(l, 0, sizeof *l);
+}
+
+/* Lists the logs and, when `read`, reads them all. A read-only open does that before it reads
+ * the manifest: a log a writer deletes afterwards was read already, and one deleted before
+ * holds only data of a table that the manifest, read later, lists. */
+int recovery_take_logs(ltr_store *s, loglist *l, int read)
+{
+    memset(l, 0, sizeof *l);
+    if (access(s->dir, F_OK) != 0)
+        return LTR_OK; /* no store yet: open_state reports it */
+    int rc = list_files(s->dir, "wal", &l->files, &l->n);
+    if (!rc && read && l->n && !(l->logs = calloc(l->n, sizeof *l->logs)))
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && read && i < l->n; i++) {
+        char *p = store_file(s->dir, l->files[i], "wal");
+        rc = p ? logr_open(&l->logs[i], p) : ltr_fail(LTR_ENOMEM, "out of memory");
+        if (rc && ltr_last_errno() == ENOENT) { /* deleted meanwhile: its data is in a table */
+            memset(&l->logs[i], 0, sizeof l->logs[i]);
+            l->files[i] = 0;
+            rc = LTR_OK;
+        }
+        free(p);
+    }
+    return rc;
+}
+
+/* Replays one log into the memtables; a writer cuts off a torn tail. */
+static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest)
+{
+    uint8_t type;
+    const uint8_t *pl;
+    uint32_t len;
+    int got = LOGR_END, swapped = 0, rc = LTR_OK;
+    while (!rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD) {
+        uint64_t count;
+        size_t k = get_varint(pl, pl + len, &count);
+        rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
+                               : store_apply_items(s, pl + k, pl + len, count, file, &swapped);
+    }
+    if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && !newest)))
+        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", r->path, r->pos,
+                      got == LOGR_CORRUPT ? "records follow the damage" : "newer logs follow it");
+    if (!rc && got == LOGR_TORN && !s->o.read_only) {
+        logw w; /* cut the torn tail off, so later opens never meet it in an older log */
+        rc = logw_open(&w, r->path, r->pos);
+        logw_close(&w);
+    }
+    return rc;
+}
+
+/* Replays every log at or above the floor, in number order (docs/format/log.md "Reading"). */
+int recovery_replay_logs(ltr_store *s, loglist *l)
+{
+    int rc = LTR_OK;
+    size_t last = l->n;
+    while (last > 0 && !l->files[last - 1])
+        last--;
+    for (size_t i = 0; i < l->n && !rc; i++) {
+        uint64_t file = l->files[i];
+        if (!file || file < s->log_floor)
+            continue;
+        logr own, *r = l->logs ? &l->logs[i] : &own;
+        char *p = store_file(s->dir, file, "wal");
+        if (!p)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        if (!l->logs)
+            rc = logr_open(&own, p);
+        r->path = p;
+        if (!rc)
+            rc = replay_one(s, file, r, i + 1 == last);
+        if (!l->logs)
+            logr_close(&own);
+        r->path = NULL;
+        free(p);
+        if (file >= s->next_file)
+            s->next_file = file + 1;
+    }
+    return rc;
+}
+
+/* Deletes what no durable state refers to: tables of unfinished flushes and compactions,
+ * logs below the floor, old manifests, temporary files. */
+static int referenced_cluster(const ltr_store *s, uint64_t num)
+{
+    for (uint32_t i = 0; i < s->current->nnodes; i++)
+        if (s->current->nodes[i].bc && s->current->nodes[i].bc->file == num)
+            return 1;
+    return 0;
+}
+
+/* Clusters no node refers to, and temporary files, in the cluster directory. */
+static void remove_orphan_clusters(ltr_store *s)
+{
+    DIR *d = opendir(cluster_dir(s));
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        const char *dot = strrchr(e->d_name, '.');
+        unsigned long long num = strtoull(e->d_name, NULL, 10);
+        int bc = dot && strcmp(dot, ".bc") == 0, tmp = dot && strcmp(dot, ".tmp") == 0;
+        if ((bc && !referenced_cluster(s, num)) || (tmp && strstr(e->d_name, ".bc.tmp"))) {
+            char *p = malloc(strlen(cluster_dir(s)) + strlen(e->d_name) + 2);
+            if (p) {
+                sprintf(p, "%s/%s", cluster_dir(s), e->d_name);
+                unlink(p);
+                free(p);
+            }
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+void recovery_remove_orphans(ltr_store *s)
+{
+    remove_orphan_clusters(s);
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    char cur[40];
+    snprintf(cur, sizeof cur, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name, *dot = strrchr(name, '.');
+        unsigned long long num = strtoull(name, NULL, 10);
+        int drop = 0;
+        if (dot && strcmp(dot, ".tmp") == 0)
+            drop = 1;
+        else if (strncmp(name, "MANIFEST-", 9) == 0)
+            drop = strcmp(name, cur) != 0;
+        else if (dot && strcmp(dot, ".wal") == 0)
+            drop = num < s->log_floor;
+        else if (dot && strcmp(dot, ".ht") == 0) {
+            drop = 1;
+            for (uint32_t i = 0; i < s->current->nnodes && drop; i++)
+                for (uint32_t j = 0; j < s->current->nodes[i].n && drop; j++)
+                    drop = s->current->nodes[i].tables[j]->file != num;
+        }
+        if (drop) {
+            char *p = malloc(strlen(s->dir) + strlen(name) + 2);
+            if (p) {
+                sprintf(p, "%s/%s", s->dir, name);
+                unlink(p);
+                free(p);
+            }
+        }
+    }
+    closedir(d);
+}
+
+/* Deletes the logs below the floor. Every log number comes from the file counter, and logs
+ * below the previous floor are gone already, so only that range is tried: no directory scan. */
+
+static int create_store(ltr_store *s)
+{
+    if (!s->o.create)
+        return ltr_fail_errno(ENOENT, "no store at %s (pass create=True to make one)", s->dir);
+    if (!(s->o.given & LTR_OPT_HASH_SEED) && getrandom(&s->o.hash_seed, 4, 0) != 4)
+        s->o.hash_seed = (uint32_t)getpid() * 2654435761u;
+    int rc = store_opts_check(&s->o);
+    if (rc)
+        return rc;
+    s->next_file = 2;
+    s->log_floor = 0;
+    medit e = {0};
+    store_encode_snapshot(s, &e);
+    uint64_t written = 0;
+    rc = manifest_create(&s->mf, s->dir, 1, &s->o, s->meta_dir != NULL, &e, &written);
+    medit_free(&e);
+    store_count(s, C_WRITTEN_MANIFEST, written);
+    return rc;
+}
+
+int recovery_load_state(ltr_store *s)
+{
+    char *cur = malloc(strlen(s->dir) + 9);
+    if (!cur)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    sprintf(cur, "%s/CURRENT", s->dir);
+    int exists = access(cur, F_OK) == 0;
+    free(cur);
+    if (!exists)
+        return s->o.read_only ? ltr_fail_errno(ENOENT, "no store at %s", s->dir) : create_store(s);
+    loaded l = {.s = s};
+    manifest_sink sink = {&l, on_options, on_op};
+    int rc = manifest_load(&s->mf, s->dir, &sink, !s->o.read_only);
+    if (!rc && l.elsewhere && !s->meta_dir)
+        rc = ltr_fail(LTR_EINVAL, "store %s keeps BloomClusters elsewhere: pass metadata_path", s->dir);
+    if (!rc)
+        rc = load_tables(s, &l);
+    free(l.ops);
+    free(l.clusters);
+    return rc;
+}
