@@ -85,7 +85,9 @@ typedef struct ltr_table_opts {
     uint32_t max_cached_records; /* cap of recommended in-memory migration records, default 2048 */
     int sync;                    /* 1: fsync the file and its directory (default); 2: the file
                                     only (the caller fsyncs the directory once for a batch of
-                                    files); 0: neither */
+                                    files); 3: start writeback only (the caller fsyncs the
+                                    files and the directory later, before it relies on them);
+                                    0: none */
 } ltr_table_opts;
 
 typedef struct ltr_build_stats {

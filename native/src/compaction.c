@@ -58,6 +58,7 @@ static int new_builder(job *j, ltr_hbuild **b)
      * fill target varies a little, and a second, nearly empty table per child would double the
      * bytes written. The fill target still leaves room on average for balancing. */
     to.fill = 1.0;
+    to.sync = 3; /* install() fsyncs all outputs together, then their directory */
     return ltr_hbuild_new(&to, b);
 }
 
@@ -178,7 +179,11 @@ static int install(job *j)
                               .level = j->src->level + !j->gc, .table = j->out[i].table};
         medit_table(&e, 1, j->out[i].node, j->out[i].file);
     }
-    int rc = j->nout ? io_fsync_dir(j->out[0].path) : LTR_OK;
+    int rc = LTR_OK; /* outputs durable (their writeback runs in parallel) before the edit */
+    for (size_t i = 0; !rc && i < j->nout; i++)
+        rc = io_fsync_path(j->out[i].path);
+    if (!rc && j->nout)
+        rc = io_fsync_dir(j->out[0].path);
     if (rc) {
         medit_free(&e);
         free(ops);

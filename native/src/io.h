@@ -16,7 +16,8 @@ typedef struct wfile {
 int io_create(wfile *w, const char *path);
 int io_write(wfile *w, const void *p, size_t n);
 /* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with
- * 2 the caller fsyncs the directory once for several files). */
+ * 2 the caller fsyncs the directory once for several files; with 3 nothing is synced, writeback
+ * only starts, and the caller fsyncs the file and the directory itself). */
 int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);
@@ -26,6 +27,8 @@ int io_open_read(const char *path);
 /* write() all of p to fd, through the fault-injection hook. */
 int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
 int io_fsync_fd(int fd, const char *path);
+/* fsync of a file by name (after io_commit with sync 3). */
+int io_fsync_path(const char *path);
 /* fsync of the directory holding path. */
 int io_fsync_dir(const char *path);
 /* Writes data to path atomically: path.tmp, fsync, rename, directory fsync. */
