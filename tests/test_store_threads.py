@@ -5,8 +5,6 @@ Each test body runs in a forked child with a time limit, so a deadlock fails the
 hanging the suite.
 """
 
-import functools
-import multiprocessing
 import os
 import random
 import threading
@@ -16,44 +14,9 @@ import traceback
 import pytest
 
 import lsmtrie
+from forked import isolated
 
 TINY = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=3000)
-
-
-def isolated(timeout=60):
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            ctx = multiprocessing.get_context("fork")
-            r, w = ctx.Pipe(duplex=False)
-
-            def child():
-                try:
-                    fn(*args, **kwargs)
-                    w.send(None)
-                except BaseException:
-                    w.send(traceback.format_exc())
-                finally:
-                    w.close()
-                    os._exit(0)
-
-            p = ctx.Process(target=child)
-            p.start()
-            w.close()
-            if not r.poll(timeout):
-                p.kill()
-                p.join()
-                pytest.fail(f"{fn.__name__} did not finish within {timeout} s (a deadlock?)",
-                            pytrace=False)
-            try:
-                result = r.recv()
-            except EOFError:
-                result = f"the child process died (exit code {p.exitcode}) without a result"
-            p.join()
-            if result is not None:
-                pytest.fail(result, pytrace=False)
-        return wrapper
-    return deco
 
 
 class Failures:
@@ -83,7 +46,7 @@ def stable_items(n=1500):
     return {b"stable-%d" % i: b"S%d-" % i + rng.randbytes(rng.randint(0, 40)) for i in range(n)}
 
 
-@isolated()
+@isolated(timeout=60)
 def test_readers_while_writing_and_compacting(tmp_path):
     db = lsmtrie.open(str(tmp_path / "db"), **TINY)
     stable = stable_items()
@@ -189,7 +152,7 @@ def test_readers_while_writing_and_compacting(tmp_path):
     db.close()
 
 
-@isolated()
+@isolated(timeout=60)
 def test_concurrent_writers_and_flushes(tmp_path):
     db = lsmtrie.open(str(tmp_path / "db"), **TINY)
     fails = Failures()
@@ -239,7 +202,7 @@ def test_concurrent_writers_and_flushes(tmp_path):
         assert dict(db.items()) == want
 
 
-@isolated()
+@isolated(timeout=60)
 def test_close_from_another_thread(tmp_path):
     path = str(tmp_path / "db")
     db = lsmtrie.open(path, **TINY)
@@ -302,7 +265,7 @@ def test_close_from_another_thread(tmp_path):
         assert not missing, f"{len(missing)} acknowledged writes lost by close(): {missing[:5]}"
 
 
-@isolated()
+@isolated(timeout=60)
 def test_close_while_scans_are_open(tmp_path):
     """A half-consumed items() generator and a batch in progress when the store closes."""
     db = lsmtrie.open(str(tmp_path / "db"), **TINY)

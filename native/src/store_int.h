@@ -19,7 +19,6 @@
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
  * touched in the process's resident memory, and the page cache keeps them anyway. */
 #define TABLE_FLAGS LTR_OPEN_PREAD
-#define LOG_CHUNK (64u << 20)
 
 typedef struct memtable {
     ltr_hbuild *b;
