@@ -102,7 +102,10 @@ class Store:
     # ---- handle ----
 
     def _close_handle(self, ptr):
-        self._close_rc = lib.ltr_store_close(ptr)
+        # A child forked while the store was open must not close it: its background threads
+        # do not exist there, and the log and lock belong to the parent. The child just drops it.
+        if os.getpid() == self._pid:
+            self._close_rc = lib.ltr_store_close(ptr)
 
     def _use(self):
         if self._pid != os.getpid():

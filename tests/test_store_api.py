@@ -1139,3 +1139,34 @@ def test_errors_hierarchy():
     assert issubclass(lsmtrie.StorageError, OSError)
     for e in (lsmtrie.LockError, lsmtrie.ReadOnlyError, lsmtrie.ClosedError, lsmtrie.CorruptionError):
         assert issubclass(e, lsmtrie.Error)
+
+
+def test_store_handle_in_a_forked_child(tmp_path):
+    """A handle inherited across fork() is refused in the child and dropping it there does not
+    close the parent's store (its threads, log and lock stay the parent's)."""
+    db = lsmtrie.open(str(tmp_path / "db"), **TINY)
+    try:
+        db.put(b"a", b"1")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what happened, then drop the handle
+            code = 1
+            try:
+                db.get(b"a")
+            except lsmtrie.Error:
+                code = 0
+            del db  # runs the handle's destructor in the child: must not close the store
+            os.write(w, bytes([code]))
+            os._exit(0)
+        os.close(w)
+        reply = os.read(r, 1)
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        assert reply == b"\x00", "the child could use the parent's handle"
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        db.put(b"b", b"2")
+        assert db.get(b"a") == b"1" and db[b"b"] == b"2"
+    finally:
+        db.close()
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert db[b"a"] == b"1" and db[b"b"] == b"2"
