@@ -202,3 +202,21 @@ def test_gc_keeps_newest_versions_under_mixed_traffic(tmp_path):
         check(db, model)
     with lsmtrie.open(str(tmp_path / "db")) as db:
         check(db, model, seed=99)
+
+
+def test_metadata_path_on_a_store_created_without_one(tmp_path):
+    """A store whose clusters live inside it refuses a metadata_path on reopen with a clear
+    error (it must not look for its clusters in the wrong place), and opens fine without one."""
+    path = str(tmp_path / "db")
+    want = {}
+    with lsmtrie.open(path, table_buckets=16, levels=2, node_tables=2) as db:
+        for i in range(60000):
+            want[b"k%d" % i] = b"v%d" % i
+        db.put_many(list(want), list(want.values()))
+        db.flush()
+        assert db.stats()["tables_per_level"][-1] > 0
+    assert any(f.endswith(".bc") for f in os.listdir(path))
+    with pytest.raises(ValueError, match="inside the store"):
+        lsmtrie.open(path, metadata_path=str(tmp_path / "meta"))
+    with lsmtrie.open(path) as db:
+        assert db.get_many(list(want)[:2000]) == list(want.values())[:2000]

@@ -400,6 +400,9 @@ int recovery_load_state(ltr_store *s)
     int rc = manifest_load(&s->mf, s->dir, &sink, !s->o.read_only);
     if (!rc && l.elsewhere && !s->meta_dir)
         rc = ltr_fail(LTR_EINVAL, "store %s keeps BloomClusters elsewhere: pass metadata_path", s->dir);
+    if (!rc && !l.elsewhere && s->meta_dir)
+        rc = ltr_fail(LTR_EINVAL, "store %s keeps its BloomClusters inside the store: open it "
+                      "without metadata_path", s->dir);
     if (!rc)
         rc = load_tables(s, &l);
     free(l.ops);
