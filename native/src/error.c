@@ -71,6 +71,16 @@ int ltr_fail_errno(int err, const char *fmt, ...)
     return (err == ENOSPC || err == EDQUOT) ? LTR_ENOSPC : LTR_EIO;
 }
 
+int copy_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap, size_t *vlen)
+{
+    *vlen = n;
+    if (n > vcap)
+        return LTR_EAGAIN;
+    if (n)
+        memcpy(vbuf, v, n);
+    return LTR_OK;
+}
+
 int buf_reserve(ltr_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)

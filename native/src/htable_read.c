@@ -426,13 +426,8 @@ int ltr_htable_get(ltr_htable *t, const uint8_t *key, size_t klen, uint8_t *vbuf
     if (rc >= 0) {
         *status = rc;
         rc = LTR_OK;
-        if (*status == LTR_FOUND) {
-            *vlen = it.vlen;
-            if (it.vlen > vcap)
-                rc = LTR_EAGAIN;
-            else if (it.vlen)
-                memcpy(vbuf, it.value, it.vlen);
-        }
+        if (*status == LTR_FOUND)
+            rc = copy_value(it.value, it.vlen, vbuf, vcap, vlen);
     }
     ctx_flush_stats(t, &c);
     read_ctx_free(&c);

@@ -20,6 +20,10 @@ int ltr_fail_as(int rc, int err, const char *fmt, ...) __attribute__((format(pri
 /* Same, for a failed system call: maps errno to LTR_ENOSPC or LTR_EIO and appends strerror. */
 int ltr_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The single-get contract: *vlen gets n; the value is copied to vbuf when it fits in vcap,
+ * else LTR_EAGAIN tells the caller to ask again with a larger buffer. */
+int copy_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap, size_t *vlen);
+
 /* Growable byte buffer helpers (ltr_buf is public). */
 int buf_reserve(ltr_buf *b, size_t extra);
 int buf_append(ltr_buf *b, const void *p, size_t n);

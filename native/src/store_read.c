@@ -137,13 +137,8 @@ int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, 
     rc = lookup_one(s, &c, key, (uint32_t)klen, &out, status);
     count_reads(s, &c, 1);
     read_ctx_free(&c);
-    if (!rc && *status == LTR_FOUND) {
-        *vlen = out.len;
-        if (out.len > vcap)
-            rc = LTR_EAGAIN;
-        else if (out.len)
-            memcpy(vbuf, out.data, out.len);
-    }
+    if (!rc && *status == LTR_FOUND)
+        rc = copy_value(out.data, out.len, vbuf, vcap, vlen);
     ltr_buf_free(&out);
     return rc;
 }
