@@ -221,13 +221,13 @@ static int read_current(const char *dir, uint64_t *number)
 
 static int replay_edit(const uint8_t *p, uint32_t len, const manifest_sink *s, const char *path)
 {
-    static const int nargs[] = {0, 2, 2, 1, 1, 0, 3}; /* arguments per op (counters: own form) */
+    static const int nargs[] = {0, 2, 2, 1, 1, 0, 3, 1}; /* per op (counters: own form) */
     const uint8_t *end = p + len;
     uint64_t c[C_COUNT], a[3];
     while (p < end) {
         uint64_t op;
         size_t k = get_varint(p, end, &op);
-        if (!k || op < OP_ADD_TABLE || op > OP_SET_CLUSTER)
+        if (!k || op < OP_ADD_TABLE || op > OP_LOG_OFFSET)
             goto bad;
         p += k;
         if (op == OP_COUNTERS) {

@@ -13,7 +13,7 @@
 
 enum {
     OP_ADD_TABLE = 1, OP_REMOVE_TABLE = 2, OP_LOG_FLOOR = 3, OP_NEXT_FILE = 4, OP_COUNTERS = 5,
-    OP_SET_CLUSTER = 6
+    OP_SET_CLUSTER = 6, OP_LOG_OFFSET = 7
 };
 
 /* Counters persisted with every edit (index order is part of the format). */

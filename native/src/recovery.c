@@ -64,7 +64,8 @@ static int on_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
     loaded *l = ctx;
     ltr_store *s = l->s;
     switch (op) {
-    case OP_LOG_FLOOR: s->log_floor = a[0]; return LTR_OK;
+    case OP_LOG_FLOOR: s->log_floor = a[0]; s->log_floor_off = 0; return LTR_OK;
+    case OP_LOG_OFFSET: s->log_floor_off = a[0]; return LTR_OK;
     case OP_NEXT_FILE: s->next_file = a[0]; return LTR_OK;
     case OP_COUNTERS: memcpy(s->counters, counters, sizeof s->counters); return LTR_OK;
     case OP_SET_CLUSTER: return on_cluster(l, a[0], a[1], a[2]);
@@ -246,11 +247,14 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest)
     const uint8_t *pl;
     uint32_t len;
     int got = LOGR_END, swapped = 0, rc = LTR_OK;
-    while (!rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD) {
+    if (file == s->log_floor) /* the records before the floor's offset are in tables */
+        r->pos = s->log_floor_off < r->len ? s->log_floor_off : r->len;
+    for (size_t at = r->pos; !rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD;
+         at = r->pos) {
         uint64_t count;
         size_t k = get_varint(pl, pl + len, &count);
         rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
-                               : store_apply_items(s, pl + k, pl + len, count, file, &swapped);
+                               : store_apply_items(s, pl + k, pl + len, count, file, at, &swapped);
     }
     if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && !newest)))
         rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", r->path, r->pos,

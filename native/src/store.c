@@ -189,6 +189,7 @@ void store_encode_snapshot(const ltr_store *s, medit *e)
 {
     medit_value(e, OP_NEXT_FILE, s->next_file);
     medit_value(e, OP_LOG_FLOOR, s->log_floor);
+    medit_value(e, OP_LOG_OFFSET, s->log_floor_off);
     medit_counters(e, s->counters);
     for (uint32_t i = 0; i < s->current->nnodes; i++) {
         const vnode *n = &s->current->nodes[i];
@@ -287,7 +288,7 @@ void store_table_opts(const ltr_store *s, ltr_table_opts *to)
     to->sync = 2; /* writers fsync the directory once, before the manifest edit */
 }
 
-static int memtable_new(ltr_store *s, uint64_t min_log, memtable **out)
+static int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **out)
 {
     ltr_table_opts to;
     store_table_opts(s, &to);
@@ -300,6 +301,7 @@ static int memtable_new(ltr_store *s, uint64_t min_log, memtable **out)
         return rc;
     }
     m->min_log = min_log;
+    m->min_off = min_off;
     *out = m;
     return LTR_OK;
 }
@@ -349,6 +351,7 @@ static int open_new_log(ltr_store *s)
     }
     s->wal = w;
     s->wal_file = file;
+    s->wal_hinted = 0;
     return LTR_OK;
 }
 
@@ -410,12 +413,18 @@ static int encode_batch(ltr_buf *out, const uint8_t *kdata, const int64_t *koffs
 
 /* ---- applying writes to memtables ---- */
 
-/* Moves the active memtable to the immutable list and starts a fresh one whose oldest log is
- * `min_log`; write_mu and mem_lock (exclusive) are held. No I/O: it cannot fail halfway. */
-static int swap_active(ltr_store *s, uint64_t min_log)
+static int pos_before(uint64_t f1, uint64_t o1, uint64_t f2, uint64_t o2)
+{
+    return f1 < f2 || (f1 == f2 && o1 < o2);
+}
+
+/* Moves the active memtable to the immutable list and starts a fresh one whose items start at
+ * log position (min_log, min_off); write_mu and mem_lock (exclusive) are held. No I/O: it cannot
+ * fail halfway. */
+static int swap_active(ltr_store *s, uint64_t min_log, uint64_t min_off)
 {
     memtable *m = NULL;
-    int rc = memtable_new(s, min_log, &m);
+    int rc = memtable_new(s, min_log, min_off, &m);
     if (rc)
         return rc;
     s->active->next = s->imm;
@@ -432,16 +441,27 @@ static void wake_worker(ltr_store *s)
     pthread_mutex_unlock(&s->state_mu);
 }
 
-/* Starts a new log and memtable (write_mu held). On failure nothing changed. */
+/* A log is rotated once it holds this much: several memtables share one log, so a flush costs
+ * no log rotation (each rotation fsyncs the old log and the directory). */
+static uint64_t log_rotate_bytes(const ltr_store *s)
+{
+    uint64_t b = 32 * s->o.memtable_bytes;
+    return b < LOG_ROTATE_MAX ? b : LOG_ROTATE_MAX;
+}
+
+/* Starts a new memtable, and a new log when the current one is full (write_mu held). On failure
+ * nothing changed. */
 static int rotate(ltr_store *s)
 {
     if (!ltr_hbuild_items(s->active->b))
         return LTR_OK;
-    int rc = s->o.use_log && !s->o.read_only ? open_new_log(s) : LTR_OK;
+    int new_log = s->o.use_log && !s->o.read_only && s->wal.size >= log_rotate_bytes(s);
+    int rc = new_log ? open_new_log(s) : LTR_OK;
     if (rc)
         return rc;
     pthread_rwlock_wrlock(&s->mem_lock);
-    rc = swap_active(s, s->wal_file ? s->wal_file : s->active->min_log);
+    rc = s->wal_file ? swap_active(s, s->wal_file, s->wal.size)
+                     : swap_active(s, s->active->min_log, s->active->min_off);
     pthread_rwlock_unlock(&s->mem_lock);
     wake_worker(s);
     return rc;
@@ -461,7 +481,7 @@ static void wait_for_room(ltr_store *s)
  * all of it or none. A memtable that fills up midway is swapped for a fresh one that shares the
  * batch's log (`log_file` stays needed until both are flushed). */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
-                       uint64_t log_file, int *swapped)
+                       uint64_t log_file, uint64_t log_off, int *swapped)
 {
     int rc = LTR_OK;
     pthread_rwlock_wrlock(&s->mem_lock);
@@ -476,7 +496,10 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
         ltr_murmur3_128(it.key, it.klen, s->o.hash_seed, d);
         key_hash h = hb_from_digest(d);
         int r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
-        if (r == 0 && !(rc = swap_active(s, log_file < s->active->min_log ? log_file : s->active->min_log))) {
+        /* the fresh memtable needs the batch's record, or what the full one needed */
+        int batch_first = pos_before(log_file, log_off, s->active->min_log, s->active->min_off);
+        if (r == 0 && !(rc = batch_first ? swap_active(s, log_file, log_off)
+                                         : swap_active(s, s->active->min_log, s->active->min_off))) {
             *swapped = 1;
             r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
         }
@@ -532,18 +555,25 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
         rc = rotate(s);
     if (!rc)
         rc = encode_batch(&s->enc, kdata, koffs, vdata, voffs, deleted, n);
-    uint64_t file = s->wal_file, end = 0;
+    uint64_t file = s->wal_file, start = s->wal.size, end = 0;
     if (!rc && file) {
         uint64_t before = s->wal.size;
         rc = logw_append(&s->wal, 1, s->enc.data, s->enc.len);
         end = s->wal.size;
         store_count(s, C_WRITTEN_LOG, end - before);
+        if (end - s->wal_hinted >= LOG_WRITEBACK_STEP) {
+            /* start writeback early, so the fsync at a rotation or a sync write waits less */
+            sync_file_range(s->wal.fd, (off_t)s->wal_hinted, (off_t)(end - s->wal_hinted),
+                            SYNC_FILE_RANGE_WRITE);
+            s->wal_hinted = end;
+        }
     }
     size_t k = 0;
     uint64_t count;
     int swapped = 0;
     if (!rc && (k = get_varint(s->enc.data, s->enc.data + s->enc.len, &count)))
-        rc = store_apply_items(s, s->enc.data + k, s->enc.data + s->enc.len, count, file, &swapped);
+        rc = store_apply_items(s, s->enc.data + k, s->enc.data + s->enc.len, count, file, start,
+                               &swapped);
     if (!rc)
         store_count(s, C_USER_BYTES, user);
     pthread_mutex_unlock(&s->write_mu);
@@ -598,15 +628,20 @@ static int flush_oldest(ltr_store *s)
         medit_table(&e, 1, 0, file);
         pthread_mutex_lock(&s->state_mu);
         pthread_rwlock_rdlock(&s->mem_lock);
-        uint64_t floor = s->active->min_log;
+        uint64_t floor = s->active->min_log, off = s->active->min_off;
         for (memtable *x = s->imm; x; x = x->next)
-            if (x != m && x->min_log < floor)
+            if (x != m && pos_before(x->min_log, x->min_off, floor, off)) {
                 floor = x->min_log;
+                off = x->min_off;
+            }
         pthread_rwlock_unlock(&s->mem_lock);
         medit_value(&e, OP_LOG_FLOOR, floor);
+        medit_value(&e, OP_LOG_OFFSET, off);
         rc = store_install(s, &op, 1, &e);
-        if (!rc)
+        if (!rc) {
             s->log_floor = floor;
+            s->log_floor_off = off;
+        }
         if (!rc && s->o.levels == 1)
             lastlevel_note(s, 0);
         pthread_mutex_unlock(&s->state_mu);
@@ -789,7 +824,7 @@ static int flush_all_now(ltr_store *s)
     pthread_mutex_lock(&s->write_mu);
     pthread_rwlock_wrlock(&s->mem_lock);
     if (ltr_hbuild_items(s->active->b))
-        rc = swap_active(s, s->active->min_log);
+        rc = swap_active(s, s->active->min_log, s->active->min_off);
     pthread_rwlock_unlock(&s->mem_lock);
     pthread_mutex_unlock(&s->write_mu);
     while (!rc && s->imm)
@@ -814,7 +849,7 @@ static int start(ltr_store *s)
     if (!rc)
         rc = recovery_load_state(s);
     if (!rc)
-        rc = memtable_new(s, s->log_floor, &s->active);
+        rc = memtable_new(s, s->log_floor, s->log_floor_off, &s->active);
     if (!rc)
         rc = recovery_replay_logs(s, &logs);
     recovery_free_logs(&logs);
@@ -825,12 +860,15 @@ static int start(ltr_store *s)
     if (!rc && s->o.use_log) {
         rc = open_new_log(s);
         s->active->min_log = s->wal_file;
+        s->active->min_off = 0;
     }
     if (!rc) {
         pthread_mutex_lock(&s->state_mu);
         medit e = {0};
         s->log_floor = s->o.use_log ? s->wal_file : s->next_file;
+        s->log_floor_off = 0;
         medit_value(&e, OP_LOG_FLOOR, s->log_floor);
+        medit_value(&e, OP_LOG_OFFSET, 0);
         rc = store_install(s, NULL, 0, &e);
         medit_free(&e);
         pthread_mutex_unlock(&s->state_mu);

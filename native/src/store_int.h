@@ -16,13 +16,16 @@
 #include "version.h"
 
 #define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
+#define LOG_ROTATE_MAX (64u << 20) /* a log is rotated at this size (or 32 memtables) */
+#define LOG_WRITEBACK_STEP (1u << 20) /* log writeback is started every this many bytes */
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
  * touched in the process's resident memory, and the page cache keeps them anyway. */
 #define TABLE_FLAGS LTR_OPEN_PREAD
 
 typedef struct memtable {
     ltr_hbuild *b;
-    uint64_t min_log;      /* oldest log file holding some of its items */
+    uint64_t min_log;      /* its items are in the logs from here on: file number, */
+    uint64_t min_off;      /* and the offset of its first record in that file */
     struct memtable *next; /* next older immutable memtable */
 } memtable;
 
@@ -37,6 +40,7 @@ struct ltr_store {
     pthread_cond_t write_cv; /* writers waiting for an immutable slot */
     logw wal;
     uint64_t wal_file;       /* 0 when there is no log (bulk mode, read-only) */
+    uint64_t wal_hinted;     /* log bytes whose writeback has been started */
     ltr_buf enc;             /* log payload being encoded */
 
     /* group commit of the log */
@@ -59,7 +63,8 @@ struct ltr_store {
     manifest mf;
     int mf_broken;           /* an append failed: the file's tail is unknown until rewritten */
     uint64_t next_file;
-    uint64_t log_floor;
+    uint64_t log_floor;      /* replay starts at this log, */
+    uint64_t log_floor_off;  /* at this offset */
     uint64_t logs_removed_below; /* logs below this number are deleted already */
     uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
 
@@ -94,8 +99,9 @@ int store_bg_error(const ltr_store *s);
 int store_opts_check(const ltr_store_opts *o);
 int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
 void store_encode_snapshot(const ltr_store *s, medit *e);
+/* Stages the n items of a log record that starts at offset log_off of log file log_file. */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
-                      uint64_t log_file, int *swapped);
+                      uint64_t log_file, uint64_t log_off, int *swapped);
 /* Options of the tables this store writes (memtables, compaction outputs). */
 void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 /* Unlinks path (taken over) after the grace period; state_mu must not be held. */
