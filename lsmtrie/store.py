@@ -52,7 +52,7 @@ def _c_options(options: dict):
 
 
 def open(path, create: bool = True, metadata_path=None, sync: bool = False, read_only: bool = False,
-         bulk: bool = False, **options) -> "Store":
+         bulk: bool = False, checkpoint_interval: float = 1.0, **options) -> "Store":
     """Opens (or creates) the store at path.
 
     Args:
@@ -65,6 +65,10 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             as it was when opened (later writes of a writer process are not visible).
         bulk: skip the write-ahead log. Writes are then durable only after `flush()` or
             `close()`; a crash before that loses them. For bulk loads.
+        checkpoint_interval: seconds (0 to 3600) between checkpoints, which make background
+            work (flushed and compacted tables) durable and let the files it replaced go. Writes
+            are durable through the log meanwhile; a crash redoes what the last checkpoint did
+            not record. Shorter: less to redo after a crash, more fsyncs. Not recorded.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
             must equal the recorded value.
@@ -75,16 +79,20 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             and there is no store).
     """
     return Store(path, create=create, metadata_path=metadata_path, sync=sync, read_only=read_only,
-                 bulk=bulk, **options)
+                 bulk=bulk, checkpoint_interval=checkpoint_interval, **options)
 
 
 class Store:
     """A store opened with `lsmtrie.open`. See that function for the arguments."""
 
     def __init__(self, path, *, create=True, metadata_path=None, sync=False, read_only=False,
-                 bulk=False, **options):
+                 bulk=False, checkpoint_interval=1.0, **options):
         o = _c_options(options)
         o.create, o.read_only, o.sync, o.use_log = bool(create), bool(read_only), bool(sync), not bulk
+        if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)):
+            raise TypeError("checkpoint_interval must be a number of seconds, not "
+                            f"{type(checkpoint_interval).__name__}")
+        o.checkpoint_interval = checkpoint_interval
         self.path = os.fspath(path)
         meta = ffi.new("char[]", os.fsencode(metadata_path)) if metadata_path is not None else ffi.NULL
         o.metadata_path = meta

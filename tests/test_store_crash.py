@@ -305,7 +305,10 @@ def crash_trials(tmp_path, open_opts, trials, n, seed, gen=None, store_sync=Fals
 # ---------------------------------------------------------------------------------------------
 
 
-TINY_MEM = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500)
+# Checkpoints every few milliseconds: kills land before, during and after them. (At the default
+# interval of a second most of these short runs would end before the first one.)
+FAST = dict(checkpoint_interval=0.003)
+TINY_MEM = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500, **FAST)
 
 
 def test_kill_during_writes_flushes_and_compactions(tmp_path):
@@ -319,8 +322,8 @@ def test_kill_during_writes_flushes_and_compactions(tmp_path):
 
 def test_kill_with_full_size_memtables(tmp_path):
     """memtable_bytes left at its default (one table's capacity): memtables fill up mid-batch."""
-    crash_trials(tmp_path, dict(table_buckets=16, node_tables=2, levels=3), trials=8, n=2500,
-                 seed=2, gen=dict(vmax=400, nkeys=5000))
+    crash_trials(tmp_path, dict(table_buckets=16, node_tables=2, levels=3, **FAST), trials=8,
+                 n=2500, seed=2, gen=dict(vmax=400, nkeys=5000))
 
 
 def test_kill_sync_store(tmp_path):
@@ -336,12 +339,19 @@ def test_kill_with_explicit_flushes(tmp_path):
                  trials=6, n=1500, seed=4, flush_every=97)
 
 
+def test_kill_with_default_checkpoints(tmp_path):
+    """The default checkpoint interval (1 s): most kills land between checkpoints, so recovery
+    replays logs whose memtables were flushed and compacted already."""
+    crash_trials(tmp_path, dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500),
+                 trials=6, n=1500, seed=8)
+
+
 def test_kill_during_last_level_appends_clusters_and_gc(tmp_path):
     """levels=2 with BloomClusters in a metadata directory and a low gc_threshold: kills land
     in cluster writes and garbage collections of last-level nodes too."""
     meta = str(tmp_path / "meta")
     opts = dict(table_buckets=16, node_tables=2, levels=2, memtable_bytes=2000, gc_threshold=0.2,
-                metadata_path=meta)
+                metadata_path=meta, **FAST)
     crash_trials(tmp_path, opts, trials=6, n=1000, seed=7, gen=dict(nkeys=200, vmax=200),
                  reopen_kw={"metadata_path": meta})
     with lsmtrie.open(str(tmp_path / "db"), metadata_path=meta) as db:

@@ -315,10 +315,11 @@ def test_flush_fault_reported_by_flush_and_retried(tmp_path):
 @isolated()
 def test_background_error_surfaces_on_later_writes(tmp_path):
     """A background failure is reported on later writes, typed and with its errno, until
-    flush() retries it. (bulk=True: no log, so the only fsyncs are the background flush's.)"""
+    flush() retries it. (bulk=True: no log, so the only fsyncs are the background checkpoints';
+    checkpoints every millisecond, so one fails while the writes go on.)"""
     path = str(tmp_path / "db")
     model = {}
-    with lsmtrie.open(path, bulk=True, **TINY) as db:
+    with lsmtrie.open(path, bulk=True, checkpoint_interval=0.001, **TINY) as db:
         _binding.fault_set("fsync", 0, errno.EIO)
         error = None
         for i in range(3000):

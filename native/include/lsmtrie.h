@@ -230,6 +230,8 @@ typedef struct ltr_store_opts {
     int read_only;               /* open for reading only; takes no lock */
     int sync;                    /* default durability of writes: fdatasync before returning */
     int use_log;                 /* 0: bulk mode, no write-ahead log (durable at flush/close) */
+    double checkpoint_interval;  /* seconds between checkpoints of the state; default 1 (not
+                                    recorded: a property of this open) */
     const char *metadata_path;   /* directory for BloomClusters; NULL keeps them in the store */
 } ltr_store_opts;
 

@@ -288,7 +288,7 @@ int cluster_build(const char *path, uint64_t file, uint64_t node, uint32_t bucke
     }
     *written = w.bytes;
     if (!rc)
-        rc = io_commit(&w, 2); /* the caller fsyncs the directory before it installs the file */
+        rc = io_commit(&w, 0); /* the store's next checkpoint fsyncs it and its directory */
     io_abort(&w);
     ltr_buf_free(&index);
     return rc;

@@ -58,7 +58,7 @@ static int new_builder(job *j, ltr_hbuild **b)
      * fill target varies a little, and a second, nearly empty table per child would double the
      * bytes written. The fill target still leaves room on average for balancing. */
     to.fill = 1.0;
-    to.sync = 3; /* install() fsyncs all outputs together, then their directory */
+    to.sync = 0; /* the next checkpoint fsyncs the outputs that are still alive then */
     return ltr_hbuild_new(&to, b);
 }
 
@@ -179,23 +179,17 @@ static int install(job *j)
                               .level = j->src->level + !j->gc, .table = j->out[i].table};
         medit_table(&e, 1, j->out[i].node, j->out[i].file);
     }
-    int rc = LTR_OK; /* outputs durable (their writeback runs in parallel) before the edit */
-    for (size_t i = 0; !rc && i < j->nout; i++)
-        rc = io_fsync_path(j->out[i].path);
-    if (!rc && j->nout)
-        rc = io_fsync_dir(j->out[0].path);
-    if (rc) {
-        medit_free(&e);
-        free(ops);
-        return rc;
-    }
     store_count(s, j->gc ? C_WRITTEN_GC : C_WRITTEN_COMPACTION + j->src->level + 1, j->bytes);
     store_count(s, j->gc ? C_GCS : C_COMPACTIONS, 1);
     pthread_mutex_lock(&s->state_mu);
-    rc = store_install(s, ops, k, &e);
-    for (size_t i = 0; !rc && !j->gc && i < j->nout; i++)
-        if (j->src->level + 2 == s->o.levels)
+    int rc = store_install(s, ops, k, &e);
+    for (size_t i = 0; !rc && i < j->nout; i++) {
+        ltr_table_info info;
+        ltr_htable_info(j->out[i].table->t, &info);
+        store_wrote(s, 0, j->out[i].file, info.file_bytes);
+        if (!j->gc && j->src->level + 2 == s->o.levels)
             lastlevel_note(s, j->out[i].node);
+    }
     pthread_mutex_unlock(&s->state_mu);
     medit_free(&e);
     free(ops);
@@ -217,8 +211,8 @@ static int run(job *j)
     if (!rc)
         rc = install(j);
     for (size_t i = 0; i < j->nout; i++) {
-        if (rc && j->out[i].path && !s->mf_broken)
-            unlink(j->out[i].path); /* never made durable in the manifest */
+        if (rc && j->out[i].path)
+            unlink(j->out[i].path); /* never installed */
         tref_unref(j->out[i].table);
         free(j->out[i].path);
     }
@@ -226,11 +220,11 @@ static int run(job *j)
     read_ctx_free(&j->c);
     if (rc)
         return rc;
-    /* The inputs are out of the durable state; open handles keep them readable meanwhile. */
+    /* The inputs are out of the state; open handles keep them readable meanwhile. */
     for (uint32_t i = 0; i < j->nin; i++)
-        store_bury(s, store_file(s->dir, j->src->tables[i]->file, "ht"));
+        store_drop(s, 0, j->src->tables[i]->file);
     if (j->gc && j->src->bc)
-        store_bury(s, store_file(cluster_dir(s), j->src->bc->file, "bc"));
+        store_drop(s, 1, j->src->bc->file);
     return LTR_OK;
 }
 

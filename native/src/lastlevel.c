@@ -79,7 +79,8 @@ static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
     return rc;
 }
 
-static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fresh)
+static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fresh,
+                           uint64_t bytes)
 {
     uint32_t nf = n->n - n->sealed;
     vedit_op *ops = calloc(nf + 1, sizeof *ops);
@@ -93,6 +94,8 @@ static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fre
     medit_cluster(&e, n->id, bc->file, n->n);
     pthread_mutex_lock(&s->state_mu);
     int rc = store_install(s, ops, nf + 1, &e);
+    if (!rc)
+        store_wrote(s, 1, bc->file, bytes);
     pthread_mutex_unlock(&s->state_mu);
     medit_free(&e);
     free(ops);
@@ -119,17 +122,15 @@ static int build_cluster(ltr_store *s, const vnode *n)
                            bloom_probes_for(s->o.bloom_bits_per_key), n->bc, src, nf, &written);
     store_count(s, C_WRITTEN_CLUSTERS, written);
     if (!rc)
-        rc = io_fsync_dir(path);
-    if (!rc)
         rc = cluster_open(path, file, &bc);
     for (uint32_t i = 0; i < nf && !rc; i++)
         rc = reopen_without_filters(s, n->tables[n->sealed + i], &fresh[i]);
     if (!rc)
-        rc = install_cluster(s, n, bc, fresh);
-    if (rc && path && !s->mf_broken)
+        rc = install_cluster(s, n, bc, fresh, written);
+    if (rc && path)
         unlink(path);
-    if (!rc && n->bc) /* the old cluster is out of the durable state */
-        store_bury(s, store_file(cluster_dir(s), n->bc->file, "bc"));
+    if (!rc && n->bc) /* the old cluster is out of the state */
+        store_drop(s, 1, n->bc->file);
     for (uint32_t i = 0; fresh && i < nf; i++)
         tref_unref(fresh[i]);
     cluster_unref(bc);

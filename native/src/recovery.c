@@ -381,7 +381,7 @@ static int create_store(ltr_store *s)
     s->next_file = 2;
     s->log_floor = 0;
     medit e = {0};
-    store_encode_snapshot(s, &e);
+    store_encode_snapshot(s->current, s->next_file, s->log_floor, s->log_floor_off, s->counters, &e);
     uint64_t written = 0;
     rc = manifest_create(&s->mf, s->dir, 1, &s->o, s->meta_dir != NULL, &e, &written);
     medit_free(&e);

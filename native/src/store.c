@@ -26,13 +26,6 @@ int store_bg_error(const ltr_store *s)
 
 #define GRACE_SECONDS 1.0
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 void store_bury(ltr_store *s, char *path)
 {
     if (!path)
@@ -51,7 +44,7 @@ void store_bury(ltr_store *s, char *path)
     }
     if (s->ngrave < s->grave_cap) {
         s->grave[s->ngrave] = path;
-        s->grave_at[s->ngrave++] = now_seconds() + GRACE_SECONDS;
+        s->grave_at[s->ngrave++] = store_now() + GRACE_SECONDS;
         path = NULL;
     }
     pthread_mutex_unlock(&s->state_mu);
@@ -64,7 +57,7 @@ void store_bury(ltr_store *s, char *path)
 /* Unlinks the files whose grace period is over (all of them when `all`); state_mu held. */
 static void reap(ltr_store *s, int all)
 {
-    double t = now_seconds();
+    double t = store_now();
     size_t k = 0;
     for (size_t i = 0; i < s->ngrave; i++) {
         if (all || s->grave_at[i] <= t) {
@@ -91,6 +84,7 @@ void ltr_store_opts_default(ltr_store_opts *o)
     o->gc_threshold = 0.5;
     o->create = 1;
     o->use_log = 1;
+    o->checkpoint_interval = CKPT_SECONDS;
 }
 
 static uint64_t table_capacity(const ltr_store_opts *o)
@@ -115,6 +109,9 @@ int store_opts_check(const ltr_store_opts *o)
     if (o->memtable_bytes < 1 || o->memtable_bytes > table_capacity(o))
         return ltr_fail(LTR_EINVAL, "memtable_bytes must be 1..%llu (one table's capacity), got %llu",
                         (unsigned long long)table_capacity(o), (unsigned long long)o->memtable_bytes);
+    if (!(o->checkpoint_interval >= 0.0 && o->checkpoint_interval <= 3600.0))
+        return ltr_fail(LTR_EINVAL, "checkpoint_interval must be 0..3600 seconds, got %g",
+                        o->checkpoint_interval);
     if (!(o->gc_threshold > 0.0 && o->gc_threshold < 1.0))
         return ltr_fail(LTR_EINVAL, "gc_threshold must be in (0, 1), got %g", o->gc_threshold);
     return LTR_OK;
@@ -183,90 +180,6 @@ static int take_lock(ltr_store *s)
     return rc;
 }
 
-/* ---- the durable state: installing edits ---- */
-
-void store_encode_snapshot(const ltr_store *s, medit *e)
-{
-    medit_value(e, OP_NEXT_FILE, s->next_file);
-    medit_value(e, OP_LOG_FLOOR, s->log_floor);
-    medit_value(e, OP_LOG_OFFSET, s->log_floor_off);
-    medit_counters(e, s->counters);
-    for (uint32_t i = 0; i < s->current->nnodes; i++) {
-        const vnode *n = &s->current->nodes[i];
-        for (uint32_t j = 0; j < n->n; j++)
-            medit_table(e, 1, n->id, n->tables[j]->file);
-        if (n->bc)
-            medit_cluster(e, n->id, n->bc->file, n->sealed);
-    }
-}
-
-/* Starts a new manifest holding a snapshot of the current state. */
-static int rewrite_manifest(ltr_store *s)
-{
-    medit e = {0};
-    uint64_t number = s->next_file++;
-    store_encode_snapshot(s, &e);
-    manifest fresh;
-    uint64_t written = 0;
-    int rc = medit_failed(&e) ? ltr_fail(LTR_ENOMEM, "out of memory")
-                              : manifest_create(&fresh, s->dir, number, &s->o, s->meta_dir != NULL,
-                                                &e, &written);
-    medit_free(&e);
-    store_count(s, C_WRITTEN_MANIFEST, written);
-    if (rc)
-        return rc;
-    char name[40];
-    snprintf(name, sizeof name, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
-    char *old = malloc(strlen(s->dir) + sizeof name + 2);
-    if (old) {
-        sprintf(old, "%s/%s", s->dir, name);
-        unlink(old);
-        free(old);
-    }
-    manifest_close(&s->mf);
-    s->mf = fresh;
-    s->mf_broken = 0;
-    return LTR_OK;
-}
-
-/* Rewrites the manifest once its edit log has grown well past its snapshot. */
-static int maybe_rotate_manifest(ltr_store *s)
-{
-    if (s->mf.w.size < (1u << 20) || s->mf.w.size < 4 * s->mf.snapshot)
-        return LTR_OK;
-    return rewrite_manifest(s);
-}
-
-/* Applies ops to the current version and makes the edit durable; state_mu is held. The edit
- * carries the counters and the file counter, so a reopen continues them. */
-int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
-{
-    version *next;
-    /* After a failed append the old manifest may or may not hold that edit: a fresh one,
-     * written from the state in memory, settles it before anything else is recorded. */
-    int rc = s->mf_broken ? rewrite_manifest(s) : LTR_OK;
-    if (!rc)
-        rc = version_apply(s->current, ops, nops, &next);
-    if (rc)
-        return rc;
-    medit_value(e, OP_NEXT_FILE, s->next_file);
-    medit_counters(e, s->counters);
-    uint64_t written = 0;
-    rc = manifest_append(&s->mf, e, &written);
-    store_count(s, C_WRITTEN_MANIFEST, written);
-    if (rc) {
-        s->mf_broken = 1;
-        version_unref(next);
-        return rc;
-    }
-    pthread_mutex_lock(&s->ver_mu);
-    version *old = s->current;
-    s->current = next;
-    pthread_mutex_unlock(&s->ver_mu);
-    version_unref(old);
-    return maybe_rotate_manifest(s);
-}
-
 int store_new_table(ltr_store *s, uint64_t *file, char **path)
 {
     pthread_mutex_lock(&s->state_mu);
@@ -285,7 +198,7 @@ void store_table_opts(const ltr_store *s, ltr_table_opts *to)
     to->fill = s->o.fill;
     to->bloom_bits_per_key = s->o.bloom_bits_per_key;
     to->hash_seed = s->o.hash_seed;
-    to->sync = 2; /* writers fsync the directory once, before the manifest edit */
+    to->sync = 0; /* the next checkpoint fsyncs the file and its directory */
 }
 
 static int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **out)
@@ -612,8 +525,6 @@ static int flush_oldest(ltr_store *s)
     if (rc)
         return rc;
     rc = htable_write(m->b, path, &st); /* not ltr_hbuild_finish: a failed flush is retried */
-    if (!rc)
-        rc = io_fsync_dir(path);
     ltr_htable *t = rc ? NULL : open_table(path, &rc);
     tref *r = t ? tref_new(file, 0, t) : NULL;
     if (t && !r) {
@@ -639,6 +550,7 @@ static int flush_oldest(ltr_store *s)
         medit_value(&e, OP_LOG_OFFSET, off);
         rc = store_install(s, &op, 1, &e);
         if (!rc) {
+            store_wrote(s, 0, file, st.file_bytes);
             s->log_floor = floor;
             s->log_floor_off = off;
         }
@@ -649,8 +561,7 @@ static int flush_oldest(ltr_store *s)
         tref_unref(r);
     }
     if (rc) {
-        if (!s->mf_broken)
-            unlink(path); /* not in the manifest; else the next open removes it if unreferenced */
+        unlink(path); /* not installed */
         free(path);
         return rc;
     }
@@ -668,8 +579,6 @@ static int flush_oldest(ltr_store *s)
     return LTR_OK;
 }
 
-static void remove_old_logs(ltr_store *s);
-
 /* One unit of background work: 1 done, 0 nothing to do, <0 failed. state_mu is not held. */
 static int background_step(ltr_store *s)
 {
@@ -686,8 +595,6 @@ static int background_step(ltr_store *s)
     int rc = 0;
     if (have_imm && !urgent && !s->flusher_started) {
         rc = flush_oldest(s);
-        if (!rc)
-            remove_old_logs(s);
         rc = rc ? rc : 1;
     } else if (compact) {
         rc = compaction_run(s, v, node);
@@ -790,8 +697,6 @@ static void *flusher_main(void *arg)
         s->flushing = 1;
         pthread_mutex_unlock(&s->state_mu);
         int rc = flush_oldest(s);
-        if (!rc)
-            remove_old_logs(s);
         pthread_mutex_lock(&s->state_mu);
         s->flushing = 0;
         if (rc < 0)
@@ -803,10 +708,39 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
-static void remove_old_logs(ltr_store *s)
+/* The checkpointer: makes the state durable about once a second (CKPT_SECONDS), or sooner when
+ * much was written (CKPT_BYTES). */
+static void *syncer_main(void *arg)
+{
+    ltr_store *s = arg;
+    pthread_mutex_lock(&s->state_mu);
+    while (!s->stopping) {
+        if (!s->bg_error && store_checkpoint_due(s)) {
+            pthread_mutex_unlock(&s->state_mu);
+            int rc = store_checkpoint(s, 0);
+            pthread_mutex_lock(&s->state_mu);
+            if (rc < 0)
+                record_bg_error(s, rc);
+            continue;
+        }
+        double wait = s->o.checkpoint_interval < 0.1 ? s->o.checkpoint_interval : 0.1;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)(wait * 1e9) + 100000;
+        while (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->state_cv, &s->state_mu, &until);
+    }
+    pthread_mutex_unlock(&s->state_mu);
+    return NULL;
+}
+
+void store_remove_old_logs(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
-    uint64_t floor = s->log_floor, from = s->logs_removed_below;
+    uint64_t floor = s->durable_floor, from = s->logs_removed_below;
     s->logs_removed_below = floor > from ? floor : from;
     pthread_mutex_unlock(&s->state_mu);
     for (uint64_t f = from; f < floor; f++) {
@@ -848,6 +782,8 @@ static int start(ltr_store *s)
         rc = recovery_take_logs(s, &logs, s->o.read_only);
     if (!rc)
         rc = recovery_load_state(s);
+    /* logs below the durable floor are gone, or go with the orphans */
+    s->durable_floor = s->logs_removed_below = s->log_floor;
     if (!rc)
         rc = memtable_new(s, s->log_floor, s->log_floor_off, &s->active);
     if (!rc)
@@ -873,24 +809,31 @@ static int start(ltr_store *s)
         medit_free(&e);
         pthread_mutex_unlock(&s->state_mu);
     }
+    if (!rc) /* the recovered writes are durable in tables, the old logs can go */
+        rc = store_checkpoint(s, 1);
     if (!rc) {
         recovery_remove_orphans(s);
-        s->logs_removed_below = s->log_floor;
         /* With one level the root is the last level, whose garbage collection must not
          * overlap appends to it: the worker then flushes too. The flusher starts first, so the
          * worker knows from its start whether it flushes. */
         if (s->o.levels > 1 && pthread_create(&s->flusher, NULL, flusher_main, s) == 0)
             s->flusher_started = 1;
-        rc = pthread_create(&s->worker, NULL, worker_main, s)
-                 ? ltr_fail(LTR_ENOMEM, "cannot start the background thread")
-                 : LTR_OK;
+        if (pthread_create(&s->syncer, NULL, syncer_main, s) == 0)
+            s->syncer_started = 1;
+        rc = s->syncer_started && pthread_create(&s->worker, NULL, worker_main, s) == 0
+                 ? LTR_OK
+                 : ltr_fail(LTR_ENOMEM, "cannot start the background threads");
         s->worker_started = !rc;
-        if (rc && s->flusher_started) {
+        if (rc) {
             pthread_mutex_lock(&s->state_mu);
             s->stopping = 1;
             pthread_cond_broadcast(&s->state_cv);
             pthread_mutex_unlock(&s->state_mu);
-            pthread_join(s->flusher, NULL);
+            if (s->flusher_started)
+                pthread_join(s->flusher, NULL);
+            if (s->syncer_started)
+                pthread_join(s->syncer, NULL);
+            s->flusher_started = s->syncer_started = 0;
         }
     }
     return rc;
@@ -909,6 +852,9 @@ static void store_free(ltr_store *s)
     if (s->wal_file)
         logw_close(&s->wal);
     manifest_close(&s->mf);
+    ltr_buf_free(&s->pending);
+    pfiles_free(&s->unsynced);
+    pfiles_free(&s->doomed);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the lock */
     ltr_buf_free(&s->enc);
@@ -924,6 +870,7 @@ static void store_free(ltr_store *s)
     pthread_rwlock_destroy(&s->mem_lock);
     pthread_mutex_destroy(&s->state_mu);
     pthread_mutex_destroy(&s->ver_mu);
+    pthread_mutex_destroy(&s->ckpt_mu);
     pthread_cond_destroy(&s->state_cv);
     free(s->dir);
     free(s->meta_dir);
@@ -961,6 +908,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     pthread_rwlock_init(&s->mem_lock, NULL);
     pthread_mutex_init(&s->state_mu, NULL);
     pthread_mutex_init(&s->ver_mu, NULL);
+    pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->state_cv, NULL);
     if (!s->dir || !s->current || (o->metadata_path && !s->meta_dir)) {
         store_free(s);
@@ -1026,7 +974,9 @@ int ltr_store_flush(ltr_store *s)
     pthread_mutex_lock(&s->write_mu);
     int rc = rotate(s);
     pthread_mutex_unlock(&s->write_mu);
-    return rc ? rc : wait_idle(s);
+    if (!rc)
+        rc = wait_idle(s);
+    return rc ? rc : store_checkpoint(s, 0);
 }
 
 int ltr_store_close(ltr_store *s)
@@ -1043,20 +993,17 @@ int ltr_store_close(ltr_store *s)
             pthread_join(s->worker, NULL);
         if (s->flusher_started)
             pthread_join(s->flusher, NULL);
-        pthread_mutex_lock(&s->state_mu);
-        reap(s, 1);
-        pthread_mutex_unlock(&s->state_mu);
+        if (s->syncer_started)
+            pthread_join(s->syncer, NULL);
         if (s->wal_file) {
             int r = logw_sync(&s->wal);
             rc = rc ? rc : r;
         }
+        /* what the background work did, and the counters of the writes since the last edit */
+        int r = store_checkpoint(s, 1);
+        rc = rc ? rc : r;
         pthread_mutex_lock(&s->state_mu);
-        if (!s->bg_error) { /* record the counters of the writes since the last edit */
-            medit e = {0};
-            int r = store_install(s, NULL, 0, &e);
-            rc = rc ? rc : r;
-            medit_free(&e);
-        }
+        reap(s, 1);
         pthread_mutex_unlock(&s->state_mu);
     }
     store_free(s);

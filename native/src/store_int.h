@@ -22,6 +22,22 @@
  * touched in the process's resident memory, and the page cache keeps them anyway. */
 #define TABLE_FLAGS LTR_OPEN_PREAD
 
+#define CKPT_SECONDS 1.0          /* default checkpoint_interval */
+#define CKPT_BYTES (256u << 20)   /* or once this much was written since the last one */
+
+/* A file written since the last checkpoint, or dropped while the durable state names it. */
+typedef struct pfile {
+    uint64_t number;
+    uint64_t bytes;
+    uint8_t cluster; /* a BloomCluster (.bc in cluster_dir), else a table (.ht) */
+    uint8_t named;   /* a failed manifest append may have named it: never unlinked early */
+} pfile;
+
+typedef struct pfiles {
+    pfile *v;
+    size_t n, cap;
+} pfiles;
+
 typedef struct memtable {
     ltr_hbuild *b;
     uint64_t min_log;      /* its items are in the logs from here on: file number, */
@@ -55,13 +71,24 @@ struct ltr_store {
     memtable *imm;           /* newest first */
     uint32_t nimm;
 
-    /* durable state */
+    /* the state: `current` in memory; the manifest holds it as of the last checkpoint */
     pthread_mutex_t ver_mu;  /* leaf lock: guards `current` for pinning (inside mem_lock too) */
     pthread_mutex_t state_mu;
-    pthread_cond_t state_cv; /* wakes the worker and flush() waiters */
+    pthread_cond_t state_cv; /* wakes the background threads and flush() waiters */
     version *current;
+
+    /* checkpoints (checkpoint.c); ckpt_mu is taken before state_mu, the rest is state_mu's */
+    pthread_mutex_t ckpt_mu; /* one checkpoint at a time; guards mf and mf_broken */
     manifest mf;
     int mf_broken;           /* an append failed: the file's tail is unknown until rewritten */
+    ltr_buf pending;         /* ops of the edits installed since the last checkpoint */
+    double pending_since;    /* when the oldest of them was installed; 0: none */
+    pfiles unsynced;         /* files those edits added, not yet fsynced */
+    uint64_t unsynced_bytes;
+    int unsynced_lost;       /* one could not be recorded: the checkpoint syncs everything */
+    pfiles doomed;           /* files dropped in memory that the durable state still names */
+    int doomed_lost;         /* one could not be recorded: the next open removes it */
+    uint64_t durable_floor;  /* the log floor of the manifest on disk */
     uint64_t next_file;
     uint64_t log_floor;      /* replay starts at this log, */
     uint64_t log_floor_off;  /* at this offset */
@@ -70,8 +97,8 @@ struct ltr_store {
 
     /* background work: the worker compacts (and flushes when there is no flusher); the flusher
      * only flushes, so a flush never waits behind a compaction */
-    pthread_t worker, flusher;
-    int worker_started, flusher_started;
+    pthread_t worker, flusher, syncer;
+    int worker_started, flusher_started, syncer_started;
     int stopping;
     int busy;              /* the worker runs a job */
     int flushing;          /* the flusher runs a flush */
@@ -94,11 +121,28 @@ struct ltr_store {
     size_t ngc_pending, gc_cap;
 };
 
+/* checkpoint.c */
+double store_now(void);
+/* Applies ops to the current version and queues the edit for the next checkpoint; state_mu
+ * held, no I/O. Files the ops add must be passed to store_wrote (under the same hold). */
+int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
+void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes);
+/* A file left the state in memory (state_mu not held): unlinked at once when no durable state
+ * ever named it, else after the checkpoint that drops it (and the grace period). */
+void store_drop(ltr_store *s, int cluster, uint64_t number);
+/* Makes the state in memory durable (see checkpoint.c); `force` writes an edit even when
+ * nothing is queued (the counters). */
+int store_checkpoint(ltr_store *s, int force);
+int store_checkpoint_due(const ltr_store *s); /* state_mu held */
+void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
+                           uint64_t floor_off, const uint64_t *counters, medit *e);
+void pfiles_free(pfiles *l);
+
 /* store.c */
 int store_bg_error(const ltr_store *s);
 int store_opts_check(const ltr_store_opts *o);
 int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
-void store_encode_snapshot(const ltr_store *s, medit *e);
+void store_remove_old_logs(ltr_store *s); /* below the durable floor */
 /* Stages the n items of a log record that starts at offset log_off of log file log_file. */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
                       uint64_t log_file, uint64_t log_off, int *swapped);
@@ -108,7 +152,6 @@ void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 void store_bury(ltr_store *s, char *path);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
-int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
 void store_count(ltr_store *s, int counter, uint64_t n);
 
 /* recovery.c */

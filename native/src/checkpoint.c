@@ -1,0 +1,319 @@
+/* checkpoint.c: the store's durable state (docs/design.md "Checkpoints").
+ *
+ * Flushes, compactions, cluster rebuilds and garbage collections change the state in memory
+ * at once (store_install) and queue their manifest edit; the files they wrote are not fsynced
+ * then. A checkpoint, about once a second and at every flush() and close(), fsyncs the files
+ * written since the last one, fsyncs their directories, and appends every queued edit as one
+ * manifest record, fsynced: the durable state moves from one consistent state to a later one
+ * in a single atomic step. Only then may what those edits dropped leave the disk: input tables,
+ * replaced clusters, logs below the new floor.
+ *
+ * So a table that lives less than a checkpoint interval (most tables of the upper levels, on a
+ * busy store) is never fsynced and, unlinked before the kernel writes it back, never reaches
+ * the device; and no flush or compaction waits for a disk flush. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "store_int.h"
+
+double store_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static char *pfile_path(const ltr_store *s, const pfile *f)
+{
+    return f->cluster ? store_file(cluster_dir(s), f->number, "bc")
+                      : store_file(s->dir, f->number, "ht");
+}
+
+static int pfiles_push(pfiles *l, pfile f)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        pfile *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = f;
+    return LTR_OK;
+}
+
+/* Appends all of `from` to `to` (freeing `from`); on failure to grow, `to` keeps what fit. */
+static int pfiles_move(pfiles *to, pfiles *from)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; i < from->n && !rc; i++)
+        rc = pfiles_push(to, from->v[i]);
+    free(from->v);
+    *from = (pfiles){0};
+    return rc;
+}
+
+void pfiles_free(pfiles *l)
+{
+    free(l->v);
+    *l = (pfiles){0};
+}
+
+/* ---- installing: in memory only ---- */
+
+int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
+{
+    if (medit_failed(e))
+        return ltr_fail(LTR_ENOMEM, "out of memory building a manifest edit");
+    version *next;
+    int rc = version_apply(s->current, ops, nops, &next);
+    if (!rc && (rc = buf_append(&s->pending, e->b.data, e->b.len)))
+        version_unref(next);
+    if (rc)
+        return rc;
+    if (!s->pending_since)
+        s->pending_since = store_now();
+    pthread_mutex_lock(&s->ver_mu);
+    version *old = s->current;
+    s->current = next;
+    pthread_mutex_unlock(&s->ver_mu);
+    version_unref(old);
+    return LTR_OK;
+}
+
+void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
+{
+    /* out of memory: the next checkpoint syncs the whole filesystem instead */
+    if (pfiles_push(&s->unsynced, (pfile){number, bytes, (uint8_t)cluster, 0}))
+        s->unsynced_lost = 1;
+    s->unsynced_bytes += bytes;
+}
+
+void store_drop(ltr_store *s, int cluster, uint64_t number)
+{
+    pfile f = {number, 0, (uint8_t)cluster, 0};
+    int now = 0;
+    pthread_mutex_lock(&s->state_mu);
+    for (size_t i = 0; i < s->unsynced.n; i++) {
+        pfile *u = &s->unsynced.v[i];
+        if (u->number == number && u->cluster == cluster) {
+            /* written and dropped between two checkpoints: no durable state ever named it */
+            now = !u->named;
+            s->unsynced_bytes -= u->bytes;
+            *u = s->unsynced.v[--s->unsynced.n];
+            break;
+        }
+    }
+    if (!now && pfiles_push(&s->doomed, f))
+        s->doomed_lost = 1; /* the next writer open removes it: nothing refers to it */
+    pthread_mutex_unlock(&s->state_mu);
+    if (now) {
+        char *p = pfile_path(s, &f);
+        if (p)
+            unlink(p);
+        free(p);
+    }
+}
+
+/* ---- the manifest ---- */
+
+/* The state a checkpoint makes durable, taken under state_mu. */
+typedef struct durable_view {
+    version *v;
+    uint64_t next_file, floor, floor_off;
+    uint64_t counters[C_COUNT];
+} durable_view;
+
+static void view_take(ltr_store *s, durable_view *d)
+{
+    d->v = s->current;
+    version_ref(d->v);
+    d->next_file = s->next_file;
+    d->floor = s->log_floor;
+    d->floor_off = s->log_floor_off;
+    for (int i = 0; i < C_COUNT; i++)
+        d->counters[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
+}
+
+void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
+                           uint64_t floor_off, const uint64_t *counters, medit *e)
+{
+    medit_value(e, OP_NEXT_FILE, next_file);
+    medit_value(e, OP_LOG_FLOOR, floor);
+    medit_value(e, OP_LOG_OFFSET, floor_off);
+    medit_counters(e, counters);
+    for (uint32_t i = 0; i < v->nnodes; i++) {
+        const vnode *n = &v->nodes[i];
+        for (uint32_t j = 0; j < n->n; j++)
+            medit_table(e, 1, n->id, n->tables[j]->file);
+        if (n->bc)
+            medit_cluster(e, n->id, n->bc->file, n->sealed);
+    }
+}
+
+/* Starts a new manifest holding a snapshot of d (ckpt_mu held). */
+static int rewrite_manifest(ltr_store *s, const durable_view *d)
+{
+    medit e = {0};
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t number = s->next_file++;
+    pthread_mutex_unlock(&s->state_mu);
+    store_encode_snapshot(d->v, number + 1 > d->next_file ? number + 1 : d->next_file, d->floor,
+                          d->floor_off, d->counters, &e);
+    manifest fresh;
+    uint64_t written = 0;
+    int rc = medit_failed(&e) ? ltr_fail(LTR_ENOMEM, "out of memory")
+                              : manifest_create(&fresh, s->dir, number, &s->o, s->meta_dir != NULL,
+                                                &e, &written);
+    medit_free(&e);
+    store_count(s, C_WRITTEN_MANIFEST, written);
+    if (rc)
+        return rc;
+    char name[40];
+    snprintf(name, sizeof name, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
+    char *old = malloc(strlen(s->dir) + sizeof name + 2);
+    if (old) {
+        sprintf(old, "%s/%s", s->dir, name);
+        unlink(old);
+        free(old);
+    }
+    manifest_close(&s->mf);
+    s->mf = fresh;
+    s->mf_broken = 0;
+    return LTR_OK;
+}
+
+/* Appends the queued edits as one record, or starts a new manifest when the old one's tail is
+ * unknown (a failed append) or it has grown well past its snapshot. */
+static int write_manifest(ltr_store *s, const ltr_buf *ops, const durable_view *d)
+{
+    if (s->mf_broken)
+        return rewrite_manifest(s, d);
+    medit e = {0};
+    if (ops->len)
+        buf_append(&e.b, ops->data, ops->len);
+    medit_value(&e, OP_NEXT_FILE, d->next_file);
+    medit_counters(&e, d->counters);
+    uint64_t written = 0;
+    int rc = manifest_append(&s->mf, &e, &written);
+    medit_free(&e);
+    store_count(s, C_WRITTEN_MANIFEST, written);
+    if (rc) {
+        s->mf_broken = 1;
+        return rc;
+    }
+    if (s->mf.w.size >= (1u << 20) && s->mf.w.size >= 4 * s->mf.snapshot)
+        rewrite_manifest(s, d); /* a failure leaves the current manifest in force: no harm */
+    return LTR_OK;
+}
+
+/* ---- checkpoints ---- */
+
+static int sync_files(ltr_store *s, const pfiles *files)
+{
+    int tables = 0, clusters = 0, rc = LTR_OK;
+    for (size_t i = 0; i < files->n && !rc; i++) {
+        char *p = pfile_path(s, &files->v[i]);
+        rc = p ? io_fsync_path(p) : ltr_fail(LTR_ENOMEM, "out of memory");
+        free(p);
+        tables |= !files->v[i].cluster;
+        clusters |= files->v[i].cluster;
+    }
+    char *probe = NULL; /* a path in the directory, for io_fsync_dir */
+    if (!rc && tables && (probe = store_file(s->dir, 0, "ht")))
+        rc = io_fsync_dir(probe);
+    free(probe);
+    probe = NULL;
+    if (!rc && clusters && s->meta_dir && (probe = store_file(s->meta_dir, 0, "bc")))
+        rc = io_fsync_dir(probe);
+    free(probe);
+    return rc;
+}
+
+static void bury_all(ltr_store *s, const pfiles *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        store_bury(s, pfile_path(s, &l->v[i]));
+}
+
+int store_checkpoint(ltr_store *s, int force)
+{
+    pthread_mutex_lock(&s->ckpt_mu);
+    pthread_mutex_lock(&s->state_mu);
+    if (!force && !s->pending.len && !s->unsynced.n && !s->doomed.n && !s->mf_broken) {
+        pthread_mutex_unlock(&s->state_mu);
+        pthread_mutex_unlock(&s->ckpt_mu);
+        return LTR_OK;
+    }
+    ltr_buf ops = s->pending;
+    pfiles files = s->unsynced, doomed = s->doomed;
+    s->pending = (ltr_buf){0};
+    s->unsynced = s->doomed = (pfiles){0};
+    s->unsynced_bytes = 0;
+    s->pending_since = 0;
+    int lost = s->unsynced_lost;
+    s->unsynced_lost = 0;
+    durable_view d;
+    view_take(s, &d);
+    pthread_mutex_unlock(&s->state_mu);
+
+    /* a file we failed to record must still be synced: fall back to syncing the filesystem */
+    int rc = lost && syncfs(s->lock_fd) != 0 ? ltr_fail_errno(errno, "syncfs failed") : LTR_OK;
+    if (!rc)
+        rc = sync_files(s, &files);
+    int tried = !rc;
+    if (!rc)
+        rc = write_manifest(s, &ops, &d);
+    if (!rc) {
+        pthread_mutex_lock(&s->state_mu);
+        s->durable_floor = d.floor;
+        pthread_mutex_unlock(&s->state_mu);
+        bury_all(s, &doomed);
+        pfiles_free(&files);
+        pfiles_free(&doomed);
+        ltr_buf_free(&ops);
+    } else {
+        /* Put everything back in front of what came meanwhile; the next checkpoint retries. A
+         * file the failed append may have named stays on disk if dropped (named). */
+        pthread_mutex_lock(&s->state_mu);
+        for (size_t i = 0; tried && i < files.n; i++)
+            files.v[i].named = 1;
+        if (buf_append(&ops, s->pending.data, s->pending.len) == LTR_OK) {
+            ltr_buf_free(&s->pending);
+            s->pending = ops;
+        } else {
+            ltr_buf_free(&ops);
+            s->mf_broken = 1; /* the snapshot rewrite then records the whole state */
+        }
+        for (size_t i = 0; i < files.n; i++)
+            s->unsynced_bytes += files.v[i].bytes;
+        if (pfiles_move(&files, &s->unsynced))
+            s->unsynced_lost = 1;
+        s->unsynced = files;
+        if (pfiles_move(&doomed, &s->doomed))
+            s->doomed_lost = 1;
+        s->doomed = doomed;
+        s->unsynced_lost |= lost;
+        s->pending_since = store_now();
+        pthread_mutex_unlock(&s->state_mu);
+    }
+    version_unref(d.v);
+    if (!rc)
+        store_remove_old_logs(s);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    return rc;
+}
+
+int store_checkpoint_due(const ltr_store *s)
+{
+    if (s->unsynced_bytes >= CKPT_BYTES)
+        return 1;
+    return s->pending_since && store_now() - s->pending_since >= s->o.checkpoint_interval;
+}
