@@ -149,8 +149,8 @@ void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
     medit_value(e, OP_LOG_FLOOR, floor);
     medit_value(e, OP_LOG_OFFSET, floor_off);
     medit_counters(e, counters);
-    for (uint32_t i = 0; i < v->nnodes; i++) {
-        const vnode *n = &v->nodes[i];
+    viter it = {0};
+    for (const vnode *n; (n = viter_next(v, &it));) {
         for (uint32_t j = 0; j < n->n; j++)
             medit_table(e, 1, n->id, n->tables[j]->file);
         if (n->bc)

@@ -40,8 +40,8 @@ int compaction_pick(const ltr_store *s, const version *v, uint64_t *node)
 {
     /* The fullest node; among equals the highest (ids are breadth-first). */
     uint32_t best = 0;
-    for (uint32_t i = 0; i < v->nnodes; i++) {
-        const vnode *n = &v->nodes[i];
+    viter it = {0};
+    for (const vnode *n; (n = viter_next(v, &it));) {
         if (n->level + 1 < s->o.levels && n->n >= s->o.node_tables && n->n > best) {
             best = n->n;
             *node = n->id;

@@ -58,8 +58,9 @@ int lastlevel_pending(ltr_store *s, const version *v)
 {
     if (s->ngc_pending)
         return 1;
-    for (uint32_t i = 0; i < v->nnodes; i++)
-        if (needs_cluster(s, &v->nodes[i]))
+    viter it = {.level = s->o.levels - 1};
+    for (const vnode *n; (n = viter_next(v, &it));)
+        if (needs_cluster(s, n))
             return 1;
     return 0;
 }
@@ -237,9 +238,10 @@ int lastlevel_step(ltr_store *s, version *v)
     }
     if (have)
         return 1;
-    for (uint32_t i = 0; i < v->nnodes; i++)
-        if (needs_cluster(s, &v->nodes[i])) {
-            int rc = build_cluster(s, &v->nodes[i]);
+    viter it = {.level = s->o.levels - 1};
+    for (const vnode *n; (n = viter_next(v, &it));)
+        if (needs_cluster(s, n)) {
+            int rc = build_cluster(s, n);
             return rc ? rc : 1;
         }
     return 0;

@@ -301,8 +301,9 @@ int recovery_replay_logs(ltr_store *s, loglist *l)
  * logs below the floor, old manifests, temporary files. */
 static int referenced_cluster(const ltr_store *s, uint64_t num)
 {
-    for (uint32_t i = 0; i < s->current->nnodes; i++)
-        if (s->current->nodes[i].bc && s->current->nodes[i].bc->file == num)
+    viter it = {0};
+    for (const vnode *n; (n = viter_next(s->current, &it));)
+        if (n->bc && n->bc->file == num)
             return 1;
     return 0;
 }
@@ -350,9 +351,10 @@ void recovery_remove_orphans(ltr_store *s)
             drop = num < s->log_floor;
         else if (dot && strcmp(dot, ".ht") == 0) {
             drop = 1;
-            for (uint32_t i = 0; i < s->current->nnodes && drop; i++)
-                for (uint32_t j = 0; j < s->current->nodes[i].n && drop; j++)
-                    drop = s->current->nodes[i].tables[j]->file != num;
+            viter it = {0};
+            for (const vnode *n; drop && (n = viter_next(s->current, &it));)
+                for (uint32_t j = 0; j < n->n && drop; j++)
+                    drop = n->tables[j]->file != num;
         }
         if (drop) {
             char *p = malloc(strlen(s->dir) + strlen(name) + 2);

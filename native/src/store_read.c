@@ -284,8 +284,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->filter_false_positives = __atomic_load_n(&s->false_positives, __ATOMIC_RELAXED);
     o->write_stalls = __atomic_load_n(&s->write_stalls, __ATOMIC_RELAXED);
     version *v = store_pin(s);
-    for (uint32_t i = 0; i < v->nnodes; i++) {
-        const vnode *n = &v->nodes[i];
+    viter it = {0};
+    for (const vnode *n; (n = viter_next(v, &it));) {
         for (uint32_t j = 0; j < n->n; j++) {
             ltr_table_info info;
             ltr_htable_info(n->tables[j]->t, &info);

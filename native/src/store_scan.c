@@ -15,7 +15,8 @@ struct ltr_sscan {
     version *v;
     ltr_hbuild *mem;  /* copy of all memtables, newest version of each key */
     size_t mem_next;  /* next item of mem to return */
-    uint32_t node;    /* index into v->nodes */
+    viter it;         /* over v's nodes */
+    const vnode *n;   /* the node being scanned, or NULL */
     uint32_t table;   /* tables of the node, newest first: n - 1 - table */
     ltr_scan *cur;    /* scan of the current table */
     ltr_items in;     /* the current batch read from it */
@@ -123,14 +124,13 @@ static int next_table(ltr_sscan *sc)
 {
     ltr_scan_free(sc->cur);
     sc->cur = NULL;
-    while (sc->node < sc->v->nnodes) {
-        const vnode *n = &sc->v->nodes[sc->node];
-        if (sc->table < n->n) {
-            int rc = ltr_scan_new(n->tables[n->n - 1 - sc->table]->t, &sc->cur);
+    while (sc->n || (sc->n = viter_next(sc->v, &sc->it))) {
+        if (sc->table < sc->n->n) {
+            int rc = ltr_scan_new(sc->n->tables[sc->n->n - 1 - sc->table]->t, &sc->cur);
             sc->table++;
             return rc ? rc : 1;
         }
-        sc->node++;
+        sc->n = NULL;
         sc->table = 0;
     }
     return 0;
@@ -151,7 +151,7 @@ static int scan_tables(ltr_sscan *sc, size_t max_items, ltr_items *out)
                 continue;
             }
         }
-        const vnode *n = &sc->v->nodes[sc->node];
+        const vnode *n = sc->n;
         uint32_t j = n->n - sc->table; /* index of the table being scanned */
         const int64_t *ko = (const int64_t *)sc->in.koffs.data;
         const int64_t *vo = (const int64_t *)sc->in.voffs.data;

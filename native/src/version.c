@@ -59,15 +59,31 @@ version *version_empty(void)
 
 void version_ref(version *v) { __atomic_fetch_add(&v->refs, 1, __ATOMIC_RELAXED); }
 
+static void vnode_unref(vnode *n)
+{
+    if (!n || __atomic_sub_fetch(&n->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (uint32_t j = 0; j < n->n; j++)
+        tref_unref(n->tables[j]);
+    free(n->tables);
+    cluster_unref(n->bc);
+    free(n);
+}
+
+static void vlevel_unref(vlevel *l)
+{
+    if (!l || __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (uint32_t i = 0; i < l->n; i++)
+        vnode_unref(l->nodes[i]);
+    free(l->nodes);
+    free(l);
+}
+
 static void version_free(version *v)
 {
-    for (uint32_t i = 0; i < v->nnodes; i++) {
-        for (uint32_t j = 0; j < v->nodes[i].n; j++)
-            tref_unref(v->nodes[i].tables[j]);
-        free(v->nodes[i].tables);
-        cluster_unref(v->nodes[i].bc);
-    }
-    free(v->nodes);
+    for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++)
+        vlevel_unref(v->lv[l]);
     free(v);
 }
 
@@ -77,12 +93,22 @@ void version_unref(version *v)
         version_free(v);
 }
 
-static uint32_t lower_bound(const vnode *nodes, uint32_t n, uint64_t id)
+const vnode *viter_next(const version *v, viter *it)
 {
-    uint32_t lo = 0, hi = n;
+    for (; it->level < LTR_MAX_LEVELS; it->level++, it->i = 0) {
+        const vlevel *l = v->lv[it->level];
+        if (l && it->i < l->n)
+            return l->nodes[it->i++];
+    }
+    return NULL;
+}
+
+static uint32_t lower_bound(const vlevel *l, uint64_t id)
+{
+    uint32_t lo = 0, hi = l->n;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (nodes[mid].id < id)
+        if (l->nodes[mid]->id < id)
             lo = mid + 1;
         else
             hi = mid;
@@ -92,45 +118,92 @@ static uint32_t lower_bound(const vnode *nodes, uint32_t n, uint64_t id)
 
 const vnode *version_node(const version *v, uint64_t id)
 {
-    uint32_t i = lower_bound(v->nodes, v->nnodes, id);
-    return i < v->nnodes && v->nodes[i].id == id ? &v->nodes[i] : NULL;
+    const vlevel *l = v->lv[node_level(id)];
+    if (!l)
+        return NULL;
+    uint32_t i = lower_bound(l, id);
+    return i < l->n && l->nodes[i]->id == id ? l->nodes[i] : NULL;
 }
 
-/* Deep copy of the node array (each version owns its arrays and a reference per table). */
-static int copy_nodes(const version *v, version *w, size_t extra)
+/* ---- building a version: copy on write, by level and by node ---- */
+
+typedef struct builder {
+    version *w;
+    uint32_t own_levels;  /* bit l: w->lv[l] is w's private copy */
+} builder;
+
+static int own_level(builder *b, uint32_t level, size_t extra)
 {
-    w->nodes = calloc(v->nnodes + extra + 1, sizeof *w->nodes);
-    if (!w->nodes)
-        return ltr_fail(LTR_ENOMEM, "out of memory building a version");
-    for (uint32_t i = 0; i < v->nnodes; i++) {
-        vnode *d = &w->nodes[i];
-        *d = v->nodes[i];
-        d->tables = malloc(sizeof(tref *) * (d->n + 1));
-        if (!d->tables) {
-            w->nnodes = i;
+    vlevel *old = b->w->lv[level];
+    if (b->own_levels & (1u << level)) {
+        vnode **p = realloc(old->nodes, sizeof(vnode *) * (old->n + extra + 1));
+        if (!p)
             return ltr_fail(LTR_ENOMEM, "out of memory building a version");
-        }
-        memcpy(d->tables, v->nodes[i].tables, sizeof(tref *) * d->n);
-        for (uint32_t j = 0; j < d->n; j++)
-            tref_ref(d->tables[j]);
-        if (d->bc)
-            cluster_ref(d->bc);
+        old->nodes = p;
+        return LTR_OK;
     }
-    w->nnodes = v->nnodes;
+    vlevel *l = calloc(1, sizeof *l);
+    uint32_t n = old ? old->n : 0;
+    if (l)
+        l->nodes = malloc(sizeof(vnode *) * (n + extra + 1));
+    if (!l || !l->nodes) {
+        free(l);
+        return ltr_fail(LTR_ENOMEM, "out of memory building a version");
+    }
+    l->refs = 1;
+    l->n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        l->nodes[i] = old->nodes[i];
+        __atomic_fetch_add(&l->nodes[i]->refs, 1, __ATOMIC_RELAXED);
+    }
+    vlevel_unref(old);
+    b->w->lv[level] = l;
+    b->own_levels |= 1u << level;
     return LTR_OK;
 }
 
-static vnode *node_for(version *w, uint64_t id, uint32_t level)
+/* A private copy of node `id` in w (created empty when absent), or NULL (out of memory). */
+static vnode *node_for(builder *b, uint64_t id, uint32_t level)
 {
-    uint32_t i = lower_bound(w->nodes, w->nnodes, id);
-    if (i < w->nnodes && w->nodes[i].id == id)
-        return &w->nodes[i];
-    memmove(&w->nodes[i + 1], &w->nodes[i], sizeof(vnode) * (w->nnodes - i));
-    w->nnodes++;
-    memset(&w->nodes[i], 0, sizeof(vnode));
-    w->nodes[i].id = id;
-    w->nodes[i].level = level;
-    return &w->nodes[i];
+    if (own_level(b, level, 1))
+        return NULL;
+    vlevel *l = b->w->lv[level];
+    uint32_t i = lower_bound(l, id);
+    if (i < l->n && l->nodes[i]->id == id && l->nodes[i]->building)
+        return l->nodes[i];
+    vnode *d = calloc(1, sizeof *d);
+    if (!d) {
+        ltr_fail(LTR_ENOMEM, "out of memory building a version");
+        return NULL;
+    }
+    d->refs = 1;
+    d->building = 1;
+    d->id = id;
+    d->level = level;
+    if (i < l->n && l->nodes[i]->id == id) { /* copy the shared node */
+        vnode *o = l->nodes[i];
+        d->tables = malloc(sizeof(tref *) * (o->n + 1));
+        if (!d->tables) {
+            free(d);
+            ltr_fail(LTR_ENOMEM, "out of memory building a version");
+            return NULL;
+        }
+        d->n = o->n;
+        memcpy(d->tables, o->tables, sizeof(tref *) * o->n);
+        for (uint32_t j = 0; j < d->n; j++)
+            tref_ref(d->tables[j]);
+        d->bc = o->bc;
+        d->sealed = o->sealed;
+        if (d->bc)
+            cluster_ref(d->bc);
+        l->nodes[i] = d;
+        vnode_unref(o);
+    } else {
+        memmove(&l->nodes[i + 1], &l->nodes[i], sizeof(vnode *) * (l->n - i));
+        l->nodes[i] = d;
+        l->n++;
+    }
+    return d;
 }
 
 static int find_file(const vnode *d, uint64_t file)
@@ -141,9 +214,14 @@ static int find_file(const vnode *d, uint64_t file)
     return -1;
 }
 
-static int apply_op(version *w, const vedit_op *op)
+static int apply_op(builder *b, const vedit_op *op)
 {
-    vnode *d = node_for(w, op->node, op->level);
+    if (op->level >= LTR_MAX_LEVELS)
+        return ltr_fail(LTR_ECORRUPT, "node %llu: level %u out of range",
+                        (unsigned long long)op->node, op->level);
+    vnode *d = node_for(b, op->node, op->level);
+    if (!d)
+        return LTR_ENOMEM;
     if (op->add == VOP_CLUSTER) {
         if (op->sealed > d->n || (op->bc && op->bc->tables != op->sealed))
             return ltr_fail(LTR_ECORRUPT, "node %llu: a cluster of %u tables for %u tables",
@@ -184,28 +262,53 @@ static int apply_op(version *w, const vedit_op *op)
     return LTR_OK;
 }
 
+/* Drops the nodes an edit left empty from the levels it changed; counts the nodes. */
+static void finish(builder *b)
+{
+    version *w = b->w;
+    w->nnodes = 0;
+    for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) {
+        vlevel *lv = w->lv[l];
+        if (lv && (b->own_levels & (1u << l))) {
+            uint32_t k = 0;
+            for (uint32_t i = 0; i < lv->n; i++) {
+                lv->nodes[i]->building = 0;
+                if (lv->nodes[i]->n || lv->nodes[i]->bc)
+                    lv->nodes[k++] = lv->nodes[i];
+                else
+                    vnode_unref(lv->nodes[i]);
+            }
+            lv->n = k;
+            if (!k) {
+                vlevel_unref(lv);
+                w->lv[l] = NULL;
+                continue;
+            }
+        }
+        w->nnodes += lv ? lv->n : 0;
+    }
+}
+
 int version_apply(const version *v, const vedit_op *ops, size_t n, version **out)
 {
     *out = NULL;
-    version *w = calloc(1, sizeof *w);
-    if (!w)
+    builder b = {.w = calloc(1, sizeof(version))};
+    if (!b.w)
         return ltr_fail(LTR_ENOMEM, "out of memory building a version");
-    w->refs = 1;
-    int rc = copy_nodes(v, w, n);
+    b.w->refs = 1;
+    for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) {
+        b.w->lv[l] = v->lv[l];
+        if (v->lv[l])
+            __atomic_fetch_add(&v->lv[l]->refs, 1, __ATOMIC_RELAXED);
+    }
+    int rc = LTR_OK;
     for (size_t i = 0; !rc && i < n; i++)
-        rc = apply_op(w, &ops[i]);
+        rc = apply_op(&b, &ops[i]);
     if (rc) {
-        version_free(w);
+        version_free(b.w);
         return rc;
     }
-    uint32_t k = 0; /* drop nodes left empty */
-    for (uint32_t i = 0; i < w->nnodes; i++) {
-        if (w->nodes[i].n || w->nodes[i].bc)
-            w->nodes[k++] = w->nodes[i];
-        else
-            free(w->nodes[i].tables);
-    }
-    w->nnodes = k;
-    *out = w;
+    finish(&b);
+    *out = b.w;
     return LTR_OK;
 }

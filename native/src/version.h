@@ -18,19 +18,37 @@ typedef struct tref {
 } tref;
 
 typedef struct vnode {
+    int refs;         /* atomic: the levels that hold this node */
     uint64_t id;
     uint32_t level;
     uint32_t n;       /* tables, oldest first */
     tref **tables;
     cluster *bc;      /* last level: the BloomCluster of tables [0, sealed), or NULL */
     uint32_t sealed;  /* those tables are open without filters; the rest keep theirs */
+    uint8_t building; /* made by the version_apply under way: private to it, mutable */
 } vnode;
 
+/* The non-empty nodes of one level, sorted by id. Shared by the versions that did not change
+ * the level: an edit copies only the levels and nodes it touches. */
+typedef struct vlevel {
+    int refs;         /* atomic */
+    uint32_t n;
+    vnode **nodes;
+} vlevel;
+
 typedef struct version {
-    int refs;       /* atomic */
-    uint32_t nnodes;
-    vnode *nodes;   /* non-empty nodes, sorted by id */
+    int refs;         /* atomic */
+    uint32_t nnodes;  /* non-empty nodes in all levels */
+    vlevel *lv[LTR_MAX_LEVELS]; /* NULL: an empty level */
 } version;
+
+/* Iteration over the non-empty nodes, level by level, each level by id:
+ * `viter it = {0}; for (const vnode *n; (n = viter_next(v, &it));)`. */
+typedef struct viter {
+    uint32_t level, i;
+} viter;
+
+const vnode *viter_next(const version *v, viter *it);
 
 enum { VOP_REMOVE = 0, VOP_ADD = 1, VOP_REPLACE = 2, VOP_CLUSTER = 3 };
 
