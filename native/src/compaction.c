@@ -58,7 +58,7 @@ static int new_builder(job *j, ltr_hbuild **b)
      * fill target varies a little, and a second, nearly empty table per child would double the
      * bytes written. The fill target still leaves room on average for balancing. */
     to.fill = 1.0;
-    to.sync = 0; /* the next checkpoint fsyncs the outputs that are still alive then */
+    to.sync = IO_IN_PLACE; /* the next checkpoint fsyncs the outputs still alive then */
     return ltr_hbuild_new(&to, b);
 }
 

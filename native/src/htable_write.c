@@ -235,7 +235,7 @@ static int write_file(const ltr_hbuild *b, plan *p, const filters *f, uint32_t c
     uint64_t tomb = 0;
     for (size_t i = 0; i < b->n; i++)
         tomb += b->items[i].deleted;
-    int rc = io_create(&w, path);
+    int rc = io_create(&w, path, b->o.sync);
     if (rc)
         return rc;
     rc = write_buckets(b, p, &w);

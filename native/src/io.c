@@ -35,10 +35,27 @@ static int fault_hit(int op)
 
 /* ---- writing ---- */
 
-int io_create(wfile *w, const char *path)
+static int create_in_place(wfile *w, const char *path)
+{
+    w->path = strdup(path);
+    if (!w->path)
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int rc = ltr_fail_errno(errno, "cannot create %s", path);
+        free(w->path);
+        w->path = NULL;
+        return rc;
+    }
+    return LTR_OK;
+}
+
+int io_create(wfile *w, const char *path, int sync)
 {
     memset(w, 0, sizeof *w);
     w->fd = -1;
+    if (sync == IO_IN_PLACE)
+        return create_in_place(w, path);
     size_t n = strlen(path);
     w->path = strdup(path);
     w->tmp = malloc(n + 5);
@@ -122,6 +139,15 @@ static int fsync_dir_of(const char *path)
 
 int io_commit(wfile *w, int sync)
 {
+    if (!w->tmp) { /* in place: nothing to sync or rename */
+        int rc = close(w->fd) != 0 ? ltr_fail_errno(errno, "close of %s failed", w->path) : LTR_OK;
+        w->fd = -1;
+        if (!rc) {
+            free(w->path);
+            w->path = NULL;
+        }
+        return rc;
+    }
     int rc = (sync == 1 || sync == 2) ? fsync_checked(w->fd, w->tmp) : LTR_OK;
     if (sync == 3) /* let the device start on it; the caller's fsync then waits less */
         sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -151,6 +177,8 @@ void io_abort(wfile *w)
     w->fd = -1;
     if (w->tmp)
         unlink(w->tmp);
+    else if (w->path) /* written in place and not committed */
+        unlink(w->path);
     free(w->tmp);
     free(w->path);
     w->tmp = w->path = NULL;
@@ -180,7 +208,7 @@ int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path)
 int io_write_file_atomic(const char *path, const void *data, size_t n)
 {
     wfile w;
-    int rc = io_create(&w, path);
+    int rc = io_create(&w, path, 1);
     if (rc)
         return rc;
     rc = io_write(&w, data, n);

@@ -9,15 +9,19 @@
 typedef struct wfile {
     int fd;
     char *path;     /* final name */
-    char *tmp;      /* temporary name the data is written to */
+    char *tmp;      /* temporary name the data is written to (NULL: written in place) */
     uint64_t bytes; /* bytes written so far */
 } wfile;
 
-int io_create(wfile *w, const char *path);
+/* Creates path.tmp to write path through; with IO_IN_PLACE (for store files that nothing
+ * refers to before a checkpoint fsyncs them) path itself, which io_commit only closes. */
+#define IO_IN_PLACE 4
+int io_create(wfile *w, const char *path, int sync);
 int io_write(wfile *w, const void *p, size_t n);
 /* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with
  * 2 the caller fsyncs the directory once for several files; with 3 nothing is synced, writeback
- * only starts, and the caller fsyncs the file and the directory itself). */
+ * only starts, and the caller fsyncs the file and the directory itself; with 0 nothing is
+ * synced; with IO_IN_PLACE the file is only closed). */
 int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);

@@ -198,7 +198,7 @@ void store_table_opts(const ltr_store *s, ltr_table_opts *to)
     to->fill = s->o.fill;
     to->bloom_bits_per_key = s->o.bloom_bits_per_key;
     to->hash_seed = s->o.hash_seed;
-    to->sync = 0; /* the next checkpoint fsyncs the file and its directory */
+    to->sync = IO_IN_PLACE; /* the next checkpoint fsyncs the file and its directory */
 }
 
 static int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **out)
