@@ -665,10 +665,71 @@ def test_unknown_and_badly_typed_options(tmp_path):
     dict(table_buckets=0), dict(table_buckets=70000), dict(fill=0.0), dict(fill=1.5),
     dict(levels=0), dict(levels=13), dict(node_tables=1), dict(memtable_bytes=10**12),
     dict(gc_threshold=0.0), dict(gc_threshold=1.0), dict(bloom_bits_per_key=65), dict(levels=-1),
+    dict(checkpoint_interval=-1.0), dict(checkpoint_interval=3601),
 ])
 def test_invalid_option_values(tmp_path, bad):
     with pytest.raises(ValueError):
         lsmtrie.open(str(tmp_path / "db"), **bad)
+
+
+def test_checkpoint_interval_type(tmp_path):
+    for bad in ("1", None, True):
+        with pytest.raises(TypeError):
+            lsmtrie.open(str(tmp_path / "db"), checkpoint_interval=bad)
+
+
+def _durable_tables(path):
+    """Tables per level in the manifest on disk (a read-only open replays no log into tables)."""
+    with lsmtrie.open(path, read_only=True) as ro:
+        return ro.stats()["tables_per_level"], dict(ro.items())
+
+
+def test_checkpoints_make_background_work_durable(tmp_path):
+    """With checkpoints far apart, flushes and compactions change only the state in memory: the
+    manifest on disk still names no table, every log is kept, and a reader (and a reopen after
+    an exit without close) sees every write through the logs. flush() is a checkpoint: then the
+    manifest names the tables, and the logs and compacted tables are gone."""
+    path = str(tmp_path / "db")
+    script = tmp_path / "w.py"
+    script.write_text(textwrap.dedent('''
+        import os, sys, time, lsmtrie
+        db = lsmtrie.open(sys.argv[1], checkpoint_interval=3600, table_buckets=16, node_tables=2,
+                          levels=3, memtable_bytes=3000)
+        for i in range(3000):
+            db.put(b"k%05d" % i, b"v%d" % i)
+        for _ in range(500):  # let the background work settle (without flush(): no checkpoint)
+            st = db.stats()
+            if st["compactions"] >= 3 and st["memtable_items"] < 200:
+                break
+            time.sleep(0.01)
+        st = db.stats()
+        print(st["compactions"], sum(st["tables_per_level"]), flush=True)
+        sys.stdin.readline()  # the parent looks at the store now
+        os._exit(0)
+    '''))
+    p = subprocess.Popen([sys.executable, str(script), path], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        compactions, tables = map(int, p.stdout.readline().split())
+        assert compactions >= 3 and tables > 0
+        want = {b"k%05d" % i: b"v%d" % i for i in range(3000)}
+        durable, seen = _durable_tables(path)
+        assert sum(durable) == 0, durable  # no checkpoint yet: the manifest names no table
+        assert seen == want
+        assert any(f.endswith(".wal") for f in os.listdir(path))
+    finally:
+        p.communicate(b"\n", timeout=60)
+    assert p.returncode == 0
+    with lsmtrie.open(path, checkpoint_interval=3600) as db:
+        assert dict(db.items()) == want  # replayed from the kept logs
+        db.put(b"more", b"1")
+        db.flush()
+        durable, seen = _durable_tables(path)
+        assert sum(durable) > 0 and seen == {**want, b"more": b"1"}
+    # close() deleted what the checkpoints dropped: every table left is named by the manifest
+    durable, _ = _durable_tables(path)
+    files = os.listdir(path)
+    assert sum(f.endswith(".ht") for f in files) == sum(durable), files
 
 
 # ---------------------------------------------------------------------------------------------

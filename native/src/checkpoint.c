@@ -276,6 +276,9 @@ int store_checkpoint(ltr_store *s, int force)
         s->durable_floor = d.floor;
         pthread_mutex_unlock(&s->state_mu);
         bury_all(s, &doomed);
+        pthread_mutex_lock(&s->state_mu);
+        pthread_cond_broadcast(&s->state_cv); /* the worker reaps the graves in time */
+        pthread_mutex_unlock(&s->state_mu);
         pfiles_free(&files);
         pfiles_free(&doomed);
         ltr_buf_free(&ops);

@@ -1,7 +1,8 @@
 /* store_int.h: the store's state, shared by store.c (open, write path, background work),
  * store_read.c (lookups) and compaction.c.
  *
- * Lock order: write_mu, then state_mu, then mem_lock, then ver_mu; sync_mu is taken alone.
+ * Lock order: write_mu, then ckpt_mu, then state_mu, then mem_lock, then ver_mu; sync_mu is
+ * taken alone.
  * Readers search the memtables and pin the current version while holding mem_lock shared: a
  * flush installs its table in a new version before it takes its memtable out of the list, so a
  * reader sees the data in one or the other. They never hold a lock across table I/O. */

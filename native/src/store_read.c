@@ -73,7 +73,7 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
 {
     uint64_t path = hb_trie_path(h), before = reads_so_far(c);
     for (uint32_t level = 0; level < s->o.levels; level++) {
-        const vnode *n = version_node(v, node_id(level, path));
+        const vnode *n = version_node_at(v, level, node_id(level, path));
         item_view it;
         int r = n ? node_lookup(n, 0, c, h, key, klen, &it) : LTR_ABSENT;
         if (r < 0)

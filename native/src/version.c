@@ -118,7 +118,12 @@ static uint32_t lower_bound(const vlevel *l, uint64_t id)
 
 const vnode *version_node(const version *v, uint64_t id)
 {
-    const vlevel *l = v->lv[node_level(id)];
+    return version_node_at(v, node_level(id), id);
+}
+
+const vnode *version_node_at(const version *v, uint32_t level, uint64_t id)
+{
+    const vlevel *l = v->lv[level];
     if (!l)
         return NULL;
     uint32_t i = lower_bound(l, id);

@@ -77,6 +77,7 @@ version *version_empty(void);
 void version_ref(version *v);
 void version_unref(version *v);
 const vnode *version_node(const version *v, uint64_t id);
+const vnode *version_node_at(const version *v, uint32_t level, uint64_t id); /* id's level */
 /* A new version: v with the ops applied in order. Removing a table that is not there is an
  * error (the state and the manifest disagree). */
 int version_apply(const version *v, const vedit_op *ops, size_t n, version **out);
