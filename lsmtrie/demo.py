@@ -168,14 +168,31 @@ CHUNK = 100_000
 ITEM_BYTES = 1 + 2 + 16 + 100.5 + 0.4  # encoded: varints, key, mean value (+ 2-byte varints)
 
 
+_POOLS: dict = {}
+POOL_BYTES = 64 << 20
+
+
+def _value_pool(seed: int) -> np.ndarray:
+    """64 MiB of random bytes per seed; a chunk's values are a window of it at a random offset
+    (random bytes all the same, at no cost per chunk: generating them was a tenth of the load)."""
+    if seed not in _POOLS:
+        _POOLS.clear()
+        _POOLS[seed] = np.frombuffer(np.random.default_rng([seed, 2**31]).bytes(POOL_BYTES), np.uint8)
+    return _POOLS[seed]
+
+
 def chunk(seed: int, c: int, n: int):
     """Items [c*CHUNK, c*CHUNK + n): keys uint8[n,16], value data, value offsets."""
     rng = np.random.default_rng([seed, c])
-    keys = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
-    lengths = rng.integers(1, 201, size=n)
+    keys = np.frombuffer(rng.bytes(16 * n), np.uint8).reshape(n, 16)
+    lengths = rng.integers(1, VALUE_MAX + 1, size=n)
     voffs = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=voffs[1:])
-    return keys, rng.integers(0, 256, size=int(voffs[-1]), dtype=np.uint8), voffs
+    total, pool = int(voffs[-1]), _value_pool(seed)
+    if total > len(pool) // 2:
+        return keys, np.frombuffer(rng.bytes(total), np.uint8), voffs
+    at = int(rng.integers(0, len(pool) - total))
+    return keys, pool[at: at + total], voffs
 
 
 def choose_buckets(n: int, levels: int, node_tables: int, fill: float) -> int:

@@ -96,7 +96,7 @@ void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
     s->unsynced_bytes += bytes;
 }
 
-void store_drop(ltr_store *s, int cluster, uint64_t number)
+void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 {
     pfile f = {number, 0, (uint8_t)cluster, 0};
     int now = 0;
@@ -114,7 +114,10 @@ void store_drop(ltr_store *s, int cluster, uint64_t number)
     if (!now && pfiles_push(&s->doomed, f))
         s->doomed_lost = 1; /* the next writer open removes it: nothing refers to it */
     pthread_mutex_unlock(&s->state_mu);
-    if (now) {
+    if (now && t && !cluster && !t->reopened && s->pool && !t->reuse) {
+        tpool_ref(s->pool);
+        t->reuse = s->pool; /* freed once the versions that hold t are gone */
+    } else if (now) {
         char *p = pfile_path(s, &f);
         if (p)
             unlink(p);

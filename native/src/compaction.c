@@ -38,11 +38,11 @@ typedef struct job {
 
 int compaction_pick(const ltr_store *s, const version *v, uint64_t *node)
 {
-    /* The fullest node; among equals the highest (ids are breadth-first). */
+    /* The fullest node; among equals the shallowest, then the first (ids are breadth-first). */
     uint32_t best = 0;
-    viter it = {0};
-    for (const vnode *n; (n = viter_next(v, &it));) {
-        if (n->level + 1 < s->o.levels && n->n >= s->o.node_tables && n->n > best) {
+    for (uint32_t l = 0; l + 1 < s->o.levels; l++) {
+        const vnode *n = v->lv[l] ? v->lv[l]->fullest : NULL;
+        if (n && n->n >= s->o.node_tables && n->n > best) {
             best = n->n;
             *node = n->id;
         }
@@ -222,9 +222,9 @@ static int run(job *j)
         return rc;
     /* The inputs are out of the state; open handles keep them readable meanwhile. */
     for (uint32_t i = 0; i < j->nin; i++)
-        store_drop(s, 0, j->src->tables[i]->file);
+        store_drop(s, 0, j->src->tables[i]->file, j->src->tables[i]);
     if (j->gc && j->src->bc)
-        store_drop(s, 1, j->src->bc->file);
+        store_drop(s, 1, j->src->bc->file, NULL);
     return LTR_OK;
 }
 

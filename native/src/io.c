@@ -40,7 +40,9 @@ static int create_in_place(wfile *w, const char *path)
     w->path = strdup(path);
     if (!w->path)
         return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);
-    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* no O_TRUNC: a reused file is overwritten, then cut to length at commit (truncating
+     * first would free its blocks only for the writes to allocate them again) */
+    w->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int rc = ltr_fail_errno(errno, "cannot create %s", path);
         free(w->path);
@@ -139,8 +141,12 @@ static int fsync_dir_of(const char *path)
 
 int io_commit(wfile *w, int sync)
 {
-    if (!w->tmp) { /* in place: nothing to sync or rename */
-        int rc = close(w->fd) != 0 ? ltr_fail_errno(errno, "close of %s failed", w->path) : LTR_OK;
+    if (!w->tmp) { /* in place: cut to length; nothing to sync or rename */
+        int rc = ftruncate(w->fd, (off_t)w->bytes) != 0
+                     ? ltr_fail_errno(errno, "cannot set the length of %s", w->path)
+                     : LTR_OK;
+        if (close(w->fd) != 0 && !rc)
+            rc = ltr_fail_errno(errno, "close of %s failed", w->path);
         w->fd = -1;
         if (!rc) {
             free(w->path);

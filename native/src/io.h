@@ -21,7 +21,7 @@ int io_write(wfile *w, const void *p, size_t n);
 /* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with
  * 2 the caller fsyncs the directory once for several files; with 3 nothing is synced, writeback
  * only starts, and the caller fsyncs the file and the directory itself; with 0 nothing is
- * synced; with IO_IN_PLACE the file is only closed). */
+ * synced; with IO_IN_PLACE the file is cut to its length and closed). */
 int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);

@@ -77,6 +77,8 @@ static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
         ltr_htable_close(t);
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
     }
+    if (!rc)
+        (*out)->reopened = 1; /* older versions may still read the file through r */
     return rc;
 }
 
@@ -131,7 +133,7 @@ static int build_cluster(ltr_store *s, const vnode *n)
     if (rc && path)
         unlink(path);
     if (!rc && n->bc) /* the old cluster is out of the state */
-        store_drop(s, 1, n->bc->file);
+        store_drop(s, 1, n->bc->file, NULL);
     for (uint32_t i = 0; fresh && i < nf; i++)
         tref_unref(fresh[i]);
     cluster_unref(bc);

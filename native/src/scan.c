@@ -4,13 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bucket.h"
 #include "htable_read.h"
+#include "io.h"
+
+#define SCAN_CHUNK 64 /* buckets read with one pread (256 KiB) when the table is not mapped */
 
 struct ltr_scan {
     ltr_htable *t;
     uint32_t next_bucket;
     uint32_t next_overflow;
     read_ctx c;
+    uint8_t *chunk;       /* buckets [chunk_first, chunk_first + chunk_n) */
+    uint32_t chunk_first, chunk_n;
 };
 
 int ltr_scan_new(ltr_htable *t, ltr_scan **out)
@@ -34,7 +40,35 @@ void ltr_scan_free(ltr_scan *s)
     if (!s)
         return;
     read_ctx_free(&s->c);
+    free(s->chunk);
     free(s);
+}
+
+/* Bucket k, checked: from the map, or from a chunk of buckets read at once (a scan reads them
+ * all, so one system call per chunk instead of one per bucket). */
+static const uint8_t *scan_page(ltr_scan *s, uint32_t k, bucket_footer *f, int *rc)
+{
+    ltr_htable *t = s->t;
+    if (t->map)
+        return table_bucket(t, &s->c, k, f, rc);
+    if (k < s->chunk_first || k >= s->chunk_first + s->chunk_n) {
+        uint32_t n = t->buckets - k < SCAN_CHUNK ? t->buckets - k : SCAN_CHUNK;
+        if (!s->chunk && !(s->chunk = malloc((size_t)SCAN_CHUNK * LTR_BUCKET_SIZE))) {
+            *rc = ltr_fail(LTR_ENOMEM, "out of memory scanning %s", t->path);
+            return NULL;
+        }
+        s->chunk_n = 0;
+        *rc = io_pread(t->fd, s->chunk, (size_t)n * LTR_BUCKET_SIZE,
+                       (uint64_t)k * LTR_BUCKET_SIZE, t->path);
+        if (*rc)
+            return NULL;
+        s->chunk_first = k;
+        s->chunk_n = n;
+    }
+    const uint8_t *page = s->chunk + (size_t)(k - s->chunk_first) * LTR_BUCKET_SIZE;
+    s->c.stats[ST_BUCKET_READS]++;
+    *rc = bucket_check(page, k, t->buckets, f, t->path);
+    return *rc ? NULL : page;
 }
 
 void ltr_items_free(ltr_items *it)
@@ -81,7 +115,7 @@ static int scan_bucket(ltr_scan *s, ltr_items *out)
     bucket_footer f;
     int rc;
     uint32_t k = s->next_bucket;
-    const uint8_t *page = table_bucket(s->t, &s->c, k, &f, &rc);
+    const uint8_t *page = scan_page(s, k, &f, &rc);
     if (!page)
         return rc;
     const uint8_t *p = page, *end = page + f.used;

@@ -186,6 +186,8 @@ int store_new_table(ltr_store *s, uint64_t *file, char **path)
     *file = s->next_file++;
     pthread_mutex_unlock(&s->state_mu);
     *path = store_file(s->dir, *file, "ht");
+    if (*path && s->pool)
+        tpool_take(s->pool, *path); /* a dead table's file, overwritten in place */
     return *path ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
 }
 
@@ -843,6 +845,10 @@ static void store_free(ltr_store *s)
 {
     if (s->current)
         version_unref(s->current);
+    if (s->pool) { /* tables still referenced elsewhere (a scan) unlink their file when freed */
+        tpool_close(s->pool);
+        tpool_unref(s->pool);
+    }
     memtable_free(s->active);
     while (s->imm) {
         memtable *m = s->imm;
@@ -901,6 +907,8 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     s->meta_dir = o->metadata_path ? strdup(o->metadata_path) : NULL;
     s->o.metadata_path = NULL;
     s->current = version_empty();
+    if (!o->read_only)
+        s->pool = tpool_new(path, POOL_FILES); /* none (NULL) only costs speed */
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->write_cv, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);

@@ -17,6 +17,7 @@
 #include "version.h"
 
 #define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
+#define POOL_FILES 256  /* dead table files kept for reuse */
 #define LOG_ROTATE_MAX (64u << 20) /* a log is rotated at this size (or 32 memtables) */
 #define LOG_WRITEBACK_STEP (1u << 20) /* log writeback is started every this many bytes */
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
@@ -90,6 +91,7 @@ struct ltr_store {
     pfiles doomed;           /* files dropped in memory that the durable state still names */
     int doomed_lost;         /* one could not be recorded: the next open removes it */
     uint64_t durable_floor;  /* the log floor of the manifest on disk */
+    tpool *pool;             /* table files for reuse (NULL: none) */
     uint64_t next_file;
     uint64_t log_floor;      /* replay starts at this log, */
     uint64_t log_floor_off;  /* at this offset */
@@ -128,9 +130,10 @@ double store_now(void);
  * held, no I/O. Files the ops add must be passed to store_wrote (under the same hold). */
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
 void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes);
-/* A file left the state in memory (state_mu not held): unlinked at once when no durable state
- * ever named it, else after the checkpoint that drops it (and the grace period). */
-void store_drop(ltr_store *s, int cluster, uint64_t number);
+/* A file left the state in memory (state_mu not held). When no durable state ever named it, a
+ * table's file goes to the pool once its reference t is freed (or is unlinked at once); else it
+ * is unlinked after the checkpoint that drops it (and the grace period). */
+void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
 /* Makes the state in memory durable (see checkpoint.c); `force` writes an edit even when
  * nothing is queued (the counters). */
 int store_checkpoint(ltr_store *s, int force);

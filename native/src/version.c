@@ -45,6 +45,10 @@ void tref_unref(tref *t)
 {
     if (t && __atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         ltr_htable_close(t->t);
+        if (t->reuse) { /* closed: nothing in this process reads the file any more */
+            tpool_put(t->reuse, t->file);
+            tpool_unref(t->reuse);
+        }
         free(t);
     }
 }
@@ -289,6 +293,10 @@ static void finish(builder *b)
                 w->lv[l] = NULL;
                 continue;
             }
+            lv->fullest = lv->nodes[0];
+            for (uint32_t i = 1; i < k; i++)
+                if (lv->nodes[i]->n > lv->fullest->n)
+                    lv->fullest = lv->nodes[i];
         }
         w->nnodes += lv ? lv->n : 0;
     }

@@ -9,12 +9,15 @@
 
 #include "cluster.h"
 #include "ltr_int.h"
+#include "pool.h"
 
 typedef struct tref {
     uint64_t file;
     uint32_t level;
     ltr_htable *t;
-    int refs;     /* atomic */
+    int refs;       /* atomic */
+    uint8_t reopened; /* a second reference to a file (another may still be open) */
+    tpool *reuse;   /* set when the file died unnamed: it goes to this pool when freed */
 } tref;
 
 typedef struct vnode {
@@ -34,6 +37,7 @@ typedef struct vlevel {
     int refs;         /* atomic */
     uint32_t n;
     vnode **nodes;
+    const vnode *fullest; /* the node with the most tables (the first of equals) */
 } vlevel;
 
 typedef struct version {
