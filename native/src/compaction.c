@@ -36,12 +36,25 @@ typedef struct job {
     uint64_t bytes;
 } job;
 
-int compaction_pick(const ltr_store *s, const version *v, uint64_t *node)
+/* The fullest node of level l other than skip (a scan of the level only when skip is it). */
+static const vnode *fullest(const vlevel *lv, uint64_t skip)
+{
+    if (!lv || lv->fullest->id != skip)
+        return lv ? lv->fullest : NULL;
+    const vnode *best = NULL;
+    for (uint32_t i = 0; i < lv->n; i++)
+        if (lv->nodes[i]->id != skip && (!best || lv->nodes[i]->n > best->n))
+            best = lv->nodes[i];
+    return best;
+}
+
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t limit,
+                    uint64_t skip)
 {
     /* The fullest node; among equals the shallowest, then the first (ids are breadth-first). */
     uint32_t best = 0;
-    for (uint32_t l = 0; l + 1 < s->o.levels; l++) {
-        const vnode *n = v->lv[l] ? v->lv[l]->fullest : NULL;
+    for (uint32_t l = 0; l < limit && l + 1 < s->o.levels; l++) {
+        const vnode *n = fullest(v->lv[l], skip);
         if (n && n->n >= s->o.node_tables && n->n > best) {
             best = n->n;
             *node = n->id;

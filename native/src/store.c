@@ -386,7 +386,7 @@ static int rotate(ltr_store *s)
  * (no worker yet) never waits: it flushes everything itself afterwards. */
 static void wait_for_room(ltr_store *s)
 {
-    while (s->worker_started && s->nimm >= MAX_IMMUTABLE && !s->bg_error && !s->stopping) {
+    while (s->nworkers && s->nimm >= MAX_IMMUTABLE && !s->bg_error && !s->stopping) {
         __atomic_fetch_add(&s->write_stalls, 1, __ATOMIC_RELAXED);
         pthread_cond_wait(&s->write_cv, &s->write_mu);
     }
@@ -581,27 +581,47 @@ static int flush_oldest(ltr_store *s)
     return LTR_OK;
 }
 
-/* One unit of background work: 1 done, 0 nothing to do, <0 failed. state_mu is not held. */
-static int background_step(ltr_store *s)
+/* Worker `id` compacts nodes of the levels below this one. The second worker leaves the nodes
+ * whose children are last-level nodes to the first, which alone runs the last level's work:
+ * garbage collection of a node must not overlap appends to it. Two compactions never take the
+ * same node; a node and its child may compact at once (one appends to the child's pile, the
+ * other removes the child's oldest tables). */
+static uint32_t compact_limit(const ltr_store *s, int id)
 {
-    pthread_rwlock_rdlock(&s->mem_lock);
-    int have_imm = s->imm != NULL;
-    pthread_rwlock_unlock(&s->mem_lock);
+    return id == 0 ? s->o.levels - 1 : (s->o.levels >= 3 ? s->o.levels - 2 : 0);
+}
+
+static int imm_pending(ltr_store *s);
+
+/* One unit of background work for worker `id`: 1 done, 0 nothing to do, <0 failed. state_mu
+ * is not held. The version is pinned and the node claimed under state_mu, which installs hold,
+ * so the pinned version shows what the other worker finished. */
+static int background_step(ltr_store *s, int id)
+{
+    pthread_mutex_lock(&s->state_mu);
+    int have_imm = imm_pending(s);
     version *v = store_pin(s);
     uint64_t node = 0;
     /* Flushes come first unless some node is half again over its table budget: then it is
      * compacted first, so no node's pile (and no lookup's cost) grows without bound. */
-    int compact = compaction_pick(s, v, &node);
+    int compact = compaction_pick(s, v, &node, compact_limit(s, id), s->compacting[!id]);
     const vnode *n = compact ? version_node(v, node) : NULL;
     int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
+    int flush = id == 0 && have_imm && !urgent && !s->flusher_started;
+    if (compact && !flush)
+        s->compacting[id] = node;
+    pthread_mutex_unlock(&s->state_mu);
     int rc = 0;
-    if (have_imm && !urgent && !s->flusher_started) {
+    if (flush) {
         rc = flush_oldest(s);
         rc = rc ? rc : 1;
     } else if (compact) {
         rc = compaction_run(s, v, node);
         rc = rc ? rc : 1;
-    } else {
+        pthread_mutex_lock(&s->state_mu);
+        s->compacting[id] = NO_NODE;
+        pthread_mutex_unlock(&s->state_mu);
+    } else if (id == 0) {
         rc = lastlevel_step(s, v);
     }
     version_unref(v);
@@ -618,11 +638,12 @@ static int imm_pending(ltr_store *s)
     return pending;
 }
 
-static int work_available(ltr_store *s)
+static int work_available(ltr_store *s, int id)
 {
     uint64_t node;
-    return (!s->flusher_started && imm_pending(s)) || compaction_pick(s, s->current, &node) ||
-           lastlevel_pending(s, s->current);
+    return (id == 0 && !s->flusher_started && imm_pending(s)) ||
+           compaction_pick(s, s->current, &node, compact_limit(s, id), s->compacting[!id]) ||
+           (id == 0 && lastlevel_pending(s, s->current));
 }
 
 /* The flusher's turn: a memtable waits and the root is not at twice its budget (the worker,
@@ -644,11 +665,12 @@ static void wake_writers(ltr_store *s)
 
 static void *worker_main(void *arg)
 {
-    ltr_store *s = arg;
+    ltr_store *s = ((struct worker_arg *)arg)->s;
+    int id = ((struct worker_arg *)arg)->id;
     pthread_mutex_lock(&s->state_mu);
     while (!s->stopping) {
         reap(s, 0);
-        if (s->bg_error || !work_available(s)) {
+        if (s->bg_error || !work_available(s, id)) {
             if (s->ngrave) { /* wake up in time to delete them */
                 struct timespec until;
                 clock_gettime(CLOCK_REALTIME, &until);
@@ -663,11 +685,11 @@ static void *worker_main(void *arg)
             }
             continue;
         }
-        s->busy = 1;
+        s->busy++;
         pthread_mutex_unlock(&s->state_mu);
-        int rc = background_step(s);
+        int rc = background_step(s, id);
         pthread_mutex_lock(&s->state_mu);
-        s->busy = 0;
+        s->busy--;
         if (rc < 0)
             record_bg_error(s, rc);
         pthread_cond_broadcast(&s->state_cv);
@@ -822,10 +844,14 @@ static int start(ltr_store *s)
             s->flusher_started = 1;
         if (pthread_create(&s->syncer, NULL, syncer_main, s) == 0)
             s->syncer_started = 1;
-        rc = s->syncer_started && pthread_create(&s->worker, NULL, worker_main, s) == 0
-                 ? LTR_OK
-                 : ltr_fail(LTR_ENOMEM, "cannot start the background threads");
-        s->worker_started = !rc;
+        /* a second worker when there are levels it may compact (compact_limit) */
+        int want = s->o.levels >= 3 ? 2 : 1;
+        for (int i = 0; s->syncer_started && i < want; i++) {
+            s->wargs[i] = (struct worker_arg){s, i};
+            if (pthread_create(&s->workers[i], NULL, worker_main, &s->wargs[i]) == 0)
+                s->nworkers++;
+        }
+        rc = s->nworkers ? LTR_OK : ltr_fail(LTR_ENOMEM, "cannot start the background threads");
         if (rc) {
             pthread_mutex_lock(&s->state_mu);
             s->stopping = 1;
@@ -901,6 +927,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
         return NULL;
     s->o = *o;
     s->lock_fd = -1;
+    s->compacting[0] = s->compacting[1] = NO_NODE;
     s->mf.w.fd = -1;
     s->wal.fd = -1;
     s->dir = strdup(path);
@@ -958,7 +985,8 @@ static int wait_idle(ltr_store *s)
         int pending = s->imm != NULL;
         pthread_rwlock_unlock(&s->mem_lock);
         uint64_t node;
-        if (!pending && !s->busy && !s->flushing && !compaction_pick(s, s->current, &node) &&
+        if (!pending && !s->busy && !s->flushing &&
+            !compaction_pick(s, s->current, &node, s->o.levels, NO_NODE) &&
             !lastlevel_pending(s, s->current))
             break;
         pthread_cond_broadcast(&s->state_cv);
@@ -997,8 +1025,8 @@ int ltr_store_close(ltr_store *s)
         s->stopping = 1;
         pthread_cond_broadcast(&s->state_cv);
         pthread_mutex_unlock(&s->state_mu);
-        if (s->worker_started)
-            pthread_join(s->worker, NULL);
+        for (int i = 0; i < s->nworkers; i++)
+            pthread_join(s->workers[i], NULL);
         if (s->flusher_started)
             pthread_join(s->flusher, NULL);
         if (s->syncer_started)

@@ -100,10 +100,15 @@ struct ltr_store {
 
     /* background work: the worker compacts (and flushes when there is no flusher); the flusher
      * only flushes, so a flush never waits behind a compaction */
-    pthread_t worker, flusher, syncer;
-    int worker_started, flusher_started, syncer_started;
+    pthread_t workers[2], flusher, syncer;
+    struct worker_arg {
+        struct ltr_store *s;
+        int id;
+    } wargs[2];
+    int nworkers, flusher_started, syncer_started;
+    uint64_t compacting[2];  /* the node each worker compacts, or NO_NODE (state_mu) */
     int stopping;
-    int busy;              /* the worker runs a job */
+    int busy;              /* workers running a job */
     int flushing;          /* the flusher runs a flush */
     int bg_error;          /* a background failure stops writes until flush() retries */
     int bg_errno;
@@ -172,8 +177,11 @@ void recovery_free_logs(loglist *l);
 void recovery_remove_orphans(ltr_store *s);
 
 /* compaction.c */
-/* A node that should be compacted now (its id in *node), or 0 when none. */
-int compaction_pick(const ltr_store *s, const version *v, uint64_t *node);
+#define NO_NODE UINT64_MAX
+/* The fullest node of the levels below `limit` that should be compacted now, other than `skip`
+ * (its id in *node), or 0 when none. */
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t limit,
+                    uint64_t skip);
 int compaction_run(ltr_store *s, version *v, uint64_t node);
 /* Garbage collection of a last-level node: its tables rewritten with only live items. */
 int gc_run(ltr_store *s, version *v, uint64_t node);
