@@ -48,12 +48,12 @@ static const vnode *fullest(const vlevel *lv, uint64_t skip)
     return best;
 }
 
-int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t limit,
-                    uint64_t skip)
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
+                    uint32_t limit, uint64_t skip)
 {
     /* The fullest node; among equals the shallowest, then the first (ids are breadth-first). */
     uint32_t best = 0;
-    for (uint32_t l = 0; l < limit && l + 1 < s->o.levels; l++) {
+    for (uint32_t l = from; l < limit && l + 1 < s->o.levels; l++) {
         const vnode *n = fullest(v->lv[l], skip);
         if (n && n->n >= s->o.node_tables && n->n > best) {
             best = n->n;
@@ -200,7 +200,7 @@ static int install(job *j)
         ltr_table_info info;
         ltr_htable_info(j->out[i].table->t, &info);
         store_wrote(s, 0, j->out[i].file, info.file_bytes);
-        if (!j->gc && j->src->level + 2 == s->o.levels)
+        if (j->gc || j->src->level + 2 == s->o.levels)
             lastlevel_note(s, j->out[i].node);
     }
     pthread_mutex_unlock(&s->state_mu);

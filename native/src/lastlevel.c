@@ -56,13 +56,14 @@ static int needs_cluster(const ltr_store *s, const vnode *n)
 
 int lastlevel_pending(ltr_store *s, const version *v)
 {
-    if (s->ngc_pending)
-        return 1;
+    return s->ngc_pending > 0; /* only nodes that received tables can need work */
+}
+
+void lastlevel_note_all(ltr_store *s)
+{
     viter it = {.level = s->o.levels - 1};
-    for (const vnode *n; (n = viter_next(v, &it));)
-        if (needs_cluster(s, n))
-            return 1;
-    return 0;
+    for (const vnode *n; (n = viter_next(s->current, &it));)
+        lastlevel_note(s, n->id);
 }
 
 /* ---- clusters ---- */
@@ -230,21 +231,19 @@ int lastlevel_step(ltr_store *s, version *v)
         node = s->gc_pending[--s->ngc_pending];
     pthread_mutex_unlock(&s->state_mu);
     const vnode *n = have ? version_node(v, node) : NULL;
+    int rc = LTR_OK;
     if (n && n->n) {
         double ratio;
-        int rc = garbage_ratio(s, n, &ratio);
-        if (rc)
-            return rc;
-        if (ratio > s->o.gc_threshold)
-            return (rc = gc_run(s, v, node)) ? rc : 1;
-    }
-    if (have)
-        return 1;
-    viter it = {.level = s->o.levels - 1};
-    for (const vnode *n; (n = viter_next(v, &it));)
-        if (needs_cluster(s, n)) {
-            int rc = build_cluster(s, n);
-            return rc ? rc : 1;
+        rc = garbage_ratio(s, n, &ratio);
+        if (!rc && ratio > s->o.gc_threshold)
+            rc = gc_run(s, v, node); /* notes the node again: its new table needs a cluster */
+        else if (!rc && needs_cluster(s, n))
+            rc = build_cluster(s, n);
+        if (rc) { /* retried with the work that failed */
+            pthread_mutex_lock(&s->state_mu);
+            lastlevel_note(s, node);
+            pthread_mutex_unlock(&s->state_mu);
         }
-    return 0;
+    }
+    return rc ? rc : have;
 }

@@ -54,21 +54,29 @@ void store_bury(ltr_store *s, char *path)
     }
 }
 
-/* Unlinks the files whose grace period is over (all of them when `all`); state_mu held. */
+/* Unlinks the files whose grace period is over (all of them when `all`); state_mu not held
+ * (an unlink may wait for the device). */
 static void reap(ltr_store *s, int all)
 {
+    pthread_mutex_lock(&s->state_mu);
     double t = store_now();
-    size_t k = 0;
+    size_t k = 0, ndue = 0;
+    char **due = s->ngrave ? malloc(s->ngrave * sizeof *due) : NULL;
     for (size_t i = 0; i < s->ngrave; i++) {
-        if (all || s->grave_at[i] <= t) {
-            unlink(s->grave[i]);
-            free(s->grave[i]);
+        if (due && (all || s->grave_at[i] <= t)) {
+            due[ndue++] = s->grave[i];
         } else {
             s->grave[k] = s->grave[i];
             s->grave_at[k++] = s->grave_at[i];
         }
     }
     s->ngrave = k;
+    pthread_mutex_unlock(&s->state_mu);
+    for (size_t i = 0; i < ndue; i++) {
+        unlink(due[i]);
+        free(due[i]);
+    }
+    free(due);
 }
 
 /* ---- options ---- */
@@ -604,10 +612,17 @@ static int background_step(ltr_store *s, int id)
     uint64_t node = 0;
     /* Flushes come first unless some node is half again over its table budget: then it is
      * compacted first, so no node's pile (and no lookup's cost) grows without bound. */
-    int compact = compaction_pick(s, v, &node, compact_limit(s, id), s->compacting[!id]);
+    int compact = compaction_pick(s, v, &node, 0, compact_limit(s, id), s->compacting[!id]);
     const vnode *n = compact ? version_node(v, node) : NULL;
     int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
     int flush = id == 0 && have_imm && !urgent && !s->flusher_started;
+    /* The first worker turns to the work only it does before the levels both compact: the
+     * compactions into the last level, then the last level's own work. */
+    uint32_t own = s->o.levels >= 3 ? s->o.levels - 2 : 0;
+    int last = 0;
+    if (id == 0 && s->nworkers > 1 && compact && !urgent && !flush &&
+        !compaction_pick(s, v, &node, own, own + 1, NO_NODE))
+        compact = !(last = lastlevel_pending(s, v));
     if (compact && !flush)
         s->compacting[id] = node;
     pthread_mutex_unlock(&s->state_mu);
@@ -615,6 +630,8 @@ static int background_step(ltr_store *s, int id)
     if (flush) {
         rc = flush_oldest(s);
         rc = rc ? rc : 1;
+    } else if (last) {
+        rc = lastlevel_step(s, v);
     } else if (compact) {
         rc = compaction_run(s, v, node);
         rc = rc ? rc : 1;
@@ -642,7 +659,7 @@ static int work_available(ltr_store *s, int id)
 {
     uint64_t node;
     return (id == 0 && !s->flusher_started && imm_pending(s)) ||
-           compaction_pick(s, s->current, &node, compact_limit(s, id), s->compacting[!id]) ||
+           compaction_pick(s, s->current, &node, 0, compact_limit(s, id), s->compacting[!id]) ||
            (id == 0 && lastlevel_pending(s, s->current));
 }
 
@@ -667,22 +684,11 @@ static void *worker_main(void *arg)
 {
     ltr_store *s = ((struct worker_arg *)arg)->s;
     int id = ((struct worker_arg *)arg)->id;
+    pthread_setname_np(pthread_self(), id ? "ltr-compact1" : "ltr-compact0");
     pthread_mutex_lock(&s->state_mu);
     while (!s->stopping) {
-        reap(s, 0);
         if (s->bg_error || !work_available(s, id)) {
-            if (s->ngrave) { /* wake up in time to delete them */
-                struct timespec until;
-                clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_nsec += 250000000;
-                if (until.tv_nsec >= 1000000000) {
-                    until.tv_sec++;
-                    until.tv_nsec -= 1000000000;
-                }
-                pthread_cond_timedwait(&s->state_cv, &s->state_mu, &until);
-            } else {
-                pthread_cond_wait(&s->state_cv, &s->state_mu);
-            }
+            pthread_cond_wait(&s->state_cv, &s->state_mu);
             continue;
         }
         s->busy++;
@@ -712,6 +718,7 @@ static void record_bg_error(ltr_store *s, int rc)
 static void *flusher_main(void *arg)
 {
     ltr_store *s = arg;
+    pthread_setname_np(pthread_self(), "ltr-flush");
     pthread_mutex_lock(&s->state_mu);
     while (!s->stopping) {
         if (s->bg_error || !flush_available(s)) {
@@ -733,12 +740,19 @@ static void *flusher_main(void *arg)
 }
 
 /* The checkpointer: makes the state durable about once a second (CKPT_SECONDS), or sooner when
- * much was written (CKPT_BYTES). */
+ * much was written (CKPT_BYTES), and deletes the files whose grace period is over (unlinking a
+ * file that has blocks can wait for the device, which compactions should not). */
 static void *syncer_main(void *arg)
 {
     ltr_store *s = arg;
+    pthread_setname_np(pthread_self(), "ltr-checkpoint");
     pthread_mutex_lock(&s->state_mu);
     while (!s->stopping) {
+        if (s->ngrave) {
+            pthread_mutex_unlock(&s->state_mu);
+            reap(s, 0);
+            pthread_mutex_lock(&s->state_mu);
+        }
         if (!s->bg_error && store_checkpoint_due(s)) {
             pthread_mutex_unlock(&s->state_mu);
             int rc = store_checkpoint(s, 0);
@@ -837,6 +851,7 @@ static int start(ltr_store *s)
         rc = store_checkpoint(s, 1);
     if (!rc) {
         recovery_remove_orphans(s);
+        lastlevel_note_all(s); /* work a crash interrupted: checked again */
         /* With one level the root is the last level, whose garbage collection must not
          * overlap appends to it: the worker then flushes too. The flusher starts first, so the
          * worker knows from its start whether it flushes. */
@@ -986,7 +1001,7 @@ static int wait_idle(ltr_store *s)
         pthread_rwlock_unlock(&s->mem_lock);
         uint64_t node;
         if (!pending && !s->busy && !s->flushing &&
-            !compaction_pick(s, s->current, &node, s->o.levels, NO_NODE) &&
+            !compaction_pick(s, s->current, &node, 0, s->o.levels, NO_NODE) &&
             !lastlevel_pending(s, s->current))
             break;
         pthread_cond_broadcast(&s->state_cv);
@@ -1038,9 +1053,7 @@ int ltr_store_close(ltr_store *s)
         /* what the background work did, and the counters of the writes since the last edit */
         int r = store_checkpoint(s, 1);
         rc = rc ? rc : r;
-        pthread_mutex_lock(&s->state_mu);
         reap(s, 1);
-        pthread_mutex_unlock(&s->state_mu);
     }
     store_free(s);
     return rc;

@@ -178,16 +178,17 @@ void recovery_remove_orphans(ltr_store *s);
 
 /* compaction.c */
 #define NO_NODE UINT64_MAX
-/* The fullest node of the levels below `limit` that should be compacted now, other than `skip`
+/* The fullest node of levels [from, limit) that should be compacted now, other than `skip`
  * (its id in *node), or 0 when none. */
-int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t limit,
-                    uint64_t skip);
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
+                    uint32_t limit, uint64_t skip);
 int compaction_run(ltr_store *s, version *v, uint64_t node);
 /* Garbage collection of a last-level node: its tables rewritten with only live items. */
 int gc_run(ltr_store *s, version *v, uint64_t node);
 
 /* lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes */
 void lastlevel_note(ltr_store *s, uint64_t node); /* state_mu held */
+void lastlevel_note_all(ltr_store *s);             /* at open: every last-level node */
 int lastlevel_step(ltr_store *s, version *v);      /* 1 did work, 0 nothing to do, <0 error */
 int lastlevel_pending(ltr_store *s, const version *v);
 const char *cluster_dir(const ltr_store *s);
