@@ -6,7 +6,9 @@ handles so that they close exactly once and never while a call is using them.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import numpy as np
 
@@ -43,43 +45,54 @@ def check(rc: int) -> int:
     return rc
 
 
+forks = [0]  # forks seen by this process: a handle checks its pid only after one
+os.register_at_fork(after_in_child=lambda: forks.__setitem__(0, forks[0] + 1))
+
+
 class Handle:
     """Owns one C handle. `with handle as ptr:` yields the pointer for one call and keeps
     `close()` from freeing it until every such call has returned (cffi releases the GIL, so
-    another thread may close while a call runs)."""
+    another thread may close while a call runs).
+
+    No lock per call: a call appends to `users` and then reads `ptr`; close() clears `ptr`
+    and then waits until `users` is empty. list.append and list.pop are atomic, so either the
+    call sees ptr cleared (and leaves), or close() sees the call (and waits for it)."""
 
     def __init__(self, ptr, destructor, what: str):
-        self._ptr = ptr
+        self.ptr = ptr
+        self.users = []
         self._destructor = destructor
         self._what = what
-        self._users = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._closing = threading.Lock()
 
     @property
     def closed(self) -> bool:
-        return self._ptr is None
+        return self.ptr is None
+
+    def closed_error(self) -> errors.ClosedError:
+        return errors.ClosedError(f"{self._what} is closed")
 
     def __enter__(self):
-        with self._cond:
-            if self._ptr is None:
-                raise errors.ClosedError(f"{self._what} is closed")
-            self._users += 1
-            return self._ptr
+        self.users.append(None)
+        ptr = self.ptr
+        if ptr is None:
+            self.users.pop()
+            raise self.closed_error()
+        return ptr
 
     def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._users -= 1
-            if self._users == 0:
-                self._cond.notify_all()
+        self.users.pop()
 
     def close(self) -> None:
-        with self._cond:
-            ptr, self._ptr = self._ptr, None
+        with self._closing:  # one closer; the others return once it is done
+            ptr, self.ptr = self.ptr, None
             if ptr is None:
                 return
-            while self._users:
-                self._cond.wait()
-        self._destructor(ptr)
+            delay = 1e-5
+            while self.users:  # calls in flight: they take microseconds, rarely seconds
+                time.sleep(delay)
+                delay = min(2 * delay, 0.01)
+            self._destructor(ptr)
 
     def __del__(self):
         try:

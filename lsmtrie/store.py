@@ -100,6 +100,7 @@ class Store:
         b.check(lib.ltr_store_open(os.fsencode(path), o, out))
         self._h = b.Handle(out[0], self._close_handle, f"store {self.path}")
         self._pid = os.getpid()
+        self._forks = b.forks[0]
         self._tls = threading.local()
         self._close_rc = 0
         eff = ffi.new("ltr_store_opts *")
@@ -116,7 +117,7 @@ class Store:
             self._close_rc = lib.ltr_store_close(ptr)
 
     def _use(self):
-        if self._pid != os.getpid():
+        if self._forks != b.forks[0] and self._pid != os.getpid():
             raise Error("this Store was opened in another process (before a fork); open it again here")
         return self._h
 
@@ -189,31 +190,50 @@ class Store:
             self._tls.out = (ffi.new("size_t *"), ffi.new("int *"), ffi.new("char[]", 4096))
             return self._tls.out
 
-    def _lookup(self, key) -> tuple[int, bytes | None]:
-        key = check_bytes(key, "key")
-        vlen, status, vbuf = self._out()
-        with self._use() as h:
-            rc = b.check(lib.ltr_store_get(h, ffi.from_buffer(key), len(key), vbuf, 4096, vlen, status))
+    def _value(self, key) -> bytes | None:
+        """The value of key, or None (absent or deleted). The path of every single get: kept
+        short, since Python's own work per call is as large as the C lookup's."""
+        if type(key) is bytes:  # cffi passes a bytes object's buffer as it is
+            kp = key
+        else:
+            key = check_bytes(key, "key")
+            kp = ffi.from_buffer(key)
+        try:
+            vlen, status, vbuf = self._tls.out
+        except AttributeError:
+            vlen, status, vbuf = self._out()
+        if self._forks != b.forks[0]:
+            self._use()
+        handle = self._h  # `with handle` written out (see Handle): two method calls fewer
+        users = handle.users
+        users.append(None)
+        try:
+            h = handle.ptr
+            if h is None:
+                raise handle.closed_error()
+            rc = lib.ltr_store_get(h, kp, len(key), vbuf, 4096, vlen, status)
             if rc == lib.LTR_EAGAIN:  # a value larger than the buffer: ask again with room for it
                 vbuf = ffi.new("char[]", vlen[0])
-                b.check(lib.ltr_store_get(h, ffi.from_buffer(key), len(key), vbuf, vlen[0], vlen, status))
-        if status[0] == lib.LTR_FOUND:
-            return status[0], ffi.unpack(vbuf, vlen[0])
-        return status[0], None
+                rc = lib.ltr_store_get(h, kp, len(key), vbuf, vlen[0], vlen, status)
+        finally:
+            users.pop()
+        if rc < 0:
+            b.check(rc)
+        return ffi.unpack(vbuf, vlen[0]) if status[0] == lib.LTR_FOUND else None
 
     def get(self, key, default=None):
         """The value of key, or default."""
-        status, value = self._lookup(key)
-        return value if status == lib.LTR_FOUND else default
+        value = self._value(key)
+        return default if value is None else value
 
     def __getitem__(self, key) -> bytes:
-        status, value = self._lookup(key)
-        if status != lib.LTR_FOUND:
+        value = self._value(key)
+        if value is None:
             raise KeyError(key)
         return value
 
     def __contains__(self, key) -> bool:
-        return self._lookup(key)[0] == lib.LTR_FOUND
+        return self._value(key) is not None
 
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,18 +20,27 @@
 
 /* ---- reading units ---- */
 
-static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf)
+/* Unit u, checked: *p points into the mapping, or into buf (read with pread when the file
+ * could not be mapped). */
+static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, const uint8_t **p, size_t *n)
 {
     uint64_t at = bc->off[u], len = bc->off[u + 1] - at;
-    buf->len = 0;
-    int rc = buf_reserve(buf, (size_t)len + 1);
-    if (!rc)
-        rc = io_pread(bc->fd, buf->data, (size_t)len, at, bc->path);
-    if (!rc && ltr_crc32c(0, buf->data, (size_t)len) != bc->crc[u])
+    int rc = LTR_OK;
+    if (bc->map) {
+        *p = bc->map + at;
+    } else {
+        buf->len = 0;
+        rc = buf_reserve(buf, (size_t)len + 1);
+        if (!rc)
+            rc = io_pread(bc->fd, buf->data, (size_t)len, at, bc->path);
+        if (!rc)
+            buf->len = (size_t)len;
+        *p = buf->data;
+    }
+    if (!rc && ltr_crc32c(0, *p, (size_t)len) != bc->crc[u])
         rc = ltr_fail(LTR_ECORRUPT, "%s: unit %u at offset %llu has a bad checksum", bc->path, u,
                       (unsigned long long)at);
-    if (!rc)
-        buf->len = (size_t)len;
+    *n = (size_t)len;
     return rc;
 }
 
@@ -51,10 +61,12 @@ static size_t column_span(const uint8_t *p, const uint8_t *end, uint32_t tables)
 int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe)
 {
     uint32_t u = column / bc->cpu;
-    int rc = read_unit(bc, u, &c->scratch);
+    const uint8_t *p;
+    size_t len;
+    int rc = read_unit(bc, u, &c->scratch, &p, &len);
     if (rc)
         return rc;
-    const uint8_t *p = c->scratch.data, *end = p + c->scratch.len;
+    const uint8_t *end = p + len;
     for (uint32_t col = u * bc->cpu; col < column; col++) {
         size_t n = column_span(p, end, bc->tables);
         if (!n)
@@ -148,6 +160,15 @@ int cluster_open(const char *path, uint64_t file, cluster **out)
         cluster_unref(bc);
         return rc;
     }
+    /* Probes read one unit anywhere in the file: a mapping (random access, no readahead) saves
+     * a system call and a copy per probe. Clusters are small (the last level's filters); the
+     * pages are the page cache's, counted in resident memory while mapped. */
+    void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, bc->fd, 0);
+    if (m != MAP_FAILED) {
+        madvise(m, (size_t)sb.st_size, MADV_RANDOM);
+        bc->map = m;
+        bc->map_len = (size_t)sb.st_size;
+    }
     *out = bc;
     return LTR_OK;
 }
@@ -158,6 +179,8 @@ void cluster_unref(cluster *bc)
 {
     if (!bc || __atomic_sub_fetch(&bc->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
+    if (bc->map)
+        munmap((void *)bc->map, bc->map_len);
     if (bc->fd >= 0)
         close(bc->fd);
     free(bc->off);
@@ -172,8 +195,10 @@ uint64_t cluster_memory(const cluster *bc) { return (uint64_t)(bc->units + 1) * 
 
 typedef struct old_cursor {
     cluster *bc;
-    uint32_t unit;   /* unit loaded in buf */
-    size_t pos;
+    uint32_t unit;       /* the unit at data (when loaded) */
+    int loaded;
+    const uint8_t *data; /* in the mapping or in buf */
+    size_t len, pos;
     ltr_buf buf;
 } old_cursor;
 
@@ -183,15 +208,16 @@ static int old_next(old_cursor *oc, uint32_t col, const uint8_t **p, size_t *n)
     cluster *bc = oc->bc;
     uint32_t u = col / bc->cpu;
     int rc = LTR_OK;
-    if (u != oc->unit || !oc->buf.len) {
-        rc = read_unit(bc, u, &oc->buf);
+    if (u != oc->unit || !oc->loaded) {
+        rc = read_unit(bc, u, &oc->buf, &oc->data, &oc->len);
         oc->unit = u;
+        oc->loaded = !rc;
         oc->pos = 0;
     }
     if (rc)
         return rc;
-    *p = oc->buf.data + oc->pos;
-    *n = column_span(*p, oc->buf.data + oc->buf.len, bc->tables);
+    *p = oc->data + oc->pos;
+    *n = column_span(*p, oc->data + oc->len, bc->tables);
     if (!*n)
         return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
     oc->pos += *n;

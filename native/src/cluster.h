@@ -16,6 +16,8 @@ typedef struct cluster {
     uint64_t *off;        /* units + 1 */
     uint32_t *crc;        /* units */
     uint64_t data_bytes;  /* bytes of the units */
+    const uint8_t *map;   /* the whole file, read-only; NULL: read with pread */
+    size_t map_len;
     int refs;             /* atomic */
 } cluster;
 

@@ -266,12 +266,20 @@ int read_ctx_init(read_ctx *c)
 {
     memset(c, 0, sizeof *c);
     c->page = aligned_alloc(LTR_BUCKET_SIZE, LTR_BUCKET_SIZE);
+    c->own_page = 1;
     return c->page ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+}
+
+void read_ctx_init_page(read_ctx *c, uint8_t *page)
+{
+    memset(c, 0, sizeof *c);
+    c->page = page;
 }
 
 void read_ctx_free(read_ctx *c)
 {
-    free(c->page);
+    if (c->own_page)
+        free(c->page);
     ltr_buf_free(&c->scratch);
 }
 

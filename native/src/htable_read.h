@@ -37,14 +37,20 @@ struct ltr_htable {
     uint64_t stats[ST_N];
 };
 
-/* Scratch space of one lookup or scan: a page buffer for pread and room for overflow records. */
+/* Scratch space of one lookup or scan: a page buffer for pread and room for overflow records,
+ * and counters, added to the shared ones once per call (atomics per key would make the
+ * threads of one batch fight over a cache line). */
 typedef struct read_ctx {
     uint8_t *page;
+    int own_page;      /* page is malloc'd by read_ctx_init (else the caller's) */
     ltr_buf scratch;
     uint64_t stats[ST_N];
+    uint64_t hits[LTR_MAX_LEVELS], hit_reads[LTR_MAX_LEVELS]; /* store lookups, by level */
 } read_ctx;
 
 int read_ctx_init(read_ctx *c);
+/* The same with the caller's page (LTR_BUCKET_SIZE bytes), e.g. on the stack: no allocation. */
+void read_ctx_init_page(read_ctx *c, uint8_t *page);
 void read_ctx_free(read_ctx *c);
 /* Returns the checked page of bucket k (pointing into the map or c->page), or NULL and *rc. */
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc);

@@ -108,23 +108,65 @@ static int load_clusters(ltr_store *s, loaded *l, size_t *k)
     return rc;
 }
 
+static int cmp_u64(const void *a, const void *b);
+
+typedef struct place {
+    uint64_t node;
+    size_t op;
+} place;
+
+static int by_node_then_op(const void *a, const void *b)
+{
+    const place *x = a, *y = b;
+    if (x->node != y->node)
+        return x->node < y->node ? -1 : 1;
+    return x->op < y->op ? -1 : x->op > y->op;
+}
+
+/* For each surviving ADD_TABLE op (one no later op removes: file numbers are never reused), its
+ * place among its node's surviving tables (pos[i]); other ops get UINT32_MAX. Sorting, not
+ * quadratic scans: a manifest may hold many thousands of edits. */
+static int survivors(const loaded *l, uint32_t *pos)
+{
+    uint64_t *gone = malloc(sizeof *gone * (l->nops + 1));
+    place *pl = malloc(sizeof *pl * (l->nops + 1));
+    if (!gone || !pl) {
+        free(gone);
+        free(pl);
+        return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+    }
+    size_t ng = 0, np = 0;
+    for (size_t i = 0; i < l->nops; i++)
+        if (!l->ops[i].add)
+            gone[ng++] = l->ops[i].file;
+    qsort(gone, ng, sizeof *gone, cmp_u64);
+    for (size_t i = 0; i < l->nops; i++) {
+        pos[i] = UINT32_MAX;
+        uint64_t f = l->ops[i].file;
+        if (l->ops[i].add && !bsearch(&f, gone, ng, sizeof *gone, cmp_u64))
+            pl[np++] = (place){l->ops[i].node, i};
+    }
+    qsort(pl, np, sizeof *pl, by_node_then_op);
+    for (size_t k = 0, at = 0; k < np; k++) {
+        at = (k && pl[k].node == pl[k - 1].node) ? at + 1 : 0;
+        pos[pl[k].op] = (uint32_t)at;
+    }
+    free(gone);
+    free(pl);
+    return LTR_OK;
+}
+
 /* Opens every table the manifest lists and builds the first version. */
 static int load_tables(ltr_store *s, loaded *l)
 {
-    int rc = LTR_OK;
+    uint32_t *place_of = malloc(sizeof *place_of * (l->nops + 1));
+    int rc = place_of ? survivors(l, place_of) : ltr_fail(LTR_ENOMEM, "out of memory");
     for (size_t i = 0; i < l->nops && !rc; i++) {
         vedit_op *o = &l->ops[i];
-        if (!o->add)
+        if (!o->add || place_of[i] == UINT32_MAX) /* removed by a later edit */
             continue;
-        int removed = 0; /* skip tables a later edit removes */
-        for (size_t j = i + 1; j < l->nops && !removed; j++)
-            removed = !l->ops[j].add && l->ops[j].file == o->file;
-        if (removed)
-            continue;
+        uint32_t pos = place_of[i]; /* the table's place in its node */
         const vedit_op *bc = cluster_of(l, o->node);
-        uint32_t pos = 0; /* the table's place in its node, counting surviving adds before it */
-        for (size_t j = 0; j < i; j++)
-            pos += l->ops[j].add == VOP_ADD && l->ops[j].table && l->ops[j].node == o->node;
         char *p = store_file(s->dir, o->file, "ht");
         ltr_htable *t = NULL;
         if (p)
@@ -146,6 +188,7 @@ static int load_tables(ltr_store *s, loaded *l)
             }
         }
     }
+    free(place_of);
     size_t k = 0, tables; /* keep only the surviving adds, in order */
     for (size_t i = 0; i < l->nops; i++)
         if (l->ops[i].add == VOP_ADD && l->ops[i].table)
@@ -330,12 +373,34 @@ static void remove_orphan_clusters(ltr_store *s)
         closedir(d);
 }
 
+/* The numbers of the current version's tables, sorted (NULL when out of memory: keep all). */
+static uint64_t *live_tables(const ltr_store *s, size_t *n)
+{
+    size_t k = 0, cap = 1;
+    viter it = {0};
+    for (const vnode *nd; (nd = viter_next(s->current, &it));)
+        cap += nd->n;
+    uint64_t *v = malloc(sizeof *v * cap);
+    it = (viter){0};
+    for (const vnode *nd; v && (nd = viter_next(s->current, &it));)
+        for (uint32_t j = 0; j < nd->n; j++)
+            v[k++] = nd->tables[j]->file;
+    if (v)
+        qsort(v, k, sizeof *v, cmp_u64);
+    *n = k;
+    return v;
+}
+
 void recovery_remove_orphans(ltr_store *s)
 {
     remove_orphan_clusters(s);
-    DIR *d = opendir(s->dir);
-    if (!d)
+    size_t nlive;
+    uint64_t *live = live_tables(s, &nlive);
+    DIR *d = live ? opendir(s->dir) : NULL;
+    if (!d) {
+        free(live);
         return;
+    }
     char cur[40];
     snprintf(cur, sizeof cur, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
     struct dirent *e;
@@ -350,11 +415,8 @@ void recovery_remove_orphans(ltr_store *s)
         else if (dot && strcmp(dot, ".wal") == 0)
             drop = num < s->log_floor;
         else if (dot && strcmp(dot, ".ht") == 0) {
-            drop = 1;
-            viter it = {0};
-            for (const vnode *n; drop && (n = viter_next(s->current, &it));)
-                for (uint32_t j = 0; j < n->n && drop; j++)
-                    drop = n->tables[j]->file != num;
+            uint64_t f = num;
+            drop = !bsearch(&f, live, nlive, sizeof *live, cmp_u64);
         }
         if (drop) {
             char *p = malloc(strlen(s->dir) + strlen(name) + 2);
@@ -366,10 +428,8 @@ void recovery_remove_orphans(ltr_store *s)
         }
     }
     closedir(d);
+    free(live);
 }
-
-/* Deletes the logs below the floor. Every log number comes from the file counter, and logs
- * below the previous floor are gone already, so only that range is tried: no directory scan. */
 
 static int create_store(ltr_store *s)
 {

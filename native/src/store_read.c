@@ -80,9 +80,8 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
             return r;
         if (r != LTR_ABSENT) {
             *status = r;
-            __atomic_fetch_add(&s->hits_per_level[level], 1, __ATOMIC_RELAXED);
-            __atomic_fetch_add(&s->hit_reads_per_level[level], reads_so_far(c) - before,
-                               __ATOMIC_RELAXED);
+            c->hits[level]++;
+            c->hit_reads[level] += reads_so_far(c) - before;
             return r == LTR_FOUND ? buf_append(out, it.value, it.vlen) : LTR_OK;
         }
     }
@@ -120,6 +119,12 @@ static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
                        __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->false_positives, c->stats[ST_FFP], __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->cluster_reads, c->stats[ST_CLUSTER_READS], __ATOMIC_RELAXED);
+    for (uint32_t l = 0; l < s->o.levels; l++) {
+        if (c->hits[l])
+            __atomic_fetch_add(&s->hits_per_level[l], c->hits[l], __ATOMIC_RELAXED);
+        if (c->hit_reads[l])
+            __atomic_fetch_add(&s->hit_reads_per_level[l], c->hit_reads[l], __ATOMIC_RELAXED);
+    }
 }
 
 int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
@@ -131,10 +136,9 @@ int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, 
         return LTR_OK;
     read_ctx c;
     ltr_buf out = {0};
-    int rc = read_ctx_init(&c);
-    if (rc)
-        return rc;
-    rc = lookup_one(s, &c, key, (uint32_t)klen, &out, status);
+    uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(64)));
+    read_ctx_init_page(&c, page);
+    int rc = lookup_one(s, &c, key, (uint32_t)klen, &out, status);
     count_reads(s, &c, 1);
     read_ctx_free(&c);
     if (!rc && *status == LTR_FOUND)

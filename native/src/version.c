@@ -130,6 +130,8 @@ const vnode *version_node_at(const version *v, uint32_t level, uint64_t id)
     const vlevel *l = v->lv[level];
     if (!l)
         return NULL;
+    if ((uint64_t)l->n == UINT64_C(1) << (3 * level)) /* every node of the level: index by id */
+        return l->nodes[id - level_base(level)];
     uint32_t i = lower_bound(l, id);
     return i < l->n && l->nodes[i]->id == id ? l->nodes[i] : NULL;
 }
