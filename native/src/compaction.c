@@ -15,7 +15,6 @@
 #include "io.h"
 #include "store_int.h"
 
-#define SCAN_BATCH 4096
 
 typedef struct output {
     uint64_t node;
@@ -143,30 +142,34 @@ static int live(job *j, uint32_t t, key_hash h, const uint8_t *key, uint32_t kle
     return r < 0 ? r : r == LTR_ABSENT;
 }
 
+typedef struct feed {
+    job *j;
+    uint32_t t; /* the input table */
+} feed;
+
+static int feed_item(void *ctx, const item_view *it)
+{
+    feed *f = ctx;
+    job *j = f->j;
+    uint8_t dg[16];
+    ltr_murmur3_128(it->key, it->klen, j->s->o.hash_seed, dg);
+    key_hash h = hb_from_digest(dg);
+    int keep = j->gc ? live(j, f->t, h, it->key, it->klen, it->deleted) : 1;
+    if (keep <= 0)
+        return keep;
+    static const uint8_t none[1];
+    const uint8_t *value = it->deleted || !it->value ? none : it->value;
+    return route(j, h, it->key, it->klen, value, it->deleted ? 0 : it->vlen, it->deleted);
+}
+
 static int feed_table(job *j, uint32_t t)
 {
     ltr_scan *sc;
-    ltr_items it = {0};
+    feed f = {j, t};
     int rc = ltr_scan_new(j->src->tables[t]->t, &sc);
-    while (!rc && !(rc = ltr_scan_next(sc, SCAN_BATCH, &it)) && it.n) {
-        const int64_t *ko = (const int64_t *)it.koffs.data, *vo = (const int64_t *)it.voffs.data;
-        for (size_t i = 0; i < it.n && !rc; i++) {
-            const uint8_t *key = it.keys.data + ko[i];
-            uint32_t klen = (uint32_t)(ko[i + 1] - ko[i]);
-            uint8_t dg[16];
-            ltr_murmur3_128(key, klen, j->s->o.hash_seed, dg);
-            key_hash h = hb_from_digest(dg);
-            int keep = j->gc ? live(j, t, h, key, klen, it.deleted.data[i]) : 1;
-            if (keep > 0)
-                rc = route(j, h, key, klen, it.values.data + vo[i],
-                           (uint32_t)(vo[i + 1] - vo[i]), it.deleted.data[i]);
-            else if (keep < 0)
-                rc = keep;
-        }
-    }
-    if (sc)
-        ltr_scan_free(sc);
-    ltr_items_free(&it);
+    if (!rc)
+        rc = scan_each(sc, feed_item, &f);
+    ltr_scan_free(sc);
     return rc;
 }
 

@@ -54,6 +54,10 @@ void read_ctx_init_page(read_ctx *c, uint8_t *page);
 void read_ctx_free(read_ctx *c);
 /* Returns the checked page of bucket k (pointing into the map or c->page), or NULL and *rc. */
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc);
+/* Calls fn for each item of the scan not yet returned, bucket by bucket, then the overflow
+ * area (no copies: `it` points into the scan's buffers, valid during the call); stops at the
+ * first non-zero return of fn and returns it. */
+int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx);
 /* One key with a known hash: LTR_FOUND, LTR_DELETED or LTR_ABSENT, or <0. *it stays valid until
  * the next read with c. Counts go to c->stats. */
 int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,

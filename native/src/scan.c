@@ -132,6 +132,35 @@ static int scan_bucket(ltr_scan *s, ltr_items *out)
     return LTR_OK;
 }
 
+int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx)
+{
+    ltr_htable *t = s->t;
+    int rc = LTR_OK;
+    for (; !rc && s->next_bucket < t->buckets; s->next_bucket++) {
+        bucket_footer f;
+        uint32_t k = s->next_bucket;
+        const uint8_t *page = scan_page(s, k, &f, &rc);
+        if (!page)
+            return rc;
+        const uint8_t *p = page, *end = page + f.used;
+        for (uint32_t i = 0; i < f.count && !rc; i++) {
+            item_view it;
+            size_t n = item_decode(p, end, &it);
+            if (!n)
+                return ltr_fail(LTR_ECORRUPT, "%s: bucket %u holds a malformed item", t->path, k);
+            rc = fn(ctx, &it);
+            p += n;
+        }
+    }
+    for (; !rc && s->next_overflow < t->ovf_items; s->next_overflow++) {
+        item_view it;
+        rc = table_overflow_item(t, &s->c, s->next_overflow, &it);
+        if (!rc)
+            rc = fn(ctx, &it);
+    }
+    return rc;
+}
+
 int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
 {
     ltr_htable *t = s->t;
