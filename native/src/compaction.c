@@ -30,6 +30,7 @@ typedef struct job {
     int gc;          /* garbage collection: outputs replace the node's own tables */
     read_ctx c;      /* for the liveness checks of gc */
     ltr_hbuild *b[8];
+    uint64_t share_items, share_bytes; /* an output's expected items and key + value bytes */
     output *out;
     size_t nout, cap;
     uint64_t bytes;
@@ -71,7 +72,10 @@ static int new_builder(job *j, ltr_hbuild **b)
      * bytes written. The fill target still leaves room on average for balancing. */
     to.fill = 1.0;
     to.sync = IO_IN_PLACE; /* the next checkpoint fsyncs the outputs still alive then */
-    return ltr_hbuild_new(&to, b);
+    int rc = ltr_hbuild_new(&to, b);
+    if (!rc) /* sized once for its share of the inputs, instead of doubling as items come */
+        rc = hbuild_reserve(*b, (size_t)j->share_items, (size_t)j->share_bytes);
+    return rc;
 }
 
 /* Writes child d's builder as a table and starts it afresh (NULL). */
@@ -212,9 +216,30 @@ static int install(job *j)
     return rc;
 }
 
+/* Each output's expected share of the inputs: an eighth (compaction) or all (gc), plus 10%,
+ * capped by what a table holds. */
+static void estimate_shares(job *j)
+{
+    uint64_t items = 0, bytes = 0;
+    for (uint32_t i = 0; i < j->nin; i++) {
+        ltr_table_info info;
+        ltr_htable_info(j->src->tables[i]->t, &info);
+        items += info.items;
+        bytes += info.data_bytes;
+    }
+    uint64_t parts = j->gc ? 1 : 8, cap = (uint64_t)j->s->o.table_buckets * LTR_BUCKET_PAYLOAD;
+    j->share_items = items / parts + items / parts / 10 + 16;
+    j->share_bytes = bytes / parts + bytes / parts / 10 + 256;
+    if (j->share_bytes > cap)
+        j->share_bytes = cap;
+    if (j->share_items > cap / 3)
+        j->share_items = cap / 3; /* an item takes at least 3 bytes */
+}
+
 static int run(job *j)
 {
     ltr_store *s = j->s;
+    estimate_shares(j);
     int rc = read_ctx_init(&j->c);
     /* Compaction feeds oldest first (newer versions replace older ones in the builders); gc
      * reads newest first and keeps only what nothing newer shadows. */

@@ -185,6 +185,14 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
     return 1;
 }
 
+int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes)
+{
+    int rc = grow_items(b, b->n + items);
+    if (!rc)
+        rc = grow_slots(b, b->n + items);
+    return rc ? rc : buf_reserve(&b->arena, bytes);
+}
+
 /* Sizes the arrays once for the part of a batch that can fit, instead of doubling per item. */
 static int reserve_for(ltr_hbuild *b, size_t n, size_t bytes)
 {

@@ -34,6 +34,8 @@ int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st);
  * error. A repeated key replaces the earlier item. */
 int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
                  const uint8_t *val, uint32_t vlen, int del);
+/* Room for `items` more items holding `bytes` of keys and values, made at once. */
+int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes);
 /* The staged item with this key, or NULL. Its bytes are in b->arena. */
 const staged *hbuild_find(const ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen);
 

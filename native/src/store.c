@@ -219,6 +219,10 @@ static int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtab
     if (!m)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     int rc = ltr_hbuild_new(&to, &m->b);
+    /* sized for a full memtable of ~100-byte items at once (growing by doubling copies it) */
+    if (!rc && (rc = hbuild_reserve(m->b, (size_t)(s->o.memtable_bytes / 100 + 64),
+                                    (size_t)(s->o.memtable_bytes + s->o.memtable_bytes / 8))))
+        ltr_hbuild_free(m->b);
     if (rc) {
         free(m);
         return rc;
