@@ -9,8 +9,10 @@ node_tables ** (levels - 1) flushes.
 Figures: load_items_per_s (until compactions settle: the clock stops after flush()), wa_engine
 (the engine's own byte counters), wa_os (bytes the kernel was asked to write, from
 /proc/self/io write_bytes minus cancelled_write_bytes, over user bytes), get rates one by one and
-batched from the page cache, bucket plus cluster reads per hit (overall and by the level that
-answered) and per miss, peak RSS, metadata memory per item, tables per level.
+batched from the page cache (the median of three passes, after a first pass that checks every
+value and warms the caches, as bench/htable.py does), bucket plus cluster reads per hit (overall
+and by the level that answered, counted in that first pass) and per miss, peak RSS, metadata
+memory per item, tables per level.
 
 Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <= 6 with the log,
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last
