@@ -314,6 +314,8 @@ class Store:
             "compactions": st.compactions,
             "gcs": st.gcs,
             "write_stalls": st.write_stalls,
+            "files_reused": st.files_reused,
+            "files_reused_durable": st.files_reused_durable,
         }
 
 

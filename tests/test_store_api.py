@@ -740,7 +740,7 @@ STATS_KEYS = {
     "user_bytes_written", "bytes_written", "write_amplification", "bytes_written_by_kind",
     "tables_per_level", "items_per_level", "table_bytes_per_level", "memtable_items",
     "metadata_memory_bytes", "gets", "bucket_reads", "cluster_reads", "filter_false_positives",
-    "flushes", "compactions", "gcs", "write_stalls",
+    "flushes", "compactions", "gcs", "write_stalls", "files_reused", "files_reused_durable",
 }
 
 
@@ -978,6 +978,44 @@ def test_read_only_sees_data_and_refuses_writes(tmp_path):
     with lsmtrie.open(str(tmp_path / "db"), read_only=True) as ro:
         model[b"after"] = b"x"
         check_model(ro, model)
+
+
+def _churn(db, model, seed, rounds=8):
+    """Writes that flush and compact, with pauses, so that the tables dropped in early rounds
+    are past their grace period (1 s) while later rounds create tables."""
+    for r in range(rounds):
+        apply_ops(db, model, rand_ops(seed * 100 + r, 400))
+        db.flush()
+        time.sleep(0.25)
+
+
+def test_dropped_table_files_are_reused_only_without_readers(tmp_path):
+    """Files of dropped tables are reused for new ones (creating files is slow on ext4):
+    unnamed ones always, durable ones only while no read-only open holds the store, since a
+    reader may have them open. A reader's view stays intact while the writer reuses nothing."""
+    path = tmp_path / "db"
+    model = {}
+    with open_tiny(path, checkpoint_interval=0.002) as db:
+        _churn(db, model, 1)
+        st = db.stats()
+        assert st["files_reused"] > 0 and st["files_reused_durable"] > 0, st
+        check_model(db, model)
+        snapshot = dict(model)
+        ro = lsmtrie.open(str(path), read_only=True)
+        try:
+            before = db.stats()
+            _churn(db, model, 2)  # drops every table the reader has open, many times over
+            during = db.stats()
+            assert during["compactions"] > before["compactions"] + 20
+            # had a file the reader reads been reused, it would read other tables' bytes
+            check_model(ro, snapshot)
+        finally:
+            ro.close()
+        _churn(db, model, 3)
+        assert db.stats()["files_reused_durable"] > during["files_reused_durable"]
+        check_model(db, model)
+    with lsmtrie.open(str(path)) as db:
+        check_model(db, model)
 
 
 def test_read_only_sees_state_as_of_opening(tmp_path):

@@ -259,6 +259,8 @@ typedef struct ltr_store_stats {
     uint64_t compactions;
     uint64_t gcs;
     uint64_t write_stalls;
+    uint64_t files_reused;         /* table files reused for new tables (since open) */
+    uint64_t files_reused_durable; /* of those, files that a checkpoint had named */
     uint32_t levels;
 } ltr_store_stats;
 

@@ -98,8 +98,10 @@ void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
 
 void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 {
-    pfile f = {number, 0, (uint8_t)cluster, 0};
-    int now = 0;
+    /* a table whose only reference is t may have its file reused (pool.h) */
+    int reusable = t && !cluster && !t->reopened && s->pool && !t->reuse;
+    pfile f = {number, 0, (uint8_t)cluster, 0, 0};
+    int now = 0, doomed = 0;
     pthread_mutex_lock(&s->state_mu);
     for (size_t i = 0; i < s->unsynced.n; i++) {
         pfile *u = &s->unsynced.v[i];
@@ -111,12 +113,14 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
             break;
         }
     }
-    if (!now && pfiles_push(&s->doomed, f))
+    f.pooled = (uint8_t)(reusable && !now);
+    if (!now && !(doomed = !pfiles_push(&s->doomed, f)))
         s->doomed_lost = 1; /* the next writer open removes it: nothing refers to it */
     pthread_mutex_unlock(&s->state_mu);
-    if (now && t && !cluster && !t->reopened && s->pool && !t->reuse) {
+    if (reusable && (now || doomed)) {
         tpool_ref(s->pool);
-        t->reuse = s->pool; /* freed once the versions that hold t are gone */
+        t->durable = (uint8_t)!now; /* then its grave tells the pool when others are done */
+        t->reuse = s->pool;         /* the pool hears when the versions that hold t are gone */
     } else if (now) {
         char *p = pfile_path(s, &f);
         if (p)
@@ -243,7 +247,7 @@ static int sync_files(ltr_store *s, const pfiles *files)
 static void bury_all(ltr_store *s, const pfiles *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        store_bury(s, pfile_path(s, &l->v[i]));
+        store_bury(s, pfile_path(s, &l->v[i]), l->v[i].pooled ? l->v[i].number : 0);
 }
 
 int store_checkpoint(ltr_store *s, int force)

@@ -26,56 +26,71 @@ int store_bg_error(const ltr_store *s)
 
 #define GRACE_SECONDS 1.0
 
-void store_bury(ltr_store *s, char *path)
+void store_bury(ltr_store *s, char *path, uint64_t pooled)
 {
     if (!path)
         return;
     pthread_mutex_lock(&s->state_mu);
     if (s->ngrave == s->grave_cap) {
         size_t cap = s->grave_cap ? 2 * s->grave_cap : 64;
-        char **g = realloc(s->grave, cap * sizeof *g);
-        double *a = g ? realloc(s->grave_at, cap * sizeof *a) : NULL;
-        if (g)
+        struct grave *g = realloc(s->grave, cap * sizeof *g);
+        if (g) {
             s->grave = g;
-        if (a) {
-            s->grave_at = a;
             s->grave_cap = cap;
         }
     }
     if (s->ngrave < s->grave_cap) {
-        s->grave[s->ngrave] = path;
-        s->grave_at[s->ngrave++] = store_now() + GRACE_SECONDS;
+        s->grave[s->ngrave++] = (struct grave){path, store_now() + GRACE_SECONDS, pooled};
         path = NULL;
     }
     pthread_mutex_unlock(&s->state_mu);
     if (path) { /* no memory to remember it: unlink at once */
         unlink(path);
         free(path);
+        if (pooled)
+            tpool_event(s->pool, pooled, TP_GONE);
     }
 }
 
-/* Unlinks the files whose grace period is over (all of them when `all`); state_mu not held
- * (an unlink may wait for the device). */
+/* Whether no read-only open holds the store: then, until the lock is let go, none can start
+ * (they take LOCK_SH on the directory before they read the manifest). */
+static int no_readers(ltr_store *s)
+{
+    return s->dir_fd >= 0 && flock(s->dir_fd, LOCK_EX | LOCK_NB) == 0;
+}
+
+/* Unlinks the files whose grace period is over (all of them when `all`), or hands the tables
+ * among them to the pool when no reader process can have them open; state_mu not held (an
+ * unlink may wait for the device). */
 static void reap(ltr_store *s, int all)
 {
     pthread_mutex_lock(&s->state_mu);
     double t = store_now();
     size_t k = 0, ndue = 0;
-    char **due = s->ngrave ? malloc(s->ngrave * sizeof *due) : NULL;
+    struct grave *due = s->ngrave ? malloc(s->ngrave * sizeof *due) : NULL;
     for (size_t i = 0; i < s->ngrave; i++) {
-        if (due && (all || s->grave_at[i] <= t)) {
+        if (due && (all || s->grave[i].at <= t))
             due[ndue++] = s->grave[i];
-        } else {
-            s->grave[k] = s->grave[i];
-            s->grave_at[k++] = s->grave_at[i];
-        }
+        else
+            s->grave[k++] = s->grave[i];
     }
     s->ngrave = k;
     pthread_mutex_unlock(&s->state_mu);
+    int reuse = -1; /* asked once, when a pooled file is due */
     for (size_t i = 0; i < ndue; i++) {
-        unlink(due[i]);
-        free(due[i]);
+        if (due[i].pooled && reuse < 0)
+            reuse = no_readers(s);
+        if (due[i].pooled && reuse > 0) {
+            tpool_event(s->pool, due[i].pooled, TP_CLEARED);
+        } else {
+            unlink(due[i].path);
+            if (due[i].pooled)
+                tpool_event(s->pool, due[i].pooled, TP_GONE);
+        }
+        free(due[i].path);
     }
+    if (reuse > 0)
+        flock(s->dir_fd, LOCK_UN);
     free(due);
 }
 
@@ -820,6 +835,12 @@ static int start(ltr_store *s)
     loglist logs = {0};
     if (!s->o.read_only)
         rc = take_lock(s);
+    /* A reader holds LOCK_SH on the directory while it is open, taken before it reads the
+     * manifest: the writer reuses the files of durable dropped tables only when it can take
+     * LOCK_EX (no reader could have them open, and none can start meanwhile). */
+    s->dir_fd = rc ? -1 : open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->o.read_only && s->dir_fd >= 0 && flock(s->dir_fd, LOCK_SH) != 0)
+        rc = ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
     if (!rc) /* a reader takes the logs before the manifest (loglist_take) */
         rc = recovery_take_logs(s, &logs, s->o.read_only);
     if (!rc)
@@ -911,9 +932,10 @@ static void store_free(ltr_store *s)
     ltr_buf_free(&s->enc);
     free(s->gc_pending);
     for (size_t i = 0; i < s->ngrave; i++)
-        free(s->grave[i]); /* a failed open: the next writer open removes the files */
+        free(s->grave[i].path); /* a failed open: the next writer open removes the files */
     free(s->grave);
-    free(s->grave_at);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd); /* a reader's LOCK_SH goes with it */
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->write_cv);
     pthread_mutex_destroy(&s->sync_mu);
@@ -946,6 +968,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
         return NULL;
     s->o = *o;
     s->lock_fd = -1;
+    s->dir_fd = -1;
     s->compacting[0] = s->compacting[1] = NO_NODE;
     s->mf.w.fd = -1;
     s->wal.fd = -1;

@@ -33,6 +33,7 @@ typedef struct pfile {
     uint64_t bytes;
     uint8_t cluster; /* a BloomCluster (.bc in cluster_dir), else a table (.ht) */
     uint8_t named;   /* a failed manifest append may have named it: never unlinked early */
+    uint8_t pooled;  /* a dropped table whose file the pool may reuse (pool.h) */
 } pfile;
 
 typedef struct pfiles {
@@ -92,6 +93,8 @@ struct ltr_store {
     int doomed_lost;         /* one could not be recorded: the next open removes it */
     uint64_t durable_floor;  /* the log floor of the manifest on disk */
     tpool *pool;             /* table files for reuse (NULL: none) */
+    int dir_fd;              /* the store directory: readers hold flock(LOCK_SH) on it, and a
+                                writer reuses a durable table's file only when it gets LOCK_EX */
     uint64_t next_file;
     uint64_t log_floor;      /* replay starts at this log, */
     uint64_t log_floor_off;  /* at this offset */
@@ -118,10 +121,14 @@ struct ltr_store {
     uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
     uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
 
-    /* files out of the durable state, unlinked after a grace period so that read-only opens
-     * racing a compaction rarely miss a table they were about to open (state_mu) */
-    char **grave;
-    double *grave_at;
+    /* files out of the durable state, unlinked (or reused) after a grace period so that
+     * read-only opens racing a compaction rarely miss a table they were about to open
+     * (state_mu) */
+    struct grave {
+        char *path;
+        double at;
+        uint64_t pooled; /* a table file the pool may reuse (pool.h), else 0 */
+    } *grave;
     size_t ngrave, grave_cap;
 
     /* last-level nodes that received tables and await a garbage check (state_mu) */
@@ -158,7 +165,8 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
 /* Options of the tables this store writes (memtables, compaction outputs). */
 void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 /* Unlinks path (taken over) after the grace period; state_mu must not be held. */
-void store_bury(ltr_store *s, char *path);
+/* `pooled`: the number of a table file the pool may reuse instead (pool.h), else 0. */
+void store_bury(ltr_store *s, char *path, uint64_t pooled);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 void store_count(ltr_store *s, int counter, uint64_t n);

@@ -287,6 +287,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->cluster_reads = __atomic_load_n(&s->cluster_reads, __ATOMIC_RELAXED);
     o->filter_false_positives = __atomic_load_n(&s->false_positives, __ATOMIC_RELAXED);
     o->write_stalls = __atomic_load_n(&s->write_stalls, __ATOMIC_RELAXED);
+    if (s->pool)
+        tpool_counts(s->pool, &o->files_reused, &o->files_reused_durable);
     version *v = store_pin(s);
     viter it = {0};
     for (const vnode *n; (n = viter_next(v, &it));) {

@@ -46,7 +46,10 @@ void tref_unref(tref *t)
     if (t && __atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         ltr_htable_close(t->t);
         if (t->reuse) { /* closed: nothing in this process reads the file any more */
-            tpool_put(t->reuse, t->file);
+            if (t->durable)
+                tpool_event(t->reuse, t->file, TP_FREED);
+            else
+                tpool_put(t->reuse, t->file);
             tpool_unref(t->reuse);
         }
         free(t);

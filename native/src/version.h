@@ -17,7 +17,8 @@ typedef struct tref {
     ltr_htable *t;
     int refs;       /* atomic */
     uint8_t reopened; /* a second reference to a file (another may still be open) */
-    tpool *reuse;   /* set when the file died unnamed: it goes to this pool when freed */
+    uint8_t durable;  /* with reuse: the file was durable (the pool waits for its grave) */
+    tpool *reuse;   /* set when the table was dropped: the pool hears when this is freed */
 } tref;
 
 typedef struct vnode {
