@@ -976,8 +976,10 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     s->meta_dir = o->metadata_path ? strdup(o->metadata_path) : NULL;
     s->o.metadata_path = NULL;
     s->current = version_empty();
-    if (!o->read_only)
-        s->pool = tpool_new(path, POOL_FILES); /* none (NULL) only costs speed */
+    if (!o->read_only) { /* none (NULL) only costs speed */
+        uint64_t files = POOL_BYTES / ((uint64_t)o->table_buckets * LTR_BUCKET_SIZE);
+        s->pool = tpool_new(path, (uint32_t)(files < 8 ? 8 : files > 1024 ? 1024 : files));
+    }
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->write_cv, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);

@@ -17,7 +17,7 @@
 #include "version.h"
 
 #define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
-#define POOL_FILES 256  /* dead table files kept for reuse */
+#define POOL_BYTES (256u << 20) /* dead table files kept for reuse: about this much disk */
 #define LOG_ROTATE_MAX (64u << 20) /* a log is rotated at this size (or 32 memtables) */
 #define LOG_WRITEBACK_STEP (1u << 20) /* log writeback is started every this many bytes */
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
