@@ -977,7 +977,8 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     s->o.metadata_path = NULL;
     s->current = version_empty();
     if (!o->read_only) { /* none (NULL) only costs speed */
-        uint64_t files = POOL_BYTES / ((uint64_t)o->table_buckets * LTR_BUCKET_SIZE);
+        uint64_t table = (uint64_t)(o->table_buckets ? o->table_buckets : 1) * LTR_BUCKET_SIZE;
+        uint64_t files = POOL_BYTES / table; /* (options are checked later) */
         s->pool = tpool_new(path, (uint32_t)(files < 8 ? 8 : files > 1024 ? 1024 : files));
     }
     pthread_mutex_init(&s->write_mu, NULL);
