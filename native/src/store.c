@@ -847,6 +847,10 @@ static int start(ltr_store *s)
         rc = recovery_load_state(s);
     /* logs below the durable floor are gone, or go with the orphans */
     s->durable_floor = s->logs_removed_below = s->log_floor;
+    if (!rc && !s->o.read_only) { /* the options are the store's now; no pool only costs speed */
+        uint64_t files = POOL_BYTES / ((uint64_t)s->o.table_buckets * LTR_BUCKET_SIZE);
+        s->pool = tpool_new(s->dir, (uint32_t)(files < 8 ? 8 : files > 1024 ? 1024 : files));
+    }
     if (!rc)
         rc = memtable_new(s, s->log_floor, s->log_floor_off, &s->active);
     if (!rc)
@@ -976,11 +980,6 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     s->meta_dir = o->metadata_path ? strdup(o->metadata_path) : NULL;
     s->o.metadata_path = NULL;
     s->current = version_empty();
-    if (!o->read_only) { /* none (NULL) only costs speed */
-        uint64_t table = (uint64_t)(o->table_buckets ? o->table_buckets : 1) * LTR_BUCKET_SIZE;
-        uint64_t files = POOL_BYTES / table; /* (options are checked later) */
-        s->pool = tpool_new(path, (uint32_t)(files < 8 ? 8 : files > 1024 ? 1024 : files));
-    }
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->write_cv, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);
