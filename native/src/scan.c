@@ -110,7 +110,8 @@ int items_push(ltr_items *o, const item_view *it)
     return rc;
 }
 
-static int scan_bucket(ltr_scan *s, ltr_items *out)
+/* Calls fn for each item of the next bucket, then moves past it. */
+static int bucket_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx)
 {
     bucket_footer f;
     int rc;
@@ -124,7 +125,7 @@ static int scan_bucket(ltr_scan *s, ltr_items *out)
         size_t n = item_decode(p, end, &it);
         if (!n)
             return ltr_fail(LTR_ECORRUPT, "%s: bucket %u holds a malformed item", s->t->path, k);
-        if ((rc = items_push(out, &it)))
+        if ((rc = fn(ctx, &it)))
             return rc;
         p += n;
     }
@@ -132,31 +133,19 @@ static int scan_bucket(ltr_scan *s, ltr_items *out)
     return LTR_OK;
 }
 
+static int push_item(void *ctx, const item_view *it) { return items_push(ctx, it); }
+
 int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx)
 {
     ltr_htable *t = s->t;
     int rc = LTR_OK;
-    for (; !rc && s->next_bucket < t->buckets; s->next_bucket++) {
-        bucket_footer f;
-        uint32_t k = s->next_bucket;
-        const uint8_t *page = scan_page(s, k, &f, &rc);
-        if (!page)
-            return rc;
-        const uint8_t *p = page, *end = page + f.used;
-        for (uint32_t i = 0; i < f.count && !rc; i++) {
-            item_view it;
-            size_t n = item_decode(p, end, &it);
-            if (!n)
-                return ltr_fail(LTR_ECORRUPT, "%s: bucket %u holds a malformed item", t->path, k);
-            rc = fn(ctx, &it);
-            p += n;
-        }
-    }
-    for (; !rc && s->next_overflow < t->ovf_items; s->next_overflow++) {
+    while (!rc && s->next_bucket < t->buckets)
+        rc = bucket_each(s, fn, ctx);
+    while (!rc && s->next_overflow < t->ovf_items) {
         item_view it;
         rc = table_overflow_item(t, &s->c, s->next_overflow, &it);
-        if (!rc)
-            rc = fn(ctx, &it);
+        if (!rc && !(rc = fn(ctx, &it)))
+            s->next_overflow++;
     }
     return rc;
 }
@@ -169,7 +158,7 @@ int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
         max_items = 1;
     /* Whole buckets only, so a batch may exceed max_items by one bucket's items. */
     while (!rc && s->next_bucket < t->buckets && out->n < max_items)
-        rc = scan_bucket(s, out);
+        rc = bucket_each(s, push_item, out);
     while (!rc && s->next_bucket >= t->buckets && s->next_overflow < t->ovf_items &&
            out->n < max_items) {
         item_view it;
