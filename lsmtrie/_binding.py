@@ -139,9 +139,11 @@ def get_many_packed(fn, handle: "Handle", k):
 
 def values_list(status: np.ndarray, data: bytes, voffs: np.ndarray) -> list:
     """The values of a packed batch get as a list: bytes where found, None elsewhere."""
-    starts, ends = voffs[:-1].tolist(), voffs[1:].tolist()
-    found = (status == lib.LTR_FOUND).tolist()
-    return [data[s:e] if f else None for s, e, f in zip(starts, ends, found)]
+    offs = voffs.tolist()
+    found = status == lib.LTR_FOUND
+    if found.all():  # the common case, without a test per item
+        return [data[s:e] for s, e in zip(offs, offs[1:])]
+    return [data[s:e] if f else None for s, e, f in zip(offs, offs[1:], found.tolist())]
 
 
 def take_buf(buf) -> bytes:
