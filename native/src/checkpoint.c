@@ -223,12 +223,21 @@ static int write_manifest(ltr_store *s, const ltr_buf *ops, const durable_view *
 
 /* ---- checkpoints ---- */
 
-static int sync_files(ltr_store *s, const pfiles *files)
+/* fsyncs each file, and their directories. A file whose fsync failed once is written again from
+ * what is in memory (the page cache) before its next fsync: after a failed writeback Linux may
+ * mark its pages clean, and a second fsync would then report success for data never written. */
+static int sync_files(ltr_store *s, pfiles *files)
 {
     int tables = 0, clusters = 0, rc = LTR_OK;
     for (size_t i = 0; i < files->n && !rc; i++) {
         char *p = pfile_path(s, &files->v[i]);
-        rc = p ? io_fsync_path(p) : ltr_fail(LTR_ENOMEM, "out of memory");
+        rc = p ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+        if (!rc && files->v[i].failed)
+            rc = io_rewrite_path(p);
+        if (!rc)
+            rc = io_fsync_path(p);
+        if (rc)
+            files->v[i].failed = 1;
         free(p);
         tables |= !files->v[i].cluster;
         clusters |= files->v[i].cluster;

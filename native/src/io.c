@@ -232,6 +232,34 @@ int io_open_read(const char *path)
     return fd;
 }
 
+int io_rewrite_path(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return ltr_fail_errno(errno, "cannot open %s to write it again", path);
+    enum { STEP = 1 << 20 };
+    uint8_t *buf = malloc(STEP);
+    int rc = buf ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+    for (uint64_t at = 0; !rc;) {
+        ssize_t n = pread(fd, buf, STEP, (off_t)at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = ltr_fail_errno(errno, "read of %s at offset %llu failed", path,
+                                (unsigned long long)at);
+        if (n <= 0)
+            break;
+        if (lseek(fd, (off_t)at, SEEK_SET) < 0)
+            rc = ltr_fail_errno(errno, "cannot seek in %s", path);
+        if (!rc)
+            rc = io_write_fd(fd, buf, (size_t)n, path, at);
+        at += (uint64_t)n;
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
 int io_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -31,6 +31,8 @@ int io_open_read(const char *path);
 /* write() all of p to fd, through the fault-injection hook. */
 int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
 int io_fsync_fd(int fd, const char *path);
+/* Reads the whole file and writes it back in place (marking its pages dirty again). */
+int io_rewrite_path(const char *path);
 /* fsync of a file by name (after io_commit with sync 3). */
 int io_fsync_path(const char *path);
 /* fsync of the directory holding path. */

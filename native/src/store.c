@@ -258,6 +258,19 @@ static void memtable_free(memtable *m)
 
 /* ---- the log ---- */
 
+/* fsyncs the current log; write_mu held (or no other thread). After a failed fsync the log is
+ * first written again from the page cache: Linux may have marked the pages whose writeback
+ * failed clean, and a second fsync would report success without writing them. */
+static int wal_sync_locked(ltr_store *s, int fd)
+{
+    int rc = __atomic_load_n(&s->wal_resync, __ATOMIC_ACQUIRE) ? io_rewrite_path(s->wal.path)
+                                                              : LTR_OK;
+    if (!rc)
+        rc = io_fsync_fd(fd, s->wal.path);
+    __atomic_store_n(&s->wal_resync, rc != 0, __ATOMIC_RELEASE);
+    return rc;
+}
+
 static int open_new_log(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
@@ -279,7 +292,7 @@ static int open_new_log(ltr_store *s)
     if (s->wal_file) {
         /* Everything in the old log must be on disk before anything reaches the new one, so a
          * crash keeps a prefix of the writes. */
-        rc = logw_sync(&s->wal);
+        rc = wal_sync_locked(s, s->wal.fd);
         if (rc) {
             logw_close(&w);
             return rc;
@@ -312,11 +325,20 @@ static int log_sync(ltr_store *s, uint64_t file, uint64_t end)
         pthread_mutex_unlock(&s->sync_mu);
         pthread_mutex_lock(&s->write_mu);
         uint64_t f = s->wal_file, upto = s->wal.size;
-        int fd = dup(s->wal.fd); /* the log may be rotated and closed while we sync */
+        int fd = -1;
+        if (__atomic_load_n(&s->wal_resync, __ATOMIC_ACQUIRE)) {
+            rc = wal_sync_locked(s, s->wal.fd); /* rarely: after a failure, writers wait */
+        } else {
+            fd = dup(s->wal.fd); /* the log may be rotated and closed while we sync */
+            rc = fd < 0 ? ltr_fail_errno(errno, "cannot sync the log") : LTR_OK;
+        }
         pthread_mutex_unlock(&s->write_mu);
-        rc = fd < 0 ? ltr_fail_errno(errno, "cannot sync the log") : io_fsync_fd(fd, "the log");
-        if (fd >= 0)
+        if (fd >= 0) {
+            rc = io_fsync_fd(fd, "the log");
+            if (rc) /* the next sync writes the log again first */
+                __atomic_store_n(&s->wal_resync, 1, __ATOMIC_RELEASE);
             close(fd);
+        }
         pthread_mutex_lock(&s->sync_mu);
         s->syncing = 0;
         if (!rc && (f > s->synced_file || (f == s->synced_file && upto > s->synced_upto))) {
@@ -1076,7 +1098,7 @@ int ltr_store_close(ltr_store *s)
         if (s->syncer_started)
             pthread_join(s->syncer, NULL);
         if (s->wal_file) {
-            int r = logw_sync(&s->wal);
+            int r = wal_sync_locked(s, s->wal.fd);
             rc = rc ? rc : r;
         }
         /* what the background work did, and the counters of the writes since the last edit */

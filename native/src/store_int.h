@@ -34,6 +34,7 @@ typedef struct pfile {
     uint8_t cluster; /* a BloomCluster (.bc in cluster_dir), else a table (.ht) */
     uint8_t named;   /* a failed manifest append may have named it: never unlinked early */
     uint8_t pooled;  /* a dropped table whose file the pool may reuse (pool.h) */
+    uint8_t failed;  /* its fsync failed: written again before the next one */
 } pfile;
 
 typedef struct pfiles {
@@ -60,6 +61,7 @@ struct ltr_store {
     logw wal;
     uint64_t wal_file;       /* 0 when there is no log (bulk mode, read-only) */
     uint64_t wal_hinted;     /* log bytes whose writeback has been started */
+    int wal_resync;          /* an fsync of the log failed: write it again before the next */
     ltr_buf enc;             /* log payload being encoded */
 
     /* group commit of the log */
