@@ -122,9 +122,10 @@ def ptr_i8(a: np.ndarray):
     return ffi.cast("int8_t *", ffi.from_buffer(a))
 
 
-def get_many_packed(fn, handle: "Handle", k):
+def _get_many(fn, handle: "Handle", k, finish):
     """Runs a C batch get `fn(handle, kdata, koffs, klen, n, status, voffs, ltr_buf*)` over the
-    packed keys k: (status int8[n], value bytes, value offsets int64[n+1])."""
+    packed keys k and returns finish(status int8[n], values buffer, value offsets int64[n+1]),
+    called while the C buffer is alive (it is freed afterwards)."""
     status = np.zeros(k.n, dtype=np.int8)
     voffs = np.zeros(k.n + 1, dtype=np.int64)
     buf = ffi.new("ltr_buf *")
@@ -132,12 +133,23 @@ def get_many_packed(fn, handle: "Handle", k):
         with handle as h:
             check(fn(h, ptr_u8(k.data), ptr_i64(k.offsets), k.data.size, k.n, ptr_i8(status),
                      ptr_i64(voffs), buf))
+        return finish(status, ffi.buffer(buf.data, buf.len) if buf.len else b"", voffs)
     finally:
-        data = take_buf(buf)
-    return status, data, voffs
+        lib.ltr_buf_free(buf)
 
 
-def values_list(status: np.ndarray, data: bytes, voffs: np.ndarray) -> list:
+def get_many_packed(fn, handle: "Handle", k):
+    """(status int8[n], value bytes, value offsets int64[n+1]) of a C batch get (_get_many)."""
+    return _get_many(fn, handle, k, lambda status, data, voffs: (status, bytes(data), voffs))
+
+
+def get_many_list(fn, handle: "Handle", k):
+    """(status int8[n], values list) of a C batch get: the values are cut straight from the C
+    buffer (slices of a cffi buffer are bytes), without a copy of the whole buffer first."""
+    return _get_many(fn, handle, k, lambda status, data, voffs: (status, values_list(status, data, voffs)))
+
+
+def values_list(status: np.ndarray, data, voffs: np.ndarray) -> list:
     """The values of a packed batch get as a list: bytes where found, None elsewhere."""
     offs = voffs.tolist()
     found = status == lib.LTR_FOUND
@@ -146,9 +158,3 @@ def values_list(status: np.ndarray, data: bytes, voffs: np.ndarray) -> list:
     return [data[s:e] if f else None for s, e, f in zip(offs, offs[1:], found.tolist())]
 
 
-def take_buf(buf) -> bytes:
-    """Copies an ltr_buf's bytes out and frees it."""
-    try:
-        return bytes(ffi.buffer(buf.data, buf.len)) if buf.len else b""
-    finally:
-        lib.ltr_buf_free(buf)

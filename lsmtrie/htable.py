@@ -260,8 +260,7 @@ class HTable:
 
     def lookup_many(self, keys) -> tuple[np.ndarray, list]:
         """(status array, values list): values[i] is bytes when status[i] is FOUND, else None."""
-        status, data, voffs = self.lookup_many_packed(keys)
-        return status, b.values_list(status, data, voffs)
+        return b.get_many_list(lib.ltr_htable_get_many, self._h, pack(keys, "keys"))
 
     def get_many(self, keys) -> list:
         """Values in key order; None for absent or deleted keys."""

@@ -242,7 +242,7 @@ class Store:
 
     def get_many(self, keys) -> list:
         """Values in key order; None where a key is absent."""
-        return b.values_list(*self.get_many_packed(keys))
+        return b.get_many_list(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))[1]
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every live item once (newest version, no deleted keys), in no particular order, as
