@@ -115,12 +115,14 @@ typedef struct ranked {
     uint32_t item;
 } ranked;
 
+static int before(const ranked *x, const ranked *y) /* rank descending, then item ascending */
+{
+    return x->rank != y->rank ? x->rank > y->rank : x->item < y->item;
+}
+
 static int by_rank_desc(const void *a, const void *b)
 {
-    const ranked *x = a, *y = b;
-    if (x->rank != y->rank)
-        return x->rank < y->rank ? 1 : -1;
-    return x->item < y->item ? -1 : x->item > y->item;
+    return before(a, b) ? -1 : before(b, a);
 }
 
 int plan_init(plan *p, uint32_t buckets, uint32_t nitems, const key_hash *hash,
@@ -183,7 +185,18 @@ static uint32_t collect_ranked(const plan *p, uint32_t s, ranked *out)
         out[n].item = i;
         n++;
     }
-    qsort(out, n, sizeof *out, by_rank_desc);
+    if (n > 64) { /* a crowded bucket (adversarial keys can put a whole table in one) */
+        qsort(out, n, sizeof *out, by_rank_desc);
+        return n;
+    }
+    /* insertion sort: a bucket holds tens of items, and qsort's calls cost more here */
+    for (uint32_t i = 1; i < n; i++) {
+        ranked r = out[i];
+        uint32_t j = i;
+        for (; j > 0 && before(&r, &out[j - 1]); j--)
+            out[j] = out[j - 1];
+        out[j] = r;
+    }
     return n;
 }
 
