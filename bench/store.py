@@ -2,7 +2,8 @@
 
 Items are 16-byte random keys with values of uniform length 1..200 bytes, generated chunk by
 chunk from seeded generators (so the load does not hold N items in memory and any key can be
-regenerated for the read phase). The table size is chosen (and printed) so that every trie level,
+regenerated for the read phase); a chunk's value bytes are a window, at a random offset, of a
+64 MiB pool of random bytes (generating fresh ones took a tenth of the load's time). The table size is chosen (and printed) so that every trie level,
 the last included, holds data at this N: the last level first receives data after about
 node_tables ** (levels - 1) flushes.
 

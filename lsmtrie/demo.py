@@ -7,7 +7,8 @@ bench/htable.py.
 - One HTable (`measure`): build one table, read every key back, probe absent keys.
 
 Items are 16-byte random keys with values of uniform length 1..200 bytes, generated with numpy
-from seeded generators, chunk by chunk, and handed over as packed buffers.
+from seeded generators, chunk by chunk, and handed over as packed buffers; value bytes are cut
+from a 64 MiB pool of random bytes.
 """
 
 from __future__ import annotations
