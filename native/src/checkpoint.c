@@ -101,7 +101,7 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
     /* a table whose only reference is t may have its file reused (pool.h) */
     int reusable = t && !cluster && !t->reopened && s->pool && !t->reuse;
     pfile f = {number, 0, (uint8_t)cluster, 0, 0};
-    int now = 0, doomed = 0;
+    int now = 0, doomed = 0; /* doomed: recorded to go after the next checkpoint */
     pthread_mutex_lock(&s->state_mu);
     for (size_t i = 0; i < s->unsynced.n; i++) {
         pfile *u = &s->unsynced.v[i];
@@ -114,8 +114,8 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
         }
     }
     f.pooled = (uint8_t)(reusable && !now);
-    if (!now && !(doomed = !pfiles_push(&s->doomed, f)))
-        s->doomed_lost = 1; /* the next writer open removes it: nothing refers to it */
+    if (!now) /* (out of memory: it stays on disk; the next writer open removes it) */
+        doomed = pfiles_push(&s->doomed, f) == LTR_OK;
     pthread_mutex_unlock(&s->state_mu);
     if (reusable && (now || doomed)) {
         tpool_ref(s->pool);
@@ -291,10 +291,7 @@ int store_checkpoint(ltr_store *s, int force)
         pthread_mutex_lock(&s->state_mu);
         s->durable_floor = d.floor;
         pthread_mutex_unlock(&s->state_mu);
-        bury_all(s, &doomed);
-        pthread_mutex_lock(&s->state_mu);
-        pthread_cond_broadcast(&s->state_cv); /* the worker reaps the graves in time */
-        pthread_mutex_unlock(&s->state_mu);
+        bury_all(s, &doomed); /* the checkpoint thread reaps them when due */
         pfiles_free(&files);
         pfiles_free(&doomed);
         ltr_buf_free(&ops);
@@ -316,8 +313,7 @@ int store_checkpoint(ltr_store *s, int force)
         if (pfiles_move(&files, &s->unsynced))
             s->unsynced_lost = 1;
         s->unsynced = files;
-        if (pfiles_move(&doomed, &s->doomed))
-            s->doomed_lost = 1;
+        pfiles_move(&doomed, &s->doomed); /* (out of memory: the next open removes the rest) */
         s->doomed = doomed;
         s->unsynced_lost |= lost;
         s->pending_since = store_now();

@@ -780,7 +780,7 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
-/* The checkpointer: makes the state durable about once a second (CKPT_SECONDS), or sooner when
+/* The checkpointer: makes the state durable every checkpoint_interval seconds, or sooner when
  * much was written (CKPT_BYTES), and deletes the files whose grace period is over (unlinking a
  * file that has blocks can wait for the device, which compactions should not). */
 static void *syncer_main(void *arg)
@@ -912,8 +912,8 @@ static int start(ltr_store *s)
             s->syncer_started = 1;
         /* a second worker when there are levels it may compact (compact_limit) */
         int want = s->o.levels >= 3 ? 2 : 1;
-        for (int i = 0; s->syncer_started && i < want; i++) {
-            s->wargs[i] = (struct worker_arg){s, i};
+        for (int i = 0; s->syncer_started && i < want && s->nworkers == i; i++) {
+            s->wargs[i] = (struct worker_arg){s, i}; /* workers 0 .. nworkers-1 run */
             if (pthread_create(&s->workers[i], NULL, worker_main, &s->wargs[i]) == 0)
                 s->nworkers++;
         }

@@ -92,7 +92,6 @@ struct ltr_store {
     uint64_t unsynced_bytes;
     int unsynced_lost;       /* one could not be recorded: the checkpoint syncs everything */
     pfiles doomed;           /* files dropped in memory that the durable state still names */
-    int doomed_lost;         /* one could not be recorded: the next open removes it */
     uint64_t durable_floor;  /* the log floor of the manifest on disk */
     tpool *pool;             /* table files for reuse (NULL: none) */
     int dir_fd;              /* the store directory: readers hold flock(LOCK_SH) on it, and a
