@@ -387,6 +387,23 @@ static int find_in_buckets(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t
     return ltr_fail(LTR_ECORRUPT, "%s: migration records form a loop", t->path);
 }
 
+int htable_probe(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
+                 item_view *it)
+{
+    int rc = t->ovf_items ? find_overflow(t, c, h, key, klen, it) : 0;
+    if (rc == 0)
+        rc = find_in_buckets(t, c, h, key, klen, hb_bucket(h, t->buckets), it);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if (t->foff)
+            c->stats[ST_FFP]++;
+        return LTR_ABSENT;
+    }
+    c->stats[it->deleted ? ST_DELETED : ST_FOUND]++;
+    return it->deleted ? LTR_DELETED : LTR_FOUND;
+}
+
 int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
                   item_view *it)
 {
@@ -397,18 +414,7 @@ int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, ui
         c->stats[ST_FNEG]++;
         return LTR_ABSENT;
     }
-    int rc = t->ovf_items ? find_overflow(t, c, h, key, klen, it) : 0;
-    if (rc == 0)
-        rc = find_in_buckets(t, c, h, key, klen, k, it);
-    if (rc < 0)
-        return rc;
-    if (rc == 0) {
-        if (t->foff)
-            c->stats[ST_FFP]++;
-        return LTR_ABSENT;
-    }
-    c->stats[it->deleted ? ST_DELETED : ST_FOUND]++;
-    return it->deleted ? LTR_DELETED : LTR_FOUND;
+    return htable_probe(t, c, h, key, klen, it);
 }
 
 static int lookup(ltr_htable *t, read_ctx *c, const uint8_t *key, uint32_t klen, item_view *it)

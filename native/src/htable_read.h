@@ -62,6 +62,9 @@ int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx)
  * the next read with c. Counts go to c->stats. */
 int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
                   item_view *it);
+/* The same after the filter said maybe (or without filters): ST_LOOKUPS is not counted. */
+int htable_probe(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
+                 item_view *it);
 /* The in-memory filter of bucket b (tables opened with their filters only). */
 int htable_filter(const ltr_htable *t, uint32_t b, const uint8_t **f, size_t *len);
 int htable_has_filters(const ltr_htable *t);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bloom.h"
 #include "htable_read.h"
 #include "store_int.h"
 
@@ -33,15 +34,37 @@ static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32
     return rc ? rc : 1;
 }
 
-int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
-                uint32_t klen, item_view *it)
+/* Where the filter of the key's bucket lies in table j of n (bits NULL: no filter). */
+typedef struct fspan {
+    const uint8_t *bits;
+    uint32_t len;
+} fspan;
+
+static inline fspan filter_span(const vnode *n, uint32_t j, key_hash h)
 {
-    uint32_t lo = from > n->sealed ? from : n->sealed;
-    for (uint32_t j = n->n; j-- > lo;) {
-        int r = htable_lookup(n->tables[j]->t, c, h, key, klen, it);
-        if (r != LTR_ABSENT)
-            return r;
+    const vfilter *f = &n->flt[j];
+    if (!f->foff)
+        return (fspan){NULL, 0};
+    const uint32_t *o = f->foff + hb_bucket(h, f->buckets);
+    return (fspan){f->fbits + o[0], o[1] - o[0]};
+}
+
+/* Table j of n, whose filter for the key is fs. */
+static int table_lookup(const vnode *n, uint32_t j, fspan fs, read_ctx *c, key_hash h,
+                        const uint8_t *key, uint32_t klen, item_view *it)
+{
+    c->stats[ST_LOOKUPS]++;
+    if (fs.bits && !bloom_may_contain(fs.bits, fs.len, n->flt[j].probes, hb_bloom(h))) {
+        c->stats[ST_FNEG]++;
+        return LTR_ABSENT;
     }
+    return htable_probe(n->tables[j]->t, c, h, key, klen, it);
+}
+
+/* The sealed tables of n from table `from` on, through the node's BloomCluster. */
+static int cluster_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h,
+                          const uint8_t *key, uint32_t klen, item_view *it)
+{
     if (!n->bc || n->sealed <= from)
         return LTR_ABSENT;
     uint8_t small[256], *maybe = n->sealed <= sizeof small ? small : malloc(n->sealed);
@@ -63,19 +86,69 @@ int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const ui
     return r;
 }
 
+int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
+                uint32_t klen, item_view *it)
+{
+    uint32_t lo = from > n->sealed ? from : n->sealed;
+    for (uint32_t j = n->n; j-- > lo;) {
+        int r = table_lookup(n, j, filter_span(n, j, h), c, h, key, klen, it);
+        if (r != LTR_ABSENT)
+            return r;
+    }
+    return cluster_lookup(n, from, c, h, key, klen, it);
+}
+
 static uint64_t reads_so_far(const read_ctx *c)
 {
     return c->stats[ST_BUCKET_READS] + c->stats[ST_OVF_READS] + c->stats[ST_CLUSTER_READS];
 }
 
+#define PLAN_MAX 64 /* filters located ahead of one lookup */
+
+/* The filter spans of the unsealed tables on the key's path, in search order (level by level,
+ * newest table first), located all at once: looked up one table at a time, each would wait for
+ * its own two dependent cache misses, and a key passes a dozen tables on its way down. */
+static uint32_t plan_filters(const vnode *const *path, uint32_t levels, key_hash h, fspan *fs)
+{
+    const uint32_t *at[PLAN_MAX];
+    const vfilter *fl[PLAN_MAX];
+    uint32_t m = 0;
+    for (uint32_t l = 0; l < levels; l++)
+        for (uint32_t j = path[l] ? path[l]->n : 0; m < PLAN_MAX && j && j > path[l]->sealed; m++) {
+            j--;
+            fl[m] = &path[l]->flt[j];
+            at[m] = fl[m]->foff ? fl[m]->foff + hb_bucket(h, fl[m]->buckets) : NULL;
+            if (at[m])
+                __builtin_prefetch(at[m]);
+        }
+    for (uint32_t i = 0; i < m; i++) {
+        fs[i] = at[i] ? (fspan){fl[i]->fbits + at[i][0], at[i][1] - at[i][0]} : (fspan){NULL, 0};
+        if (fs[i].bits)
+            __builtin_prefetch(fs[i].bits);
+    }
+    return m;
+}
+
 static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
                           const uint8_t *key, uint32_t klen, ltr_buf *out, int *status)
 {
-    uint64_t path = hb_trie_path(h), before = reads_so_far(c);
+    uint64_t trie = hb_trie_path(h), before = reads_so_far(c);
+    const vnode *path[LTR_MAX_LEVELS];
+    for (uint32_t level = 0; level < s->o.levels; level++)
+        path[level] = version_node_at(v, level, node_id(level, trie));
+    fspan fs[PLAN_MAX];
+    uint32_t planned = plan_filters(path, s->o.levels, h, fs), next = 0;
     for (uint32_t level = 0; level < s->o.levels; level++) {
-        const vnode *n = version_node_at(v, level, node_id(level, path));
+        const vnode *n = path[level];
         item_view it;
-        int r = n ? node_lookup(n, 0, c, h, key, klen, &it) : LTR_ABSENT;
+        int r = LTR_ABSENT;
+        for (uint32_t j = n ? n->n : 0; r == LTR_ABSENT && j && j > n->sealed; next++) {
+            j--;
+            r = table_lookup(n, j, next < planned ? fs[next] : filter_span(n, j, h), c, h, key,
+                             klen, &it);
+        }
+        if (r == LTR_ABSENT && n)
+            r = cluster_lookup(n, 0, c, h, key, klen, &it);
         if (r < 0)
             return r;
         if (r != LTR_ABSENT) {

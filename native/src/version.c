@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "htable_read.h"
 #include "version.h"
 
 static uint64_t level_base(uint32_t level)
@@ -73,6 +74,7 @@ static void vnode_unref(vnode *n)
     for (uint32_t j = 0; j < n->n; j++)
         tref_unref(n->tables[j]);
     free(n->tables);
+    free(n->flt);
     cluster_unref(n->bc);
     free(n);
 }
@@ -276,21 +278,41 @@ static int apply_op(builder *b, const vedit_op *op)
     return LTR_OK;
 }
 
-/* Drops the nodes an edit left empty from the levels it changed; counts the nodes. */
-static void finish(builder *b)
+/* The filter array of a node the edit built (its tables are final). */
+static int set_filters(vnode *d)
+{
+    free(d->flt);
+    d->flt = d->n ? malloc(sizeof(vfilter) * d->n) : NULL;
+    if (d->n && !d->flt)
+        return ltr_fail(LTR_ENOMEM, "out of memory building a version");
+    for (uint32_t j = 0; j < d->n; j++) {
+        const ltr_htable *t = d->tables[j]->t;
+        d->flt[j] = (vfilter){t->foff, t->fbits, t->buckets, t->probes};
+    }
+    return LTR_OK;
+}
+
+/* Finishes the nodes the edit built, drops those it left empty from the levels it changed,
+ * and counts the nodes. */
+static int finish(builder *b)
 {
     version *w = b->w;
+    for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) /* first, so that a failure changes nothing */
+        for (uint32_t i = 0; w->lv[l] && (b->own_levels & (1u << l)) && i < w->lv[l]->n; i++)
+            if (w->lv[l]->nodes[i]->building && set_filters(w->lv[l]->nodes[i]))
+                return LTR_ENOMEM;
     w->nnodes = 0;
     for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) {
         vlevel *lv = w->lv[l];
         if (lv && (b->own_levels & (1u << l))) {
             uint32_t k = 0;
             for (uint32_t i = 0; i < lv->n; i++) {
-                lv->nodes[i]->building = 0;
-                if (lv->nodes[i]->n || lv->nodes[i]->bc)
-                    lv->nodes[k++] = lv->nodes[i];
+                vnode *d = lv->nodes[i];
+                d->building = 0;
+                if (d->n || d->bc)
+                    lv->nodes[k++] = d;
                 else
-                    vnode_unref(lv->nodes[i]);
+                    vnode_unref(d);
             }
             lv->n = k;
             if (!k) {
@@ -305,6 +327,7 @@ static void finish(builder *b)
         }
         w->nnodes += lv ? lv->n : 0;
     }
+    return LTR_OK;
 }
 
 int version_apply(const version *v, const vedit_op *ops, size_t n, version **out)
@@ -322,11 +345,12 @@ int version_apply(const version *v, const vedit_op *ops, size_t n, version **out
     int rc = LTR_OK;
     for (size_t i = 0; !rc && i < n; i++)
         rc = apply_op(&b, &ops[i]);
+    if (!rc)
+        rc = finish(&b);
     if (rc) {
         version_free(b.w);
         return rc;
     }
-    finish(&b);
     *out = b.w;
     return LTR_OK;
 }
