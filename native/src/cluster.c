@@ -13,16 +13,19 @@
 #include "io.h"
 
 #define BC_MAGIC "LTRBCLU1"
-#define BC_VERSION 1
+#define BC_VERSION 2  /* writes 2 (a column directory per unit); reads 1 and 2 */
+#define BC_DIR 8       /* v2 directory entry: u32 column end, u32 column CRC */
 #define BC_FOOTER 64
 #define BC_ENTRY 12
 #define BC_UNIT_TARGET 4096
 
 /* ---- reading units ---- */
 
-/* Unit u, checked: *p points into the mapping, or into buf (read with pread when the file
- * could not be mapped). */
-static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, const uint8_t **p, size_t *n)
+/* Unit u: *p points into the mapping, or into buf (read with pread when the file could not be
+ * mapped). With `check`, the unit's CRC is verified (rewrites read whole units; version-2
+ * lookups check only the column they use). */
+static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, int check, const uint8_t **p,
+                     size_t *n)
 {
     uint64_t at = bc->off[u], len = bc->off[u + 1] - at;
     int rc = LTR_OK;
@@ -37,7 +40,7 @@ static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, const uint8_t **p, s
             buf->len = (size_t)len;
         *p = buf->data;
     }
-    if (!rc && ltr_crc32c(0, *p, (size_t)len) != bc->crc[u])
+    if (!rc && check && ltr_crc32c(0, *p, (size_t)len) != bc->crc[u])
         rc = ltr_fail(LTR_ECORRUPT, "%s: unit %u at offset %llu has a bad checksum", bc->path, u,
                       (unsigned long long)at);
     *n = (size_t)len;
@@ -58,28 +61,66 @@ static size_t column_span(const uint8_t *p, const uint8_t *end, uint32_t tables)
     return (size_t)(q - p); /* each table has a length byte, so 0 only when tables == 0 */
 }
 
+static uint32_t unit_columns(const cluster *bc, uint32_t u)
+{
+    uint32_t c0 = u * bc->cpu;
+    return bc->buckets - c0 < bc->cpu ? bc->buckets - c0 : bc->cpu;
+}
+
+static uint32_t column_crc(uint32_t column, const uint8_t *p, size_t n)
+{
+    uint8_t idx[4];
+    put_u32(idx, column);
+    return ltr_crc32c(ltr_crc32c(0, idx, 4), p, n);
+}
+
+/* The entries of `column` in its unit (p, len): through the directory (version 2, checking the
+ * column's CRC), or by skipping the columns before it (version 1, whose unit CRC the caller
+ * checked). */
+static int find_column(const cluster *bc, uint32_t column, const uint8_t *p, size_t len,
+                       const uint8_t **col, size_t *n)
+{
+    uint32_t u = column / bc->cpu, i = column - u * bc->cpu;
+    if (bc->version == 1) {
+        const uint8_t *end = p + len;
+        for (uint32_t c = 0; c <= i; c++) {
+            *n = column_span(p, end, bc->tables);
+            if (!*n)
+                return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
+            *col = p;
+            p += *n;
+        }
+        return LTR_OK;
+    }
+    uint64_t dir = (uint64_t)BC_DIR * unit_columns(bc, u);
+    uint32_t start = i ? get_u32(p + BC_DIR * (i - 1)) : 0;
+    uint32_t end = dir <= len ? get_u32(p + BC_DIR * i) : 0;
+    if (dir > len || start > end || end > len - dir ||
+        column_span(p + dir + start, p + dir + end, bc->tables) != end - start)
+        return ltr_fail(LTR_ECORRUPT, "%s: column %u of unit %u is malformed", bc->path, column, u);
+    *col = p + dir + start;
+    *n = end - start;
+    if (column_crc(column, *col, *n) != get_u32(p + BC_DIR * i + 4))
+        return ltr_fail(LTR_ECORRUPT, "%s: column %u of unit %u has a bad checksum", bc->path,
+                        column, u);
+    return LTR_OK;
+}
+
 int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe)
 {
-    uint32_t u = column / bc->cpu;
-    const uint8_t *p;
+    const uint8_t *p, *end;
     size_t len;
-    int rc = read_unit(bc, u, &c->scratch, &p, &len);
+    int rc = read_unit(bc, column / bc->cpu, &c->scratch, bc->version == 1, &p, &len);
+    if (!rc)
+        rc = find_column(bc, column, p, len, &p, &len);
     if (rc)
         return rc;
-    const uint8_t *end = p + len;
-    for (uint32_t col = u * bc->cpu; col < column; col++) {
-        size_t n = column_span(p, end, bc->tables);
-        if (!n)
-            return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
-        p += n;
-    }
-    for (uint32_t t = 0; t < bc->tables; t++) {
-        uint64_t len;
-        size_t k = get_varint(p, end, &len);
-        if (!k || (uint64_t)(end - p - k) < len)
-            return ltr_fail(LTR_ECORRUPT, "%s: unit %u is malformed", bc->path, u);
-        maybe[t] = (uint8_t)bloom_may_contain(p + k, (size_t)len, bc->probes, bloom);
-        p += k + len;
+    end = p + len;
+    for (uint32_t t = 0; t < bc->tables; t++) { /* find_column checked the lengths */
+        uint64_t flen;
+        size_t k = get_varint(p, end, &flen);
+        maybe[t] = (uint8_t)bloom_may_contain(p + k, (size_t)flen, bc->probes, bloom);
+        p += k + flen;
     }
     return LTR_OK;
 }
@@ -90,9 +131,10 @@ static int parse(cluster *bc, const uint8_t *ft, uint64_t size)
 {
     if (memcmp(ft, BC_MAGIC, 8) != 0 || get_u32(ft + 60) != ltr_crc32c(0, ft, 60))
         return ltr_fail(LTR_ECORRUPT, "%s is not a valid BloomCluster (footer)", bc->path);
-    if (get_u16(ft + 8) != BC_VERSION)
-        return ltr_fail(LTR_EVERSION, "%s: cluster version %u, this build reads %d", bc->path,
-                        get_u16(ft + 8), BC_VERSION);
+    bc->version = get_u16(ft + 8);
+    if (bc->version != 1 && bc->version != BC_VERSION)
+        return ltr_fail(LTR_EVERSION, "%s: cluster version %u, this build reads 1 and %d",
+                        bc->path, bc->version, BC_VERSION);
     bc->buckets = get_u32(ft + 12);
     bc->tables = get_u32(ft + 16);
     bc->probes = get_u32(ft + 20);
@@ -209,13 +251,13 @@ static int old_next(old_cursor *oc, uint32_t col, const uint8_t **p, size_t *n)
     uint32_t u = col / bc->cpu;
     int rc = LTR_OK;
     if (u != oc->unit || !oc->loaded) {
-        rc = read_unit(bc, u, &oc->buf, &oc->data, &oc->len);
+        rc = read_unit(bc, u, &oc->buf, 1, &oc->data, &oc->len);
         oc->unit = u;
         oc->loaded = !rc;
         oc->pos = 0;
     }
-    if (rc)
-        return rc;
+    if (rc || bc->version != 1)
+        return rc ? rc : find_column(bc, col, oc->data, oc->len, p, n);
     *p = oc->data + oc->pos;
     *n = column_span(*p, oc->data + oc->len, bc->tables);
     if (!*n)
@@ -233,7 +275,8 @@ static int put_filter(ltr_buf *b, const uint8_t *f, size_t len)
 
 static uint32_t choose_cpu(uint32_t buckets, cluster *old, ltr_htable *const *fresh, uint32_t nfresh)
 {
-    uint64_t total = old ? old->data_bytes : 0;
+    uint64_t dir = (uint64_t)BC_DIR * buckets;
+    uint64_t total = dir + (old ? old->data_bytes - (old->version == 1 ? 0 : dir) : 0);
     for (uint32_t i = 0; i < nfresh; i++) {
         const uint8_t *f;
         size_t len;
@@ -245,32 +288,44 @@ static uint32_t choose_cpu(uint32_t buckets, cluster *old, ltr_htable *const *fr
     return (uint32_t)(cpu < 1 ? 1 : cpu > buckets ? buckets : cpu);
 }
 
+/* Unit after unit: the directory (end and CRC of each column), then the columns, each the
+ * old cluster's entries followed by the fresh tables' filters. */
 static int write_units(wfile *w, uint32_t buckets, uint32_t cpu, cluster *old,
                        ltr_htable *const *fresh, uint32_t nfresh, ltr_buf *index)
 {
     old_cursor oc = {.bc = old, .unit = UINT32_MAX};
-    ltr_buf unit = {0};
+    ltr_buf dir = {0}, body = {0};
     int rc = LTR_OK;
     for (uint32_t c0 = 0; !rc && c0 < buckets; c0 += cpu) {
-        unit.len = 0;
+        dir.len = body.len = 0;
         for (uint32_t c = c0; !rc && c < c0 + cpu && c < buckets; c++) {
             const uint8_t *p;
-            size_t n;
+            size_t n, start = body.len;
             if (old && !(rc = old_next(&oc, c, &p, &n)))
-                rc = buf_append(&unit, p, n);
+                rc = buf_append(&body, p, n);
             for (uint32_t i = 0; !rc && i < nfresh; i++)
                 if (!(rc = htable_filter(fresh[i], c, &p, &n)))
-                    rc = put_filter(&unit, p, n);
+                    rc = put_filter(&body, p, n);
+            uint8_t e[BC_DIR];
+            put_u32(e, (uint32_t)body.len);
+            put_u32(e + 4, column_crc(c, body.data + start, body.len - start));
+            if (!rc && body.len > UINT32_MAX)
+                rc = ltr_fail(LTR_EINVAL, "a BloomCluster unit over 4 GB");
+            if (!rc)
+                rc = buf_append(&dir, e, sizeof e);
         }
         uint8_t e[BC_ENTRY];
         put_u64(e, w->bytes);
-        put_u32(e + 8, ltr_crc32c(0, unit.data, unit.len));
+        put_u32(e + 8, ltr_crc32c(ltr_crc32c(0, dir.data, dir.len), body.data, body.len));
         if (!rc)
             rc = buf_append(index, e, sizeof e);
         if (!rc)
-            rc = io_write(w, unit.data, unit.len);
+            rc = io_write(w, dir.data, dir.len);
+        if (!rc)
+            rc = io_write(w, body.data, body.len);
     }
-    ltr_buf_free(&unit);
+    ltr_buf_free(&dir);
+    ltr_buf_free(&body);
     ltr_buf_free(&oc.buf);
     return rc;
 }

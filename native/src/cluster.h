@@ -12,6 +12,7 @@ typedef struct cluster {
     int fd;
     uint64_t file;
     uint64_t node;
+    uint32_t version; /* of the format: 1 or 2 (docs/format/cluster.md) */
     uint32_t buckets, tables, probes, cpu, units;
     uint64_t *off;        /* units + 1 */
     uint32_t *crc;        /* units */
