@@ -22,6 +22,9 @@ ffi, lib = b.ffi, b.lib
 
 LOG_CHUNK = 64 << 20  # put_many writes one atomic log record per chunk of this many bytes
 
+_VBUF = 4096  # a single get's value buffer (per thread); larger values take a second call
+_NONE = b.lib.LTR_NONE
+
 _OPTIONS = {
     # name: (bit, type, default shown in docs)
     "table_buckets": (lib.LTR_OPT_TABLE_BUCKETS, int),
@@ -183,12 +186,12 @@ class Store:
     # ---- reads ----
 
     def _out(self):
-        """Per-thread output buffers of single gets (a get allocates nothing else)."""
+        """The per-thread value buffer of single gets (a get allocates nothing else)."""
         try:
-            return self._tls.out
+            return self._tls.vbuf
         except AttributeError:
-            self._tls.out = (ffi.new("size_t *"), ffi.new("int *"), ffi.new("char[]", 4096))
-            return self._tls.out
+            self._tls.vbuf = ffi.new("char[]", _VBUF)
+            return self._tls.vbuf
 
     def _value(self, key) -> bytes | None:
         """The value of key, or None (absent or deleted). The path of every single get: kept
@@ -199,9 +202,9 @@ class Store:
             key = check_bytes(key, "key")
             kp = ffi.from_buffer(key)
         try:
-            vlen, status, vbuf = self._tls.out
+            vbuf = self._tls.vbuf
         except AttributeError:
-            vlen, status, vbuf = self._out()
+            vbuf = self._out()
         if self._forks != b.forks[0]:
             self._use()
         handle = self._h  # `with handle` written out (see Handle): two method calls fewer
@@ -211,15 +214,17 @@ class Store:
             h = handle.ptr
             if h is None:
                 raise handle.closed_error()
-            rc = lib.ltr_store_get(h, kp, len(key), vbuf, 4096, vlen, status)
-            if rc == lib.LTR_EAGAIN:  # a value larger than the buffer: ask again with room for it
-                vbuf = ffi.new("char[]", vlen[0])
-                rc = lib.ltr_store_get(h, kp, len(key), vbuf, vlen[0], vlen, status)
+            n = lib.ltr_store_get(h, kp, len(key), vbuf, _VBUF)
+            while n > _VBUF and n > len(vbuf):  # larger than the buffer: again with room for it
+                vbuf = ffi.new("char[]", n)
+                n = lib.ltr_store_get(h, kp, len(key), vbuf, n)
         finally:
             users.pop()
-        if rc < 0:
-            b.check(rc)
-        return ffi.unpack(vbuf, vlen[0]) if status[0] == lib.LTR_FOUND else None
+        if n >= 0:
+            return ffi.unpack(vbuf, n)
+        if n == _NONE:
+            return None
+        b.check(n)
 
     def get(self, key, default=None):
         """The value of key, or default."""

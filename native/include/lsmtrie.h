@@ -275,8 +275,12 @@ void ltr_store_options(const ltr_store *s, ltr_store_opts *out);
 int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                     const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
                     const uint8_t *deleted, size_t n, int sync);
-int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
-                  size_t *vlen, int *status);
+/* One key: the value's length when found (the value is copied to vbuf when it fits in vcap;
+ * otherwise ask again with room for that many bytes), LTR_NONE when the key is absent or
+ * deleted, or a negative LTR_E* code. One call and no out-parameters: the cost of a single get
+ * from Python is mostly the call's. */
+#define LTR_NONE -100
+int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap);
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                        ltr_buf *values);

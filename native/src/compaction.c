@@ -36,25 +36,28 @@ typedef struct job {
     uint64_t bytes;
 } job;
 
-/* The fullest node of level l other than skip (a scan of the level only when skip is it). */
-static const vnode *fullest(const vlevel *lv, uint64_t skip)
+/* The fullest node of level l other than skip and skip2 (a scan of the level only when the
+ * fullest is one of them). */
+static const vnode *fullest(const vlevel *lv, uint64_t skip, uint64_t skip2)
 {
-    if (!lv || lv->fullest->id != skip)
+    if (!lv || (lv->fullest->id != skip && lv->fullest->id != skip2))
         return lv ? lv->fullest : NULL;
     const vnode *best = NULL;
-    for (uint32_t i = 0; i < lv->n; i++)
-        if (lv->nodes[i]->id != skip && (!best || lv->nodes[i]->n > best->n))
-            best = lv->nodes[i];
+    for (uint32_t i = 0; i < lv->n; i++) {
+        const vnode *n = lv->nodes[i];
+        if (n->id != skip && n->id != skip2 && (!best || n->n > best->n))
+            best = n;
+    }
     return best;
 }
 
 int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
-                    uint32_t limit, uint64_t skip)
+                    uint32_t limit, uint64_t skip, uint64_t skip2)
 {
     /* The fullest node; among equals the shallowest, then the first (ids are breadth-first). */
     uint32_t best = 0;
     for (uint32_t l = from; l < limit && l + 1 < s->o.levels; l++) {
-        const vnode *n = fullest(v->lv[l], skip);
+        const vnode *n = fullest(v->lv[l], skip, skip2);
         if (n && n->n >= s->o.node_tables && n->n > best) {
             best = n->n;
             *node = n->id;

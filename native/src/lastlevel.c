@@ -59,6 +59,23 @@ int lastlevel_pending(ltr_store *s, const version *v)
     return s->ngc_pending > 0; /* only nodes that received tables can need work */
 }
 
+/* The index in gc_pending of the newest noted node that worker id may work on, or -1: not the
+ * node the other worker works on, nor a child of the node it compacts (appends to a node must
+ * not overlap its garbage collection). state_mu is held. */
+static long claimable(const ltr_store *s, int id)
+{
+    uint64_t busy = s->compacting[!id], other = s->ll_node[!id];
+    for (size_t i = s->ngc_pending; i-- > 0;) {
+        uint64_t node = s->gc_pending[i];
+        if (node != other && (busy == NO_NODE || s->o.levels < 2 ||
+                              node_parent(node, s->o.levels - 1) != busy))
+            return (long)i;
+    }
+    return -1;
+}
+
+int lastlevel_ready(ltr_store *s, int id) { return claimable(s, id) >= 0; }
+
 void lastlevel_note_all(ltr_store *s)
 {
     viter it = {.level = s->o.levels - 1};
@@ -222,13 +239,21 @@ static int garbage_ratio(ltr_store *s, const vnode *n, double *ratio)
     return rc;
 }
 
-int lastlevel_step(ltr_store *s, version *v)
+int lastlevel_step(ltr_store *s, int id)
 {
     pthread_mutex_lock(&s->state_mu);
     uint64_t node = 0;
-    int have = s->ngc_pending > 0;
-    if (have)
-        node = s->gc_pending[--s->ngc_pending];
+    long at = claimable(s, id);
+    int have = at >= 0;
+    version *v = NULL;
+    if (have) {
+        node = s->gc_pending[at];
+        memmove(&s->gc_pending[at], &s->gc_pending[at + 1],
+                (s->ngc_pending - (size_t)at - 1) * sizeof *s->gc_pending);
+        s->ngc_pending--;
+        s->ll_node[id] = node;
+        v = store_pin(s); /* after the claim: no append to the node is under way or unseen */
+    }
     pthread_mutex_unlock(&s->state_mu);
     const vnode *n = have ? version_node(v, node) : NULL;
     int rc = LTR_OK;
@@ -239,11 +264,14 @@ int lastlevel_step(ltr_store *s, version *v)
             rc = gc_run(s, v, node); /* notes the node again: its new table needs a cluster */
         else if (!rc && needs_cluster(s, n))
             rc = build_cluster(s, n);
-        if (rc) { /* retried with the work that failed */
-            pthread_mutex_lock(&s->state_mu);
+    }
+    if (have) {
+        pthread_mutex_lock(&s->state_mu);
+        s->ll_node[id] = NO_NODE;
+        if (rc) /* retried with the work that failed */
             lastlevel_note(s, node);
-            pthread_mutex_unlock(&s->state_mu);
-        }
+        pthread_mutex_unlock(&s->state_mu);
+        version_unref(v);
     }
     return rc ? rc : have;
 }

@@ -2,8 +2,8 @@
  * with many recent deletions (inode allocation skips recently freed inodes), and a store creates
  * and drops thousands of short-lived tables. A dead table's file may be reused once nothing can
  * read it: no reference in this process (the table's last reference is freed) and none in
- * another (no checkpoint named it, or the checkpoint that dropped it is durable, its grace
- * period is over and no reader process holds the store). The next new table takes it by rename
+ * another (no checkpoint named it, or the checkpoint that dropped it is durable and no reader
+ * process holds the store). The next new table takes it by rename
  * and overwrites it. */
 #ifndef LTR_POOL_H
 #define LTR_POOL_H

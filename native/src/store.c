@@ -59,28 +59,32 @@ static int no_readers(ltr_store *s)
     return s->dir_fd >= 0 && flock(s->dir_fd, LOCK_EX | LOCK_NB) == 0;
 }
 
-/* Unlinks the files whose grace period is over (all of them when `all`), or hands the tables
- * among them to the pool when no reader process can have them open; state_mu not held (an
- * unlink may wait for the device). */
+/* Hands the tables among the buried files to the pool at once when no reader process holds the
+ * store (none can have them open: their drop is durable, so a reader that starts later does
+ * not know them), and unlinks the files whose grace period is over (all of them when `all`);
+ * state_mu not held (an unlink may wait for the device). */
 static void reap(ltr_store *s, int all)
 {
+    pthread_mutex_lock(&s->state_mu);
+    int pooled = 0;
+    for (size_t i = 0; i < s->ngrave && !pooled; i++)
+        pooled = s->grave[i].pooled != 0;
+    pthread_mutex_unlock(&s->state_mu);
+    int reuse = pooled && no_readers(s); /* holds LOCK_EX until the end: no reader starts */
     pthread_mutex_lock(&s->state_mu);
     double t = store_now();
     size_t k = 0, ndue = 0;
     struct grave *due = s->ngrave ? malloc(s->ngrave * sizeof *due) : NULL;
     for (size_t i = 0; i < s->ngrave; i++) {
-        if (due && (all || s->grave[i].at <= t))
+        if (due && (all || s->grave[i].at <= t || (reuse && s->grave[i].pooled)))
             due[ndue++] = s->grave[i];
         else
             s->grave[k++] = s->grave[i];
     }
     s->ngrave = k;
     pthread_mutex_unlock(&s->state_mu);
-    int reuse = -1; /* asked once, when a pooled file is due */
     for (size_t i = 0; i < ndue; i++) {
-        if (due[i].pooled && reuse < 0)
-            reuse = no_readers(s);
-        if (due[i].pooled && reuse > 0) {
+        if (due[i].pooled && reuse) {
             tpool_event(s->pool, due[i].pooled, TP_CLEARED);
         } else {
             unlink(due[i].path);
@@ -89,7 +93,7 @@ static void reap(ltr_store *s, int all)
         }
         free(due[i].path);
     }
-    if (reuse > 0)
+    if (reuse)
         flock(s->dir_fd, LOCK_UN);
     free(due);
 }
@@ -271,6 +275,21 @@ static int wal_sync_locked(ltr_store *s, int fd)
     return rc;
 }
 
+/* Remembers log `file` for store_remove_old_logs; state_mu held. Without memory the log stays
+ * until the next open, which removes logs below the floor. */
+static void note_log(ltr_store *s, uint64_t file)
+{
+    if (s->nwal_files == s->wal_files_cap) {
+        size_t cap = s->wal_files_cap ? 2 * s->wal_files_cap : 16;
+        uint64_t *p = realloc(s->wal_files, cap * sizeof *p);
+        if (!p)
+            return;
+        s->wal_files = p;
+        s->wal_files_cap = cap;
+    }
+    s->wal_files[s->nwal_files++] = file;
+}
+
 static int open_new_log(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
@@ -289,6 +308,9 @@ static int open_new_log(ltr_store *s)
         logw_close(&w);
         return rc;
     }
+    pthread_mutex_lock(&s->state_mu);
+    note_log(s, file);
+    pthread_mutex_unlock(&s->state_mu);
     if (s->wal_file) {
         /* Everything in the old log must be on disk before anything reaches the new one, so a
          * crash keeps a prefix of the writes. */
@@ -630,14 +652,20 @@ static int flush_oldest(ltr_store *s)
     return LTR_OK;
 }
 
-/* Worker `id` compacts nodes of the levels below this one. The second worker leaves the nodes
- * whose children are last-level nodes to the first, which alone runs the last level's work:
- * garbage collection of a node must not overlap appends to it. Two compactions never take the
- * same node; a node and its child may compact at once (one appends to the child's pile, the
- * other removes the child's oldest tables). */
-static uint32_t compact_limit(const ltr_store *s, int id)
+/* The node worker `id` should compact next among levels [from, limit), if any. Both workers
+ * compact every level above the last and run the last level's work, whose garbage collection
+ * of a node must not overlap appends to it: a worker leaves alone the parent of the last-level
+ * node the other works on (s->ll_node), and takes no last-level node whose parent the other
+ * compacts (lastlevel.c). Two compactions never take the same node; a node and its child may
+ * compact at once (one appends to the child's pile, the other removes its oldest tables).
+ * state_mu is held. */
+static int pick(const ltr_store *s, const version *v, int id, uint64_t *node, uint32_t from,
+                uint32_t limit)
 {
-    return id == 0 ? s->o.levels - 1 : (s->o.levels >= 3 ? s->o.levels - 2 : 0);
+    uint64_t other = s->ll_node[!id];
+    uint64_t busy_parent = other != NO_NODE && s->o.levels > 1
+                         ? node_parent(other, s->o.levels - 1) : NO_NODE;
+    return compaction_pick(s, v, node, from, limit, s->compacting[!id], busy_parent);
 }
 
 static int imm_pending(ltr_store *s);
@@ -653,17 +681,17 @@ static int background_step(ltr_store *s, int id)
     uint64_t node = 0;
     /* Flushes come first unless some node is half again over its table budget: then it is
      * compacted first, so no node's pile (and no lookup's cost) grows without bound. */
-    int compact = compaction_pick(s, v, &node, 0, compact_limit(s, id), s->compacting[!id]);
+    int compact = pick(s, v, id, &node, 0, s->o.levels - 1);
     const vnode *n = compact ? version_node(v, node) : NULL;
     int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
     int flush = id == 0 && have_imm && !urgent && !s->flusher_started;
-    /* The first worker turns to the work only it does before the levels both compact: the
-     * compactions into the last level, then the last level's own work. */
-    uint32_t own = s->o.levels >= 3 ? s->o.levels - 2 : 0;
+    /* The first worker turns to the last level's own work before the compactions of the upper
+     * levels, but after those into the last level (which feed it). */
+    uint32_t feed = s->o.levels >= 2 ? s->o.levels - 2 : 0;
     int last = 0;
     if (id == 0 && s->nworkers > 1 && compact && !urgent && !flush &&
-        !compaction_pick(s, v, &node, own, own + 1, NO_NODE))
-        compact = !(last = lastlevel_pending(s, v));
+        !pick(s, v, id, &node, feed, feed + 1))
+        compact = !(last = lastlevel_ready(s, id));
     if (compact && !flush)
         s->compacting[id] = node;
     pthread_mutex_unlock(&s->state_mu);
@@ -672,15 +700,15 @@ static int background_step(ltr_store *s, int id)
         rc = flush_oldest(s);
         rc = rc ? rc : 1;
     } else if (last) {
-        rc = lastlevel_step(s, v);
+        rc = lastlevel_step(s, id);
     } else if (compact) {
         rc = compaction_run(s, v, node);
         rc = rc ? rc : 1;
         pthread_mutex_lock(&s->state_mu);
         s->compacting[id] = NO_NODE;
         pthread_mutex_unlock(&s->state_mu);
-    } else if (id == 0) {
-        rc = lastlevel_step(s, v);
+    } else {
+        rc = lastlevel_step(s, id);
     }
     version_unref(v);
     return rc;
@@ -700,8 +728,8 @@ static int work_available(ltr_store *s, int id)
 {
     uint64_t node;
     return (id == 0 && !s->flusher_started && imm_pending(s)) ||
-           compaction_pick(s, s->current, &node, 0, compact_limit(s, id), s->compacting[!id]) ||
-           (id == 0 && lastlevel_pending(s, s->current));
+           pick(s, s->current, id, &node, 0, s->o.levels - 1) ||
+           lastlevel_ready(s, id);
 }
 
 /* The flusher's turn: a memtable waits and the root is not at twice its budget (the worker,
@@ -819,11 +847,18 @@ static void *syncer_main(void *arg)
 void store_remove_old_logs(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
-    uint64_t floor = s->durable_floor, from = s->logs_removed_below;
-    s->logs_removed_below = floor > from ? floor : from;
+    uint64_t floor = s->durable_floor, old[16];
+    size_t nold = 0, k = 0;
+    for (size_t i = 0; i < s->nwal_files; i++) {
+        if (s->wal_files[i] < floor && nold < sizeof old / sizeof *old)
+            old[nold++] = s->wal_files[i];
+        else
+            s->wal_files[k++] = s->wal_files[i]; /* the rest: at the next checkpoint */
+    }
+    s->nwal_files = k;
     pthread_mutex_unlock(&s->state_mu);
-    for (uint64_t f = from; f < floor; f++) {
-        char *p = store_file(s->dir, f, "wal");
+    for (size_t i = 0; i < nold; i++) {
+        char *p = store_file(s->dir, old[i], "wal");
         if (p)
             unlink(p);
         free(p);
@@ -868,15 +903,18 @@ static int start(ltr_store *s)
     if (!rc)
         rc = recovery_load_state(s);
     /* logs below the durable floor are gone, or go with the orphans */
-    s->durable_floor = s->logs_removed_below = s->log_floor;
+    s->durable_floor = s->log_floor;
     if (!rc && !s->o.read_only) { /* the options are the store's now; no pool only costs speed */
         uint64_t files = POOL_BYTES / ((uint64_t)s->o.table_buckets * LTR_BUCKET_SIZE);
-        s->pool = tpool_new(s->dir, (uint32_t)(files < 8 ? 8 : files > 1024 ? 1024 : files));
+        s->pool = tpool_new(s->dir, (uint32_t)(files < 8 ? 8 : files > 4096 ? 4096 : files));
     }
     if (!rc)
         rc = memtable_new(s, s->log_floor, s->log_floor_off, &s->active);
     if (!rc)
         rc = recovery_replay_logs(s, &logs);
+    for (size_t i = 0; !rc && !s->o.read_only && i < logs.n; i++)
+        if (logs.files[i] >= s->log_floor) /* those below are orphans, removed as such */
+            note_log(s, logs.files[i]);
     recovery_free_logs(&logs);
     if (s->o.read_only || rc)
         return rc;
@@ -910,8 +948,8 @@ static int start(ltr_store *s)
             s->flusher_started = 1;
         if (pthread_create(&s->syncer, NULL, syncer_main, s) == 0)
             s->syncer_started = 1;
-        /* a second worker when there are levels it may compact (compact_limit) */
-        int want = s->o.levels >= 3 ? 2 : 1;
+        /* a second worker when there are levels to compact */
+        int want = s->o.levels >= 2 ? 2 : 1;
         for (int i = 0; s->syncer_started && i < want && s->nworkers == i; i++) {
             s->wargs[i] = (struct worker_arg){s, i}; /* workers 0 .. nworkers-1 run */
             if (pthread_create(&s->workers[i], NULL, worker_main, &s->wargs[i]) == 0)
@@ -957,6 +995,7 @@ static void store_free(ltr_store *s)
         close(s->lock_fd); /* releases the lock */
     ltr_buf_free(&s->enc);
     free(s->gc_pending);
+    free(s->wal_files);
     for (size_t i = 0; i < s->ngrave; i++)
         free(s->grave[i].path); /* a failed open: the next writer open removes the files */
     free(s->grave);
@@ -995,7 +1034,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     s->o = *o;
     s->lock_fd = -1;
     s->dir_fd = -1;
-    s->compacting[0] = s->compacting[1] = NO_NODE;
+    s->compacting[0] = s->compacting[1] = s->ll_node[0] = s->ll_node[1] = NO_NODE;
     s->mf.w.fd = -1;
     s->wal.fd = -1;
     s->dir = strdup(path);
@@ -1052,7 +1091,7 @@ static int wait_idle(ltr_store *s)
         pthread_rwlock_unlock(&s->mem_lock);
         uint64_t node;
         if (!pending && !s->busy && !s->flushing &&
-            !compaction_pick(s, s->current, &node, 0, s->o.levels, NO_NODE) &&
+            !compaction_pick(s, s->current, &node, 0, s->o.levels, NO_NODE, NO_NODE) &&
             !lastlevel_pending(s, s->current))
             break;
         pthread_cond_broadcast(&s->state_cv);

@@ -17,7 +17,7 @@
 #include "version.h"
 
 #define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
-#define POOL_BYTES (256u << 20) /* dead table files kept for reuse: about this much disk */
+#define POOL_BYTES (512u << 20) /* dead table files kept for reuse: about this much disk */
 #define LOG_ROTATE_MAX (64u << 20) /* a log is rotated at this size (or 32 memtables) */
 #define LOG_WRITEBACK_STEP (1u << 20) /* log writeback is started every this many bytes */
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
@@ -99,7 +99,8 @@ struct ltr_store {
     uint64_t next_file;
     uint64_t log_floor;      /* replay starts at this log, */
     uint64_t log_floor_off;  /* at this offset */
-    uint64_t logs_removed_below; /* logs below this number are deleted already */
+    uint64_t *wal_files;     /* the logs on disk, by number (state_mu): file numbers are shared */
+    size_t nwal_files, wal_files_cap; /* with tables, so a range of numbers is mostly not logs */
     uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
 
     /* background work: the worker compacts (and flushes when there is no flusher); the flusher
@@ -111,6 +112,8 @@ struct ltr_store {
     } wargs[2];
     int nworkers, flusher_started, syncer_started;
     uint64_t compacting[2];  /* the node each worker compacts, or NO_NODE (state_mu) */
+    uint64_t ll_node[2];     /* the last-level node each worker collects or clusters, or
+                                NO_NODE (state_mu): the other leaves its parent alone */
     int stopping;
     int busy;              /* workers running a job */
     int flushing;          /* the flusher runs a flush */
@@ -187,10 +190,10 @@ void recovery_remove_orphans(ltr_store *s);
 
 /* compaction.c */
 #define NO_NODE UINT64_MAX
-/* The fullest node of levels [from, limit) that should be compacted now, other than `skip`
- * (its id in *node), or 0 when none. */
+/* The fullest node of levels [from, limit) that should be compacted now, other than skip and
+ * skip2 (its id in *node), or 0 when none. */
 int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
-                    uint32_t limit, uint64_t skip);
+                    uint32_t limit, uint64_t skip, uint64_t skip2);
 int compaction_run(ltr_store *s, version *v, uint64_t node);
 /* Garbage collection of a last-level node: its tables rewritten with only live items. */
 int gc_run(ltr_store *s, version *v, uint64_t node);
@@ -198,8 +201,9 @@ int gc_run(ltr_store *s, version *v, uint64_t node);
 /* lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes */
 void lastlevel_note(ltr_store *s, uint64_t node); /* state_mu held */
 void lastlevel_note_all(ltr_store *s);             /* at open: every last-level node */
-int lastlevel_step(ltr_store *s, version *v);      /* 1 did work, 0 nothing to do, <0 error */
-int lastlevel_pending(ltr_store *s, const version *v);
+int lastlevel_step(ltr_store *s, int id); /* worker id: 1 did work, 0 nothing to do, <0 error */
+int lastlevel_pending(ltr_store *s, const version *v); /* some node awaits work */
+int lastlevel_ready(ltr_store *s, int id); /* ... that worker id may take now (state_mu held) */
 const char *cluster_dir(const ltr_store *s);
 
 /* store_read.c */

@@ -17,16 +17,26 @@ version *store_pin(ltr_store *s)
     return v;
 }
 
-/* 1 and the answer when a memtable knows the key, else 0; mem_lock is held shared. */
+/* The newest memtable entry of the key (its memtable's builder in *b), or NULL; mem_lock is
+ * held shared. */
+static const staged *memtable_find(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
+                                   const ltr_hbuild **b)
+{
+    const staged *st = hbuild_find(s->active->b, h, key, klen);
+    *b = s->active->b;
+    for (memtable *m = s->imm; !st && m; m = m->next) {
+        st = hbuild_find(m->b, h, key, klen);
+        *b = m->b;
+    }
+    return st;
+}
+
+/* 1 and the answer (a found value appended to out) when a memtable knows the key, else 0. */
 static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
                             ltr_buf *out, int *status)
 {
-    const staged *st = hbuild_find(s->active->b, h, key, klen);
-    const ltr_hbuild *b = s->active->b;
-    for (memtable *m = s->imm; !st && m; m = m->next) {
-        st = hbuild_find(m->b, h, key, klen);
-        b = m->b;
-    }
+    const ltr_hbuild *b;
+    const staged *st = memtable_find(s, h, key, klen, &b);
     if (!st)
         return 0;
     *status = st->deleted ? LTR_DELETED : LTR_FOUND;
@@ -129,8 +139,10 @@ static uint32_t plan_filters(const vnode *const *path, uint32_t levels, key_hash
     return m;
 }
 
+/* The key's answer in version v: *status, and in *it the item when found (pointing into c's
+ * buffers or a mapping: valid until the next read with c, while v is pinned). */
 static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
-                          const uint8_t *key, uint32_t klen, ltr_buf *out, int *status)
+                          const uint8_t *key, uint32_t klen, item_view *it, int *status)
 {
     uint64_t trie = hb_trie_path(h), before = reads_so_far(c);
     const vnode *path[LTR_MAX_LEVELS];
@@ -140,22 +152,21 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
     uint32_t planned = plan_filters(path, s->o.levels, h, fs), next = 0;
     for (uint32_t level = 0; level < s->o.levels; level++) {
         const vnode *n = path[level];
-        item_view it;
         int r = LTR_ABSENT;
         for (uint32_t j = n ? n->n : 0; r == LTR_ABSENT && j && j > n->sealed; next++) {
             j--;
             r = table_lookup(n, j, next < planned ? fs[next] : filter_span(n, j, h), c, h, key,
-                             klen, &it);
+                             klen, it);
         }
         if (r == LTR_ABSENT && n)
-            r = cluster_lookup(n, 0, c, h, key, klen, &it);
+            r = cluster_lookup(n, 0, c, h, key, klen, it);
         if (r < 0)
             return r;
         if (r != LTR_ABSENT) {
             *status = r;
             c->hits[level]++;
             c->hit_reads[level] += reads_so_far(c) - before;
-            return r == LTR_FOUND ? buf_append(out, it.value, it.vlen) : LTR_OK;
+            return LTR_OK;
         }
     }
     *status = LTR_ABSENT;
@@ -167,22 +178,6 @@ static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
     uint8_t d[16];
     ltr_murmur3_128(key, klen, s->o.hash_seed, d);
     return hb_from_digest(d);
-}
-
-/* One key: memtables, then a version pinned before the memtables are let go. */
-static int lookup_one(ltr_store *s, read_ctx *c, const uint8_t *key, uint32_t klen,
-                      ltr_buf *out, int *status)
-{
-    key_hash h = hash_key(s, key, klen);
-    pthread_rwlock_rdlock(&s->mem_lock);
-    int r = search_memtables(s, h, key, klen, out, status);
-    version *v = r == 0 ? store_pin(s) : NULL;
-    pthread_rwlock_unlock(&s->mem_lock);
-    if (r != 0)
-        return r < 0 ? r : LTR_OK;
-    r = search_version(s, v, c, h, key, klen, out, status);
-    version_unref(v);
-    return r;
 }
 
 static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
@@ -200,23 +195,45 @@ static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
     }
 }
 
-int ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
-                  size_t *vlen, int *status)
+/* The found value's length, copied to vbuf when it fits. */
+static int64_t give_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap)
 {
-    *vlen = 0;
-    *status = LTR_ABSENT;
+    if (n <= vcap && n)
+        memcpy(vbuf, v, n);
+    return (int64_t)n;
+}
+
+/* One key: the memtables, then a version pinned before they are let go; the value goes
+ * straight to the caller's buffer. */
+int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap)
+{
     if (klen > LTR_MAX_KEY)
-        return LTR_OK;
+        return LTR_NONE; /* such a key can never have been stored */
+    key_hash h = hash_key(s, key, (uint32_t)klen);
+    const ltr_hbuild *b;
+    int64_t rc = LTR_NONE;
+    pthread_rwlock_rdlock(&s->mem_lock);
+    const staged *st = memtable_find(s, h, key, (uint32_t)klen, &b);
+    if (st && !st->deleted)
+        rc = give_value(b->arena.data + st->voff, st->vlen, vbuf, vcap);
+    version *v = st ? NULL : store_pin(s);
+    pthread_rwlock_unlock(&s->mem_lock);
+    if (!v) {
+        __atomic_fetch_add(&s->gets, 1, __ATOMIC_RELAXED);
+        return rc;
+    }
     read_ctx c;
-    ltr_buf out = {0};
     uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(64)));
     read_ctx_init_page(&c, page);
-    int rc = lookup_one(s, &c, key, (uint32_t)klen, &out, status);
+    item_view it;
+    int status, r = search_version(s, v, &c, h, key, (uint32_t)klen, &it, &status);
+    if (r < 0)
+        rc = r;
+    else if (status == LTR_FOUND)
+        rc = give_value(it.value, it.vlen, vbuf, vcap);
+    version_unref(v);
     count_reads(s, &c, 1);
     read_ctx_free(&c);
-    if (!rc && *status == LTR_FOUND)
-        rc = copy_value(out.data, out.len, vbuf, vcap, vlen);
-    ltr_buf_free(&out);
     return rc;
 }
 
@@ -252,7 +269,10 @@ static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int6
         int64_t kl = koffs[i + 1] - koffs[i];
         if (status[i] == -1) {
             int st = LTR_ABSENT;
-            rc = search_version(s, v, c, h[i - lo], kdata + koffs[i], (uint32_t)kl, values, &st);
+            item_view it;
+            rc = search_version(s, v, c, h[i - lo], kdata + koffs[i], (uint32_t)kl, &it, &st);
+            if (!rc && st == LTR_FOUND)
+                rc = buf_append(values, it.value, it.vlen);
             status[i] = (int8_t)st;
         } else if (status[i] == LTR_FOUND) {
             rc = buf_append(values, mem->data + moff[i - lo], (size_t)(moff[i - lo + 1] - moff[i - lo]));

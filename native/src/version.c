@@ -20,6 +20,11 @@ uint64_t node_child(uint64_t id, uint32_t level, uint32_t digit)
     return level_base(level + 1) + (id - level_base(level)) * 8 + digit;
 }
 
+uint64_t node_parent(uint64_t id, uint32_t level)
+{
+    return level_base(level - 1) + (id - level_base(level)) / 8;
+}
+
 uint32_t node_level(uint64_t id)
 {
     uint32_t l = 0;

@@ -81,6 +81,7 @@ typedef struct vedit_op {
 /* Node ids number the trie breadth-first: level L holds ids base(L) .. base(L) + 8^L - 1. */
 uint64_t node_id(uint32_t level, uint64_t trie_path);
 uint64_t node_child(uint64_t id, uint32_t level, uint32_t digit);
+uint64_t node_parent(uint64_t id, uint32_t level); /* level >= 1 */
 uint32_t node_level(uint64_t id);
 
 tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t);
