@@ -134,6 +134,8 @@ static int build_cluster(ltr_store *s, const vnode *n)
     uint64_t file = s->next_file++;
     pthread_mutex_unlock(&s->state_mu);
     char *path = store_file(cluster_dir(s), file, "bc");
+    if (path && s->pool && !s->meta_dir)
+        tpool_take(s->pool, path); /* a dead table's file (same directory), overwritten in place */
     int rc = (src && fresh && path) ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < nf && !rc; i++)
         src[i] = n->tables[n->sealed + i]->t;
