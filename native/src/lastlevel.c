@@ -173,28 +173,25 @@ static uint64_t next_random(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-/* Is one sampled item garbage? 1 yes, 0 no, <0 error. */
-static int sample_one(ltr_store *s, const vnode *n, read_ctx *c, uint64_t *rng, ltr_buf *key,
-                      int *got)
+static uint64_t node_items(const vnode *n)
 {
-    uint64_t total = 0, pick;
-    for (uint32_t j = 0; j < n->n; j++) {
-        ltr_table_info info;
-        ltr_htable_info(n->tables[j]->t, &info);
-        total += info.items;
-    }
+    uint64_t total = 0;
+    for (uint32_t j = 0; j < n->n; j++)
+        total += n->tables[j]->t->items;
+    return total;
+}
+
+/* Is one sampled item garbage? 1 yes, 0 no, <0 error. ends[j]: items in tables [0, j]. */
+static int sample_one(ltr_store *s, const vnode *n, const uint64_t *ends, read_ctx *c,
+                      uint64_t *rng, ltr_buf *key, int *got)
+{
     *got = 0;
-    if (!total)
+    if (!n->n || !ends[n->n - 1])
         return 0;
-    pick = next_random(rng) % total; /* a table chosen by its share of the items */
+    uint64_t pick = next_random(rng) % ends[n->n - 1]; /* a table by its share of the items */
     uint32_t t = 0;
-    for (;; t++) {
-        ltr_table_info info;
-        ltr_htable_info(n->tables[t]->t, &info);
-        if (pick < info.items)
-            break;
-        pick -= info.items;
-    }
+    while (pick >= ends[t])
+        t++;
     bucket_footer f;
     int rc;
     const uint8_t *page = table_bucket(n->tables[t]->t, c, (uint32_t)(next_random(rng) % s->o.table_buckets), &f, &rc);
@@ -227,9 +224,16 @@ static int garbage_ratio(ltr_store *s, const vnode *n, double *ratio)
     ltr_buf key = {0};
     uint64_t rng = n->id * 0x9E3779B97F4A7C15ULL ^ n->n ^ s->o.hash_seed;
     uint32_t samples = 0, garbage = 0;
-    int rc = read_ctx_init(&c);
+    uint64_t *ends = malloc(sizeof *ends * (n->n + 1));
+    int rc = ends ? read_ctx_init(&c) : ltr_fail(LTR_ENOMEM, "out of memory");
+    if (rc) {
+        free(ends);
+        return rc;
+    }
+    for (uint32_t j = 0; j < n->n; j++)
+        ends[j] = (j ? ends[j - 1] : 0) + n->tables[j]->t->items;
     for (uint32_t tries = 0; !rc && samples < GC_SAMPLES && tries < 4 * GC_SAMPLES; tries++) {
-        int got, r = sample_one(s, n, &c, &rng, &key, &got);
+        int got, r = sample_one(s, n, ends, &c, &rng, &key, &got);
         if (r < 0)
             rc = r;
         samples += (uint32_t)got;
@@ -237,8 +241,21 @@ static int garbage_ratio(ltr_store *s, const vnode *n, double *ratio)
     }
     read_ctx_free(&c);
     ltr_buf_free(&key);
+    free(ends);
     *ratio = samples ? (double)garbage / samples : 0.0;
     return rc;
+}
+
+/* Whether n's garbage may have passed the threshold since its last estimate. Each item appended
+ * since adds at most two garbage items (a tombstone is garbage and shadows one older version;
+ * a put shadows one), so while even that bound stays under the threshold the node needs no new
+ * sample: a load of new keys samples a node about every other append, not at every one. */
+static int garbage_may_pass(const ltr_store *s, const vnode *n, uint64_t items)
+{
+    if (!n->gc_items || items <= n->gc_items)
+        return 1;
+    double bound = n->gc_ratio * (double)n->gc_items + 2.0 * (double)(items - n->gc_items);
+    return bound > s->o.gc_threshold * (double)items;
 }
 
 int lastlevel_step(ltr_store *s, int id)
@@ -260,8 +277,14 @@ int lastlevel_step(ltr_store *s, int id)
     const vnode *n = have ? version_node(v, node) : NULL;
     int rc = LTR_OK;
     if (n && n->n) {
-        double ratio;
-        rc = garbage_ratio(s, n, &ratio);
+        double ratio = 0;
+        uint64_t items = node_items(n);
+        if (garbage_may_pass(s, n, items)) {
+            rc = garbage_ratio(s, n, &ratio);
+            vnode *w = (vnode *)n; /* ours while claimed: no other thread reads these fields */
+            w->gc_ratio = ratio;
+            w->gc_items = items;
+        }
         if (!rc && ratio > s->o.gc_threshold)
             rc = gc_run(s, v, node); /* notes the node again: its new table needs a cluster */
         else if (!rc && needs_cluster(s, n))

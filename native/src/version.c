@@ -215,6 +215,8 @@ static vnode *node_for(builder *b, uint64_t id, uint32_t level)
             tref_ref(d->tables[j]);
         d->bc = o->bc;
         d->sealed = o->sealed;
+        d->gc_ratio = o->gc_ratio;
+        d->gc_items = o->gc_items;
         if (d->bc)
             cluster_ref(d->bc);
         l->nodes[i] = d;

@@ -39,6 +39,10 @@ typedef struct vnode {
     cluster *bc;      /* last level: the BloomCluster of tables [0, sealed), or NULL */
     uint32_t sealed;  /* those tables are open without filters; the rest keep theirs */
     uint8_t building; /* made by the version_apply under way: private to it, mutable */
+    /* last level: the latest garbage estimate and the node's items then (0: none), kept by the
+     * worker holding the node's claim (lastlevel.c) and carried to the node's next copies */
+    double gc_ratio;
+    uint64_t gc_items;
 } vnode;
 
 /* The non-empty nodes of one level, sorted by id. Shared by the versions that did not change
