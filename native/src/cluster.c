@@ -125,6 +125,14 @@ int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uin
     return LTR_OK;
 }
 
+void cluster_prefetch(const cluster *bc, uint32_t column)
+{
+    if (bc->map && bc->version != 1) {
+        uint32_t u = column / bc->cpu;
+        __builtin_prefetch(bc->map + bc->off[u] + (uint64_t)BC_DIR * (column - u * bc->cpu));
+    }
+}
+
 /* ---- opening ---- */
 
 static int parse(cluster *bc, const uint8_t *ft, uint64_t size)

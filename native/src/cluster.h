@@ -33,6 +33,9 @@ void cluster_unref(cluster *bc);
 /* Reads the unit of bucket `column` and sets maybe[t] for each covered table t whose filter may
  * hold a key with this bloom field. One read; counted by the caller. */
 int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe);
+/* Starts loading the directory entry of bucket `column` into the cache (mapped version-2
+ * clusters), so that a probe made later finds it there. */
+void cluster_prefetch(const cluster *bc, uint32_t column);
 /* Bytes of memory the cluster's index takes. */
 uint64_t cluster_memory(const cluster *bc);
 

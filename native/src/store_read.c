@@ -148,6 +148,9 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
     const vnode *path[LTR_MAX_LEVELS];
     for (uint32_t level = 0; level < s->o.levels; level++)
         path[level] = version_node_at(v, level, node_id(level, trie));
+    const vnode *last = path[s->o.levels - 1];
+    if (last && last->bc) /* its miss overlaps the upper levels' filter tests */
+        cluster_prefetch(last->bc, hb_bucket(h, last->bc->buckets));
     fspan fs[PLAN_MAX];
     uint32_t planned = plan_filters(path, s->o.levels, h, fs), next = 0;
     for (uint32_t level = 0; level < s->o.levels; level++) {
