@@ -9,7 +9,7 @@ import struct
 import pytest
 
 import lsmtrie
-from formatlib import crc32c, read_varint
+from formatlib import crc32c, read_varint, varint
 
 LL = dict(table_buckets=16, node_tables=2, levels=2)
 FOOTER = 64
@@ -17,16 +17,19 @@ ENTRY = 12
 DIR = 8
 
 
+def _load(db, model, tag, rounds, rng):
+    for r in range(rounds):
+        ks = [b"%s-%d-%d" % (tag, r, i) for i in range(5000)]
+        vs = [rng.randbytes(rng.randint(10, 60)) for _ in ks]
+        db.put_many(ks, vs)
+        model.update(zip(ks, vs))
+    db.flush()
+
+
 def _store(path, rounds=8, seed=5):
-    rng = random.Random(seed)
     model = {}
     with lsmtrie.open(path, **LL) as db:
-        for r in range(rounds):
-            ks = [b"c-%d-%d" % (r, i) for i in range(5000)]
-            vs = [rng.randbytes(rng.randint(10, 60)) for _ in ks]
-            db.put_many(ks, vs)
-            model.update(zip(ks, vs))
-        db.flush()
+        _load(db, model, b"c", rounds, random.Random(seed))
         assert db.stats()["bytes_written_by_kind"]["clusters"] > 0
     return model
 
@@ -92,12 +95,7 @@ def to_version1(info: dict) -> bytes:
         unit = bytearray()
         for filters in info["columns"][u * info["cpu"]: (u + 1) * info["cpu"]]:
             for f in filters:
-                n = len(f)
-                while n >= 0x80:
-                    unit.append(n & 0x7F | 0x80)
-                    n >>= 7
-                unit.append(n)
-                unit += f
+                unit += varint(len(f)) + f
         index += struct.pack("<QI", len(out), crc32c(bytes(unit)))
         out += unit
     index_off = len(out)
@@ -136,14 +134,7 @@ def test_version1_clusters_are_still_read_and_rewritten_as_version2(tmp_path):
         c0 = db.stats()["cluster_reads"]
         assert db.get_many(keys) == [model[k] for k in keys]
         assert db.stats()["cluster_reads"] > c0, "no lookup read a (version-1) cluster"
-        # more data: clusters are rewritten, reading the version-1 ones
-        rng = random.Random(9)
-        for r in range(8):
-            ks = [b"d-%d-%d" % (r, i) for i in range(5000)]
-            vs = [rng.randbytes(rng.randint(10, 60)) for _ in ks]
-            db.put_many(ks, vs)
-            model.update(zip(ks, vs))
-        db.flush()
+        _load(db, model, b"d", 8, random.Random(9))  # clusters rewritten from version-1 ones
         keys = sorted(model)
         assert db.get_many(keys) == [model[k] for k in keys]
     versions = [parse(open(f, "rb").read())["version"] for f in _cluster_files(path)]
