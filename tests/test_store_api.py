@@ -1269,3 +1269,30 @@ def test_store_handle_in_a_forked_child(tmp_path):
         db.close()
     with lsmtrie.open(str(tmp_path / "db")) as db:
         assert db[b"a"] == b"1" and db[b"b"] == b"2"
+
+
+def test_old_logs_are_deleted_after_checkpoints(tmp_path):
+    """Logs rotate (at 32 memtables' worth here) and each checkpoint deletes those below the
+    replay floor: the directory keeps the newest log or two, not one per rotation; a reopen
+    that replays logs deletes them too."""
+    path = str(tmp_path / "db")
+    rng = random.Random(12)
+    model = {}
+
+    def wal_files():
+        return sorted(f for f in os.listdir(path) if f.endswith(".wal"))
+
+    with open_tiny(path, memtable_bytes=4000) as db:
+        for r in range(120):
+            ks = [b"log-%d-%d" % (r, i) for i in range(300)]
+            vs = [rng.randbytes(rng.randint(10, 40)) for _ in ks]
+            db.put_many(ks, vs)
+            model.update(zip(ks, vs))
+        assert db.stats()["bytes_written_by_kind"]["log"] > 8 * 32 * 4000  # 8 rotations or more
+        db.flush()
+        assert len(wal_files()) <= 2, wal_files()
+        db.put(b"last", b"x")
+        model[b"last"] = b"x"
+    with lsmtrie.open(path) as db:
+        check_model(db, model)
+        assert len(wal_files()) <= 2, wal_files()
