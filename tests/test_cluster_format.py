@@ -143,6 +143,41 @@ def test_version1_clusters_are_still_read_and_rewritten_as_version2(tmp_path):
         assert db.get_many(keys) == [model[k] for k in keys]
 
 
+def _damage_column_crcs(f):
+    data = bytearray(open(f, "rb").read())
+    info = parse(bytes(data))
+    index_off = struct.unpack_from("<Q", data, len(data) - FOOTER + 32)[0]
+    for u in range(info["units"]):
+        at = struct.unpack_from("<Q", data, index_off + u * ENTRY)[0]
+        for i in range(min(info["cpu"], info["buckets"] - u * info["cpu"])):
+            data[at + DIR * i + 4] ^= 0x01
+    with open(f, "wb") as fh:
+        fh.write(data)
+
+
+def test_damage_met_by_the_second_thread_of_a_batch_is_reported(tmp_path):
+    """A batch of 4096 keys or more runs on two threads: an error on the second one reaches the
+    caller with its message (error messages are kept per thread)."""
+    path = str(tmp_path / "db")
+    model = _store(path, rounds=4)
+    _damage_column_crcs(_cluster_files(path)[0])  # one node's cluster
+    with lsmtrie.open(path, read_only=True) as db:
+        bad, good = [], []
+        for k in sorted(model):
+            try:
+                assert db.get(k) == model[k]
+                good.append(k)
+            except lsmtrie.CorruptionError:
+                bad.append(k)
+        assert bad and len(good) > len(bad)
+        batch = (good * (5000 // len(good) + 1))[:5000] + bad[:1]
+        with pytest.raises(lsmtrie.Error, match="nowhere"):  # this thread's last error now
+            lsmtrie.open(str(tmp_path / "nowhere"), create=False)
+        with pytest.raises(lsmtrie.CorruptionError, match="column"):
+            db.get_many(batch)
+        assert db.get_many(batch[:-1]) == [model[k] for k in batch[:-1]]
+
+
 @pytest.mark.parametrize("what", ["column CRC", "filter byte"])
 def test_damaged_cluster_column_is_corruption(tmp_path, what):
     path = str(tmp_path / "db")

@@ -210,7 +210,6 @@ const char *cluster_dir(const ltr_store *s);
 /* Searches tables [from, n) of a node, newest first; the cluster answers for the sealed ones. */
 int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
                 uint32_t klen, item_view *it);
-int store_lookup(ltr_store *s, const uint8_t *key, uint32_t klen, ltr_buf *out, int *status);
 version *store_pin(ltr_store *s);
 
 #endif

@@ -1,6 +1,7 @@
 /* store_read.c: lookups. A key is searched in the memtables, newest first, then in each trie node
  * on its hash path from the root down, newest table first; the first answer (value or tombstone)
  * wins. Readers pin a version and search it without holding any lock. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,6 +287,11 @@ static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int6
     return rc;
 }
 
+typedef struct store_error {
+    int rc, err;
+    char msg[512];
+} store_error;
+
 /* One share of a batch: keys [lo, hi) into status, voffs[lo+1 ..] and values. */
 typedef struct share {
     ltr_store *s;
@@ -296,22 +302,38 @@ typedef struct share {
     int64_t *voffs; /* entry i + 1 - vbase gets the end of key i's value */
     size_t vbase;
     ltr_buf *values;
-    int rc;
+    store_error err;
 } share;
+
+/* An error met on the helper thread (the message is thread-local), raised again on the
+ * caller's. */
+static void error_keep(store_error *e, int rc)
+{
+    e->rc = rc;
+    e->err = ltr_last_errno();
+    snprintf(e->msg, sizeof e->msg, "%s", ltr_last_error());
+}
+
+static int error_raise(const store_error *e)
+{
+    return ltr_fail_as(e->rc, e->err, "%s", e->msg);
+}
 
 static void *run_share(void *arg)
 {
     share *sh = arg;
     read_ctx c;
     ltr_buf mem = {0};
-    sh->rc = read_ctx_init(&c);
-    for (size_t lo = sh->lo; lo < sh->hi && !sh->rc; lo += GET_CHUNK)
-        sh->rc = get_chunk(sh->s, &c, sh->kdata, sh->koffs, lo,
-                           lo + GET_CHUNK < sh->hi ? lo + GET_CHUNK : sh->hi, sh->status,
-                           sh->voffs, sh->vbase, sh->values, &mem);
+    int rc = read_ctx_init(&c);
+    for (size_t lo = sh->lo; lo < sh->hi && !rc; lo += GET_CHUNK)
+        rc = get_chunk(sh->s, &c, sh->kdata, sh->koffs, lo,
+                       lo + GET_CHUNK < sh->hi ? lo + GET_CHUNK : sh->hi, sh->status, sh->voffs,
+                       sh->vbase, sh->values, &mem);
     ltr_buf_free(&mem);
-    if (!sh->rc)
+    if (!rc)
         count_reads(sh->s, &c, sh->hi - sh->lo);
+    else /* the message is this thread's: the caller's thread raises it again */
+        error_keep(&sh->err, rc);
     read_ctx_free(&c);
     return NULL;
 }
@@ -329,8 +351,8 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     size_t half = n >= PARALLEL_MIN ? n / 2 : n;
     ltr_buf second = {0};
     int64_t *voffs2 = half < n ? malloc(sizeof(int64_t) * (n - half + 1)) : NULL;
-    share a = {s, kdata, koffs, 0, half, status, voffs, 0, values, 0};
-    share b = {s, kdata, koffs, half, n, status, voffs2, half, &second, 0};
+    share a = {s, kdata, koffs, 0, half, status, voffs, 0, values, {0}};
+    share b = {s, kdata, koffs, half, n, status, voffs2, half, &second, {0}};
     pthread_t t;
     /* The second half runs on another core; its values are appended after the first's. */
     int two = voffs2 && pthread_create(&t, NULL, run_share, &b) == 0;
@@ -340,14 +362,16 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     run_share(&a);
     if (two) {
         pthread_join(t, NULL);
-        rc = a.rc ? a.rc : b.rc;
+        rc = a.err.rc ? a.err.rc : b.err.rc;
+        if (rc)
+            error_raise(a.err.rc ? &a.err : &b.err);
         size_t base = values->len;
         if (!rc)
             rc = buf_append(values, second.data, second.len);
         for (size_t i = half; !rc && i < n; i++)
             voffs[i + 1] = (int64_t)base + voffs2[i - half + 1];
-    } else {
-        rc = a.rc;
+    } else if ((rc = a.err.rc)) {
+        error_raise(&a.err);
     }
     free(voffs2);
     ltr_buf_free(&second);
