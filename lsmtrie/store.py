@@ -24,6 +24,7 @@ LOG_CHUNK = 64 << 20  # put_many writes one atomic log record per chunk of this 
 
 _VBUF = 4096  # a single get's value buffer (per thread); larger values take a second call
 _NONE = b.lib.LTR_NONE
+_MISSING = object()
 
 _OPTIONS = {
     # name: (bit, type, default shown in docs)
@@ -193,9 +194,9 @@ class Store:
             self._tls.vbuf = ffi.new("char[]", _VBUF)
             return self._tls.vbuf
 
-    def _value(self, key) -> bytes | None:
-        """The value of key, or None (absent or deleted). The path of every single get: kept
-        short, since Python's own work per call is as large as the C lookup's."""
+    def get(self, key, default=None):
+        """The value of key, or default. The path of every single get, kept short (Python's own
+        work per call is about a quarter of a lookup's): the other forms call it."""
         if type(key) is bytes:  # cffi passes a bytes object's buffer as it is
             kp = key
         else:
@@ -223,22 +224,17 @@ class Store:
         if n >= 0:
             return ffi.unpack(vbuf, n)
         if n == _NONE:
-            return None
+            return default
         b.check(n)
 
-    def get(self, key, default=None):
-        """The value of key, or default."""
-        value = self._value(key)
-        return default if value is None else value
-
     def __getitem__(self, key) -> bytes:
-        value = self._value(key)
-        if value is None:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
             raise KeyError(key)
         return value
 
     def __contains__(self, key) -> bool:
-        return self._value(key) is not None
+        return self.get(key, _MISSING) is not _MISSING
 
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
