@@ -23,6 +23,9 @@ def _cdef() -> str:
 # LSMTRIE_SANITIZE=1 builds the core with AddressSanitizer and UBSan, for running the test
 # suite under them (LD_PRELOAD the ASan runtime; see docs/development.md).
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if os.environ.get("LSMTRIE_SANITIZE") else []
+# LSMTRIE_FRAME_POINTERS=1 keeps frame pointers, so that `perf record -g` shows inclusive costs
+# of the C functions (docs/development.md "Profiling").
+FRAMES = ["-fno-omit-frame-pointer"] if os.environ.get("LSMTRIE_FRAME_POINTERS") else []
 
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
@@ -31,7 +34,7 @@ ffibuilder.set_source(
     '#include "lsmtrie.h"',
     sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
     include_dirs=[str(HERE / "include"), str(HERE / "src")],
-    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE],
+    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE, *FRAMES],
     extra_link_args=SANITIZE,
     libraries=["m"],
 )
