@@ -36,17 +36,25 @@ typedef struct job {
     uint64_t bytes;
 } job;
 
-/* The fullest node of level l other than skip and skip2 (a scan of the level only when the
- * fullest is one of them). */
+/* The fullest node of level l other than skip and skip2 (the chunks' own fullest, and a scan of
+ * a chunk only when its fullest is one of them). */
 static const vnode *fullest(const vlevel *lv, uint64_t skip, uint64_t skip2)
 {
     if (!lv || (lv->fullest->id != skip && lv->fullest->id != skip2))
         return lv ? lv->fullest : NULL;
     const vnode *best = NULL;
-    for (uint32_t i = 0; i < lv->n; i++) {
-        const vnode *n = lv->nodes[i];
-        if (n->id != skip && n->id != skip2 && (!best || n->n > best->n))
-            best = n;
+    for (uint32_t i = 0; i < lv->nchunks; i++) {
+        const vchunk *c = lv->chunks[i];
+        if (c->fullest->id != skip && c->fullest->id != skip2) {
+            if (!best || c->fullest->n > best->n)
+                best = c->fullest;
+            continue;
+        }
+        for (uint32_t k = 0; k < VCHUNK; k++) {
+            const vnode *n = c->node[k];
+            if (n && n->id != skip && n->id != skip2 && (!best || n->n > best->n))
+                best = n;
+        }
     }
     return best;
 }

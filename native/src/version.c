@@ -84,13 +84,22 @@ static void vnode_unref(vnode *n)
     free(n);
 }
 
+static void vchunk_unref(vchunk *c)
+{
+    if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (uint32_t i = 0; i < VCHUNK; i++)
+        vnode_unref(c->node[i]);
+    free(c);
+}
+
 static void vlevel_unref(vlevel *l)
 {
     if (!l || __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    for (uint32_t i = 0; i < l->n; i++)
-        vnode_unref(l->nodes[i]);
-    free(l->nodes);
+    for (uint32_t i = 0; i < l->nchunks; i++)
+        vchunk_unref(l->chunks[i]);
+    free(l->chunks);
     free(l);
 }
 
@@ -109,20 +118,33 @@ void version_unref(version *v)
 
 const vnode *viter_next(const version *v, viter *it)
 {
-    for (; it->level < LTR_MAX_LEVELS; it->level++, it->i = 0) {
+    for (; it->level < LTR_MAX_LEVELS; it->level++, it->i = it->j = 0) {
         const vlevel *l = v->lv[it->level];
-        if (l && it->i < l->n)
-            return l->nodes[it->i++];
+        for (; l && it->i < l->nchunks; it->i++, it->j = 0) {
+            const vchunk *c = l->chunks[it->i];
+            while (it->j < VCHUNK) {
+                const vnode *n = c->node[it->j++];
+                if (n)
+                    return n;
+            }
+        }
     }
     return NULL;
 }
 
-static uint32_t lower_bound(const vlevel *l, uint64_t id)
+/* Chunks a level can have: 8^level ids, VCHUNK per chunk. */
+static uint64_t chunks_of(uint32_t level)
 {
-    uint32_t lo = 0, hi = l->n;
+    return ((UINT64_C(1) << (3 * level)) + VCHUNK - 1) / VCHUNK;
+}
+
+/* The position of chunk idx in l (or where it would go). */
+static uint32_t chunk_pos(const vlevel *l, uint64_t idx)
+{
+    uint32_t lo = 0, hi = l->nchunks;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (l->nodes[mid]->id < id)
+        if (l->chunks[mid]->idx < idx)
             lo = mid + 1;
         else
             hi = mid;
@@ -140,42 +162,46 @@ const vnode *version_node_at(const version *v, uint32_t level, uint64_t id)
     const vlevel *l = v->lv[level];
     if (!l)
         return NULL;
-    if ((uint64_t)l->n == UINT64_C(1) << (3 * level)) /* every node of the level: index by id */
-        return l->nodes[id - level_base(level)];
-    uint32_t i = lower_bound(l, id);
-    return i < l->n && l->nodes[i]->id == id ? l->nodes[i] : NULL;
+    uint64_t rel = id - level_base(level), idx = rel / VCHUNK;
+    const vchunk *c;
+    if (l->nchunks == chunks_of(level)) { /* every chunk of the level: index by id */
+        c = l->chunks[idx];
+    } else {
+        uint32_t i = chunk_pos(l, idx);
+        c = i < l->nchunks && l->chunks[i]->idx == idx ? l->chunks[i] : NULL;
+    }
+    return c ? c->node[rel % VCHUNK] : NULL;
 }
 
-/* ---- building a version: copy on write, by level and by node ---- */
+/* ---- building a version: copy on write, by level, chunk and node ---- */
 
 typedef struct builder {
     version *w;
     uint32_t own_levels;  /* bit l: w->lv[l] is w's private copy */
 } builder;
 
-static int own_level(builder *b, uint32_t level, size_t extra)
+static int oom(void) { return ltr_fail(LTR_ENOMEM, "out of memory building a version"); }
+
+/* w's level `level` made private (its chunk pointers copied; the chunks stay shared). */
+static int own_level(builder *b, uint32_t level)
 {
-    vlevel *old = b->w->lv[level];
-    if (b->own_levels & (1u << level)) {
-        vnode **p = realloc(old->nodes, sizeof(vnode *) * (old->n + extra + 1));
-        if (!p)
-            return ltr_fail(LTR_ENOMEM, "out of memory building a version");
-        old->nodes = p;
+    if (b->own_levels & (1u << level))
         return LTR_OK;
-    }
+    vlevel *old = b->w->lv[level];
+    uint32_t n = old ? old->nchunks : 0;
     vlevel *l = calloc(1, sizeof *l);
-    uint32_t n = old ? old->n : 0;
     if (l)
-        l->nodes = malloc(sizeof(vnode *) * (n + extra + 1));
-    if (!l || !l->nodes) {
+        l->chunks = malloc(sizeof(vchunk *) * (n + 1));
+    if (!l || !l->chunks) {
         free(l);
-        return ltr_fail(LTR_ENOMEM, "out of memory building a version");
+        return oom();
     }
     l->refs = 1;
-    l->n = n;
+    l->nchunks = n;
+    l->n = old ? old->n : 0;
     for (uint32_t i = 0; i < n; i++) {
-        l->nodes[i] = old->nodes[i];
-        __atomic_fetch_add(&l->nodes[i]->refs, 1, __ATOMIC_RELAXED);
+        l->chunks[i] = old->chunks[i];
+        __atomic_fetch_add(&l->chunks[i]->refs, 1, __ATOMIC_RELAXED);
     }
     vlevel_unref(old);
     b->w->lv[level] = l;
@@ -183,30 +209,71 @@ static int own_level(builder *b, uint32_t level, size_t extra)
     return LTR_OK;
 }
 
+/* A private copy of chunk idx of a private level (created empty when absent), or NULL. */
+static vchunk *own_chunk(vlevel *l, uint64_t idx)
+{
+    uint32_t i = chunk_pos(l, idx);
+    int have = i < l->nchunks && l->chunks[i]->idx == idx;
+    if (have && l->chunks[i]->building)
+        return l->chunks[i];
+    vchunk *c = calloc(1, sizeof *c);
+    if (!c) {
+        oom();
+        return NULL;
+    }
+    c->refs = 1;
+    c->idx = (uint32_t)idx;
+    c->building = 1;
+    if (have) { /* copy the shared chunk: its nodes are shared */
+        vchunk *o = l->chunks[i];
+        for (uint32_t k = 0; k < VCHUNK; k++)
+            if ((c->node[k] = o->node[k]))
+                __atomic_fetch_add(&c->node[k]->refs, 1, __ATOMIC_RELAXED);
+        c->n = o->n;
+        l->chunks[i] = c;
+        vchunk_unref(o);
+        return c;
+    }
+    vchunk **p = realloc(l->chunks, sizeof(vchunk *) * (l->nchunks + 1));
+    if (!p) {
+        free(c);
+        oom();
+        return NULL;
+    }
+    l->chunks = p;
+    memmove(&l->chunks[i + 1], &l->chunks[i], sizeof(vchunk *) * (l->nchunks - i));
+    l->chunks[i] = c;
+    l->nchunks++;
+    return c;
+}
+
 /* A private copy of node `id` in w (created empty when absent), or NULL (out of memory). */
 static vnode *node_for(builder *b, uint64_t id, uint32_t level)
 {
-    if (own_level(b, level, 1))
+    if (own_level(b, level))
         return NULL;
-    vlevel *l = b->w->lv[level];
-    uint32_t i = lower_bound(l, id);
-    if (i < l->n && l->nodes[i]->id == id && l->nodes[i]->building)
-        return l->nodes[i];
+    uint64_t rel = id - level_base(level);
+    vchunk *c = own_chunk(b->w->lv[level], rel / VCHUNK);
+    if (!c)
+        return NULL;
+    vnode **slot = &c->node[rel % VCHUNK];
+    if (*slot && (*slot)->building)
+        return *slot;
     vnode *d = calloc(1, sizeof *d);
     if (!d) {
-        ltr_fail(LTR_ENOMEM, "out of memory building a version");
+        oom();
         return NULL;
     }
     d->refs = 1;
     d->building = 1;
     d->id = id;
     d->level = level;
-    if (i < l->n && l->nodes[i]->id == id) { /* copy the shared node */
-        vnode *o = l->nodes[i];
+    vnode *o = *slot;
+    if (o) { /* copy the shared node */
         d->tables = malloc(sizeof(tref *) * (o->n + 1));
         if (!d->tables) {
             free(d);
-            ltr_fail(LTR_ENOMEM, "out of memory building a version");
+            oom();
             return NULL;
         }
         d->n = o->n;
@@ -219,13 +286,9 @@ static vnode *node_for(builder *b, uint64_t id, uint32_t level)
         d->gc_items = o->gc_items;
         if (d->bc)
             cluster_ref(d->bc);
-        l->nodes[i] = d;
         vnode_unref(o);
-    } else {
-        memmove(&l->nodes[i + 1], &l->nodes[i], sizeof(vnode *) * (l->n - i));
-        l->nodes[i] = d;
-        l->n++;
     }
+    *slot = d;
     return d;
 }
 
@@ -299,38 +362,72 @@ static int set_filters(vnode *d)
     return LTR_OK;
 }
 
-/* Finishes the nodes the edit built, drops those it left empty from the levels it changed,
- * and counts the nodes. */
+/* Sets the filters of the nodes the edit built in chunk c. */
+static int chunk_filters(vchunk *c)
+{
+    for (uint32_t k = 0; k < VCHUNK; k++)
+        if (c->node[k] && c->node[k]->building && set_filters(c->node[k]))
+            return LTR_ENOMEM;
+    return LTR_OK;
+}
+
+/* Finishes a chunk the edit built: its nodes final, the empty ones dropped, n and fullest. */
+static void finish_chunk(vchunk *c)
+{
+    c->n = 0;
+    c->fullest = NULL;
+    c->building = 0;
+    for (uint32_t k = 0; k < VCHUNK; k++) {
+        vnode *d = c->node[k];
+        if (!d)
+            continue;
+        d->building = 0;
+        if (!d->n && !d->bc) {
+            vnode_unref(d);
+            c->node[k] = NULL;
+            continue;
+        }
+        c->n++;
+        if (!c->fullest || d->n > c->fullest->n)
+            c->fullest = d;
+    }
+}
+
+/* Finishes the chunks the edit built, drops the empty ones from the levels it changed, and
+ * counts the nodes: work in proportion to the chunks of those levels, not to their nodes. */
 static int finish(builder *b)
 {
     version *w = b->w;
     for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) /* first, so that a failure changes nothing */
-        for (uint32_t i = 0; w->lv[l] && (b->own_levels & (1u << l)) && i < w->lv[l]->n; i++)
-            if (w->lv[l]->nodes[i]->building && set_filters(w->lv[l]->nodes[i]))
+        for (uint32_t i = 0; w->lv[l] && (b->own_levels & (1u << l)) && i < w->lv[l]->nchunks; i++)
+            if (w->lv[l]->chunks[i]->building && chunk_filters(w->lv[l]->chunks[i]))
                 return LTR_ENOMEM;
     w->nnodes = 0;
     for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) {
         vlevel *lv = w->lv[l];
         if (lv && (b->own_levels & (1u << l))) {
             uint32_t k = 0;
-            for (uint32_t i = 0; i < lv->n; i++) {
-                vnode *d = lv->nodes[i];
-                d->building = 0;
-                if (d->n || d->bc)
-                    lv->nodes[k++] = d;
-                else
-                    vnode_unref(d);
+            lv->n = 0;
+            lv->fullest = NULL;
+            for (uint32_t i = 0; i < lv->nchunks; i++) {
+                vchunk *c = lv->chunks[i];
+                if (c->building)
+                    finish_chunk(c);
+                if (!c->n) {
+                    vchunk_unref(c);
+                    continue;
+                }
+                lv->chunks[k++] = c;
+                lv->n += c->n;
+                if (!lv->fullest || c->fullest->n > lv->fullest->n)
+                    lv->fullest = c->fullest;
             }
-            lv->n = k;
+            lv->nchunks = k;
             if (!k) {
                 vlevel_unref(lv);
                 w->lv[l] = NULL;
                 continue;
             }
-            lv->fullest = lv->nodes[0];
-            for (uint32_t i = 1; i < k; i++)
-                if (lv->nodes[i]->n > lv->fullest->n)
-                    lv->fullest = lv->nodes[i];
         }
         w->nnodes += lv ? lv->n : 0;
     }

@@ -45,12 +45,27 @@ typedef struct vnode {
     uint64_t gc_items;
 } vnode;
 
-/* The non-empty nodes of one level, sorted by id. Shared by the versions that did not change
- * the level: an edit copies only the levels and nodes it touches. */
+/* VCHUNK consecutive node ids of a level: ids base(L) + idx * VCHUNK + [0, VCHUNK). Shared by
+ * the levels that did not change it. */
+#define VCHUNK 64
+
+typedef struct vchunk {
+    int refs;         /* atomic: the levels that hold this chunk */
+    uint32_t idx;
+    uint32_t n;       /* non-empty nodes */
+    uint8_t building; /* made by the version_apply under way: private to it, mutable */
+    const vnode *fullest;   /* the node with the most tables (the first of equals) */
+    vnode *node[VCHUNK];    /* by id; NULL: an empty node */
+} vchunk;
+
+/* The non-empty chunks of one level, sorted by idx. Shared by the versions that did not change
+ * the level: an edit copies only the levels, chunks and nodes it touches (an edit to a level of
+ * 4,096 nodes copies 64 chunk pointers and a chunk, not 4,096 node pointers). */
 typedef struct vlevel {
     int refs;         /* atomic */
-    uint32_t n;
-    vnode **nodes;
+    uint32_t n;       /* non-empty nodes */
+    uint32_t nchunks;
+    vchunk **chunks;
     const vnode *fullest; /* the node with the most tables (the first of equals) */
 } vlevel;
 
@@ -63,7 +78,7 @@ typedef struct version {
 /* Iteration over the non-empty nodes, level by level, each level by id:
  * `viter it = {0}; for (const vnode *n; (n = viter_next(v, &it));)`. */
 typedef struct viter {
-    uint32_t level, i;
+    uint32_t level, i, j; /* chunk i of the level, slot j */
 } viter;
 
 const vnode *viter_next(const version *v, viter *it);
