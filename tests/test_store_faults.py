@@ -8,6 +8,7 @@ retries the failed background work and a reopen works.
 """
 
 import errno
+import json
 import os
 import random
 import signal
@@ -447,7 +448,6 @@ def _crashed_store(tmp_path, n=100, **opts):
             db.put(b"k%03d" % i, b"value-%d" % i)
         os._exit(0)
     """)
-    import json
 
     o = dict(table_buckets=16, memtable_bytes=60000)
     o.update(opts)
@@ -696,3 +696,34 @@ def test_second_writer_process_gets_lock_error(tmp_path):
     # the dead writer's lock is gone with it; its synced writes are there
     with lsmtrie.open(path) as db:
         assert dict(db.items()) == {b"k%d" % i: b"v%d" % i for i in range(500)}
+
+
+def test_running_out_of_open_files_is_a_clear_error_and_loses_nothing(tmp_path):
+    """Each table keeps its file open: a process limit on open files far below what the store
+    needs makes background work fail with a StorageError that says what to do, writes stop,
+    and a reopen (without the limit) has every acknowledged write."""
+    path = str(tmp_path / "db")
+    code = textwrap.dedent("""
+        import json, resource, sys, lsmtrie
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
+        db = lsmtrie.open(sys.argv[1], table_buckets=1, node_tables=2, levels=4,
+                          memtable_bytes=2000)
+        done = 0
+        try:
+            for r in range(400):
+                db.put_many([b"f%d-%d" % (r, i) for i in range(40)], [b"v%d" % r] * 40, sync=True)
+                done = r + 1
+            print(json.dumps({"done": done, "error": None}), flush=True)
+        except lsmtrie.StorageError as e:
+            print(json.dumps({"done": done, "error": str(e)}), flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, env=_env(),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert out["error"], f"no error with 96 open files after {out['done']} batches"
+    assert "open files" in out["error"] and "ulimit" in out["error"], out["error"]
+    with lsmtrie.open(path) as db:
+        got = db.get_many([b"f%d-%d" % (r, i) for r in range(out["done"]) for i in range(40)])
+        assert got == [b"v%d" % r for r in range(out["done"]) for _ in range(40)]

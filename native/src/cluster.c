@@ -218,6 +218,8 @@ int cluster_open(const char *path, uint64_t file, cluster **out)
         madvise(m, (size_t)sb.st_size, MADV_RANDOM);
         bc->map = m;
         bc->map_len = (size_t)sb.st_size;
+        close(bc->fd); /* the mapping keeps the file: one open file fewer per last-level node */
+        bc->fd = -1;
     }
     *out = bc;
     return LTR_OK;
