@@ -302,8 +302,9 @@ static int find_file(const vnode *d, uint64_t file)
 
 static int apply_op(builder *b, const vedit_op *op)
 {
-    if (op->level >= LTR_MAX_LEVELS)
-        return ltr_fail(LTR_ECORRUPT, "node %llu: level %u out of range",
+    if (op->level >= LTR_MAX_LEVELS || op->node < level_base(op->level) ||
+        op->node - level_base(op->level) >= UINT64_C(1) << (3 * op->level))
+        return ltr_fail(LTR_ECORRUPT, "node %llu is not a node of level %u",
                         (unsigned long long)op->node, op->level);
     vnode *d = node_for(b, op->node, op->level);
     if (!d)
