@@ -93,9 +93,10 @@ static int find_column(const cluster *bc, uint32_t column, const uint8_t *p, siz
         return LTR_OK;
     }
     uint64_t dir = (uint64_t)BC_DIR * unit_columns(bc, u);
-    uint32_t start = i ? get_u32(p + BC_DIR * (i - 1)) : 0;
-    uint32_t end = dir <= len ? get_u32(p + BC_DIR * i) : 0;
-    if (dir > len || start > end || end > len - dir ||
+    if (dir > len)
+        return ltr_fail(LTR_ECORRUPT, "%s: unit %u is shorter than its directory", bc->path, u);
+    uint32_t start = i ? get_u32(p + BC_DIR * (i - 1)) : 0, end = get_u32(p + BC_DIR * i);
+    if (start > end || end > len - dir ||
         column_span(p + dir + start, p + dir + end, bc->tables) != end - start)
         return ltr_fail(LTR_ECORRUPT, "%s: column %u of unit %u is malformed", bc->path, column, u);
     *col = p + dir + start;
