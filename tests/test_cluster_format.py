@@ -90,22 +90,50 @@ def parse(data: bytes) -> dict:
 
 def to_version1(info: dict) -> bytes:
     """The same cluster in the version-1 layout (cluster.md), built from the parsed columns."""
-    out, index = bytearray(), bytearray()
+    units = []
     for u in range(info["units"]):
         unit = bytearray()
         for filters in info["columns"][u * info["cpu"]: (u + 1) * info["cpu"]]:
             for f in filters:
                 unit += varint(len(f)) + f
+        units.append(bytes(unit))
+    return rebuild(dict(info, version=1), units)
+
+
+def rebuild(info: dict, units: list) -> bytes:
+    """A cluster file around the given unit bytes, with a valid index and footer."""
+    out, index = bytearray(), bytearray()
+    for unit in units:
         index += struct.pack("<QI", len(out), crc32c(bytes(unit)))
         out += unit
     index_off = len(out)
     index += struct.pack("<QI", index_off, 0)
-    ft = bytearray(struct.pack("<8sHHIIIIIQQI", b"LTRBCLU1", 1, FOOTER, info["buckets"],
-                               info["tables"], info["probes"], info["cpu"], info["units"],
-                               index_off, info["node"], crc32c(bytes(index))))
+    ft = bytearray(struct.pack("<8sHHIIIIIQQI", b"LTRBCLU1", info["version"], FOOTER,
+                               info["buckets"], info["tables"], info["probes"], info["cpu"],
+                               len(units), index_off, info["node"], crc32c(bytes(index))))
     ft += bytes(60 - len(ft))
     ft += struct.pack("<I", crc32c(bytes(ft)))
     return bytes(out + index + ft)
+
+
+def test_unit_shorter_than_its_directory_is_corruption(tmp_path):
+    """Checksums that match do not make a unit's directory trustworthy: a unit too short to
+    hold its directory is refused before any entry is read."""
+    path = str(tmp_path / "db")
+    model = _store(path, rounds=4)
+    for f in _cluster_files(path):
+        data = open(f, "rb").read()
+        info = parse(data)
+        index_off = struct.unpack_from("<Q", data, len(data) - FOOTER + 32)[0]
+        offs = [struct.unpack_from("<Q", data, index_off + u * ENTRY)[0]
+                for u in range(info["units"] + 1)]
+        units = [data[offs[u]: offs[u + 1]] for u in range(info["units"])]
+        units = [u[:4] for u in units]  # each cut to half a directory entry
+        with open(f, "wb") as fh:
+            fh.write(rebuild(info, units))
+    with lsmtrie.open(path, read_only=True) as db:
+        with pytest.raises(lsmtrie.CorruptionError, match="shorter than its directory"):
+            db.get_many(sorted(model))
 
 
 def test_cluster_files_follow_the_format(tmp_path):
