@@ -54,7 +54,7 @@ static int needs_cluster(const ltr_store *s, const vnode *n)
     return !n->bc || 4 * fresh_filter_bytes(s, n) >= n->bc->data_bytes;
 }
 
-int lastlevel_pending(ltr_store *s, const version *v)
+int lastlevel_pending(const ltr_store *s)
 {
     return s->ngc_pending > 0; /* only nodes that received tables can need work */
 }
@@ -74,7 +74,7 @@ static long claimable(const ltr_store *s, int id)
     return -1;
 }
 
-int lastlevel_ready(ltr_store *s, int id) { return claimable(s, id) >= 0; }
+int lastlevel_ready(const ltr_store *s, int id) { return claimable(s, id) >= 0; }
 
 void lastlevel_note_all(ltr_store *s)
 {

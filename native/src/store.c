@@ -1092,7 +1092,7 @@ static int wait_idle(ltr_store *s)
         uint64_t node;
         if (!pending && !s->busy && !s->flushing &&
             !compaction_pick(s, s->current, &node, 0, s->o.levels, NO_NODE, NO_NODE) &&
-            !lastlevel_pending(s, s->current))
+            !lastlevel_pending(s))
             break;
         pthread_cond_broadcast(&s->state_cv);
         pthread_cond_wait(&s->state_cv, &s->state_mu);

@@ -202,8 +202,8 @@ int gc_run(ltr_store *s, version *v, uint64_t node);
 void lastlevel_note(ltr_store *s, uint64_t node); /* state_mu held */
 void lastlevel_note_all(ltr_store *s);             /* at open: every last-level node */
 int lastlevel_step(ltr_store *s, int id); /* worker id: 1 did work, 0 nothing to do, <0 error */
-int lastlevel_pending(ltr_store *s, const version *v); /* some node awaits work */
-int lastlevel_ready(ltr_store *s, int id); /* ... that worker id may take now (state_mu held) */
+int lastlevel_pending(const ltr_store *s); /* some node awaits work (state_mu held) */
+int lastlevel_ready(const ltr_store *s, int id); /* ... that worker id may take now (state_mu held) */
 const char *cluster_dir(const ltr_store *s);
 
 /* store_read.c */
