@@ -56,7 +56,8 @@ def _c_options(options: dict):
 
 
 def open(path, create: bool = True, metadata_path=None, sync: bool = False, read_only: bool = False,
-         bulk: bool = False, checkpoint_interval: float = 1.0, **options) -> "Store":
+         bulk: bool = False, checkpoint_interval: float = 1.0, max_open_files=None,
+         **options) -> "Store":
     """Opens (or creates) the store at path.
 
     Args:
@@ -73,6 +74,10 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             work (flushed and compacted tables) durable and let the files it replaced go. Writes
             are durable through the log meanwhile; a crash redoes what the last checkpoint did
             not record. Shorter: less to redo after a crash, more fsyncs. Not recorded.
+        max_open_files: table files kept open at once (each table reads through its own
+            descriptor). Beyond it, the tables read least lately are closed and reopened when
+            next read. None (the default): three quarters of the soft limit on open files
+            (`ulimit -n`) at open, at least 64; -1: no bound. Not recorded.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
             must equal the recorded value.
@@ -83,20 +88,29 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             and there is no store).
     """
     return Store(path, create=create, metadata_path=metadata_path, sync=sync, read_only=read_only,
-                 bulk=bulk, checkpoint_interval=checkpoint_interval, **options)
+                 bulk=bulk, checkpoint_interval=checkpoint_interval,
+                 max_open_files=max_open_files, **options)
 
 
 class Store:
     """A store opened with `lsmtrie.open`. See that function for the arguments."""
 
     def __init__(self, path, *, create=True, metadata_path=None, sync=False, read_only=False,
-                 bulk=False, checkpoint_interval=1.0, **options):
+                 bulk=False, checkpoint_interval=1.0, max_open_files=None, **options):
         o = _c_options(options)
         o.create, o.read_only, o.sync, o.use_log = bool(create), bool(read_only), bool(sync), not bulk
         if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)):
             raise TypeError("checkpoint_interval must be a number of seconds, not "
                             f"{type(checkpoint_interval).__name__}")
         o.checkpoint_interval = checkpoint_interval
+        if max_open_files is not None:
+            if isinstance(max_open_files, bool) or not isinstance(max_open_files, int):
+                raise TypeError("max_open_files must be an int or None, not "
+                                f"{type(max_open_files).__name__}")
+            if max_open_files == 0 or max_open_files < -1 or max_open_files >= 2**63:
+                raise ValueError("max_open_files must be -1 (no bound) or at least 1, got "
+                                 f"{max_open_files}")
+            o.max_open_files = max_open_files
         self.path = os.fspath(path)
         meta = ffi.new("char[]", os.fsencode(metadata_path)) if metadata_path is not None else ffi.NULL
         o.metadata_path = meta
@@ -317,6 +331,8 @@ class Store:
             "write_stalls": st.write_stalls,
             "files_reused": st.files_reused,
             "files_reused_durable": st.files_reused_durable,
+            "table_files_open": st.table_files_open,
+            "table_file_reopens": st.table_file_reopens,
         }
 
 

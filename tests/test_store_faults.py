@@ -699,16 +699,17 @@ def test_second_writer_process_gets_lock_error(tmp_path):
 
 
 def test_running_out_of_open_files_is_a_clear_error_and_loses_nothing(tmp_path):
-    """Each table keeps its file open: a process limit on open files far below what the store
-    needs makes background work fail with a StorageError that says what to do, writes stop,
-    and a reopen (without the limit) has every acknowledged write."""
+    """With max_open_files=-1 each table keeps its file open: a process limit on open files far
+    below what the store needs makes background work fail with a StorageError that says what to
+    do, writes stop, and a reopen (without the limit) has every acknowledged write. (With the
+    default bound the same writer succeeds: test_store_open_files.py.)"""
     path = str(tmp_path / "db")
     code = textwrap.dedent("""
         import json, resource, sys, lsmtrie
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
         db = lsmtrie.open(sys.argv[1], table_buckets=1, node_tables=2, levels=4,
-                          memtable_bytes=2000)
+                          memtable_bytes=2000, max_open_files=-1)
         done = 0
         try:
             for r in range(400):

@@ -40,13 +40,15 @@ class StoreModel(RuleBasedStateMachine):
         levels=st.integers(2, 3),
         memtable_bytes=st.integers(400, 4000),
         sync=st.booleans(),
+        max_open_files=st.sampled_from([None, 2, 5]),  # small: tables closed and reopened
     )
-    def open_store(self, table_buckets, node_tables, levels, memtable_bytes, sync):
+    def open_store(self, table_buckets, node_tables, levels, memtable_bytes, sync, max_open_files):
         cap = int(0.95 * table_buckets * 4080)
         self.opts = dict(table_buckets=table_buckets, node_tables=node_tables, levels=levels,
                          memtable_bytes=min(memtable_bytes, cap), hash_seed=12345)
-        note(f"options {self.opts} sync={sync}")
-        self.db = lsmtrie.open(self.path, sync=sync, **self.opts)
+        self.max_open_files = max_open_files
+        note(f"options {self.opts} sync={sync} max_open_files={max_open_files}")
+        self.db = lsmtrie.open(self.path, sync=sync, max_open_files=max_open_files, **self.opts)
 
     def teardown(self):
         if self.deepest >= 0 and currently_in_test_context():
@@ -152,7 +154,8 @@ class StoreModel(RuleBasedStateMachine):
     @rule(with_options=st.booleans())
     def reopen(self, with_options):
         self.db.close()
-        self.db = lsmtrie.open(self.path, **(self.opts if with_options else {}))
+        self.db = lsmtrie.open(self.path, max_open_files=self.max_open_files,
+                               **(self.opts if with_options else {}))
         assert {k: self.db.options[k] for k in self.opts} == self.opts
 
     @precondition(lambda self: self.db is not None)

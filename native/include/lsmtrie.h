@@ -233,6 +233,8 @@ typedef struct ltr_store_opts {
     double checkpoint_interval;  /* seconds between checkpoints of the state; default 1 (not
                                     recorded: a property of this open) */
     const char *metadata_path;   /* directory for BloomClusters; NULL keeps them in the store */
+    int64_t max_open_files;      /* table files kept open at once: 0 (default) three quarters of
+                                    the soft RLIMIT_NOFILE, -1 no bound (not recorded) */
 } ltr_store_opts;
 
 typedef struct ltr_store_stats {
@@ -261,6 +263,8 @@ typedef struct ltr_store_stats {
     uint64_t write_stalls;
     uint64_t files_reused;         /* table files reused for new tables (since open) */
     uint64_t files_reused_durable; /* of those, files that a checkpoint had named */
+    uint64_t table_files_open;     /* table descriptors open now */
+    uint64_t table_file_reopens;   /* tables reopened after max_open_files closed them */
     uint32_t levels;
 } ltr_store_stats;
 

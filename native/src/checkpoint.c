@@ -98,6 +98,10 @@ void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
 
 void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 {
+    /* Readers of older versions may still read t after its file is unlinked. (When the reopen
+     * fails, only they fail, with the reopen's error.) */
+    if (t && t->t->fc)
+        fcache_keep(t->t->fc, t->t);
     /* a table whose only reference is t may have its file reused (pool.h) */
     int reusable = t && !cluster && !t->reopened && s->pool && !t->reuse;
     pfile f = {number, 0, (uint8_t)cluster, 0, 0};
@@ -133,20 +137,37 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 
 /* The state a checkpoint makes durable, taken under state_mu. */
 typedef struct durable_view {
-    version *v;
     uint64_t next_file, floor, floor_off;
     uint64_t counters[C_COUNT];
+    int snapshot;        /* 1: a new manifest holding snap (a failed append broke the old one's
+                            tail); 2: the same because the old one grew (else an append will do) */
+    uint64_t snap_number; /* the new manifest's file number */
+    medit snap;
 } durable_view;
 
+/* Whether the next manifest write must be a snapshot (ckpt_mu held). */
+static int snapshot_due(const ltr_store *s)
+{
+    if (s->mf_broken)
+        return 1;
+    return s->mf.w.size >= (1u << 20) && s->mf.w.size >= 4 * s->mf.snapshot ? 2 : 0;
+}
+
+/* The snapshot is encoded here, not when it is written: holding the version until then would
+ * keep every table dropped meanwhile alive (and open) across the checkpoint's fsyncs. */
 static void view_take(ltr_store *s, durable_view *d)
 {
-    d->v = s->current;
-    version_ref(d->v);
-    d->next_file = s->next_file;
+    memset(d, 0, sizeof *d);
     d->floor = s->log_floor;
     d->floor_off = s->log_floor_off;
     for (int i = 0; i < C_COUNT; i++)
         d->counters[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
+    if ((d->snapshot = snapshot_due(s))) {
+        d->snap_number = s->next_file++;
+        store_encode_snapshot(s->current, s->next_file, d->floor, d->floor_off, d->counters,
+                              &d->snap);
+    }
+    d->next_file = s->next_file;
 }
 
 void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
@@ -165,21 +186,14 @@ void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
     }
 }
 
-/* Starts a new manifest holding a snapshot of d (ckpt_mu held). */
-static int rewrite_manifest(ltr_store *s, const durable_view *d)
+/* Starts a new manifest holding the snapshot of d (ckpt_mu held). */
+static int rewrite_manifest(ltr_store *s, durable_view *d)
 {
-    medit e = {0};
-    pthread_mutex_lock(&s->state_mu);
-    uint64_t number = s->next_file++;
-    pthread_mutex_unlock(&s->state_mu);
-    store_encode_snapshot(d->v, number + 1 > d->next_file ? number + 1 : d->next_file, d->floor,
-                          d->floor_off, d->counters, &e);
     manifest fresh;
     uint64_t written = 0;
-    int rc = medit_failed(&e) ? ltr_fail(LTR_ENOMEM, "out of memory")
-                              : manifest_create(&fresh, s->dir, number, &s->o, s->meta_dir != NULL,
-                                                &e, &written);
-    medit_free(&e);
+    int rc = medit_failed(&d->snap) ? ltr_fail(LTR_ENOMEM, "out of memory")
+                                    : manifest_create(&fresh, s->dir, d->snap_number, &s->o,
+                                                      s->meta_dir != NULL, &d->snap, &written);
     store_count(s, C_WRITTEN_MANIFEST, written);
     if (rc)
         return rc;
@@ -199,10 +213,13 @@ static int rewrite_manifest(ltr_store *s, const durable_view *d)
 
 /* Appends the queued edits as one record, or starts a new manifest when the old one's tail is
  * unknown (a failed append) or it has grown well past its snapshot. */
-static int write_manifest(ltr_store *s, const ltr_buf *ops, const durable_view *d)
+static int write_manifest(ltr_store *s, const ltr_buf *ops, durable_view *d)
 {
-    if (s->mf_broken)
+    if (d->snapshot == 1)
         return rewrite_manifest(s, d);
+    if (d->snapshot == 2 && rewrite_manifest(s, d) == LTR_OK)
+        return LTR_OK;
+    /* (a failed rotation leaves the current manifest in force: the edits are appended to it) */
     medit e = {0};
     if (ops->len)
         buf_append(&e.b, ops->data, ops->len);
@@ -216,8 +233,6 @@ static int write_manifest(ltr_store *s, const ltr_buf *ops, const durable_view *
         s->mf_broken = 1;
         return rc;
     }
-    if (s->mf.w.size >= (1u << 20) && s->mf.w.size >= 4 * s->mf.snapshot)
-        rewrite_manifest(s, d); /* a failure leaves the current manifest in force: no harm */
     return LTR_OK;
 }
 
@@ -319,7 +334,7 @@ int store_checkpoint(ltr_store *s, int force)
         s->pending_since = store_now();
         pthread_mutex_unlock(&s->state_mu);
     }
-    version_unref(d.v);
+    medit_free(&d.snap);
     if (!rc)
         store_remove_old_logs(s);
     pthread_mutex_unlock(&s->ckpt_mu);

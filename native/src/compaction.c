@@ -120,7 +120,7 @@ static int emit(job *j, uint32_t d)
             rc = ltr_hbuild_finish(b, o->path, &st);
         ltr_htable *t = NULL;
         if (!rc)
-            rc = ltr_htable_open(o->path, TABLE_FLAGS, -1, &t);
+            rc = htable_open_in(o->path, TABLE_FLAGS, -1, j->s->fc, &t);
         if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
             ltr_htable_close(t);
             rc = ltr_fail(LTR_ENOMEM, "out of memory");

@@ -67,8 +67,8 @@ int ltr_fail_errno(int err, const char *fmt, ...)
     va_end(ap);
     size_t used = strlen(last_error);
     snprintf(last_error + used, sizeof last_error - used, ": %s [errno %d]%s", strerror(err), err,
-             err == EMFILE ? " (a store keeps each of its tables open: raise the limit on open "
-                             "files, ulimit -n, or use larger tables)" : "");
+             err == EMFILE ? " (the process is out of open files: raise the limit, ulimit -n, "
+                             "or give the store a smaller max_open_files)" : "");
     last_errno = err;
     return (err == ENOSPC || err == EDQUOT) ? LTR_ENOSPC : LTR_EIO;
 }

@@ -14,6 +14,7 @@
 #include "hashbits.h"
 #include "htable_format.h"
 #include "htable_read.h"
+#include "fcache.h"
 #include "io.h"
 
 /* ---- opening ---- */
@@ -162,6 +163,8 @@ static int open_file(ltr_htable *t, int32_t max_cached)
     if (fstat(t->fd, &sb) != 0)
         return ltr_fail_errno(errno, "cannot stat %s", t->path);
     t->file_bytes = (uint64_t)sb.st_size;
+    t->dev = (uint64_t)sb.st_dev;
+    t->ino = (uint64_t)sb.st_ino;
     if (t->file_bytes < LTR_BUCKET_SIZE + HT_FOOTER_SIZE)
         return ltr_fail(LTR_ECORRUPT, "%s is too small (%llu bytes) to be an HTable", t->path,
                         (unsigned long long)t->file_bytes);
@@ -182,7 +185,8 @@ static int open_file(ltr_htable *t, int32_t max_cached)
     return rc;
 }
 
-int ltr_htable_open(const char *path, uint32_t flags, int32_t max_cached, ltr_htable **out)
+int htable_open_in(const char *path, uint32_t flags, int32_t max_cached, fcache *fc,
+                   ltr_htable **out)
 {
     *out = NULL;
     ltr_htable *t = calloc(1, sizeof *t);
@@ -191,8 +195,11 @@ int ltr_htable_open(const char *path, uint32_t flags, int32_t max_cached, ltr_ht
         return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);
     }
     t->fd = -1;
+    t->slot = FC_NO_SLOT;
     t->flags = flags;
     int rc = open_file(t, max_cached);
+    if (!rc && fc)
+        rc = fcache_admit(fc, t);
     if (rc) {
         ltr_htable_close(t);
         return rc;
@@ -201,10 +208,17 @@ int ltr_htable_open(const char *path, uint32_t flags, int32_t max_cached, ltr_ht
     return LTR_OK;
 }
 
+int ltr_htable_open(const char *path, uint32_t flags, int32_t max_cached, ltr_htable **out)
+{
+    return htable_open_in(path, flags, max_cached, NULL, out);
+}
+
 void ltr_htable_close(ltr_htable *t)
 {
     if (!t)
         return;
+    if (t->fc)
+        fcache_forget(t->fc, t);
     if (t->map)
         munmap((void *)t->map, t->file_bytes);
     if (t->fd >= 0)
@@ -290,6 +304,23 @@ static void ctx_flush_stats(ltr_htable *t, read_ctx *c)
             __atomic_fetch_add(&t->stats[i], c->stats[i], __ATOMIC_RELAXED);
 }
 
+int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off)
+{
+    if (!t->fc)
+        return io_pread(t->fd, p, n, off, t->path);
+    __atomic_add_fetch(&t->users, 1, __ATOMIC_SEQ_CST);
+    int fd = __atomic_load_n(&t->fd, __ATOMIC_SEQ_CST);
+    int rc = LTR_OK;
+    if (fd < 0)
+        rc = fcache_reopen(t->fc, t, &fd);
+    else if (!__atomic_load_n(&t->used, __ATOMIC_RELAXED))
+        __atomic_store_n(&t->used, 1, __ATOMIC_RELAXED);
+    if (!rc)
+        rc = io_pread(fd, p, n, off, t->path);
+    __atomic_sub_fetch(&t->users, 1, __ATOMIC_SEQ_CST);
+    return rc;
+}
+
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc)
 {
     const uint8_t *page = c->page;
@@ -297,7 +328,7 @@ const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_foote
     c->stats[ST_BUCKET_READS]++;
     if (t->map)
         page = t->map + at;
-    else if ((*rc = io_pread(t->fd, c->page, LTR_BUCKET_SIZE, at, t->path)))
+    else if ((*rc = table_pread(t, c->page, LTR_BUCKET_SIZE, at)))
         return NULL;
     *rc = bucket_check(page, k, t->buckets, f, t->path);
     return *rc ? NULL : page;
@@ -314,7 +345,7 @@ int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it)
         c->scratch.len = 0;
         int rc = buf_reserve(&c->scratch, len);
         if (!rc)
-            rc = io_pread(t->fd, c->scratch.data, len, t->ovf_at[j], t->path);
+            rc = table_pread(t, c->scratch.data, len, t->ovf_at[j]);
         if (rc)
             return rc;
         rec = c->scratch.data;

@@ -13,8 +13,14 @@ enum {
 };
 
 struct ltr_htable {
-    char *path;
+    /* the descriptor: -1 while a store's fcache has it closed (fcache.h explains the protocol) */
     int fd;
+    uint32_t users;   /* atomic: reads in progress on fd (with a cache only) */
+    uint8_t used;     /* atomic: read since the cache's hand last passed */
+    uint32_t slot;    /* place in the cache's ring (its lock), or FC_NO_SLOT */
+    struct fcache *fc; /* NULL: the descriptor stays open for the table's life */
+    uint64_t dev, ino; /* of the file, checked when it is reopened */
+    char *path;
     uint32_t flags;
     const uint8_t *map; /* whole file, read-only, MADV_RANDOM; NULL in pread mode */
     uint64_t file_bytes;
@@ -52,6 +58,11 @@ int read_ctx_init(read_ctx *c);
 /* The same with the caller's page (LTR_BUCKET_SIZE bytes), e.g. on the stack: no allocation. */
 void read_ctx_init_page(read_ctx *c, uint8_t *page);
 void read_ctx_free(read_ctx *c);
+/* Opens a table whose descriptor joins fc (NULL: kept open, as ltr_htable_open does). */
+int htable_open_in(const char *path, uint32_t flags, int32_t max_cached, struct fcache *fc,
+                   ltr_htable **out);
+/* pread on the table's file, reopened first when its cache closed it. */
+int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off);
 /* Returns the checked page of bucket k (pointing into the map or c->page), or NULL and *rc. */
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc);
 /* Calls fn for each item of the scan not yet returned, bucket by bucket, then the overflow

@@ -58,8 +58,7 @@ static const uint8_t *scan_page(ltr_scan *s, uint32_t k, bucket_footer *f, int *
             return NULL;
         }
         s->chunk_n = 0;
-        *rc = io_pread(t->fd, s->chunk, (size_t)n * LTR_BUCKET_SIZE,
-                       (uint64_t)k * LTR_BUCKET_SIZE, t->path);
+        *rc = table_pread(t, s->chunk, (size_t)n * LTR_BUCKET_SIZE, (uint64_t)k * LTR_BUCKET_SIZE);
         if (*rc)
             return NULL;
         s->chunk_first = k;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -139,6 +140,9 @@ int store_opts_check(const ltr_store_opts *o)
     if (!(o->checkpoint_interval >= 0.0 && o->checkpoint_interval <= 3600.0))
         return ltr_fail(LTR_EINVAL, "checkpoint_interval must be 0..3600 seconds, got %g",
                         o->checkpoint_interval);
+    if (o->max_open_files < -1)
+        return ltr_fail(LTR_EINVAL, "max_open_files must be -1 (no bound), 0 (from the limit on "
+                        "open files) or at least 1, got %lld", (long long)o->max_open_files);
     if (!(o->gc_threshold > 0.0 && o->gc_threshold < 1.0))
         return ltr_fail(LTR_EINVAL, "gc_threshold must be in (0, 1), got %g", o->gc_threshold);
     return LTR_OK;
@@ -574,10 +578,10 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
 
 static void wake_writers(ltr_store *s);
 
-static ltr_htable *open_table(const char *path, int *rc)
+static ltr_htable *open_table(ltr_store *s, const char *path, int *rc)
 {
     ltr_htable *t = NULL;
-    *rc = ltr_htable_open(path, TABLE_FLAGS, -1, &t);
+    *rc = htable_open_in(path, TABLE_FLAGS, -1, s->fc, &t);
     return t;
 }
 
@@ -598,7 +602,7 @@ static int flush_oldest(ltr_store *s)
     if (rc)
         return rc;
     rc = htable_write(m->b, path, &st); /* not ltr_hbuild_finish: a failed flush is retried */
-    ltr_htable *t = rc ? NULL : open_table(path, &rc);
+    ltr_htable *t = rc ? NULL : open_table(s, path, &rc);
     tref *r = t ? tref_new(file, 0, t) : NULL;
     if (t && !r) {
         ltr_htable_close(t);
@@ -880,6 +884,24 @@ static int flush_all_now(ltr_store *s)
     return rc;
 }
 
+/* The bound on open table files: three quarters of the soft limit by default, leaving the
+ * rest to logs, tables being written and the rest of the process. */
+static int open_cache(ltr_store *s)
+{
+    int64_t limit = s->o.max_open_files;
+    if (limit == 0) {
+        struct rlimit rl;
+        rlim_t soft = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+        limit = soft == RLIM_INFINITY || soft > (1u << 30) ? (1 << 30) : (int64_t)(soft / 4 * 3);
+        if (limit < 64)
+            limit = 64;
+    }
+    if (limit < 0)
+        return LTR_OK;
+    s->fc = fcache_new((uint32_t)(limit > UINT32_MAX ? UINT32_MAX : limit));
+    return s->fc ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory opening %s", s->dir);
+}
+
 static int start(ltr_store *s)
 {
     if (s->o.memtable_bytes == 0)
@@ -898,6 +920,8 @@ static int start(ltr_store *s)
     s->dir_fd = rc ? -1 : open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->o.read_only && s->dir_fd >= 0 && flock(s->dir_fd, LOCK_SH) != 0)
         rc = ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
+    if (!rc)
+        rc = open_cache(s);
     if (!rc) /* a reader takes the logs before the manifest (loglist_take) */
         rc = recovery_take_logs(s, &logs, s->o.read_only);
     if (!rc)
@@ -975,6 +999,7 @@ static void store_free(ltr_store *s)
 {
     if (s->current)
         version_unref(s->current);
+    fcache_unref(s->fc); /* tables a scan still holds keep it */
     if (s->pool) { /* tables still referenced elsewhere (a scan) unlink their file when freed */
         tpool_close(s->pool);
         tpool_unref(s->pool);

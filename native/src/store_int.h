@@ -11,7 +11,9 @@
 
 #include <pthread.h>
 
+#include "fcache.h"
 #include "htable_build.h"
+#include "htable_read.h"
 #include "logfile.h"
 #include "manifest.h"
 #include "version.h"
@@ -94,6 +96,7 @@ struct ltr_store {
     pfiles doomed;           /* files dropped in memory that the durable state still names */
     uint64_t durable_floor;  /* the log floor of the manifest on disk */
     tpool *pool;             /* table files for reuse (NULL: none) */
+    fcache *fc;              /* bounds the open table files (NULL: max_open_files -1) */
     int dir_fd;              /* the store directory: readers hold flock(LOCK_SH) on it, and a
                                 writer reuses a durable table's file only when it gets LOCK_EX */
     uint64_t next_file;

@@ -409,6 +409,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->write_stalls = __atomic_load_n(&s->write_stalls, __ATOMIC_RELAXED);
     if (s->pool)
         tpool_counts(s->pool, &o->files_reused, &o->files_reused_durable);
+    if (s->fc)
+        fcache_counts(s->fc, &o->table_files_open, &o->table_file_reopens);
     version *v = store_pin(s);
     viter it = {0};
     for (const vnode *n; (n = viter_next(v, &it));) {
@@ -425,6 +427,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
             o->metadata_memory_bytes += cluster_memory(n->bc);
     }
     version_unref(v);
+    for (uint32_t l = 0; !s->fc && l < s->o.levels; l++) /* no bound: every table is open */
+        o->table_files_open += o->tables_per_level[l];
     pthread_rwlock_rdlock(&s->mem_lock);
     o->memtable_items = ltr_hbuild_items(s->active->b);
     for (memtable *m = s->imm; m; m = m->next)
