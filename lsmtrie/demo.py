@@ -39,12 +39,15 @@ def _candidates(options: TableOptions) -> int:
     return int(options.fill * options.buckets * 4080 / mean_item * 1.1) + 100
 
 
-def _timed(fn, repeat: int) -> list[float]:
+def _timed(fn, repeat: int, cpu: list | None = None) -> list[float]:
+    """Wall seconds of each of `repeat` calls; their process CPU seconds go to `cpu`."""
     out = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), process_cpu()
         fn()
         out.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(process_cpu() - c0)
     return out
 
 
@@ -208,14 +211,24 @@ def proc_io() -> dict:
         return {k: int(v) for k, v in (line.split(": ") for line in f)}
 
 
-def load(db, n: int, seed: int) -> float:
-    t0 = time.perf_counter()
+def process_cpu() -> float:
+    """CPU seconds of this process so far, every thread (the store's background ones too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def load(db, n: int, seed: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the store) to load n items and flush; the CPU time spent
+    generating the items is left out."""
+    t0, c0, gen = time.perf_counter(), process_cpu(), 0.0
     for c in range((n + CHUNK - 1) // CHUNK):
         m = min(CHUNK, n - c * CHUNK)
+        g0 = time.thread_time()
         keys, vdata, voffs = chunk(seed, c, m)
+        gen += time.thread_time() - g0
         db.put_many(keys, (vdata, voffs))
     db.flush()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, process_cpu() - c0 - gen
 
 
 def sample_present(n: int, seed: int, count: int):
@@ -250,7 +263,8 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
     if status.any():
         raise AssertionError("an absent key was found")
     st2 = db.stats()
-    hit_s = statistics.median(_timed(lambda: db.get_many(keys), 3))
+    hit_cpu, single_cpu = [], []
+    hit_s = statistics.median(_timed(lambda: db.get_many(keys), 3, hit_cpu))
     miss_s = statistics.median(_timed(lambda: db.get_many_packed(misses), 3))
     get = db.get
     one = keys[:single]
@@ -261,7 +275,7 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
         for k in one:
             get(k)
 
-    single_s = statistics.median(_timed(singles, 3))
+    single_s = statistics.median(_timed(singles, 3, single_cpu))
     hits = delta(st1, st0, "hits_per_level")
     hreads = delta(st1, st0, "hit_reads_per_level")
     miss_reads = delta(st2, st1, "bucket_reads") + delta(st2, st1, "cluster_reads")
@@ -271,6 +285,8 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
         get_hit_per_s_batched=len(keys) / hit_s,
         get_miss_per_s_batched=len(misses) / miss_s,
         get_hit_per_s_single=len(one) / single_s,
+        get_hit_cpu_us_batched=statistics.median(hit_cpu) / len(keys) * 1e6,
+        get_hit_cpu_us_single=statistics.median(single_cpu) / len(one) * 1e6,
         reads_per_get_hit=sum(hreads) / sum(hits),
         reads_per_get_hit_upper_levels=upper_r / upper_h if upper_h else None,
         reads_per_get_hit_last_level=by_level[-1],
@@ -293,7 +309,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     try:
         with _store.open(path, metadata_path=meta, bulk=bulk, table_buckets=buckets,
                          levels=levels) as db:
-            load_s = load(db, n, seed)
+            load_s, load_cpu = load(db, n, seed)
             io1 = proc_io()
             st = db.stats()
             keys, values = sample_present(n, seed, min(reads, n))
@@ -306,7 +322,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     os_bytes = (io1["write_bytes"] - io0["write_bytes"]) - (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"])
     return dict(
         n=n, bulk=bulk, levels=levels, table_buckets=buckets,
-        load_items_per_s=n / load_s, load_seconds=load_s,
+        load_items_per_s=n / load_s, load_seconds=load_s, load_cpu_us_per_item=load_cpu / n * 1e6,
         wa_engine=st["write_amplification"], wa_os=os_bytes / user,
         bytes_written_by_kind=st["bytes_written_by_kind"],
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -319,10 +335,10 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
 
 STORE_SUMMARY = """\
 lsmtrie store: {n:,} items (16-byte keys, values 1..200 bytes), {levels} levels, tables of {table_buckets} buckets, {mode}
-  load                {load_items_per_s:>12,.0f} items/s  ({load_seconds:.1f} s, until compactions settled)
+  load                {load_items_per_s:>12,.0f} items/s  ({load_seconds:.1f} s, until compactions settled; {load_cpu_us_per_item:.2f} us CPU/item)
   write amplification {wa_os:>12.2f} (OS write_bytes)   {wa_engine:.2f} (engine counters)
-  gets, hits batched  {get_hit_per_s_batched:>12,.0f} /s
-  gets, hits single   {get_hit_per_s_single:>12,.0f} /s
+  gets, hits batched  {get_hit_per_s_batched:>12,.0f} /s  ({get_hit_cpu_us_batched:.2f} us CPU/key)
+  gets, hits single   {get_hit_per_s_single:>12,.0f} /s  ({get_hit_cpu_us_single:.2f} us CPU/key)
   gets, misses batch  {get_miss_per_s_batched:>12,.0f} /s
   reads per hit       {reads_per_get_hit:.4f} overall; by level {reads_per_get_hit_by_level}
   reads per miss      {reads_per_get_miss:.4f}
