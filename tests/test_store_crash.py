@@ -348,10 +348,11 @@ def test_kill_with_default_checkpoints(tmp_path):
 
 def test_kill_during_last_level_appends_clusters_and_gc(tmp_path):
     """levels=2 with BloomClusters in a metadata directory and a low gc_threshold: kills land
-    in cluster writes and garbage collections of last-level nodes too."""
+    in cluster writes and garbage collections of last-level nodes too. The writer keeps at most
+    4 table files open, so tables are closed, reopened, and kept open when dropped, meanwhile."""
     meta = str(tmp_path / "meta")
     opts = dict(table_buckets=16, node_tables=2, levels=2, memtable_bytes=2000, gc_threshold=0.2,
-                metadata_path=meta, **FAST)
+                metadata_path=meta, max_open_files=4, **FAST)
     crash_trials(tmp_path, opts, trials=6, n=1000, seed=7, gen=dict(nkeys=200, vmax=200),
                  reopen_kw={"metadata_path": meta})
     with lsmtrie.open(str(tmp_path / "db"), metadata_path=meta) as db:
