@@ -732,6 +732,44 @@ def test_checkpoints_make_background_work_durable(tmp_path):
     assert sum(f.endswith(".ht") for f in files) == sum(durable), files
 
 
+@pytest.fixture
+def small_manifest_rotation():
+    """Manifests replaced once past 4 KiB instead of 1 MiB (process-wide, for this test)."""
+    from lsmtrie import _binding
+    _binding.lib.ltr_test_manifest_rotation(4096)
+    yield
+    _binding.lib.ltr_test_manifest_rotation(0)
+
+
+def test_grown_manifest_is_replaced_by_a_snapshot(tmp_path, small_manifest_rotation):
+    """Checkpoints append edits to the manifest; once it has grown past the limit (1 MiB; 4 KiB
+    here) and four times its snapshot, a checkpoint writes a new manifest holding a snapshot of
+    the state instead (encoded when the checkpoint starts), CURRENT names it, the old one is
+    removed, and a reopen has every write."""
+    path = str(tmp_path / "db")
+    want = {}
+    names = []
+    with lsmtrie.open(path, checkpoint_interval=0, table_buckets=1, node_tables=2, levels=3,
+                      memtable_bytes=150) as db:  # a flush (and edits) every few items
+        for r in range(5000):
+            keys = [b"m%d-%d" % (r, i) for i in range(10)]
+            db.put_many(keys, [b"v%d" % r] * 10)
+            want.update((k, b"v%d" % r) for k in keys)
+            current = open(os.path.join(path, "CURRENT")).read().strip()
+            if not names or names[-1] != current:
+                names.append(current)
+            if len(names) >= 3:
+                break
+        assert len(names) >= 3, f"the manifest was replaced {len(names) - 1} times"
+        db.flush()
+        manifests = [f for f in os.listdir(path) if f.startswith("MANIFEST-")]
+        assert manifests == [open(os.path.join(path, "CURRENT")).read().strip()], manifests
+        assert dict(db.items()) == want
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == want
+        assert db.get_many(list(want)) == list(want.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # stats
 
@@ -741,6 +779,7 @@ STATS_KEYS = {
     "tables_per_level", "items_per_level", "table_bytes_per_level", "memtable_items",
     "metadata_memory_bytes", "gets", "bucket_reads", "cluster_reads", "filter_false_positives",
     "flushes", "compactions", "gcs", "write_stalls", "files_reused", "files_reused_durable",
+    "table_files_open", "table_file_reopens",
 }
 
 

@@ -307,6 +307,9 @@ void ltr_store_scan_free(ltr_sscan *sc);
 /* After `after` more successful operations of kind op, fail the next ones with errno err until
  * cleared with err = 0. Process-wide. */
 void ltr_fault_set(int op, int64_t after, int err);
+/* A manifest is replaced by a snapshot once it has grown past this many bytes (and four times
+ * its snapshot); 0 restores the default, 1 MiB. Process-wide. */
+void ltr_test_manifest_rotation(uint64_t min_bytes);
 
 /* cdef-end */
 

@@ -145,12 +145,22 @@ typedef struct durable_view {
     medit snap;
 } durable_view;
 
+#define ROTATE_MIN (1u << 20) /* a manifest is replaced once past this size (and 4 snapshots) */
+static uint64_t rotate_min = ROTATE_MIN;
+
+void ltr_test_manifest_rotation(uint64_t min_bytes)
+{
+    __atomic_store_n(&rotate_min, min_bytes ? min_bytes : ROTATE_MIN, __ATOMIC_RELAXED);
+}
+
 /* Whether the next manifest write must be a snapshot (ckpt_mu held). */
 static int snapshot_due(const ltr_store *s)
 {
     if (s->mf_broken)
         return 1;
-    return s->mf.w.size >= (1u << 20) && s->mf.w.size >= 4 * s->mf.snapshot ? 2 : 0;
+    uint64_t size = s->mf.w.size;
+    return size >= __atomic_load_n(&rotate_min, __ATOMIC_RELAXED) && size >= 4 * s->mf.snapshot
+               ? 2 : 0;
 }
 
 /* The snapshot is encoded here, not when it is written: holding the version until then would

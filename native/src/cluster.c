@@ -352,7 +352,7 @@ int cluster_build(const char *path, uint64_t file, uint64_t node, uint32_t bucke
     uint32_t cpu = choose_cpu(buckets, old, fresh, nfresh), units = (buckets + cpu - 1) / cpu;
     wfile w;
     ltr_buf index = {0};
-    int rc = io_create(&w, path, IO_IN_PLACE);
+    int rc = io_create(&w, path, IO_IN_PLACE_WRITEBACK); /* clusters live long */
     if (rc)
         return rc;
     rc = write_units(&w, buckets, cpu, old, fresh, nfresh, &index);
@@ -380,7 +380,8 @@ int cluster_build(const char *path, uint64_t file, uint64_t node, uint32_t bucke
     }
     *written = w.bytes;
     if (!rc)
-        rc = io_commit(&w, IO_IN_PLACE); /* the next checkpoint fsyncs it and its directory */
+        rc = io_commit(&w, IO_IN_PLACE_WRITEBACK); /* the next checkpoint fsyncs it and its
+                                                      directory */
     io_abort(&w);
     ltr_buf_free(&index);
     return rc;

@@ -82,7 +82,12 @@ static int new_builder(job *j, ltr_hbuild **b)
      * fill target varies a little, and a second, nearly empty table per child would double the
      * bytes written. The fill target still leaves room on average for balancing. */
     to.fill = 1.0;
-    to.sync = IO_IN_PLACE; /* the next checkpoint fsyncs the outputs still alive then */
+    /* The next checkpoint fsyncs the outputs still alive then. The last level's live long (they
+     * are most of the data): their writeback starts at once, so the device works on them while
+     * the load goes on, not while flush() waits. (Starting the level above's too wrote more to
+     * the device, no faster: 3.6 times the user bytes instead of 3.1, in the 10 M benchmark.) */
+    uint32_t level = j->src->level + !j->gc;
+    to.sync = level + 1 >= j->s->o.levels ? IO_IN_PLACE_WRITEBACK : IO_IN_PLACE;
     int rc = ltr_hbuild_new(&to, b);
     if (!rc) /* sized once for its share of the inputs, instead of doubling as items come */
         rc = hbuild_reserve(*b, (size_t)j->share_items, (size_t)j->share_bytes);

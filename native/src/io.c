@@ -56,7 +56,7 @@ int io_create(wfile *w, const char *path, int sync)
 {
     memset(w, 0, sizeof *w);
     w->fd = -1;
-    if (sync == IO_IN_PLACE)
+    if (sync == IO_IN_PLACE || sync == IO_IN_PLACE_WRITEBACK)
         return create_in_place(w, path);
     size_t n = strlen(path);
     w->path = strdup(path);
@@ -145,6 +145,8 @@ int io_commit(wfile *w, int sync)
         int rc = ftruncate(w->fd, (off_t)w->bytes) != 0
                      ? ltr_fail_errno(errno, "cannot set the length of %s", w->path)
                      : LTR_OK;
+        if (!rc && sync == IO_IN_PLACE_WRITEBACK)
+            sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
         if (close(w->fd) != 0 && !rc)
             rc = ltr_fail_errno(errno, "close of %s failed", w->path);
         w->fd = -1;

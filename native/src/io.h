@@ -16,6 +16,11 @@ typedef struct wfile {
 /* Creates path.tmp to write path through; with IO_IN_PLACE (for store files that nothing
  * refers to before a checkpoint fsyncs them) path itself, which io_commit only closes. */
 #define IO_IN_PLACE 4
+/* The same, and io_commit starts the file's writeback: for files that will likely outlive the
+ * next checkpoint, whose fsync then finds them written (or under way) instead of writing them
+ * all at once while flush() waits. Short-lived files are left alone: most are unlinked before
+ * the kernel writes them back, and never reach the device. */
+#define IO_IN_PLACE_WRITEBACK 5
 int io_create(wfile *w, const char *path, int sync);
 int io_write(wfile *w, const void *p, size_t n);
 /* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with

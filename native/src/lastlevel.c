@@ -252,13 +252,22 @@ static int garbage_ratio(ltr_store *s, const vnode *n, double *ratio)
 /* Whether n's garbage may have passed the threshold since its last estimate. Each item appended
  * since adds at most two garbage items (a tombstone is garbage and shadows one older version;
  * a put shadows one), so while even that bound stays under the threshold the node needs no new
- * sample: a load of new keys samples a node about every other append, not at every one. */
+ * sample: a load of new keys samples a node about every other append, not at every one.
+ * And with or without an estimate, the garbage is at most the tombstones plus the items of every
+ * table but the oldest (each shadowed version maps to the next newer version of its key, in a
+ * newer table): a node's first table needs no sample unless it is mostly tombstones. */
 static int garbage_may_pass(const ltr_store *s, const vnode *n, uint64_t items)
 {
+    double limit = s->o.gc_threshold * (double)items;
+    uint64_t held = 0;
+    for (uint32_t j = 0; j < n->n; j++)
+        held += n->tables[j]->t->tombstones + (j ? n->tables[j]->t->items : 0);
+    if ((double)held <= limit)
+        return 0;
     if (!n->gc_items || items <= n->gc_items)
         return 1;
     double bound = n->gc_ratio * (double)n->gc_items + 2.0 * (double)(items - n->gc_items);
-    return bound > s->o.gc_threshold * (double)items;
+    return bound > limit;
 }
 
 int lastlevel_step(ltr_store *s, int id)
