@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -140,6 +141,44 @@ def test_readers_racing_evictions_read_the_right_files(tmp_path):
     assert db.get_many([b"new-%d-%d" % (r, i) for r in range(60) for i in range(100)]) == \
         [b"n%d" % r for r in range(60) for _ in range(100)]
     db.close()
+
+
+def test_scan_reads_its_tables_after_compactions_dropped_them(tmp_path):
+    """A scan holds its version's tables while compactions drop them and checkpoints bury their
+    files. With a bound of 2 those tables are closed and reopened as the scan goes; a dropped
+    table's file is unlinked only after its last table object is freed, so every reopen finds
+    it, and the scan returns exactly the state it started from; the files it held go when it
+    is done. After close, the directory holds only the tables the store names. (A read-only
+    open holds the store meanwhile, so the writer unlinks what it drops instead of reusing it.)"""
+    path = str(tmp_path / "db")
+    db = lsmtrie.open(path, max_open_files=2, checkpoint_interval=0, table_buckets=8,
+                      node_tables=2, levels=4)
+    n = 100_000  # items() reads 65,536 at a time: the rest of the scan reads tables after the drops
+    want = _load(db, n, tag=b"a")
+    at_start = set(_table_files(path))
+    it = db.items()
+    got = dict(next(it) for _ in range(100))
+    reader = lsmtrie.open(path, read_only=True)
+    _load(db, n, tag=b"b")  # the same keys again: the scanned tables are compacted away
+    time.sleep(1.5)  # past the grace period: the checkpoints' graves are reaped
+    db.put(b"late", b"1")
+    db.flush()
+    during = at_start & set(_table_files(path))
+    got.update(it)  # the generator ends: the scan lets go of its version
+    assert got == want
+    st = db.stats()
+    assert st["table_file_reopens"] > 0 and st["table_files_open"] <= 2, st
+    time.sleep(1.5)
+    db.flush()
+    after = at_start & set(_table_files(path))
+    # the files only the scan still held were there during it, and went after it
+    assert len(during - after) > 100, (len(at_start), len(during), len(after))
+    reader.close()
+    db.close()
+    files = _table_files(path)
+    with lsmtrie.open(path, read_only=True) as ro:
+        assert len(files) == sum(ro.stats()["tables_per_level"]), files
+        assert ro.get(b"key-7") == b"bkey-7" and ro.get(b"late") == b"1"
 
 
 def test_a_replaced_table_file_is_refused_on_reopen(tmp_path):

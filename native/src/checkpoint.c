@@ -53,8 +53,9 @@ static int pfiles_push(pfiles *l, pfile f)
 static int pfiles_move(pfiles *to, pfiles *from)
 {
     int rc = LTR_OK;
-    for (size_t i = 0; i < from->n && !rc; i++)
-        rc = pfiles_push(to, from->v[i]);
+    for (size_t i = 0; i < from->n; i++)
+        if (rc || (rc = pfiles_push(to, from->v[i])))
+            tfile_release(from->v[i].tf); /* left on disk: the next writer open removes it */
     free(from->v);
     *from = (pfiles){0};
     return rc;
@@ -62,6 +63,8 @@ static int pfiles_move(pfiles *to, pfiles *from)
 
 void pfiles_free(pfiles *l)
 {
+    for (size_t i = 0; i < l->n; i++)
+        tfile_release(l->v[i].tf);
     free(l->v);
     *l = (pfiles){0};
 }
@@ -91,20 +94,18 @@ int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
 void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
 {
     /* out of memory: the next checkpoint syncs the whole filesystem instead */
-    if (pfiles_push(&s->unsynced, (pfile){number, bytes, (uint8_t)cluster, 0}))
+    if (pfiles_push(&s->unsynced, (pfile){.number = number, .bytes = bytes, .cluster = (uint8_t)cluster}))
         s->unsynced_lost = 1;
     s->unsynced_bytes += bytes;
 }
 
 void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 {
-    /* Readers of older versions may still read t after its file is unlinked. (When the reopen
-     * fails, only they fail, with the reopen's error.) */
-    if (t && t->t->fc)
-        fcache_keep(t->t->fc, t->t);
     /* a table whose only reference is t may have its file reused (pool.h) */
     int reusable = t && !cluster && !t->reopened && s->pool && !t->reuse;
-    pfile f = {number, 0, (uint8_t)cluster, 0, 0};
+    /* Readers of older versions may still read t (and reopen its file): the file is unlinked
+     * only once they are done (version.h, tfile). */
+    pfile f = {number, 0, (uint8_t)cluster, 0, 0, 0, t && !cluster ? tfile_hold(t->f) : NULL};
     int now = 0, doomed = 0; /* doomed: recorded to go after the next checkpoint */
     pthread_mutex_lock(&s->state_mu);
     for (size_t i = 0; i < s->unsynced.n; i++) {
@@ -121,15 +122,24 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
     if (!now) /* (out of memory: it stays on disk; the next writer open removes it) */
         doomed = pfiles_push(&s->doomed, f) == LTR_OK;
     pthread_mutex_unlock(&s->state_mu);
+    if (!now && !doomed)
+        tfile_release(f.tf);
     if (reusable && (now || doomed)) {
         tpool_ref(s->pool);
         t->durable = (uint8_t)!now; /* then its grave tells the pool when others are done */
         t->reuse = s->pool;         /* the pool hears when the versions that hold t are gone */
+        if (now)
+            tfile_release(f.tf); /* the pool takes the file once t is freed */
     } else if (now) {
         char *p = pfile_path(s, &f);
-        if (p)
+        if (f.tf && p)
+            tfile_doom(f.tf, p);
+        else if (f.tf)
+            tfile_release(f.tf); /* (out of memory: the next writer open removes it) */
+        else if (p)
             unlink(p);
-        free(p);
+        if (!f.tf)
+            free(p);
     }
 }
 
@@ -278,10 +288,12 @@ static int sync_files(ltr_store *s, pfiles *files)
     return rc;
 }
 
-static void bury_all(ltr_store *s, const pfiles *l)
+static void bury_all(ltr_store *s, pfiles *l)
 {
-    for (size_t i = 0; i < l->n; i++)
-        store_bury(s, pfile_path(s, &l->v[i]), l->v[i].pooled ? l->v[i].number : 0);
+    for (size_t i = 0; i < l->n; i++) {
+        store_bury(s, pfile_path(s, &l->v[i]), l->v[i].pooled ? l->v[i].number : 0, l->v[i].tf);
+        l->v[i].tf = NULL; /* the grave has it */
+    }
 }
 
 int store_checkpoint(ltr_store *s, int force)

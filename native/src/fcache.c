@@ -15,7 +15,6 @@ struct fcache {
     uint32_t limit;
     ltr_htable **ring; /* the tables holding a descriptor; the hand sweeps it */
     uint32_t n, cap, hand;
-    uint64_t kept;    /* tables out of the ring that hold their descriptor (fcache_keep) */
     uint64_t reopens;
 };
 
@@ -89,7 +88,7 @@ static int evict_one(fcache *c)
 
 static void make_room(fcache *c)
 {
-    while (c->n + c->kept >= c->limit && evict_one(c))
+    while (c->n >= c->limit && evict_one(c))
         ;
 }
 
@@ -149,34 +148,11 @@ int fcache_reopen(fcache *c, ltr_htable *t, int *fd)
     return rc;
 }
 
-int fcache_keep(fcache *c, ltr_htable *t)
-{
-    pthread_mutex_lock(&c->mu);
-    int rc = LTR_OK;
-    int f = __atomic_load_n(&t->fd, __ATOMIC_SEQ_CST);
-    if (f >= 0 && t->slot != FC_NO_SLOT) {
-        ring_remove(c, t); /* out of the hand's reach */
-        c->kept++;
-    } else if (f < 0) {
-        make_room(c);
-        rc = reopen_file(t, &f);
-        if (!rc) {
-            __atomic_store_n(&t->fd, f, __ATOMIC_SEQ_CST);
-            c->reopens++;
-            c->kept++;
-        }
-    } /* else kept already */
-    pthread_mutex_unlock(&c->mu);
-    return rc;
-}
-
 void fcache_forget(fcache *c, ltr_htable *t)
 {
     pthread_mutex_lock(&c->mu);
     if (t->slot != FC_NO_SLOT)
         ring_remove(c, t);
-    else if (t->fd >= 0)
-        c->kept--;
     pthread_mutex_unlock(&c->mu);
     t->fc = NULL;
     fcache_unref(c);
@@ -185,7 +161,7 @@ void fcache_forget(fcache *c, ltr_htable *t)
 void fcache_counts(fcache *c, uint64_t *open, uint64_t *reopens)
 {
     pthread_mutex_lock(&c->mu);
-    *open = c->n + c->kept;
+    *open = c->n;
     *reopens = c->reopens;
     pthread_mutex_unlock(&c->mu);
 }

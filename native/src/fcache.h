@@ -2,7 +2,8 @@
  * A table reads with pread on its own descriptor. When a store has more tables than the bound,
  * the descriptors of tables not read lately are closed (CLOCK: a table read since the hand last
  * passed it gets a second chance) and reopened by path at their next read, which checks that
- * the file is the same one (device, inode and size).
+ * the file is the same one (device, inode and size). A writer unlinks a dropped table's file
+ * only after its last table object is freed (version.h, tfile), so the path is there to reopen.
  *
  * Readers take no lock while a descriptor is open (htable_read.c, table_pread): they announce
  * themselves in the table's `users`, then load `fd`. An eviction stores -1 in `fd`, then looks
@@ -30,11 +31,6 @@ void fcache_unref(fcache *c);
 int fcache_admit(fcache *c, ltr_htable *t);
 /* The descriptor of t, reopened when the cache closed it; the caller holds t->users. */
 int fcache_reopen(fcache *c, ltr_htable *t, int *fd);
-/* t left the store's current state, and its file may be unlinked (after a drop) while readers
- * of older versions still hold it: its descriptor is reopened now if it was closed, and stays
- * open until t is closed, out of the hand's reach (it still counts against the bound). Only the current state's tables are ever closed,
- * so a reopen always finds the file. */
-int fcache_keep(fcache *c, ltr_htable *t);
 /* Before t is closed: it leaves the cache (no reader may be using it). */
 void fcache_forget(fcache *c, ltr_htable *t);
 /* Descriptors open now, and reopens since the cache was made. */

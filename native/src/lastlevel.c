@@ -91,7 +91,7 @@ static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
     ltr_htable *t = NULL;
     int rc = p ? htable_open_in(p, TABLE_FLAGS | LTR_OPEN_NO_FILTERS, -1, s->fc, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
     free(p);
-    if (!rc && !(*out = tref_new(r->file, r->level, t))) {
+    if (!rc && !(*out = tref_new_sharing(r, r->level, t))) {
         ltr_htable_close(t);
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
     }
@@ -150,9 +150,6 @@ static int build_cluster(ltr_store *s, const vnode *n)
         rc = reopen_without_filters(s, n->tables[n->sealed + i], &fresh[i]);
     if (!rc)
         rc = install_cluster(s, n, bc, fresh, written);
-    for (uint32_t i = 0; i < nf && !rc; i++) /* replaced: the fresh table's drop may unlink */
-        if (src[i]->fc)                         /* the file while old readers hold this one */
-            fcache_keep(src[i]->fc, src[i]);
     if (rc && path)
         unlink(path);
     if (!rc && n->bc) /* the old cluster is out of the state */

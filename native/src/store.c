@@ -27,10 +27,23 @@ int store_bg_error(const ltr_store *s)
 
 #define GRACE_SECONDS 1.0
 
-void store_bury(ltr_store *s, char *path, uint64_t pooled)
+/* Unlinks path (taken over) now, or with tf's last holder. */
+static void remove_file(char *path, tfile *tf)
 {
-    if (!path)
+    if (tf) {
+        tfile_doom(tf, path);
+    } else {
+        unlink(path);
+        free(path);
+    }
+}
+
+void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf)
+{
+    if (!path) {
+        tfile_release(tf); /* (out of memory: the next writer open removes the file) */
         return;
+    }
     pthread_mutex_lock(&s->state_mu);
     if (s->ngrave == s->grave_cap) {
         size_t cap = s->grave_cap ? 2 * s->grave_cap : 64;
@@ -41,13 +54,12 @@ void store_bury(ltr_store *s, char *path, uint64_t pooled)
         }
     }
     if (s->ngrave < s->grave_cap) {
-        s->grave[s->ngrave++] = (struct grave){path, store_now() + GRACE_SECONDS, pooled};
+        s->grave[s->ngrave++] = (struct grave){path, store_now() + GRACE_SECONDS, pooled, tf};
         path = NULL;
     }
     pthread_mutex_unlock(&s->state_mu);
-    if (path) { /* no memory to remember it: unlink at once */
-        unlink(path);
-        free(path);
+    if (path) { /* no memory to remember it: unlink at once (once its readers are done) */
+        remove_file(path, tf);
         if (pooled)
             tpool_event(s->pool, pooled, TP_GONE);
     }
@@ -87,12 +99,13 @@ static void reap(ltr_store *s, int all)
     for (size_t i = 0; i < ndue; i++) {
         if (due[i].pooled && reuse) {
             tpool_event(s->pool, due[i].pooled, TP_CLEARED);
+            tfile_release(due[i].tf); /* the pool waits for the readers itself */
+            free(due[i].path);
         } else {
-            unlink(due[i].path);
+            remove_file(due[i].path, due[i].tf);
             if (due[i].pooled)
                 tpool_event(s->pool, due[i].pooled, TP_GONE);
         }
-        free(due[i].path);
     }
     if (reuse)
         flock(s->dir_fd, LOCK_UN);
@@ -1021,8 +1034,10 @@ static void store_free(ltr_store *s)
     ltr_buf_free(&s->enc);
     free(s->gc_pending);
     free(s->wal_files);
-    for (size_t i = 0; i < s->ngrave; i++)
-        free(s->grave[i].path); /* a failed open: the next writer open removes the files */
+    for (size_t i = 0; i < s->ngrave; i++) { /* a failed open: the next writer open removes them */
+        free(s->grave[i].path);
+        tfile_release(s->grave[i].tf);
+    }
     free(s->grave);
     if (s->dir_fd >= 0)
         close(s->dir_fd); /* a reader's LOCK_SH goes with it */

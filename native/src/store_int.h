@@ -37,6 +37,7 @@ typedef struct pfile {
     uint8_t named;   /* a failed manifest append may have named it: never unlinked early */
     uint8_t pooled;  /* a dropped table whose file the pool may reuse (pool.h) */
     uint8_t failed;  /* its fsync failed: written again before the next one */
+    tfile *tf;       /* a dropped table's hold on its file (version.h), or NULL */
 } pfile;
 
 typedef struct pfiles {
@@ -135,6 +136,7 @@ struct ltr_store {
         char *path;
         double at;
         uint64_t pooled; /* a table file the pool may reuse (pool.h), else 0 */
+        tfile *tf;       /* a table's hold on its file: unlinked when its readers are gone */
     } *grave;
     size_t ngrave, grave_cap;
 
@@ -172,8 +174,9 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
 /* Options of the tables this store writes (memtables, compaction outputs). */
 void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 /* Unlinks path (taken over) after the grace period; state_mu must not be held. */
-/* `pooled`: the number of a table file the pool may reuse instead (pool.h), else 0. */
-void store_bury(ltr_store *s, char *path, uint64_t pooled);
+/* `pooled`: the number of a table file the pool may reuse instead (pool.h), else 0; `tf`: a
+ * table's hold on its file (taken over), which defers the unlink until its readers are gone. */
+void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 void store_count(ltr_store *s, int counter, uint64_t n);

@@ -1,6 +1,7 @@
 /* version.c: immutable, refcounted trie states. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "htable_read.h"
 #include "version.h"
@@ -33,15 +34,57 @@ uint32_t node_level(uint64_t id)
     return l;
 }
 
-tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t)
+tfile *tfile_hold(tfile *f)
 {
-    tref *r = calloc(1, sizeof *r);
+    __atomic_fetch_add(&f->refs, 1, __ATOMIC_RELAXED);
+    return f;
+}
+
+void tfile_release(tfile *f)
+{
+    if (!f || __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (f->unlink)
+        unlink(f->unlink);
+    free(f->unlink);
+    free(f);
+}
+
+void tfile_doom(tfile *f, char *path)
+{
+    free(__atomic_exchange_n(&f->unlink, path, __ATOMIC_ACQ_REL));
+    tfile_release(f);
+}
+
+static tref *tref_make(uint64_t file, uint32_t level, ltr_htable *t, tfile *f)
+{
+    tref *r = f ? calloc(1, sizeof *r) : NULL;
     if (!r)
         return NULL;
     r->file = file;
     r->level = level;
     r->t = t;
+    r->f = f;
     r->refs = 1;
+    return r;
+}
+
+tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t)
+{
+    tfile *f = calloc(1, sizeof *f);
+    if (f)
+        f->refs = 1;
+    tref *r = tref_make(file, level, t, f);
+    if (!r)
+        free(f);
+    return r;
+}
+
+tref *tref_new_sharing(const tref *from, uint32_t level, ltr_htable *t)
+{
+    tref *r = tref_make(from->file, level, t, from->f);
+    if (r)
+        tfile_hold(from->f);
     return r;
 }
 
@@ -51,6 +94,7 @@ void tref_unref(tref *t)
 {
     if (t && __atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         ltr_htable_close(t->t);
+        tfile_release(t->f); /* after the close: a dropped file goes with its last reader */
         if (t->reuse) { /* closed: nothing in this process reads the file any more */
             if (t->durable)
                 tpool_event(t->reuse, t->file, TP_FREED);

@@ -11,10 +11,25 @@
 #include "ltr_int.h"
 #include "pool.h"
 
+/* A table file's holders in this process: its table objects (two when a table was reopened
+ * without its filters) and the state's pending removal of it. A dropped file is unlinked only
+ * when its last holder lets go, so a table object can always reopen its file after its
+ * descriptor was closed (fcache.h), even once the state no longer names it. */
+typedef struct tfile {
+    int refs;     /* atomic */
+    char *unlink; /* set when the state dropped the file: unlinked by the last holder */
+} tfile;
+
+tfile *tfile_hold(tfile *f); /* one more holder; returns f */
+void tfile_release(tfile *f);
+/* The file goes once no holder is left (path taken over); lets go of the caller's hold. */
+void tfile_doom(tfile *f, char *path);
+
 typedef struct tref {
     uint64_t file;
     uint32_t level;
     ltr_htable *t;
+    tfile *f;       /* shared with the other table objects of the same file */
     int refs;       /* atomic */
     uint8_t reopened; /* a second reference to a file (another may still be open) */
     uint8_t durable;  /* with reuse: the file was durable (the pool waits for its grave) */
@@ -104,6 +119,8 @@ uint64_t node_parent(uint64_t id, uint32_t level); /* level >= 1 */
 uint32_t node_level(uint64_t id);
 
 tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t);
+/* Another table object of from's file (reopened): it holds the file too. */
+tref *tref_new_sharing(const tref *from, uint32_t level, ltr_htable *t);
 void tref_ref(tref *t);
 void tref_unref(tref *t);
 
