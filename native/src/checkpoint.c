@@ -105,7 +105,8 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
     int reusable = t && !cluster && !t->reopened && s->pool && !t->reuse;
     /* Readers of older versions may still read t (and reopen its file): the file is unlinked
      * only once they are done (version.h, tfile). */
-    pfile f = {number, 0, (uint8_t)cluster, 0, 0, 0, t && !cluster ? tfile_hold(t->f) : NULL};
+    pfile f = {.number = number, .cluster = (uint8_t)cluster,
+               .tf = t && !cluster ? tfile_hold(t->f) : NULL};
     int now = 0, doomed = 0; /* doomed: recorded to go after the next checkpoint */
     pthread_mutex_lock(&s->state_mu);
     for (size_t i = 0; i < s->unsynced.n; i++) {
