@@ -349,7 +349,8 @@ def test_kill_with_default_checkpoints(tmp_path):
 def test_kill_during_last_level_appends_clusters_and_gc(tmp_path):
     """levels=2 with BloomClusters in a metadata directory and a low gc_threshold: kills land
     in cluster writes and garbage collections of last-level nodes too. The writer keeps at most
-    4 table files open, so tables are closed, reopened, and kept open when dropped, meanwhile."""
+    4 table files open, so tables are closed and reopened meanwhile, and dropped files wait for
+    their last readers."""
     meta = str(tmp_path / "meta")
     opts = dict(table_buckets=16, node_tables=2, levels=2, memtable_bytes=2000, gc_threshold=0.2,
                 metadata_path=meta, max_open_files=4, **FAST)
