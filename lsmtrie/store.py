@@ -76,8 +76,9 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             not record. Shorter: less to redo after a crash, more fsyncs. Not recorded.
         max_open_files: table files kept open at once (each table reads through its own
             descriptor). Beyond it, the tables read least lately are closed and reopened when
-            next read. None (the default): three quarters of the soft limit on open files
-            (`ulimit -n`) at open, at least 64; -1: no bound. Not recorded.
+            next read. None (the default): the soft limit on open files (`ulimit -n`) at open
+            less a quarter of it, or less 64 when that is more (at least 16); -1: no bound.
+            Not recorded.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
             must equal the recorded value.

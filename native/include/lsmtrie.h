@@ -233,8 +233,9 @@ typedef struct ltr_store_opts {
     double checkpoint_interval;  /* seconds between checkpoints of the state; default 1 (not
                                     recorded: a property of this open) */
     const char *metadata_path;   /* directory for BloomClusters; NULL keeps them in the store */
-    int64_t max_open_files;      /* table files kept open at once: 0 (default) three quarters of
-                                    the soft RLIMIT_NOFILE, -1 no bound (not recorded) */
+    int64_t max_open_files;      /* table files kept open at once: 0 (default) the soft
+                                    RLIMIT_NOFILE less a quarter of it (at least 64 less, at
+                                    least 16 left), -1 no bound (not recorded) */
 } ltr_store_opts;
 
 typedef struct ltr_store_stats {

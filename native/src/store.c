@@ -897,17 +897,18 @@ static int flush_all_now(ltr_store *s)
     return rc;
 }
 
-/* The bound on open table files: three quarters of the soft limit by default, leaving the
- * rest to logs, tables being written and the rest of the process. */
+/* The bound on open table files: by default the soft limit less a quarter of it, or less 64
+ * when that is more, for logs, tables being written and the rest of the process (at least 16). */
 static int open_cache(ltr_store *s)
 {
     int64_t limit = s->o.max_open_files;
     if (limit == 0) {
         struct rlimit rl;
         rlim_t soft = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
-        limit = soft == RLIM_INFINITY || soft > (1u << 30) ? (1 << 30) : (int64_t)(soft / 4 * 3);
-        if (limit < 64)
-            limit = 64;
+        int64_t n = soft == RLIM_INFINITY || soft > (1u << 30) ? (1 << 30) : (int64_t)soft;
+        limit = n - (n / 4 > 64 ? n / 4 : 64);
+        if (limit < 16)
+            limit = 16;
     }
     if (limit < 0)
         return LTR_OK;
