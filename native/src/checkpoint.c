@@ -133,14 +133,10 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
             tfile_release(f.tf); /* the pool takes the file once t is freed */
     } else if (now) {
         char *p = pfile_path(s, &f);
-        if (f.tf && p)
-            tfile_doom(f.tf, p);
-        else if (f.tf)
+        if (p)
+            store_remove_file(p, f.tf);
+        else
             tfile_release(f.tf); /* (out of memory: the next writer open removes it) */
-        else if (p)
-            unlink(p);
-        if (!f.tf)
-            free(p);
     }
 }
 

@@ -27,8 +27,7 @@ int store_bg_error(const ltr_store *s)
 
 #define GRACE_SECONDS 1.0
 
-/* Unlinks path (taken over) now, or with tf's last holder. */
-static void remove_file(char *path, tfile *tf)
+void store_remove_file(char *path, tfile *tf)
 {
     if (tf) {
         tfile_doom(tf, path);
@@ -59,7 +58,7 @@ void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf)
     }
     pthread_mutex_unlock(&s->state_mu);
     if (path) { /* no memory to remember it: unlink at once (once its readers are done) */
-        remove_file(path, tf);
+        store_remove_file(path, tf);
         if (pooled)
             tpool_event(s->pool, pooled, TP_GONE);
     }
@@ -102,7 +101,7 @@ static void reap(ltr_store *s, int all)
             tfile_release(due[i].tf); /* the pool waits for the readers itself */
             free(due[i].path);
         } else {
-            remove_file(due[i].path, due[i].tf);
+            store_remove_file(due[i].path, due[i].tf);
             if (due[i].pooled)
                 tpool_event(s->pool, due[i].pooled, TP_GONE);
         }

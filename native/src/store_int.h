@@ -177,6 +177,8 @@ void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 /* `pooled`: the number of a table file the pool may reuse instead (pool.h), else 0; `tf`: a
  * table's hold on its file (taken over), which defers the unlink until its readers are gone. */
 void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf);
+/* Unlinks path (taken over) now, or with tf's last holder when tf is not NULL. */
+void store_remove_file(char *path, tfile *tf);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 void store_count(ltr_store *s, int counter, uint64_t n);
