@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -728,3 +729,37 @@ def test_running_out_of_open_files_is_a_clear_error_and_loses_nothing(tmp_path):
     with lsmtrie.open(path) as db:
         got = db.get_many([b"f%d-%d" % (r, i) for r in range(out["done"]) for i in range(40)])
         assert got == [b"v%d" % r for r in range(out["done"]) for _ in range(40)]
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+@pytest.mark.parametrize("after", [0, 9, 40])
+@isolated()
+def test_fsync_fault_in_a_checkpoint_of_many_files(tmp_path, after, err):
+    """A checkpoint that names many files syncs them on several threads (checkpoint.c): one
+    failing fsync, met by whichever thread, fails the checkpoint with its own typed error and
+    errno and its file's name; the manifest is not advanced, and once the fault is cleared the
+    next flush() syncs every file (a failed one written again first) and a reopen has it all."""
+    path = str(tmp_path / "db")
+    want = {b"key%d" % i: b"value%d" % i * 3 for i in range(3000)}
+    with lsmtrie.open(path, bulk=True, checkpoint_interval=3600, **TINY) as db:
+        keys, values = list(want), list(want.values())
+        for i in range(0, len(keys), 50):  # a memtable per batch or so: hundreds of tables
+            db.put_many(keys[i:i + 50], values[i:i + 50])
+        deadline = time.monotonic() + 10
+        while sum(db.stats()["tables_per_level"]) < 64 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the background flushes and compactions write the tables
+        tables = sum(db.stats()["tables_per_level"])
+        assert tables >= 64, tables  # enough files for every sync thread to take some
+        _binding.fault_set("fsync", after, err)
+        with pytest.raises(lsmtrie.StorageError) as e:
+            db.flush()
+        check_error_type(e.value, err)
+        assert e.value.errno == err, str(e.value)
+        assert "fsync of" in str(e.value) and ".ht" in str(e.value), str(e.value)
+        _binding.fault_set("fsync", 0, 0)
+        with lsmtrie.open(path, read_only=True) as ro:  # the durable state: nothing yet
+            assert sum(ro.stats()["tables_per_level"]) == 0
+        db.flush()
+        assert dict(db.items()) == want
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == want

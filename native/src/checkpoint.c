@@ -13,6 +13,7 @@
  * the device; and no flush or compaction waits for a disk flush. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,22 +256,96 @@ static int write_manifest(ltr_store *s, const ltr_buf *ops, durable_view *d)
 
 /* ---- checkpoints ---- */
 
-/* fsyncs each file, and their directories. A file whose fsync failed once is written again from
- * what is in memory (the page cache) before its next fsync: after a failed writeback Linux may
- * mark its pages clean, and a second fsync would then report success for data never written. */
-static int sync_files(ltr_store *s, pfiles *files)
+/* Syncs one file. One whose fsync failed before is first written again from what is in memory
+ * (the page cache): after a failed writeback Linux may mark its pages clean, and a second fsync
+ * would then report success for data never written. */
+static int sync_one(const ltr_store *s, pfile *f)
 {
-    int tables = 0, clusters = 0, rc = LTR_OK;
-    for (size_t i = 0; i < files->n && !rc; i++) {
-        char *p = pfile_path(s, &files->v[i]);
-        rc = p ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
-        if (!rc && files->v[i].failed)
-            rc = io_rewrite_path(p);
-        if (!rc)
-            rc = io_fsync_path(p);
-        if (rc)
-            files->v[i].failed = 1;
-        free(p);
+    char *p = pfile_path(s, f);
+    int rc = p ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+    if (!rc && f->failed)
+        rc = io_rewrite_path(p);
+    if (!rc)
+        rc = io_fsync_path(p);
+    if (rc)
+        f->failed = 1;
+    free(p);
+    return rc;
+}
+
+/* A checkpoint that someone waits for (flush(), close(), or the background one while a flush()
+ * waits for it) syncs its files on several threads: a lone fsync waits for a device flush of its
+ * own, while concurrent ones share flushes (the block layer merges them), and the checkpoint at
+ * the end of a load names thousands of files. The background checkpoint otherwise syncs one file
+ * at a time: finishing sooner would only start the next one sooner and sync more of the tables
+ * that would have died unsynced (measured: 3.9 times the user bytes reached the device instead
+ * of 3.1, no faster). */
+#define SYNC_THREADS 16
+#define SYNC_PARALLEL_MIN 32 /* fewer files left are synced by the caller alone */
+
+typedef struct sync_job {
+    const ltr_store *s;
+    pfiles *files;
+    size_t next;         /* the next file to take (atomic) */
+    int failed;          /* some sync failed: take no more (atomic) */
+    pthread_mutex_t mu;  /* guards err */
+    ltr_error err;       /* the first failure */
+} sync_job;
+
+/* Syncs the next file; 0 once none is left (or one failed). */
+static int sync_next(sync_job *j)
+{
+    if (__atomic_load_n(&j->failed, __ATOMIC_RELAXED))
+        return 0;
+    size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (i >= j->files->n)
+        return 0;
+    int rc = sync_one(j->s, &j->files->v[i]);
+    if (rc) {
+        pthread_mutex_lock(&j->mu);
+        if (!j->err.rc)
+            ltr_error_keep(&j->err, rc);
+        pthread_mutex_unlock(&j->mu);
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+    }
+    return 1;
+}
+
+static void *sync_helper(void *arg)
+{
+    while (sync_next(arg))
+        ;
+    return NULL;
+}
+
+static int parallel_wanted(const ltr_store *s, const sync_job *j, int flags)
+{
+    size_t taken = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
+    return taken + SYNC_PARALLEL_MIN <= j->files->n &&
+           (!(flags & CKPT_BACKGROUND) || __atomic_load_n(&s->ckpt_waiters, __ATOMIC_RELAXED));
+}
+
+/* fsyncs every file, then their directories. */
+static int sync_files(ltr_store *s, pfiles *files, int flags)
+{
+    sync_job j = {.s = s, .files = files};
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_t t[SYNC_THREADS - 1];
+    int helpers = 0, tried = 0;
+    do {
+        if (!tried && parallel_wanted(s, &j, flags)) {
+            tried = 1; /* (without threads the caller syncs them all) */
+            while (helpers < SYNC_THREADS - 1 &&
+                   pthread_create(&t[helpers], NULL, sync_helper, &j) == 0)
+                helpers++;
+        }
+    } while (sync_next(&j));
+    for (int i = 0; i < helpers; i++)
+        pthread_join(t[i], NULL);
+    pthread_mutex_destroy(&j.mu);
+    int rc = j.err.rc ? ltr_error_raise(&j.err) : LTR_OK;
+    int tables = 0, clusters = 0;
+    for (size_t i = 0; i < files->n; i++) {
         tables |= !files->v[i].cluster;
         clusters |= files->v[i].cluster;
     }
@@ -293,13 +368,28 @@ static void bury_all(ltr_store *s, pfiles *l)
     }
 }
 
-int store_checkpoint(ltr_store *s, int force)
+static int checkpoint(ltr_store *s, int flags);
+
+int store_checkpoint(ltr_store *s, int flags)
 {
+    int waiter = !(flags & CKPT_BACKGROUND);
+    if (waiter) /* a background checkpoint under way speeds up for us */
+        __atomic_fetch_add(&s->ckpt_waiters, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&s->ckpt_mu);
+    int rc = checkpoint(s, flags);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    if (waiter)
+        __atomic_fetch_sub(&s->ckpt_waiters, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* ckpt_mu held */
+static int checkpoint(ltr_store *s, int flags)
+{
     pthread_mutex_lock(&s->state_mu);
-    if (!force && !s->pending.len && !s->unsynced.n && !s->doomed.n && !s->mf_broken) {
+    if (!(flags & CKPT_FORCE) && !s->pending.len && !s->unsynced.n && !s->doomed.n &&
+        !s->mf_broken) {
         pthread_mutex_unlock(&s->state_mu);
-        pthread_mutex_unlock(&s->ckpt_mu);
         return LTR_OK;
     }
     ltr_buf ops = s->pending;
@@ -317,7 +407,7 @@ int store_checkpoint(ltr_store *s, int force)
     /* a file we failed to record must still be synced: fall back to syncing the filesystem */
     int rc = lost && syncfs(s->lock_fd) != 0 ? ltr_fail_errno(errno, "syncfs failed") : LTR_OK;
     if (!rc)
-        rc = sync_files(s, &files);
+        rc = sync_files(s, &files, flags);
     int tried = !rc;
     if (!rc)
         rc = write_manifest(s, &ops, &d);
@@ -356,7 +446,6 @@ int store_checkpoint(ltr_store *s, int force)
     medit_free(&d.snap);
     if (!rc)
         store_remove_old_logs(s);
-    pthread_mutex_unlock(&s->ckpt_mu);
     return rc;
 }
 

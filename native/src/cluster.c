@@ -118,7 +118,7 @@ int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uin
         return rc;
     end = p + len;
     for (uint32_t t = 0; t < bc->tables; t++) { /* find_column checked the lengths */
-        uint64_t flen;
+        uint64_t flen = 0;
         size_t k = get_varint(p, end, &flen);
         maybe[t] = (uint8_t)bloom_may_contain(p + k, (size_t)flen, bc->probes, bloom);
         p += k + flen;

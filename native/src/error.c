@@ -73,6 +73,18 @@ int ltr_fail_errno(int err, const char *fmt, ...)
     return (err == ENOSPC || err == EDQUOT) ? LTR_ENOSPC : LTR_EIO;
 }
 
+void ltr_error_keep(ltr_error *e, int rc)
+{
+    e->rc = rc;
+    e->err = last_errno;
+    snprintf(e->msg, sizeof e->msg, "%s", last_error);
+}
+
+int ltr_error_raise(const ltr_error *e)
+{
+    return ltr_fail_as(e->rc, e->err, "%s", e->msg);
+}
+
 int copy_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap, size_t *vlen)
 {
     *vlen = n;

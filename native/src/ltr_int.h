@@ -20,6 +20,15 @@ int ltr_fail_as(int rc, int err, const char *fmt, ...) __attribute__((format(pri
 /* Same, for a failed system call: maps errno to LTR_ENOSPC or LTR_EIO and appends strerror. */
 int ltr_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A failure carried from a helper thread (the detail is thread-local) to be raised again on
+ * the thread that reports it. */
+typedef struct ltr_error {
+    int rc, err;
+    char msg[512];
+} ltr_error;
+void ltr_error_keep(ltr_error *e, int rc); /* records this thread's last failure in e */
+int ltr_error_raise(const ltr_error *e);  /* makes e this thread's last failure; returns e->rc */
+
 /* The single-get contract: *vlen gets n; the value is copied to vbuf when it fits in vcap,
  * else LTR_EAGAIN tells the caller to ask again with a larger buffer. */
 int copy_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap, size_t *vlen);

@@ -840,7 +840,7 @@ static void *syncer_main(void *arg)
         }
         if (!s->bg_error && store_checkpoint_due(s)) {
             pthread_mutex_unlock(&s->state_mu);
-            int rc = store_checkpoint(s, 0);
+            int rc = store_checkpoint(s, CKPT_BACKGROUND);
             pthread_mutex_lock(&s->state_mu);
             if (rc < 0)
                 record_bg_error(s, rc);
@@ -974,7 +974,7 @@ static int start(ltr_store *s)
         pthread_mutex_unlock(&s->state_mu);
     }
     if (!rc) /* the recovered writes are durable in tables, the old logs can go */
-        rc = store_checkpoint(s, 1);
+        rc = store_checkpoint(s, CKPT_FORCE);
     if (!rc) {
         recovery_remove_orphans(s);
         lastlevel_note_all(s); /* work a crash interrupted: checked again */
@@ -1181,7 +1181,7 @@ int ltr_store_close(ltr_store *s)
             rc = rc ? rc : r;
         }
         /* what the background work did, and the counters of the writes since the last edit */
-        int r = store_checkpoint(s, 1);
+        int r = store_checkpoint(s, CKPT_FORCE);
         rc = rc ? rc : r;
         reap(s, 1);
     }

@@ -87,6 +87,7 @@ struct ltr_store {
 
     /* checkpoints (checkpoint.c); ckpt_mu is taken before state_mu, the rest is state_mu's */
     pthread_mutex_t ckpt_mu; /* one checkpoint at a time; guards mf and mf_broken */
+    int ckpt_waiters;        /* callers in store_checkpoint without CKPT_BACKGROUND (atomic) */
     manifest mf;
     int mf_broken;           /* an append failed: the file's tail is unknown until rewritten */
     ltr_buf pending;         /* ops of the edits installed since the last checkpoint */
@@ -155,9 +156,12 @@ void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes);
  * table's file goes to the pool once its reference t is freed (or is unlinked at once); else it
  * is unlinked after the checkpoint that drops it (and the grace period). */
 void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
-/* Makes the state in memory durable (see checkpoint.c); `force` writes an edit even when
- * nothing is queued (the counters). */
-int store_checkpoint(ltr_store *s, int force);
+/* Makes the state in memory durable (see checkpoint.c). Flags: CKPT_FORCE writes an edit even
+ * when nothing is queued (the counters); CKPT_BACKGROUND, the checkpoint thread's, syncs files
+ * on one thread unless a caller is waiting for a checkpoint meanwhile. */
+#define CKPT_FORCE 1
+#define CKPT_BACKGROUND 2
+int store_checkpoint(ltr_store *s, int flags);
 int store_checkpoint_due(const ltr_store *s); /* state_mu held */
 void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e);

@@ -287,10 +287,6 @@ static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int6
     return rc;
 }
 
-typedef struct store_error {
-    int rc, err;
-    char msg[512];
-} store_error;
 
 /* One share of a batch: keys [lo, hi) into status, voffs[lo+1 ..] and values. */
 typedef struct share {
@@ -302,22 +298,8 @@ typedef struct share {
     int64_t *voffs; /* entry i + 1 - vbase gets the end of key i's value */
     size_t vbase;
     ltr_buf *values;
-    store_error err;
+    ltr_error err;
 } share;
-
-/* An error met on the helper thread (the message is thread-local), raised again on the
- * caller's. */
-static void error_keep(store_error *e, int rc)
-{
-    e->rc = rc;
-    e->err = ltr_last_errno();
-    snprintf(e->msg, sizeof e->msg, "%s", ltr_last_error());
-}
-
-static int error_raise(const store_error *e)
-{
-    return ltr_fail_as(e->rc, e->err, "%s", e->msg);
-}
 
 static void *run_share(void *arg)
 {
@@ -333,7 +315,7 @@ static void *run_share(void *arg)
     if (!rc)
         count_reads(sh->s, &c, sh->hi - sh->lo);
     else /* the message is this thread's: the caller's thread raises it again */
-        error_keep(&sh->err, rc);
+        ltr_error_keep(&sh->err, rc);
     read_ctx_free(&c);
     return NULL;
 }
@@ -364,14 +346,14 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
         pthread_join(t, NULL);
         rc = a.err.rc ? a.err.rc : b.err.rc;
         if (rc)
-            error_raise(a.err.rc ? &a.err : &b.err);
+            ltr_error_raise(a.err.rc ? &a.err : &b.err);
         size_t base = values->len;
         if (!rc)
             rc = buf_append(values, second.data, second.len);
         for (size_t i = half; !rc && i < n; i++)
             voffs[i + 1] = (int64_t)base + voffs2[i - half + 1];
     } else if ((rc = a.err.rc)) {
-        error_raise(&a.err);
+        ltr_error_raise(&a.err);
     }
     free(voffs2);
     ltr_buf_free(&second);
