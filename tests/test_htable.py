@@ -10,6 +10,7 @@ import pytest
 
 import formatlib as fl
 from conftest import make_items
+from forked import isolated
 
 
 def packed(items):
@@ -562,3 +563,25 @@ def test_path_like_objects(tmp_path, htable):
     htable.build_htable(p, [b"a"], [b"1"], buckets=4, sync=False)
     with htable.HTable(p) as t:
         assert t.get(b"a") == b"1"
+
+
+@pytest.mark.parametrize("read", ["get", "lookup_many", "items"])
+@isolated()
+def test_mapped_table_cut_short_is_an_error_not_a_crash(tmp_path, htable, lsm, read):
+    """A table opened with use_mmap=True whose file is cut short while mapped: touching the lost
+    pages would raise SIGBUS and kill the interpreter; the read fails with CorruptionError
+    instead (native/src/mapguard.c), and the process goes on."""
+    items = make_items(11, 2000, klen=(4, 16), vlen=(0, 100))
+    path = str(tmp_path / "t")
+    htable.build_htable(path, [k for k, _ in items], [v for _, v in items], buckets=64)
+    with htable.HTable(path, use_mmap=True) as t:
+        assert t.get(items[0][0]) == items[0][1]
+        os.truncate(path, 0)
+        with pytest.raises(lsm.CorruptionError, match="cut short"):
+            if read == "get":
+                for k, _ in items:
+                    t.get(k)
+            elif read == "lookup_many":
+                t.lookup_many([k for k, _ in items])
+            else:
+                list(t.items())

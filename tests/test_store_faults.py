@@ -579,6 +579,64 @@ def test_corrupt_table_footer(tmp_path):
             list(db.items())
 
 
+def _store_with_clusters(tmp_path):
+    """A closed store whose last level has BloomClusters, and its keys."""
+    path = str(tmp_path / "db")
+    keys = [b"key%d" % i for i in range(20000)]
+    with lsmtrie.open(path, create=True, table_buckets=16, levels=2, node_tables=2) as db:
+        db.put_many(keys, keys)
+        db.flush()
+    assert [f for f in os.listdir(path) if f.endswith(".bc")]
+    return path, keys
+
+
+@isolated()
+def test_cluster_cut_short_under_its_mapping(tmp_path):
+    """BloomClusters are read through a mapping. A cluster file cut short while the store has
+    it mapped would raise SIGBUS on the next probe and kill the interpreter; the probe instead
+    fails with CorruptionError, and the store goes on working (mapguard.c)."""
+    path, keys = _store_with_clusters(tmp_path)
+    db = lsmtrie.open(path)
+    try:
+        assert db.get_many(keys[:50]) == keys[:50]
+        for f in os.listdir(path):
+            if f.endswith(".bc"):
+                os.truncate(os.path.join(path, f), 0)
+        with pytest.raises(lsmtrie.CorruptionError, match="cut short"):
+            db.get_many(keys)
+        with pytest.raises(lsmtrie.CorruptionError, match="cut short"):
+            for k in keys[:200]:  # one of them is answered by a cluster
+                db.get(k)
+        try:  # background work that probes the clusters (garbage checks) fails the same way
+            db.put(b"new", b"value")
+            assert db.get(b"new") == b"value"  # (the memtable answers)
+        except lsmtrie.CorruptionError as e:
+            assert "background work failed" in str(e) and "cut short" in str(e), str(e)
+    finally:
+        try:
+            db.close()
+        except lsmtrie.CorruptionError:
+            pass
+
+
+def test_sigbus_outside_the_store_still_kills(tmp_path):
+    """The store's SIGBUS handler takes only faults inside its own guarded reads: a process that
+    touches a cut-short mapping of its own still dies of SIGBUS, as without lsmtrie."""
+    path, keys = _store_with_clusters(tmp_path)
+    script = textwrap.dedent(f"""
+        import mmap, os, lsmtrie
+        with lsmtrie.open({path!r}, read_only=True) as db:  # maps a cluster: installs the handler
+            assert db.get_many({keys[:20]!r}) == {keys[:20]!r}
+            f = open({str(tmp_path / "other")!r}, "w+b")
+            f.write(b"x" * 8192); f.flush()
+            m = mmap.mmap(f.fileno(), 8192)
+            os.truncate(f.name, 0)
+            print(m[4096])
+    """)
+    r = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, timeout=60)
+    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr.decode()[-2000:])
+
+
 def test_missing_table_file(tmp_path):
     path = _flushed_store(tmp_path)
     os.unlink(os.path.join(path, [f for f in os.listdir(path) if f.endswith(".ht")][0]))

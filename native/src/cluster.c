@@ -11,6 +11,7 @@
 #include "cluster.h"
 #include "coding.h"
 #include "io.h"
+#include "mapguard.h"
 
 #define BC_MAGIC "LTRBCLU1"
 #define BC_VERSION 2  /* writes 2 (a column directory per unit); reads 1 and 2 */
@@ -21,21 +22,23 @@
 
 /* ---- reading units ---- */
 
-/* Unit u: *p points into the mapping, or into buf (read with pread when the file could not be
- * mapped). With `check`, the unit's CRC is verified (rewrites read whole units; version-2
- * lookups check only the column they use). */
-static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, int check, const uint8_t **p,
-                     size_t *n)
+/* Unit u: *p points into the mapping (a probe, which runs under a map guard), or into buf: read
+ * with pread when the file could not be mapped, or copied out of the mapping under a guard for a
+ * cluster rebuild (`check`: the unit's CRC is verified; rebuilds read whole units, version-2
+ * probes check only the column they use). */
+static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, int check, int guarded,
+                     const uint8_t **p, size_t *n)
 {
     uint64_t at = bc->off[u], len = bc->off[u + 1] - at;
     int rc = LTR_OK;
-    if (bc->map) {
+    if (bc->map && guarded) {
         *p = bc->map + at;
     } else {
         buf->len = 0;
         rc = buf_reserve(buf, (size_t)len + 1);
         if (!rc)
-            rc = io_pread(bc->fd, buf->data, (size_t)len, at, bc->path);
+            rc = bc->map ? map_copy(buf->data, bc->map + at, (size_t)len, bc->path)
+                         : io_pread(bc->fd, buf->data, (size_t)len, at, bc->path);
         if (!rc)
             buf->len = (size_t)len;
         *p = buf->data;
@@ -107,11 +110,11 @@ static int find_column(const cluster *bc, uint32_t column, const uint8_t *p, siz
     return LTR_OK;
 }
 
-int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe)
+static int probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe)
 {
     const uint8_t *p, *end;
     size_t len;
-    int rc = read_unit(bc, column / bc->cpu, &c->scratch, bc->version == 1, &p, &len);
+    int rc = read_unit(bc, column / bc->cpu, &c->scratch, bc->version == 1, 1, &p, &len);
     if (!rc)
         rc = find_column(bc, column, p, len, &p, &len);
     if (rc)
@@ -124,6 +127,26 @@ int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uin
         p += k + flen;
     }
     return LTR_OK;
+}
+
+typedef struct probe_call {
+    cluster *bc;
+    read_ctx *c;
+    uint32_t column, bloom;
+    uint8_t *maybe;
+} probe_call;
+
+static int run_probe(void *arg)
+{
+    probe_call *p = arg;
+    return probe(p->bc, p->c, p->column, p->bloom, p->maybe);
+}
+
+/* The mapping is read under a guard: the file may have been cut short (mapguard.h). */
+int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uint8_t *maybe)
+{
+    probe_call p = {bc, c, column, bloom, maybe};
+    return map_guarded(bc->map != NULL, bc->path, run_probe, &p);
 }
 
 void cluster_prefetch(const cluster *bc, uint32_t column)
@@ -214,7 +237,9 @@ int cluster_open(const char *path, uint64_t file, cluster **out)
     /* Probes read one unit anywhere in the file: a mapping (random access, no readahead) saves
      * a system call and a copy per probe. Clusters are small (the last level's filters); the
      * pages are the page cache's, counted in resident memory while mapped. */
-    void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, bc->fd, 0);
+    void *m = mapguard_install() == LTR_OK /* (else read with pread) */
+                  ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, bc->fd, 0)
+                  : MAP_FAILED;
     if (m != MAP_FAILED) {
         madvise(m, (size_t)sb.st_size, MADV_RANDOM);
         bc->map = m;
@@ -262,7 +287,7 @@ static int old_next(old_cursor *oc, uint32_t col, const uint8_t **p, size_t *n)
     uint32_t u = col / bc->cpu;
     int rc = LTR_OK;
     if (u != oc->unit || !oc->loaded) {
-        rc = read_unit(bc, u, &oc->buf, 1, &oc->data, &oc->len);
+        rc = read_unit(bc, u, &oc->buf, 1, 0, &oc->data, &oc->len);
         oc->unit = u;
         oc->loaded = !rc;
         oc->pos = 0;

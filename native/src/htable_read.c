@@ -14,6 +14,7 @@
 #include "hashbits.h"
 #include "htable_format.h"
 #include "htable_read.h"
+#include "mapguard.h"
 #include "fcache.h"
 #include "io.h"
 
@@ -176,7 +177,10 @@ static int open_file(ltr_htable *t, int32_t max_cached)
         rc = load_trailer(t, get_u64(ft + FT_TRAILER_OFFSET), get_u32(ft + FT_TRAILER_CRC),
                           max_cached);
     if (!rc && !(t->flags & LTR_OPEN_PREAD)) {
-        void *m = mmap(NULL, t->file_bytes, PROT_READ, MAP_SHARED, t->fd, 0);
+        rc = mapguard_install(); /* reads of the mapping run under map guards */
+        void *m = rc ? MAP_FAILED : mmap(NULL, t->file_bytes, PROT_READ, MAP_SHARED, t->fd, 0);
+        if (rc)
+            return rc;
         if (m == MAP_FAILED)
             return ltr_fail_errno(errno, "cannot map %s", t->path);
         madvise(m, t->file_bytes, MADV_RANDOM);
@@ -455,6 +459,50 @@ static int lookup(ltr_htable *t, read_ctx *c, const uint8_t *key, uint32_t klen,
     return htable_lookup(t, c, hb_from_digest(d), key, klen, it);
 }
 
+typedef struct get_call {
+    ltr_htable *t;
+    read_ctx *c;
+    const uint8_t *kdata;
+    const int64_t *koffs;
+    size_t n;
+    uint8_t *vbuf;         /* one key: its value goes here (vcap bytes), */
+    size_t vcap, *vlen;
+    int8_t *status;        /* many: their statuses, value ends and values */
+    int64_t *voffs;
+    ltr_buf *values;
+} get_call;
+
+static int get_one(void *arg)
+{
+    get_call *g = arg;
+    item_view it;
+    int rc = lookup(g->t, g->c, g->kdata, (uint32_t)g->n, &it);
+    if (rc < 0)
+        return rc;
+    *g->status = (int8_t)rc;
+    return rc == LTR_FOUND ? copy_value(it.value, it.vlen, g->vbuf, g->vcap, g->vlen) : LTR_OK;
+}
+
+static int get_batch(void *arg)
+{
+    get_call *g = arg;
+    int rc = LTR_OK;
+    for (size_t i = 0; i < g->n && !rc; i++) {
+        item_view it;
+        int64_t kl = g->koffs[i + 1] - g->koffs[i];
+        int s = kl > LTR_MAX_KEY ? LTR_ABSENT
+                                 : lookup(g->t, g->c, g->kdata + g->koffs[i], (uint32_t)kl, &it);
+        if (s < 0)
+            return s;
+        g->status[i] = (int8_t)s;
+        if (s == LTR_FOUND)
+            rc = buf_append(g->values, it.value, it.vlen);
+        g->voffs[i + 1] = (int64_t)g->values->len;
+    }
+    return rc;
+}
+
+/* Lookups read the mapping, when there is one, under a guard (mapguard.h). */
 int ltr_htable_get(ltr_htable *t, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap,
                    size_t *vlen, int *status)
 {
@@ -463,17 +511,14 @@ int ltr_htable_get(ltr_htable *t, const uint8_t *key, size_t klen, uint8_t *vbuf
     if (klen > LTR_MAX_KEY)
         return LTR_OK; /* such a key can never have been stored */
     read_ctx c;
-    item_view it;
     int rc = read_ctx_init(&c);
     if (rc)
         return rc;
-    rc = lookup(t, &c, key, (uint32_t)klen, &it);
-    if (rc >= 0) {
-        *status = rc;
-        rc = LTR_OK;
-        if (*status == LTR_FOUND)
-            rc = copy_value(it.value, it.vlen, vbuf, vcap, vlen);
-    }
+    int8_t st = LTR_ABSENT;
+    get_call g = {.t = t, .c = &c, .kdata = key, .n = klen, .vbuf = vbuf, .vcap = vcap,
+                  .vlen = vlen, .status = &st};
+    rc = map_guarded(t->map != NULL, t->path, get_one, &g);
+    *status = st;
     ctx_flush_stats(t, &c);
     read_ctx_free(&c);
     return rc;
@@ -490,19 +535,9 @@ int ltr_htable_get_many(ltr_htable *t, const uint8_t *kdata, const int64_t *koff
     if ((rc = read_ctx_init(&c)))
         return rc;
     voffs[0] = (int64_t)values->len;
-    for (size_t i = 0; i < n && !rc; i++) {
-        item_view it;
-        int64_t kl = koffs[i + 1] - koffs[i];
-        int s = kl > LTR_MAX_KEY ? LTR_ABSENT : lookup(t, &c, kdata + koffs[i], (uint32_t)kl, &it);
-        if (s < 0) {
-            rc = s;
-            break;
-        }
-        status[i] = (int8_t)s;
-        if (s == LTR_FOUND)
-            rc = buf_append(values, it.value, it.vlen);
-        voffs[i + 1] = (int64_t)values->len;
-    }
+    get_call g = {.t = t, .c = &c, .kdata = kdata, .koffs = koffs, .n = n, .status = status,
+                  .voffs = voffs, .values = values};
+    rc = map_guarded(t->map != NULL, t->path, get_batch, &g);
     ctx_flush_stats(t, &c);
     read_ctx_free(&c);
     return rc;

@@ -6,6 +6,7 @@
 
 #include "bucket.h"
 #include "htable_read.h"
+#include "mapguard.h"
 #include "io.h"
 
 #define SCAN_CHUNK 64 /* buckets read with one pread (256 KiB) when the table is not mapped */
@@ -149,7 +150,7 @@ int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx)
     return rc;
 }
 
-int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
+static int scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
 {
     ltr_htable *t = s->t;
     int rc = items_reset(out);
@@ -168,4 +169,23 @@ int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
             s->next_overflow++;
     }
     return rc;
+}
+
+typedef struct next_call {
+    ltr_scan *s;
+    size_t max_items;
+    ltr_items *out;
+} next_call;
+
+static int run_next(void *arg)
+{
+    next_call *n = arg;
+    return scan_next(n->s, n->max_items, n->out);
+}
+
+/* A mapped table is read under a guard (mapguard.h). */
+int ltr_scan_next(ltr_scan *s, size_t max_items, ltr_items *out)
+{
+    next_call n = {s, max_items, out};
+    return map_guarded(s->t->map != NULL, s->t->path, run_next, &n);
 }
