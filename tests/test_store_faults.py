@@ -634,7 +634,11 @@ def test_sigbus_outside_the_store_still_kills(tmp_path):
             print(m[4096])
     """)
     r = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, timeout=60)
-    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr.decode()[-2000:])
+    err = r.stderr.decode()
+    # killed by the default action; or, under AddressSanitizer (docs/development.md), whose
+    # handler was there before ours, reported by it and ended with its exit status
+    chained = r.returncode > 0 and "AddressSanitizer" in err and "BUS" in err
+    assert r.returncode == -signal.SIGBUS or chained, (r.returncode, err[-2000:])
 
 
 def test_missing_table_file(tmp_path):
