@@ -579,11 +579,11 @@ def test_corrupt_table_footer(tmp_path):
             list(db.items())
 
 
-def _store_with_clusters(tmp_path):
+def _store_with_clusters(tmp_path, **opts):
     """A closed store whose last level has BloomClusters, and its keys."""
     path = str(tmp_path / "db")
     keys = [b"key%d" % i for i in range(20000)]
-    with lsmtrie.open(path, create=True, table_buckets=16, levels=2, node_tables=2) as db:
+    with lsmtrie.open(path, create=True, table_buckets=16, levels=2, node_tables=2, **opts) as db:
         db.put_many(keys, keys)
         db.flush()
     assert [f for f in os.listdir(path) if f.endswith(".bc")]
@@ -612,6 +612,30 @@ def test_cluster_cut_short_under_its_mapping(tmp_path):
             assert db.get(b"new") == b"value"  # (the memtable answers)
         except lsmtrie.CorruptionError as e:
             assert "background work failed" in str(e) and "cut short" in str(e), str(e)
+    finally:
+        try:
+            db.close()
+        except lsmtrie.CorruptionError:
+            pass
+
+
+@isolated(timeout=60)
+def test_cluster_rebuild_from_a_cluster_cut_short(tmp_path):
+    """A cluster rebuild (more tables reach the node) copies the old cluster's units out of its
+    mapping: with the file cut short that copy fails with CorruptionError instead of SIGBUS, the
+    failure surfaces as a background error, and the store still closes. (New keys only, and a
+    high gc_threshold: no garbage check samples the node, through its cluster, first.)"""
+    path, keys = _store_with_clusters(tmp_path, gc_threshold=0.99)
+    db = lsmtrie.open(path)
+    try:
+        for f in os.listdir(path):
+            if f.endswith(".bc"):
+                os.truncate(os.path.join(path, f), 0)
+        more = [b"more%d" % i for i in range(40000)]
+        with pytest.raises(lsmtrie.CorruptionError, match="cut short"):
+            for i in range(0, len(more), 500):
+                db.put_many(more[i:i + 500], more[i:i + 500])
+            db.flush()
     finally:
         try:
             db.close()
