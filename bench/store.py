@@ -16,7 +16,7 @@ and by the level that answered, counted in that first pass) and per miss, peak R
 memory per item, tables per level. CPU figures beside the rates (load_cpu_us_per_item: every
 thread of the process, less the generation of the items; get_hit_cpu_us_*: the same passes as the
 rates) help compare runs on this shared, noisy machine, where wall rates of runs minutes apart
-differ by up to a third (load CPU per item stayed within 2.4-2.6 us over a day's 10 M runs).
+differ by up to a third (CPU figures move less, but move too: compare builds in alternation).
 
 Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <= 6 with the log,
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last

@@ -125,7 +125,7 @@ static int emit(job *j, uint32_t d)
             rc = ltr_hbuild_finish(b, o->path, &st);
         ltr_htable *t = NULL;
         if (!rc)
-            rc = htable_open_in(o->path, TABLE_FLAGS, -1, j->s->fc, &t);
+            rc = store_open_table(j->s, o->path, 0, &t);
         if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
             ltr_htable_close(t);
             rc = ltr_fail(LTR_ENOMEM, "out of memory");

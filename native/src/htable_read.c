@@ -13,10 +13,10 @@
 #include "coding.h"
 #include "hashbits.h"
 #include "htable_format.h"
-#include "htable_read.h"
-#include "mapguard.h"
 #include "fcache.h"
+#include "htable_read.h"
 #include "io.h"
+#include "mapguard.h"
 
 /* ---- opening ---- */
 

@@ -89,7 +89,8 @@ static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
 {
     char *p = store_file(s->dir, r->file, "ht");
     ltr_htable *t = NULL;
-    int rc = p ? htable_open_in(p, TABLE_FLAGS | LTR_OPEN_NO_FILTERS, -1, s->fc, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
+    int rc = p ? store_open_table(s, p, LTR_OPEN_NO_FILTERS, &t)
+               : ltr_fail(LTR_ENOMEM, "out of memory");
     free(p);
     if (!rc && !(*out = tref_new_sharing(r, r->level, t))) {
         ltr_htable_close(t);

@@ -170,8 +170,7 @@ static int load_tables(ltr_store *s, loaded *l)
         char *p = store_file(s->dir, o->file, "ht");
         ltr_htable *t = NULL;
         if (p)
-            rc = htable_open_in(p, TABLE_FLAGS | (bc && pos < bc->sealed ? LTR_OPEN_NO_FILTERS : 0),
-                                -1, s->fc, &t);
+            rc = store_open_table(s, p, bc && pos < bc->sealed ? LTR_OPEN_NO_FILTERS : 0, &t);
         free(p);
         if (!p)
             rc = ltr_fail(LTR_ENOMEM, "out of memory");

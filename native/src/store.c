@@ -590,11 +590,9 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
 
 static void wake_writers(ltr_store *s);
 
-static ltr_htable *open_table(ltr_store *s, const char *path, int *rc)
+int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t)
 {
-    ltr_htable *t = NULL;
-    *rc = htable_open_in(path, TABLE_FLAGS, -1, s->fc, &t);
-    return t;
+    return htable_open_in(path, TABLE_FLAGS | flags, -1, s->fc, t);
 }
 
 /* Writes the oldest immutable memtable as the newest table of the root. */
@@ -614,7 +612,9 @@ static int flush_oldest(ltr_store *s)
     if (rc)
         return rc;
     rc = htable_write(m->b, path, &st); /* not ltr_hbuild_finish: a failed flush is retried */
-    ltr_htable *t = rc ? NULL : open_table(s, path, &rc);
+    ltr_htable *t = NULL;
+    if (!rc)
+        rc = store_open_table(s, path, 0, &t);
     tref *r = t ? tref_new(file, 0, t) : NULL;
     if (t && !r) {
         ltr_htable_close(t);

@@ -184,6 +184,9 @@ void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf);
 /* Unlinks path (taken over) now, or with tf's last holder when tf is not NULL. */
 void store_remove_file(char *path, tfile *tf);
 char *store_file(const char *dir, uint64_t number, const char *ext);
+/* Opens one of the store's table files for reading (TABLE_FLAGS | flags), its descriptor in
+ * the store's cache of open files. */
+int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 void store_count(ltr_store *s, int counter, uint64_t n);
 
