@@ -755,6 +755,8 @@ def test_grown_manifest_is_replaced_by_a_snapshot(tmp_path, small_manifest_rotat
             keys = [b"m%d-%d" % (r, i) for i in range(10)]
             db.put_many(keys, [b"v%d" % r] * 10)
             want.update((k, b"v%d" % r) for k in keys)
+            if r % 100 == 99:  # a checkpoint for sure: background ones may lag behind the loop
+                db.flush()
             current = open(os.path.join(path, "CURRENT")).read().strip()
             if not names or names[-1] != current:
                 names.append(current)
@@ -1311,10 +1313,80 @@ def test_store_handle_in_a_forked_child(tmp_path):
         assert db[b"a"] == b"1" and db[b"b"] == b"2"
 
 
+@pytest.fixture
+def checkpoint_policy():
+    """Sets the background checkpoints' spacing factor and log trigger (process-wide)."""
+    from lsmtrie import _binding
+    yield _binding.lib.ltr_test_checkpoint_policy
+    _binding.lib.ltr_test_checkpoint_policy(-1, -1)
+
+
+def _write_for(db, seconds, tag):
+    """Writes small batches (each rotating the 3 KB memtable: a flush, an edit) for a while."""
+    end, r = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        db.put_many([b"%s-%d-%d" % (tag, r, i) for i in range(60)], [b"v" * 40] * 60)
+        r += 1
+        time.sleep(0.002)
+
+
+def _wait_for_checkpoints(db, count, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while db.stats()["checkpoints"] < count and time.monotonic() < deadline:
+        _write_for(db, 0.05, b"more")
+    return db.stats()["checkpoints"]
+
+
+@pytest.mark.parametrize("spacing", [0.0, 1e9])
+def test_background_checkpoints_wait_in_proportion_to_their_cost(tmp_path, checkpoint_policy,
+                                                                 spacing):
+    """After a checkpoint, the next background one waits `spacing` times as long as that one
+    took (4 by default), however short checkpoint_interval is: syncing a busy store's
+    short-lived tables every second kept the device busy with tables that died soon after.
+    With no spacing (0) checkpoints follow one another while edits come; with a huge one none
+    comes after the first; flush() checkpoints regardless."""
+    checkpoint_policy(spacing, 1 << 50)  # (no log trigger)
+    with open_tiny(tmp_path / "db", checkpoint_interval=0) as db:
+        first = _wait_for_checkpoints(db, 1)
+        assert first >= 1, "no background checkpoint came"
+        time.sleep(0.3)  # (one under way finishes)
+        before = db.stats()["checkpoints"]
+        _write_for(db, 0.6, b"load")
+        if spacing == 0:  # they keep coming (however slow the disk is today)
+            assert _wait_for_checkpoints(db, before + 3) >= before + 3
+        after = db.stats()
+        if spacing:
+            assert after["checkpoints"] == before, (before, after["checkpoints"])
+        assert after["flushes"] > 20
+        db.flush()
+        if spacing:  # (with no spacing, background ones may come too)
+            assert db.stats()["checkpoints"] == after["checkpoints"] + 1
+        assert db.stats()["checkpoints"] > after["checkpoints"]
+        assert db.stats()["checkpoint_seconds"] > 0
+
+
+def test_checkpoint_comes_once_enough_log_was_written(tmp_path, checkpoint_policy):
+    """However far the spacing puts the next background checkpoint, it starts once enough log
+    was written since the last one started (1 GiB by default; 100 KB here): that bounds the
+    logs kept on disk and their replay after a crash."""
+    checkpoint_policy(1e9, 100_000)
+    with open_tiny(tmp_path / "db", checkpoint_interval=3600) as db:
+        first = _wait_for_checkpoints(db, 1)
+        assert first >= 1
+        log0 = db.stats()["bytes_written_by_kind"]["log"]
+        got = _wait_for_checkpoints(db, first + 3)
+        log1 = db.stats()["bytes_written_by_kind"]["log"]
+        assert got >= first + 3, (first, got)
+        # each came after about 100 KB of log, not sooner (interval and spacing forbid that)
+        assert log1 - log0 >= 2 * 100_000, (got - first, log1 - log0)
+
+
 def test_old_logs_are_deleted_after_checkpoints(tmp_path):
-    """Logs rotate (at 32 memtables' worth here) and each checkpoint deletes those below the
-    replay floor: the directory keeps the newest log or two, not one per rotation; a reopen
-    that replays logs deletes them too."""
+    """Logs rotate (at 32 memtables' worth here) and each checkpoint hands those below the
+    replay floor to the checkpoint thread, which deletes them after the grace period that
+    dropped tables get (a read-only open may be replaying them; and flush() need not wait for
+    the freeing of their blocks): the directory keeps the newest log or two, not one per
+    rotation; a reopen that replays logs deletes them too."""
     path = str(tmp_path / "db")
     rng = random.Random(12)
     model = {}
@@ -1330,6 +1402,9 @@ def test_old_logs_are_deleted_after_checkpoints(tmp_path):
             model.update(zip(ks, vs))
         assert db.stats()["bytes_written_by_kind"]["log"] > 8 * 32 * 4000  # 8 rotations or more
         db.flush()
+        deadline = time.monotonic() + 30
+        while len(wal_files()) > 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(wal_files()) <= 2, wal_files()
         db.put(b"last", b"x")
         model[b"last"] = b"x"

@@ -422,6 +422,58 @@ def test_fault_during_compaction(tmp_path):
     assert hit >= 4, f"only {hit} of the fault counts surfaced an error"
 
 
+_PARTS_WRITER = textwrap.dedent("""
+    import errno, os, sys, lsmtrie
+    from lsmtrie import _binding
+    path, after = sys.argv[1], int(sys.argv[2])
+    big = {b"big-%d" % i: bytes([i % 251]) * 150 for i in range(6000)}
+    big[b"huge"] = b"h" * 400_000
+    db = lsmtrie.open(path, memtable_bytes=16 << 20)
+    db.put(b"before", b"1", sync=True)
+    log = sorted(f for f in os.listdir(path) if f.endswith(".wal"))[-1]
+    size = os.path.getsize(os.path.join(path, log))
+    _binding.fault_set("write", after, errno.ENOSPC)
+    try:
+        db.put_many(list(big), list(big.values()))
+        outcome = "ok"
+    except lsmtrie.DiskFullError as e:
+        assert e.errno == errno.ENOSPC, e
+        outcome = "failed"
+    _binding.fault_set("write", 0, 0)
+    if outcome == "failed":
+        assert os.path.getsize(os.path.join(path, log)) == size, "the partial record stayed"
+        assert db.get(b"huge") is None and db.get(b"big-0") is None
+    db.put(b"after", b"2", sync=True)
+    print(outcome, flush=True)
+    os._exit(0)  # no close(): the reopen replays the log
+""")
+
+
+def test_log_record_written_in_parts_is_whole_or_absent(tmp_path):
+    """A batch larger than the log's 256 KiB piece is encoded and written a piece at a time, an
+    item larger than a piece straight from the caller's buffer, the record's checksum last. A
+    write failing at any one of those steps (tried in turn) fails the call with DiskFullError and
+    takes the partial record back; the writes after it land, and a reopen that replays the log
+    has exactly the writes that returned, the whole batch once a run succeeds."""
+    big = {b"big-%d" % i: bytes([i % 251]) * 150 for i in range(6000)}
+    big[b"huge"] = b"h" * 400_000
+    outcomes = []
+    for after in range(40):
+        path = str(tmp_path / f"db{after}")
+        r = subprocess.run([sys.executable, "-c", _PARTS_WRITER, path, str(after)], env=_env(),
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr.decode()
+        outcome = r.stdout.decode().split()[-1]
+        outcomes.append(outcome)
+        want = {b"before": b"1", b"after": b"2", **(big if outcome == "ok" else {})}
+        with lsmtrie.open(path) as db:
+            assert dict(db.items()) == want, (after, outcome)
+        if outcome == "ok":
+            break
+    # a header, five pieces, the large item in three parts, the checksum: ten writes to fail
+    assert outcomes.count("failed") >= 9 and outcomes[-1] == "ok", outcomes
+
+
 # ---------------------------------------------------------------------------------------------
 # damaged files
 

@@ -262,6 +262,8 @@ typedef struct ltr_store_stats {
     uint64_t compactions;
     uint64_t gcs;
     uint64_t write_stalls;
+    uint64_t checkpoints;          /* checkpoints that synced files or wrote an edit (since open) */
+    double checkpoint_seconds;     /* the time they took */
     uint64_t files_reused;         /* table files reused for new tables (since open) */
     uint64_t files_reused_durable; /* of those, files that a checkpoint had named */
     uint64_t table_files_open;     /* table descriptors open now */
@@ -311,6 +313,10 @@ void ltr_fault_set(int op, int64_t after, int err);
 /* A manifest is replaced by a snapshot once it has grown past this many bytes (and four times
  * its snapshot); 0 restores the default, 1 MiB. Process-wide. */
 void ltr_test_manifest_rotation(uint64_t min_bytes);
+/* Background checkpoints wait `spacing` times the previous checkpoint's duration after it, and
+ * start at once after `log_bytes` of log; negative values restore the defaults (4, 1 GiB).
+ * Process-wide. */
+void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes);
 
 /* cdef-end */
 

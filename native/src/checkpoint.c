@@ -2,14 +2,16 @@
  *
  * Flushes, compactions, cluster rebuilds and garbage collections change the state in memory
  * at once (store_install) and queue their manifest edit; the files they wrote are not fsynced
- * then. A checkpoint, about once a second and at every flush() and close(), fsyncs the files
+ * then. A checkpoint, at every flush() and close() and in the background (checkpoint_interval
+ * seconds after the first queued edit, spaced by CKPT_SPACING times the previous checkpoint's
+ * duration, or once CKPT_LOG_BYTES of log were written since the last), fsyncs the files
  * written since the last one, fsyncs their directories, and appends every queued edit as one
  * manifest record, fsynced: the durable state moves from one consistent state to a later one
  * in a single atomic step. Only then may what those edits dropped leave the disk: input tables,
  * replaced clusters, logs below the new floor.
  *
- * So a table that lives less than a checkpoint interval (most tables of the upper levels, on a
- * busy store) is never fsynced and, unlinked before the kernel writes it back, never reaches
+ * So a table that lives less than the time between checkpoints (most tables of the upper levels,
+ * on a busy store) is never fsynced and, unlinked before the kernel writes it back, never reaches
  * the device; and no flush or compaction waits for a disk flush. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -97,7 +99,6 @@ void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
     /* out of memory: the next checkpoint syncs the whole filesystem instead */
     if (pfiles_push(&s->unsynced, (pfile){.number = number, .bytes = bytes, .cluster = (uint8_t)cluster}))
         s->unsynced_lost = 1;
-    s->unsynced_bytes += bytes;
 }
 
 void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
@@ -115,7 +116,6 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
         if (u->number == number && u->cluster == cluster) {
             /* written and dropped between two checkpoints: no durable state ever named it */
             now = !u->named;
-            s->unsynced_bytes -= u->bytes;
             *u = s->unsynced.v[--s->unsynced.n];
             break;
         }
@@ -159,6 +159,17 @@ static uint64_t rotate_min = ROTATE_MIN;
 void ltr_test_manifest_rotation(uint64_t min_bytes)
 {
     __atomic_store_n(&rotate_min, min_bytes ? min_bytes : ROTATE_MIN, __ATOMIC_RELAXED);
+}
+
+static double ckpt_spacing = CKPT_SPACING;
+static uint64_t ckpt_log_bytes = CKPT_LOG_BYTES;
+
+void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes)
+{
+    double v = spacing < 0 ? CKPT_SPACING : spacing;
+    __atomic_store(&ckpt_spacing, &v, __ATOMIC_RELAXED);
+    __atomic_store_n(&ckpt_log_bytes, log_bytes < 0 ? CKPT_LOG_BYTES : (uint64_t)log_bytes,
+                     __ATOMIC_RELAXED);
 }
 
 /* Whether the next manifest write must be a snapshot (ckpt_mu held). */
@@ -396,13 +407,14 @@ static int checkpoint(ltr_store *s, int flags)
     pfiles files = s->unsynced, doomed = s->doomed;
     s->pending = (ltr_buf){0};
     s->unsynced = s->doomed = (pfiles){0};
-    s->unsynced_bytes = 0;
     s->pending_since = 0;
     int lost = s->unsynced_lost;
     s->unsynced_lost = 0;
     durable_view d;
     view_take(s, &d);
+    s->ckpt_log_mark = d.counters[C_WRITTEN_LOG];
     pthread_mutex_unlock(&s->state_mu);
+    double started = store_now();
 
     /* a file we failed to record must still be synced: fall back to syncing the filesystem */
     int rc = lost && syncfs(s->lock_fd) != 0 ? ltr_fail_errno(errno, "syncfs failed") : LTR_OK;
@@ -432,8 +444,6 @@ static int checkpoint(ltr_store *s, int flags)
             ltr_buf_free(&ops);
             s->mf_broken = 1; /* the snapshot rewrite then records the whole state */
         }
-        for (size_t i = 0; i < files.n; i++)
-            s->unsynced_bytes += files.v[i].bytes;
         if (pfiles_move(&files, &s->unsynced))
             s->unsynced_lost = 1;
         s->unsynced = files;
@@ -446,12 +456,24 @@ static int checkpoint(ltr_store *s, int flags)
     medit_free(&d.snap);
     if (!rc)
         store_remove_old_logs(s);
+    double ended = store_now();
+    pthread_mutex_lock(&s->state_mu);
+    double spacing;
+    __atomic_load(&ckpt_spacing, &spacing, __ATOMIC_RELAXED);
+    s->ckpt_next = ended + spacing * (ended - started);
+    s->ckpt_count++;
+    s->ckpt_seconds += ended - started;
+    pthread_mutex_unlock(&s->state_mu);
     return rc;
 }
 
 int store_checkpoint_due(const ltr_store *s)
 {
-    if (s->unsynced_bytes >= CKPT_BYTES)
+    if (!s->pending_since)
+        return 0;
+    uint64_t log = __atomic_load_n(&s->counters[C_WRITTEN_LOG], __ATOMIC_RELAXED);
+    if (log - s->ckpt_log_mark >= __atomic_load_n(&ckpt_log_bytes, __ATOMIC_RELAXED))
         return 1;
-    return s->pending_since && store_now() - s->pending_since >= s->o.checkpoint_interval;
+    double now = store_now();
+    return now - s->pending_since >= s->o.checkpoint_interval && now >= s->ckpt_next;
 }

@@ -79,12 +79,14 @@ int io_create(wfile *w, const char *path, int sync)
     return LTR_OK;
 }
 
-int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
+/* Writes all n bytes, at the file offset or (positional) at `at`; `at` names the place in errors. */
+static int write_all(int fd, const void *p, size_t n, const char *path, uint64_t at,
+                     int positional)
 {
     const uint8_t *q = p;
     while (n) {
         int err = fault_hit(LTR_FAULT_WRITE);
-        ssize_t r = err ? -1 : write(fd, q, n);
+        ssize_t r = err ? -1 : positional ? pwrite(fd, q, n, (off_t)at) : write(fd, q, n);
         if (r < 0) {
             err = err ? err : errno;
             if (err == EINTR)
@@ -97,6 +99,16 @@ int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
         at += (uint64_t)r;
     }
     return LTR_OK;
+}
+
+int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
+{
+    return write_all(fd, p, n, path, at, 0);
+}
+
+int io_pwrite_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
+{
+    return write_all(fd, p, n, path, at, 1);
 }
 
 int io_write(wfile *w, const void *p, size_t n)

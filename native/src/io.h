@@ -35,6 +35,8 @@ int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path);
 int io_open_read(const char *path);
 /* write() all of p to fd, through the fault-injection hook. */
 int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
+/* pwrite of all n bytes at offset `at` (fault injection as for writes). */
+int io_pwrite_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
 int io_fsync_fd(int fd, const char *path);
 /* Reads the whole file and writes it back in place (marking its pages dirty again). */
 int io_rewrite_path(const char *path);

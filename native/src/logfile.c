@@ -41,27 +41,67 @@ int logw_open(logw *w, const char *path, uint64_t size)
     return LTR_OK;
 }
 
-int logw_append(logw *w, uint8_t type, const uint8_t *payload, size_t len)
+/* Cuts the file back to its last whole record, so the next append starts on a boundary. */
+static int take_back(logw *w, int rc)
+{
+    w->part_at = w->part_len = 0;
+    if (ftruncate(w->fd, (off_t)w->size) != 0 || lseek(w->fd, (off_t)w->size, SEEK_SET) < 0)
+        return ltr_fail_errno(errno, "log %s is in an unknown state after a failed append",
+                              w->path);
+    return rc;
+}
+
+int logw_begin(logw *w, uint8_t type, size_t len)
 {
     if (len > LOG_MAX_PAYLOAD)
         return ltr_fail(LTR_EINVAL, "log record of %zu bytes is over the 1 GiB limit", len);
     uint8_t h[LOG_HEADER];
+    put_u32(h, 0); /* the checksum, written by logw_end: until then the record reads as torn */
     put_u32(h + 4, (uint32_t)len);
     h[8] = type;
-    uint32_t crc = ltr_crc32c(ltr_crc32c(0, h + 4, 5), payload, len);
-    put_u32(h, crc);
     int rc = io_write_fd(w->fd, h, sizeof h, w->path, w->size);
-    if (!rc)
-        rc = io_write_fd(w->fd, payload, len, w->path, w->size + sizeof h);
-    if (rc) {
-        /* Take back a partial record so the next append starts on a record boundary. */
-        if (ftruncate(w->fd, (off_t)w->size) != 0 || lseek(w->fd, (off_t)w->size, SEEK_SET) < 0)
-            return ltr_fail_errno(errno, "log %s is in an unknown state after a failed append",
-                                  w->path);
-        return rc;
-    }
-    w->size += sizeof h + len;
+    if (rc)
+        return take_back(w, rc);
+    w->part_at = sizeof h;
+    w->part_len = len;
+    w->part_crc = ltr_crc32c(0, h + 4, 5);
     return LTR_OK;
+}
+
+int logw_part(logw *w, const uint8_t *p, size_t n)
+{
+    if (!w->part_at || w->part_at - LOG_HEADER + n > w->part_len)
+        return take_back(w, ltr_fail(LTR_EINVAL, "log %s: a part past its record's length",
+                                     w->path));
+    int rc = io_write_fd(w->fd, p, n, w->path, w->size + w->part_at);
+    if (rc)
+        return take_back(w, rc);
+    w->part_crc = ltr_crc32c(w->part_crc, p, n);
+    w->part_at += n;
+    return LTR_OK;
+}
+
+int logw_end(logw *w)
+{
+    if (!w->part_at || w->part_at - LOG_HEADER != w->part_len)
+        return take_back(w, ltr_fail(LTR_EINVAL, "log %s: a record ended short of its length",
+                                     w->path));
+    uint8_t c[4];
+    put_u32(c, w->part_crc);
+    int rc = io_pwrite_fd(w->fd, c, sizeof c, w->path, w->size);
+    if (rc)
+        return take_back(w, rc);
+    w->size += w->part_at;
+    w->part_at = w->part_len = 0;
+    return LTR_OK;
+}
+
+int logw_append(logw *w, uint8_t type, const uint8_t *payload, size_t len)
+{
+    int rc = logw_begin(w, type, len);
+    if (!rc)
+        rc = logw_part(w, payload, len);
+    return rc ? rc : logw_end(w);
 }
 
 int logw_sync(logw *w)

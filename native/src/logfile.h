@@ -12,12 +12,23 @@
 typedef struct logw {
     int fd;
     char *path;
-    uint64_t size; /* bytes in the file */
+    uint64_t size; /* bytes in the file: the end of the last whole record */
+    uint64_t part_at;   /* a record being written in parts: bytes written past `size` */
+    uint64_t part_len;  /* its payload length */
+    uint32_t part_crc;  /* CRC32C so far (length, type, payload written) */
 } logw;
 
 /* Opens path for appending at byte `size` (creating it when size is 0 and it does not exist). */
 int logw_open(logw *w, const char *path, uint64_t size);
 int logw_append(logw *w, uint8_t type, const uint8_t *payload, size_t len);
+/* One record written in parts: logw_begin with the payload's whole length, logw_part for
+ * consecutive pieces of it, then logw_end, which writes the checksum into the header. The
+ * write-ahead log encodes a batch piece by piece into a 256 KiB buffer instead of a buffer of
+ * the batch's size (up to 64 MiB, kept for the store's life). A failed step takes the partial
+ * record back itself. */
+int logw_begin(logw *w, uint8_t type, size_t len);
+int logw_part(logw *w, const uint8_t *p, size_t n);
+int logw_end(logw *w);
 int logw_sync(logw *w);
 void logw_close(logw *w);
 

@@ -389,28 +389,73 @@ static int log_sync(ltr_store *s, uint64_t file, uint64_t end)
     return rc;
 }
 
-/* Encodes a batch as one BATCH log record payload (docs/format/log.md). */
-static int encode_batch(ltr_buf *out, const uint8_t *kdata, const int64_t *koffs,
-                        const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted, size_t n)
+#define LOG_PIECE (256u << 10) /* log payload encoded and written at a time (logfile.h) */
+
+/* Writes the pending piece of a record being logged. */
+static int log_piece(ltr_store *s)
 {
-    size_t need = 10;
+    int rc = s->enc.len ? logw_part(&s->wal, s->enc.data, s->enc.len) : LTR_OK;
+    s->enc.len = 0;
+    return rc;
+}
+
+/* Logs an item too large for a piece straight from the caller's buffers. */
+static int log_large_item(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                          uint32_t vlen, int del)
+{
+    uint8_t h[20];
+    size_t n = put_varint(h, klen);
+    n += put_varint(h + n, del ? 0 : (uint64_t)vlen + 1);
+    int rc = log_piece(s);
+    if (!rc)
+        rc = logw_part(&s->wal, h, n);
+    if (!rc && klen)
+        rc = logw_part(&s->wal, key, klen);
+    if (!rc && !del && vlen)
+        rc = logw_part(&s->wal, val, vlen);
+    return rc;
+}
+
+/* Appends a batch to the log as one BATCH record (docs/format/log.md), encoded and written a
+ * piece at a time. On failure the log is as it was. */
+static int log_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                     const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted, size_t n)
+{
+    uint64_t len = varint_len(n);
     for (size_t i = 0; i < n; i++)
-        need += 10 + (size_t)(koffs[i + 1] - koffs[i]) + (size_t)(voffs[i + 1] - voffs[i]);
-    out->len = 0;
-    int rc = buf_reserve(out, need);
+        len += item_size((uint32_t)(koffs[i + 1] - koffs[i]), (uint32_t)(voffs[i + 1] - voffs[i]),
+                         deleted && deleted[i]);
+    if (len > LOG_MAX_PAYLOAD)
+        return ltr_fail(LTR_EINVAL, "a batch of %llu bytes is over the 1 GiB limit of one write",
+                        (unsigned long long)len);
+    s->enc.len = 0;
+    int rc = buf_reserve(&s->enc, LOG_PIECE);
+    if (!rc)
+        rc = logw_begin(&s->wal, 1, (size_t)len);
     if (rc)
         return rc;
-    out->len = put_varint(out->data, n);
-    for (size_t i = 0; i < n; i++) {
+    s->enc.len = put_varint(s->enc.data, n);
+    for (size_t i = 0; i < n && !rc; i++) {
+        uint32_t kl = (uint32_t)(koffs[i + 1] - koffs[i]), vl = (uint32_t)(voffs[i + 1] - voffs[i]);
         int del = deleted && deleted[i];
-        out->len += item_encode(out->data + out->len, kdata + koffs[i],
-                                (uint32_t)(koffs[i + 1] - koffs[i]), vdata + voffs[i],
-                                (uint32_t)(voffs[i + 1] - voffs[i]), del);
+        size_t size = item_size(kl, vl, del);
+        if (size > LOG_PIECE) {
+            rc = log_large_item(s, kdata + koffs[i], kl, vdata + voffs[i], vl, del);
+            continue;
+        }
+        if (s->enc.len + size > LOG_PIECE)
+            rc = log_piece(s);
+        if (!rc)
+            s->enc.len += item_encode(s->enc.data + s->enc.len, kdata + koffs[i], kl,
+                                      vdata + voffs[i], vl, del);
     }
-    if (out->len > LOG_MAX_PAYLOAD)
-        return ltr_fail(LTR_EINVAL, "a batch of %zu bytes is over the 1 GiB limit of one write",
-                        out->len);
-    return LTR_OK;
+    if (!rc)
+        rc = log_piece(s);
+    if (!rc)
+        rc = logw_end(&s->wal);
+    if (rc) /* logw_part and logw_end took the record back themselves; this only resets */
+        s->enc.len = 0;
+    return rc;
 }
 
 /* ---- applying writes to memtables ---- */
@@ -479,9 +524,31 @@ static void wait_for_room(ltr_store *s)
     }
 }
 
-/* Stages a decoded batch in the memtables under one exclusive hold of mem_lock, so readers see
- * all of it or none. A memtable that fills up midway is swapped for a fresh one that shares the
- * batch's log (`log_file` stays needed until both are flushed). */
+/* Stages one item in the active memtable (mem_lock exclusive). A memtable that fills up is
+ * swapped for a fresh one that shares the batch's log (`log_file` stays needed until both are
+ * flushed). */
+static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                     uint32_t vlen, int del, uint64_t log_file, uint64_t log_off, int *swapped)
+{
+    uint8_t d[16];
+    ltr_murmur3_128(key, klen, s->o.hash_seed, d);
+    key_hash h = hb_from_digest(d);
+    int r = hbuild_stage(s->active->b, h, key, klen, val, vlen, del);
+    if (r != 0)
+        return r < 0 ? r : LTR_OK;
+    /* the fresh memtable needs the batch's record, or what the full one needed */
+    int batch_first = pos_before(log_file, log_off, s->active->min_log, s->active->min_off);
+    int rc = batch_first ? swap_active(s, log_file, log_off)
+                         : swap_active(s, s->active->min_log, s->active->min_off);
+    if (rc)
+        return rc;
+    *swapped = 1;
+    r = hbuild_stage(s->active->b, h, key, klen, val, vlen, del);
+    return r < 0 ? r : LTR_OK;
+}
+
+/* Stages a decoded log record's items in the memtables under one exclusive hold of mem_lock,
+ * so readers see all of it or none. */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
                        uint64_t log_file, uint64_t log_off, int *swapped)
 {
@@ -494,20 +561,27 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
             rc = ltr_fail(LTR_ECORRUPT, "a log record holds a malformed item");
             break;
         }
-        uint8_t d[16];
-        ltr_murmur3_128(it.key, it.klen, s->o.hash_seed, d);
-        key_hash h = hb_from_digest(d);
-        int r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
-        /* the fresh memtable needs the batch's record, or what the full one needed */
-        int batch_first = pos_before(log_file, log_off, s->active->min_log, s->active->min_off);
-        if (r == 0 && !(rc = batch_first ? swap_active(s, log_file, log_off)
-                                         : swap_active(s, s->active->min_log, s->active->min_off))) {
-            *swapped = 1;
-            r = hbuild_stage(s->active->b, h, it.key, it.klen, it.value, it.vlen, it.deleted);
-        }
-        if (r < 0)
-            rc = r;
+        rc = apply_one(s, it.key, it.klen, it.value, it.vlen, it.deleted, log_file, log_off,
+                       swapped);
         p += k;
+    }
+    pthread_rwlock_unlock(&s->mem_lock);
+    return rc;
+}
+
+/* The same for a batch straight from the caller's buffers. */
+static int apply_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                       const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted,
+                       size_t n, uint64_t log_file, uint64_t log_off, int *swapped)
+{
+    int rc = LTR_OK;
+    pthread_rwlock_wrlock(&s->mem_lock);
+    for (size_t i = 0; i < n && !rc; i++) {
+        int del = deleted && deleted[i];
+        rc = apply_one(s, kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
+                       del ? NULL : vdata + voffs[i],
+                       del ? 0 : (uint32_t)(voffs[i + 1] - voffs[i]), del, log_file, log_off,
+                       swapped);
     }
     pthread_rwlock_unlock(&s->mem_lock);
     return rc;
@@ -555,14 +629,11 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
      * batch has not been logged or applied at all. */
     if (!rc && ltr_hbuild_data_bytes(s->active->b) >= s->o.memtable_bytes)
         rc = rotate(s);
-    if (!rc)
-        rc = encode_batch(&s->enc, kdata, koffs, vdata, voffs, deleted, n);
     uint64_t file = s->wal_file, start = s->wal.size, end = 0;
     if (!rc && file) {
-        uint64_t before = s->wal.size;
-        rc = logw_append(&s->wal, 1, s->enc.data, s->enc.len);
+        rc = log_batch(s, kdata, koffs, vdata, voffs, deleted, n);
         end = s->wal.size;
-        store_count(s, C_WRITTEN_LOG, end - before);
+        store_count(s, C_WRITTEN_LOG, end - start);
         if (end - s->wal_hinted >= LOG_WRITEBACK_STEP) {
             /* start writeback early, so the fsync at a rotation or a sync write waits less */
             sync_file_range(s->wal.fd, (off_t)s->wal_hinted, (off_t)(end - s->wal_hinted),
@@ -570,12 +641,9 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
             s->wal_hinted = end;
         }
     }
-    size_t k = 0;
-    uint64_t count;
     int swapped = 0;
-    if (!rc && (k = get_varint(s->enc.data, s->enc.data + s->enc.len, &count)))
-        rc = store_apply_items(s, s->enc.data + k, s->enc.data + s->enc.len, count, file, start,
-                               &swapped);
+    if (!rc)
+        rc = apply_batch(s, kdata, koffs, vdata, voffs, deleted, n, file, start, &swapped);
     if (!rc)
         store_count(s, C_USER_BYTES, user);
     pthread_mutex_unlock(&s->write_mu);
@@ -824,8 +892,8 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
-/* The checkpointer: makes the state durable every checkpoint_interval seconds, or sooner when
- * much was written (CKPT_BYTES), and deletes the files whose grace period is over (unlinking a
+/* The checkpointer: makes the state durable when a checkpoint is due (store_checkpoint_due),
+ * and deletes the files whose grace period is over (unlinking a
  * file that has blocks can wait for the device, which compactions should not). */
 static void *syncer_main(void *arg)
 {
@@ -863,22 +931,22 @@ static void *syncer_main(void *arg)
 void store_remove_old_logs(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
-    uint64_t floor = s->durable_floor, old[16];
+    uint64_t floor = s->durable_floor;
     size_t nold = 0, k = 0;
+    uint64_t *old = malloc(sizeof *old * (s->nwal_files + 1));
     for (size_t i = 0; i < s->nwal_files; i++) {
-        if (s->wal_files[i] < floor && nold < sizeof old / sizeof *old)
+        if (old && s->wal_files[i] < floor)
             old[nold++] = s->wal_files[i];
         else
-            s->wal_files[k++] = s->wal_files[i]; /* the rest: at the next checkpoint */
+            s->wal_files[k++] = s->wal_files[i]; /* (no memory: at the next checkpoint) */
     }
     s->nwal_files = k;
     pthread_mutex_unlock(&s->state_mu);
-    for (size_t i = 0; i < nold; i++) {
-        char *p = store_file(s->dir, old[i], "wal");
-        if (p)
-            unlink(p);
-        free(p);
-    }
+    /* buried, not unlinked here: freeing a large log's blocks took 30 ms each, which flush()
+     * would wait for; and a read-only open may still be reading it */
+    for (size_t i = 0; i < nold; i++)
+        store_bury(s, store_file(s->dir, old[i], "wal"), 0, NULL);
+    free(old);
 }
 
 /* Writes every memtable out now (used by recovery and by close in bulk mode). */

@@ -26,8 +26,14 @@
  * touched in the process's resident memory, and the page cache keeps them anyway. */
 #define TABLE_FLAGS LTR_OPEN_PREAD
 
-#define CKPT_SECONDS 1.0          /* default checkpoint_interval */
-#define CKPT_BYTES (256u << 20)   /* or once this much was written since the last one */
+#define CKPT_SECONDS 1.0 /* default checkpoint_interval */
+/* A background checkpoint waits, after the previous checkpoint, this many times as long as that
+ * one took: a busy store's upper-level tables live for seconds, and syncing all of them every
+ * second kept the device busy with tables that died soon after (checkpoint.c). */
+#define CKPT_SPACING 4.0
+/* but starts at once when this much log was written since the last one started: that bounds
+ * the logs kept on disk and their replay after a crash */
+#define CKPT_LOG_BYTES (1ull << 30)
 
 /* A file written since the last checkpoint, or dropped while the durable state names it. */
 typedef struct pfile {
@@ -93,7 +99,10 @@ struct ltr_store {
     ltr_buf pending;         /* ops of the edits installed since the last checkpoint */
     double pending_since;    /* when the oldest of them was installed; 0: none */
     pfiles unsynced;         /* files those edits added, not yet fsynced */
-    uint64_t unsynced_bytes;
+    double ckpt_next;        /* no background checkpoint before this time (CKPT_SPACING) */
+    uint64_t ckpt_count;     /* checkpoints that did something, and their time (stats) */
+    double ckpt_seconds;
+    uint64_t ckpt_log_mark;  /* log bytes written when the last checkpoint started */
     int unsynced_lost;       /* one could not be recorded: the checkpoint syncs everything */
     pfiles doomed;           /* files dropped in memory that the durable state still names */
     uint64_t durable_floor;  /* the log floor of the manifest on disk */

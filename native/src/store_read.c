@@ -389,6 +389,10 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->cluster_reads = __atomic_load_n(&s->cluster_reads, __ATOMIC_RELAXED);
     o->filter_false_positives = __atomic_load_n(&s->false_positives, __ATOMIC_RELAXED);
     o->write_stalls = __atomic_load_n(&s->write_stalls, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&s->state_mu);
+    o->checkpoints = s->ckpt_count;
+    o->checkpoint_seconds = s->ckpt_seconds;
+    pthread_mutex_unlock(&s->state_mu);
     if (s->pool)
         tpool_counts(s->pool, &o->files_reused, &o->files_reused_durable);
     if (s->fc)
