@@ -292,6 +292,39 @@ def test_large_values_in_memtable_and_tables(tmp_path):
             assert db[k] == v
 
 
+def test_compactions_keep_the_newest_of_bucket_and_overflow_items(tmp_path):
+    """Compaction reads its input tables whole and stages their items by reference, not copies,
+    until its outputs are written: the newest version of each key (or its tombstone) wins
+    whether it sits in a bucket or in the overflow area, in the same input or a later one, at
+    every level down to the last and through its garbage collection; and reopened too."""
+    rng = random.Random(9)
+    model, deleted = {}, set()
+    with open_tiny(tmp_path / "db", gc_threshold=0.3) as db:
+        for r in range(80):
+            keys = [b"k%d" % rng.randrange(120) for _ in range(30)]
+            vals = [rng.randbytes(rng.choice((0, 1, 40, 900, 4100, 6000))) for _ in keys]
+            db.put_many(keys, vals)
+            for k, v in zip(keys, vals):
+                model[k] = v
+                deleted.discard(k)
+            if r % 7 == 6:
+                gone = rng.sample(sorted(model), 5)
+                with db.write_batch() as b:
+                    for k in gone:
+                        b.delete(k)
+                for k in gone:
+                    del model[k]
+                    deleted.add(k)
+            if r % 20 == 19:
+                db.flush()
+                check_model(db, model, absent=sorted(deleted))
+        st = db.stats()
+        assert st["compactions"] > 50 and st["gcs"] > 0, st
+        assert st["tables_per_level"][-1] > 0, st["tables_per_level"]
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        check_model(db, model, absent=sorted(deleted))
+
+
 # ---------------------------------------------------------------------------------------------
 # batches
 

@@ -113,7 +113,7 @@ static size_t find_slot(const ltr_hbuild *b, key_hash h, const uint8_t *key, uin
         const staged *s = &b->items[b->slots[j] - 1];
         const key_hash *g = &b->hash[b->slots[j] - 1];
         if (g->h1 == h.h1 && g->h2 == h.h2 && s->klen == klen &&
-            bytes_eq(b->arena.data + s->koff, key, klen))
+            bytes_eq(staged_key(b, s), key, klen))
             return j;
         j = (j + 1) & (b->nslots - 1);
     }
@@ -163,26 +163,33 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
     uint64_t after = b->data_bytes - (old ? old->size : 0) + size;
     if (after > b->capacity && b->n > 0 && (!old || size > old->size))
         return 0;
-    if ((rc = buf_reserve(&b->arena, (uint64_t)klen + (del ? 0 : vlen))))
+    if (!b->by_ref && (rc = buf_reserve(&b->arena, (uint64_t)klen + (del ? 0 : vlen))))
         return rc;
     if (!old) {
         if ((rc = grow_items(b, b->n + 1)))
             return rc;
         old = &b->items[b->n];
         b->hash[b->n] = h;
-        old->koff = b->arena.len;
+        old->koff = b->by_ref ? (uint64_t)(uintptr_t)key : b->arena.len;
         old->klen = klen;
-        buf_append(&b->arena, key, klen);
+        if (!b->by_ref)
+            buf_append(&b->arena, key, klen);
         b->slots[j] = (uint32_t)++b->n;
     }
-    old->voff = b->arena.len;
+    old->voff = b->by_ref ? (uint64_t)(uintptr_t)val : b->arena.len;
     old->vlen = del ? 0 : vlen;
     old->deleted = (uint8_t)(del != 0);
     old->size = size;
-    if (!del)
+    if (!del && !b->by_ref)
         buf_append(&b->arena, val, vlen);
     b->data_bytes = after;
     return 1;
+}
+
+void hbuild_by_reference(ltr_hbuild *b)
+{
+    if (!b->n)
+        b->by_ref = 1;
 }
 
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes)
@@ -190,7 +197,7 @@ int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes)
     int rc = grow_items(b, b->n + items);
     if (!rc)
         rc = grow_slots(b, b->n + items);
-    return rc ? rc : buf_reserve(&b->arena, bytes);
+    return rc || b->by_ref ? rc : buf_reserve(&b->arena, bytes);
 }
 
 /* Sizes the arrays once for the part of a batch that can fit, instead of doubling per item. */

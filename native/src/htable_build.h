@@ -7,8 +7,8 @@
 #include "ltr_int.h"
 
 typedef struct staged {
-    uint64_t koff; /* key bytes in the arena */
-    uint64_t voff; /* value bytes in the arena */
+    uint64_t koff; /* key bytes: an offset in the arena, or (by reference) their address */
+    uint64_t voff; /* value bytes, the same way */
     uint32_t klen;
     uint32_t vlen;
     uint32_t size; /* encoded size */
@@ -26,7 +26,23 @@ struct ltr_hbuild {
     uint64_t data_bytes; /* sum of encoded sizes of the live items */
     uint64_t capacity;   /* fill budget in bytes */
     int finished;
+    int by_ref;          /* items are the caller's bytes, not copies in the arena */
 };
+
+static inline const uint8_t *staged_key(const struct ltr_hbuild *b, const staged *s)
+{
+    return b->by_ref ? (const uint8_t *)(uintptr_t)s->koff : b->arena.data + s->koff;
+}
+
+static inline const uint8_t *staged_value(const struct ltr_hbuild *b, const staged *s)
+{
+    return b->by_ref ? (const uint8_t *)(uintptr_t)s->voff : b->arena.data + s->voff;
+}
+
+/* Items staged from now on are referenced, not copied: the caller keeps their bytes alive and
+ * unchanged until the table is written (a compaction holds its inputs in memory). Only for a
+ * builder with no items yet. */
+void hbuild_by_reference(ltr_hbuild *b);
 
 int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st);
 
@@ -36,7 +52,7 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
                  const uint8_t *val, uint32_t vlen, int del);
 /* Room for `items` more items holding `bytes` of keys and values, made at once. */
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes);
-/* The staged item with this key, or NULL. Its bytes are in b->arena. */
+/* The staged item with this key, or NULL (its bytes: staged_key, staged_value). */
 const staged *hbuild_find(const ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen);
 
 #endif

@@ -354,6 +354,12 @@ int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it)
             return rc;
         rec = c->scratch.data;
     }
+    return table_overflow_check(t, j, rec, it);
+}
+
+int table_overflow_check(const ltr_htable *t, uint32_t j, const uint8_t *rec, item_view *it)
+{
+    uint32_t len = t->ovf_len[j];
     if (get_u32(rec) != ltr_crc32c(0, rec + 4, len - 4) || item_decode(rec + 4, rec + len, it) != len - 4)
         return ltr_fail(LTR_ECORRUPT, "%s: overflow record at offset %llu is corrupt", t->path,
                         (unsigned long long)t->ovf_at[j]);

@@ -76,8 +76,8 @@ static void encode_bucket(const ltr_hbuild *b, const plan *p, const mig_record *
     size_t used = 0;
     for (uint32_t i = p->head[k]; i != PLAN_END; i = p->next[i]) {
         const staged *s = &b->items[i];
-        used += item_encode(page + used, b->arena.data + s->koff, s->klen,
-                            b->arena.data + s->voff, s->vlen, s->deleted);
+        used += item_encode(page + used, staged_key(b, s), s->klen, staged_value(b, s), s->vlen,
+                            s->deleted);
     }
     bucket_footer f = {(uint16_t)p->nitems_in[k], (uint16_t)used, (uint16_t)k, 0, 0};
     if (rec) {
@@ -155,8 +155,8 @@ static int write_overflow(const ltr_hbuild *b, plan *p, wfile *w, ltr_buf *idx)
         rec.len = 0;
         if ((rc = buf_reserve(&rec, 4 + (size_t)s->size)))
             break;
-        size_t n = item_encode(rec.data + 4, b->arena.data + s->koff, s->klen,
-                               b->arena.data + s->voff, s->vlen, s->deleted);
+        size_t n = item_encode(rec.data + 4, staged_key(b, s), s->klen, staged_value(b, s),
+                               s->vlen, s->deleted);
         put_u32(rec.data, ltr_crc32c(0, rec.data + 4, n));
         uint8_t e[HT_OVF_ENTRY_SIZE];
         put_u64(e, b->hash[p->overflow[j]].h2);

@@ -41,7 +41,7 @@ static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32
     if (!st)
         return 0;
     *status = st->deleted ? LTR_DELETED : LTR_FOUND;
-    int rc = st->deleted ? LTR_OK : buf_append(out, b->arena.data + st->voff, st->vlen);
+    int rc = st->deleted ? LTR_OK : buf_append(out, staged_value(b, st), st->vlen);
     return rc ? rc : 1;
 }
 
@@ -219,7 +219,7 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     pthread_rwlock_rdlock(&s->mem_lock);
     const staged *st = memtable_find(s, h, key, (uint32_t)klen, &b);
     if (st && !st->deleted)
-        rc = give_value(b->arena.data + st->voff, st->vlen, vbuf, vcap);
+        rc = give_value(staged_value(b, st), st->vlen, vbuf, vcap);
     version *v = st ? NULL : store_pin(s);
     pthread_rwlock_unlock(&s->mem_lock);
     if (!v) {

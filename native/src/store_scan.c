@@ -29,8 +29,8 @@ static int stage_all(ltr_hbuild *b, const ltr_hbuild *src)
     int rc = 0;
     for (size_t i = 0; i < src->n && rc >= 0; i++) {
         const staged *st = &src->items[i];
-        rc = hbuild_stage(b, src->hash[i], src->arena.data + st->koff, st->klen,
-                          src->arena.data + st->voff, st->vlen, st->deleted);
+        rc = hbuild_stage(b, src->hash[i], staged_key(src, st), st->klen, staged_value(src, st),
+                          st->vlen, st->deleted);
     }
     return rc;
 }
@@ -179,9 +179,9 @@ int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out)
     for (; !rc && sc->mem_next < sc->mem->n && out->n < max_items; sc->mem_next++) {
         const staged *st = &sc->mem->items[sc->mem_next];
         if (!st->deleted)
-            rc = items_push(out, &(item_view){.key = sc->mem->arena.data + st->koff,
+            rc = items_push(out, &(item_view){.key = staged_key(sc->mem, st),
                                               .klen = st->klen,
-                                              .value = sc->mem->arena.data + st->voff,
+                                              .value = staged_value(sc->mem, st),
                                               .vlen = st->vlen});
     }
     if (!rc && out->n < max_items)
