@@ -13,7 +13,9 @@ Figures: load_items_per_s (until compactions settle: the clock stops after flush
 batched from the page cache (the median of three passes, after a first pass that checks every
 value and warms the caches, as bench/htable.py does), bucket plus cluster reads per hit (overall
 and by the level that answered, counted in that first pass) and per miss, peak RSS, metadata
-memory per item, tables per level. CPU figures beside the rates (load_cpu_us_per_item: every
+memory per item, tables per level; then the same reads again by a new process that opens the
+store read-only (`reopened`: what a user of an existing store sees; in the loading process a
+lookup costs more CPU, see the README). CPU figures beside the rates (load_cpu_us_per_item: every
 thread of the process, less the generation of the items; get_hit_cpu_us_*: the same passes as the
 rates) help compare runs on this shared, noisy machine, where wall rates of runs minutes apart
 differ by up to a third (CPU figures move less, but move too: compare builds in alternation).

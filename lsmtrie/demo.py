@@ -13,10 +13,13 @@ from a 64 MiB pool of random bytes.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -315,6 +318,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
             keys, values = sample_present(n, seed, min(reads, n))
             misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
             r = measure_reads(db, keys, values, misses, single)
+        reopened = measure_reopened(path, meta, n, seed, min(reads, n), single)
     finally:
         if not keep:
             shutil.rmtree(base if not directory else path, ignore_errors=True)
@@ -329,8 +333,36 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         metadata_memory_bytes_per_item=st["metadata_memory_bytes"] / n,
         tables_per_level=st["tables_per_level"], items_per_level=st["items_per_level"],
         flushes=st["flushes"], compactions=st["compactions"], gcs=st["gcs"],
-        write_stalls=st["write_stalls"], **r,
+        write_stalls=st["write_stalls"], **r, reopened=reopened,
     )
+
+
+_READ_RATES = ("get_hit_per_s_batched", "get_hit_cpu_us_batched", "get_hit_per_s_single",
+               "get_hit_cpu_us_single", "get_miss_per_s_batched")
+
+
+def reads_of_store(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
+    """The read rates of an existing store (measure_reads), opened read-only."""
+    with _store.open(path, metadata_path=meta, read_only=True) as db:
+        keys, values = sample_present(n, seed, reads)
+        misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
+        r = measure_reads(db, keys, values, misses, single)
+    return {k: r[k] for k in _READ_RATES}
+
+
+def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
+    """The same reads by a new process that opens the store afterwards, as a user of an
+    existing store sees them. (In the process that loaded it they cost more CPU per key: the
+    metadata a lookup walks was allocated piecemeal over the load, see the README.)"""
+    code = ("import json, sys; from lsmtrie import demo; "
+            "print(json.dumps(demo.reads_of_store(*json.loads(sys.argv[1]))))")
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    args = json.dumps([path, meta, n, seed, reads, single])
+    out = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 STORE_SUMMARY = """\
@@ -340,6 +372,7 @@ lsmtrie store: {n:,} items (16-byte keys, values 1..200 bytes), {levels} levels,
   gets, hits batched  {get_hit_per_s_batched:>12,.0f} /s  ({get_hit_cpu_us_batched:.2f} us CPU/key)
   gets, hits single   {get_hit_per_s_single:>12,.0f} /s  ({get_hit_cpu_us_single:.2f} us CPU/key)
   gets, misses batch  {get_miss_per_s_batched:>12,.0f} /s
+  reopened by a new process: hits batched {reopened[get_hit_per_s_batched]:,.0f} /s ({reopened[get_hit_cpu_us_batched]:.2f} us CPU/key), single {reopened[get_hit_per_s_single]:,.0f} /s, misses batched {reopened[get_miss_per_s_batched]:,.0f} /s
   reads per hit       {reads_per_get_hit:.4f} overall; by level {reads_per_get_hit_by_level}
   reads per miss      {reads_per_get_miss:.4f}
   peak RSS            {peak_rss_mb:,.0f} MB;  metadata memory {metadata_memory_bytes_per_item:.2f} bytes/item

@@ -1444,3 +1444,17 @@ def test_old_logs_are_deleted_after_checkpoints(tmp_path):
     with lsmtrie.open(path) as db:
         check_model(db, model)
         assert len(wal_files()) <= 2, wal_files()
+
+
+def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
+    """bench/store.py's measurement on a tiny load: every level holds data, every value read
+    back was checked (measure_reads raises otherwise), and the reads are measured twice, in
+    the loading process and in a new one that opens the store read-only afterwards."""
+    from lsmtrie import demo
+    r = demo.measure_store(n=20_000, levels=3, reads=2_000, single=500, directory=str(tmp_path))
+    assert all(t > 0 for t in r["tables_per_level"][1:]), r["tables_per_level"]
+    assert r["reads_per_get_miss"] <= 1.05
+    for figures in (r, r["reopened"]):
+        assert figures["get_hit_per_s_batched"] > 0 and figures["get_hit_per_s_single"] > 0
+        assert figures["get_miss_per_s_batched"] > 0
+    assert "reopened by a new process" in demo.store_summary(r)
