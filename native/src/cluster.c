@@ -186,7 +186,8 @@ static int load_index(cluster *bc, uint32_t index_crc)
 {
     size_t n = (size_t)(bc->units + 1) * BC_ENTRY;
     uint8_t *ix = malloc(n);
-    bc->off = malloc(8 * (bc->units + 1));
+    bc->off = bc->units + 1 <= sizeof bc->off_small / sizeof *bc->off_small
+                  ? bc->off_small : malloc(8 * (bc->units + 1));
     bc->crc = malloc(4 * (bc->units + 1));
     if (!ix || !bc->off || !bc->crc) {
         free(ix);
@@ -261,7 +262,8 @@ void cluster_unref(cluster *bc)
         munmap((void *)bc->map, bc->map_len);
     if (bc->fd >= 0)
         close(bc->fd);
-    free(bc->off);
+    if (bc->off != bc->off_small)
+        free(bc->off);
     free(bc->crc);
     free(bc->path);
     free(bc);

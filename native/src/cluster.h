@@ -14,10 +14,13 @@ typedef struct cluster {
     uint64_t node;
     uint32_t version; /* of the format: 1 or 2 (docs/format/cluster.md) */
     uint32_t buckets, tables, probes, cpu, units;
-    uint64_t *off;        /* units + 1 */
+    uint64_t *off;        /* units + 1: off_small when they fit, else allocated */
     uint32_t *crc;        /* units */
-    uint64_t data_bytes;  /* bytes of the units */
     const uint8_t *map;   /* the whole file, read-only; NULL: read with pread */
+    /* a small index lives here, beside map and cpu: a probe then finds its unit without a
+     * cache miss of its own (the struct was allocated whenever the cluster was written) */
+    uint64_t off_small[3];
+    uint64_t data_bytes;  /* bytes of the units */
     size_t map_len;
     int refs;             /* atomic */
 } cluster;
