@@ -69,7 +69,7 @@ static int table_lookup(const vnode *n, uint32_t j, fspan fs, read_ctx *c, key_h
         c->stats[ST_FNEG]++;
         return LTR_ABSENT;
     }
-    return htable_probe(n->tables[j]->t, c, h, key, klen, it);
+    return htable_probe(n->flt[j].t, c, h, key, klen, it);
 }
 
 /* The sealed tables of n from table `from` on, through the node's BloomCluster. */
@@ -86,7 +86,7 @@ static int cluster_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h
     for (uint32_t j = n->sealed; !r && j-- > from;) {
         if (!maybe[j])
             continue;
-        r = htable_lookup(n->tables[j]->t, c, h, key, klen, it);
+        r = htable_lookup(n->flt[j].t, c, h, key, klen, it);
         if (r == LTR_ABSENT)
             c->stats[ST_FFP]++; /* the cluster's filter said maybe */
         else

@@ -401,8 +401,8 @@ static int set_filters(vnode *d)
     if (d->n && !d->flt)
         return ltr_fail(LTR_ENOMEM, "out of memory building a version");
     for (uint32_t j = 0; j < d->n; j++) {
-        const ltr_htable *t = d->tables[j]->t;
-        d->flt[j] = (vfilter){t->foff, t->fbits, t->buckets, t->probes};
+        ltr_htable *t = d->tables[j]->t;
+        d->flt[j] = (vfilter){t->foff, t->fbits, t->buckets, t->probes, t};
     }
     return LTR_OK;
 }

@@ -37,11 +37,13 @@ typedef struct tref {
 } tref;
 
 /* A table's in-memory filters, copied into its node so that a lookup reaches them without
- * following node -> table reference -> table (three dependent cache misses per table). */
+ * following node -> table reference -> table (three dependent cache misses per table); and the
+ * table itself, for the bucket read when the filter says maybe. */
 typedef struct vfilter {
     const uint32_t *foff; /* NULL: the table has no filters in memory */
     const uint8_t *fbits;
     uint32_t buckets, probes;
+    ltr_htable *t;        /* tables[j]->t */
 } vfilter;
 
 typedef struct vnode {
