@@ -35,7 +35,7 @@ typedef struct job {
     size_t nout, cap;
     uint64_t bytes;
     /* Compaction stages items by reference into the inputs, read whole and held until the
-     * outputs are written: copying them into the builders was 5% of a load's CPU. (gc copies:
+     * outputs are written: copying them into the builders cost 7% of a load's CPU. (gc copies:
      * its inputs are a whole last-level node.) */
     int by_ref;
     ltr_scan **held; /* nin scans, or NULL */
