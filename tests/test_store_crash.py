@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -334,6 +335,62 @@ def test_kill_during_large_batches_written_in_parts(tmp_path):
     kinds = crash_trials(tmp_path, dict(table_buckets=64, node_tables=2, levels=3, **FAST),
                          trials=6, n=300, seed=7, gen=dict(vmax=60000, nkeys=400))
     assert any(acked > 30 for _, acked, _ in kinds)
+
+
+_LONG_LOG_WRITER = textwrap.dedent("""
+    import os, sys, lsmtrie
+    from lsmtrie import _binding
+    _binding.lib.ltr_test_checkpoint_policy(1e9, 1 << 50)  # no background checkpoints
+    db = lsmtrie.open(sys.argv[1], table_buckets=256, memtable_bytes=256 << 10,
+                      checkpoint_interval=3600)  # logs of 32 memtables: 8 MB
+    for c in range(120):
+        keys = [b"r%03d-%05d" % (c, i) for i in range(10000)]
+        db.put_many(keys, [k + b"-" + b"v" * 60 for k in keys])
+    db.put(b"last", b"x", sync=True)
+    os._exit(0)  # no close(): about 100 MB of log that no checkpoint covers
+""")
+
+_REOPEN = textwrap.dedent("""
+    import json, sys, lsmtrie
+
+    def peak():  # this process's peak RSS in KiB (ru_maxrss would carry the parent's over exec)
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+
+    before = peak()
+    db = lsmtrie.open(sys.argv[1], read_only=sys.argv[2] == "ro")
+    grew = peak() - before
+    n = sum(1 for _ in db.items())
+    print(json.dumps([grew * 1024, n, db.get(b"last").decode(), db.stats()["flushes"]]))
+""")
+
+
+def test_recovery_writes_memtables_out_while_it_replays(tmp_path):
+    """A writer that exits with some 100 MB of log that no checkpoint covers: the reopen replays
+    it all, one log file (8 MB here) at a time, writing the oldest memtable (a table's capacity,
+    1 MB here) out whenever more than RECOVERY_IMMUTABLE (8) are full, so the logs need not fit
+    in memory: the open grows the process by far less than a read-only open, which replays into
+    memory only. Both have every write."""
+    path = str(tmp_path / "db")
+    r = subprocess.run([sys.executable, "-c", _LONG_LOG_WRITER, path], env=_env(),
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    log = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".wal"))
+    assert log > 90e6, log
+
+    def reopen(mode):
+        r = subprocess.run([sys.executable, "-c", _REOPEN, path, mode], env=_env(),
+                           capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()
+        return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+    grew_ro, n_ro, last_ro, _ = reopen("ro")
+    grew, n, last, flushes = reopen("rw")
+    assert n_ro == n == 1_200_001 and last_ro == last == "x"
+    assert flushes > 60, flushes  # the replay's memtables became tables
+    assert grew_ro > 0.8 * log, (grew_ro, log)  # (what replaying into memory costs)
+    assert grew < 0.4 * grew_ro, (grew, grew_ro, log)
+    grew, n, last, _ = reopen("rw")  # and again, from the tables
+    assert n == 1_200_001
 
 
 def test_kill_sync_store(tmp_path):

@@ -282,21 +282,25 @@ int recovery_take_logs(ltr_store *s, loglist *l, int read)
     return rc;
 }
 
-/* Replays one log into the memtables; a writer cuts off a torn tail. */
-static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest)
+/* Replays one log into the memtables; a writer cuts off a torn tail. The floor is the one the
+ * manifest gave (writing memtables out during the replay moves s->log_floor on). */
+static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t floor,
+                      uint64_t floor_off)
 {
     uint8_t type;
     const uint8_t *pl;
     uint32_t len;
     int got = LOGR_END, swapped = 0, rc = LTR_OK;
-    if (file == s->log_floor) /* the records before the floor's offset are in tables */
-        r->pos = s->log_floor_off < r->len ? s->log_floor_off : r->len;
+    if (file == floor) /* the records before the floor's offset are in tables */
+        r->pos = floor_off < r->len ? floor_off : r->len;
     for (size_t at = r->pos; !rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD;
          at = r->pos) {
         uint64_t count;
         size_t k = get_varint(pl, pl + len, &count);
         rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
                                : store_apply_items(s, pl + k, pl + len, count, file, at, &swapped);
+        while (!rc && !s->o.read_only && s->nimm > RECOVERY_IMMUTABLE)
+            rc = store_flush_oldest(s);
     }
     if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && !newest)))
         rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", r->path, r->pos,
@@ -314,11 +318,12 @@ int recovery_replay_logs(ltr_store *s, loglist *l)
 {
     int rc = LTR_OK;
     size_t last = l->n;
+    uint64_t floor = s->log_floor, floor_off = s->log_floor_off;
     while (last > 0 && !l->files[last - 1])
         last--;
     for (size_t i = 0; i < l->n && !rc; i++) {
         uint64_t file = l->files[i];
-        if (!file || file < s->log_floor)
+        if (!file || file < floor)
             continue;
         logr own, *r = l->logs ? &l->logs[i] : &own;
         char *p = store_file(s->dir, file, "wal");
@@ -328,7 +333,7 @@ int recovery_replay_logs(ltr_store *s, loglist *l)
             rc = logr_open(&own, p);
         r->path = p;
         if (!rc)
-            rc = replay_one(s, file, r, i + 1 == last);
+            rc = replay_one(s, file, r, i + 1 == last, floor, floor_off);
         if (!l->logs)
             logr_close(&own);
         r->path = NULL;

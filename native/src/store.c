@@ -664,7 +664,7 @@ int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable 
 }
 
 /* Writes the oldest immutable memtable as the newest table of the root. */
-static int flush_oldest(ltr_store *s)
+int store_flush_oldest(ltr_store *s)
 {
     pthread_rwlock_rdlock(&s->mem_lock);
     memtable *m = s->imm;
@@ -781,7 +781,7 @@ static int background_step(ltr_store *s, int id)
     pthread_mutex_unlock(&s->state_mu);
     int rc = 0;
     if (flush) {
-        rc = flush_oldest(s);
+        rc = store_flush_oldest(s);
         rc = rc ? rc : 1;
     } else if (last) {
         rc = lastlevel_step(s, id);
@@ -880,7 +880,7 @@ static void *flusher_main(void *arg)
         }
         s->flushing = 1;
         pthread_mutex_unlock(&s->state_mu);
-        int rc = flush_oldest(s);
+        int rc = store_flush_oldest(s);
         pthread_mutex_lock(&s->state_mu);
         s->flushing = 0;
         if (rc < 0)
@@ -960,7 +960,7 @@ static int flush_all_now(ltr_store *s)
     pthread_rwlock_unlock(&s->mem_lock);
     pthread_mutex_unlock(&s->write_mu);
     while (!rc && s->imm)
-        rc = flush_oldest(s);
+        rc = store_flush_oldest(s);
     return rc;
 }
 

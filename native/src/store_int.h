@@ -195,6 +195,8 @@ void store_remove_file(char *path, tfile *tf);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 /* Opens one of the store's table files for reading (TABLE_FLAGS | flags), its descriptor in
  * the store's cache of open files. */
+/* Writes the oldest immutable memtable as the newest table of the root. */
+int store_flush_oldest(ltr_store *s);
 int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 void store_count(ltr_store *s, int counter, uint64_t n);
@@ -208,6 +210,9 @@ typedef struct loglist {
 
 int recovery_load_state(ltr_store *s);       /* the manifest, its tables and clusters */
 int recovery_take_logs(ltr_store *s, loglist *l, int read);
+/* Replays the logs from the floor on. A writer writes out the oldest memtable whenever more
+ * than RECOVERY_IMMUTABLE are full, so a long log does not have to fit in memory. */
+#define RECOVERY_IMMUTABLE 8
 int recovery_replay_logs(ltr_store *s, loglist *l);
 void recovery_free_logs(loglist *l);
 void recovery_remove_orphans(ltr_store *s);
