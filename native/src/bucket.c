@@ -12,11 +12,16 @@ size_t item_size(uint32_t klen, uint32_t vlen, int deleted)
     return varint_len(klen) + varint_len(vfield) + klen + (deleted ? 0 : vlen);
 }
 
+size_t item_header(uint8_t *p, uint32_t klen, uint32_t vlen, int deleted)
+{
+    size_t n = put_varint(p, klen);
+    return n + put_varint(p + n, deleted ? 0 : (uint64_t)vlen + 1);
+}
+
 size_t item_encode(uint8_t *p, const uint8_t *key, uint32_t klen, const uint8_t *value,
                    uint32_t vlen, int deleted)
 {
-    size_t n = put_varint(p, klen);
-    n += put_varint(p + n, deleted ? 0 : (uint64_t)vlen + 1);
+    size_t n = item_header(p, klen, vlen, deleted);
     if (klen) /* an empty key may come from a buffer that was never allocated */
         memcpy(p + n, key, klen);
     n += klen;

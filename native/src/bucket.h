@@ -22,6 +22,10 @@ typedef struct bucket_footer {
 } bucket_footer;
 
 size_t item_size(uint32_t klen, uint32_t vlen, int deleted);
+/* The record's header (key length, value field) alone, at most ITEM_HEADER_MAX bytes: what
+ * item_encode writes before the key and value. */
+#define ITEM_HEADER_MAX 20
+size_t item_header(uint8_t *p, uint32_t klen, uint32_t vlen, int deleted);
 size_t item_encode(uint8_t *p, const uint8_t *key, uint32_t klen, const uint8_t *value,
                    uint32_t vlen, int deleted);
 /* Decodes one item from [p, end); returns its size, or 0 if it is malformed. */

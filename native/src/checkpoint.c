@@ -94,10 +94,10 @@ int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
     return LTR_OK;
 }
 
-void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes)
+void store_wrote(ltr_store *s, int cluster, uint64_t number)
 {
     /* out of memory: the next checkpoint syncs the whole filesystem instead */
-    if (pfiles_push(&s->unsynced, (pfile){.number = number, .bytes = bytes, .cluster = (uint8_t)cluster}))
+    if (pfiles_push(&s->unsynced, (pfile){.number = number, .cluster = (uint8_t)cluster}))
         s->unsynced_lost = 1;
 }
 

@@ -207,8 +207,9 @@ static int feed_table(job *j, uint32_t t)
     return rc;
 }
 
-/* Whether the inputs can be held and referenced: not for gc, nor for mapped tables (a read of
- * a mapping must run under a guard, and the builders read their items later). */
+/* Whether the inputs can be held and referenced (then j->held is allocated for them): not for
+ * gc, nor for mapped tables (a read of a mapping must run under a guard, and the builders read
+ * their items later). */
 static int can_reference(job *j)
 {
     if (j->gc)
@@ -247,9 +248,7 @@ static int install(job *j)
     pthread_mutex_lock(&s->state_mu);
     int rc = store_install(s, ops, k, &e);
     for (size_t i = 0; !rc && i < j->nout; i++) {
-        ltr_table_info info;
-        ltr_htable_info(j->out[i].table->t, &info);
-        store_wrote(s, 0, j->out[i].file, info.file_bytes);
+        store_wrote(s, 0, j->out[i].file);
         if (j->gc || j->src->level + 2 == s->o.levels)
             lastlevel_note(s, j->out[i].node);
     }

@@ -101,8 +101,7 @@ static int reopen_without_filters(ltr_store *s, const tref *r, tref **out)
     return rc;
 }
 
-static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fresh,
-                           uint64_t bytes)
+static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fresh)
 {
     uint32_t nf = n->n - n->sealed;
     vedit_op *ops = calloc(nf + 1, sizeof *ops);
@@ -117,7 +116,7 @@ static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fre
     pthread_mutex_lock(&s->state_mu);
     int rc = store_install(s, ops, nf + 1, &e);
     if (!rc)
-        store_wrote(s, 1, bc->file, bytes);
+        store_wrote(s, 1, bc->file);
     pthread_mutex_unlock(&s->state_mu);
     medit_free(&e);
     free(ops);
@@ -150,7 +149,7 @@ static int build_cluster(ltr_store *s, const vnode *n)
     for (uint32_t i = 0; i < nf && !rc; i++)
         rc = reopen_without_filters(s, n->tables[n->sealed + i], &fresh[i]);
     if (!rc)
-        rc = install_cluster(s, n, bc, fresh, written);
+        rc = install_cluster(s, n, bc, fresh);
     if (rc && path)
         unlink(path);
     if (!rc && n->bc) /* the old cluster is out of the state */

@@ -403,9 +403,8 @@ static int log_piece(ltr_store *s)
 static int log_large_item(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *val,
                           uint32_t vlen, int del)
 {
-    uint8_t h[20];
-    size_t n = put_varint(h, klen);
-    n += put_varint(h + n, del ? 0 : (uint64_t)vlen + 1);
+    uint8_t h[ITEM_HEADER_MAX];
+    size_t n = item_header(h, klen, vlen, del);
     int rc = log_piece(s);
     if (!rc)
         rc = logw_part(&s->wal, h, n);
@@ -451,11 +450,7 @@ static int log_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     }
     if (!rc)
         rc = log_piece(s);
-    if (!rc)
-        rc = logw_end(&s->wal);
-    if (rc) /* logw_part and logw_end took the record back themselves; this only resets */
-        s->enc.len = 0;
-    return rc;
+    return rc ? rc : logw_end(&s->wal); /* (a failed part took the record back itself) */
 }
 
 /* ---- applying writes to memtables ---- */
@@ -707,7 +702,7 @@ int store_flush_oldest(ltr_store *s)
         medit_value(&e, OP_LOG_OFFSET, off);
         rc = store_install(s, &op, 1, &e);
         if (!rc) {
-            store_wrote(s, 0, file, st.file_bytes);
+            store_wrote(s, 0, file);
             s->log_floor = floor;
             s->log_floor_off = off;
         }

@@ -38,7 +38,6 @@
 /* A file written since the last checkpoint, or dropped while the durable state names it. */
 typedef struct pfile {
     uint64_t number;
-    uint64_t bytes;
     uint8_t cluster; /* a BloomCluster (.bc in cluster_dir), else a table (.ht) */
     uint8_t named;   /* a failed manifest append may have named it: never unlinked early */
     uint8_t pooled;  /* a dropped table whose file the pool may reuse (pool.h) */
@@ -160,7 +159,7 @@ double store_now(void);
 /* Applies ops to the current version and queues the edit for the next checkpoint; state_mu
  * held, no I/O. Files the ops add must be passed to store_wrote (under the same hold). */
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
-void store_wrote(ltr_store *s, int cluster, uint64_t number, uint64_t bytes);
+void store_wrote(ltr_store *s, int cluster, uint64_t number);
 /* A file left the state in memory (state_mu not held). When no durable state ever named it, a
  * table's file goes to the pool once its reference t is freed (or is unlinked at once); else it
  * is unlinked after the checkpoint that drops it (and the grace period). */
@@ -195,9 +194,9 @@ void store_remove_file(char *path, tfile *tf);
 char *store_file(const char *dir, uint64_t number, const char *ext);
 /* Opens one of the store's table files for reading (TABLE_FLAGS | flags), its descriptor in
  * the store's cache of open files. */
+int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t);
 /* Writes the oldest immutable memtable as the newest table of the root. */
 int store_flush_oldest(ltr_store *s);
-int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t);
 int store_new_table(ltr_store *s, uint64_t *file, char **path);
 void store_count(ltr_store *s, int counter, uint64_t n);
 
