@@ -1403,13 +1403,15 @@ def test_checkpoint_comes_once_enough_log_was_written(tmp_path, checkpoint_polic
     was written since the last one started (1 GiB by default; 100 KB here): that bounds the
     logs kept on disk and their replay after a crash."""
     checkpoint_policy(1e9, 100_000)
-    with open_tiny(tmp_path / "db", checkpoint_interval=3600) as db:
-        first = _wait_for_checkpoints(db, 1)
+    # A memtable of 15 batches: few files for each checkpoint to fsync (a CI disk took seconds
+    # for the hundreds that a memtable per batch made), and still edits pending.
+    with open_tiny(tmp_path / "db", checkpoint_interval=3600, memtable_bytes=50_000) as db:
+        first = _wait_for_checkpoints(db, 1, timeout=120)
         assert first >= 1
         log0 = db.stats()["bytes_written_by_kind"]["log"]
-        got = _wait_for_checkpoints(db, first + 3)
+        got = _wait_for_checkpoints(db, first + 3, timeout=120)
         log1 = db.stats()["bytes_written_by_kind"]["log"]
-        assert got >= first + 3, (first, got)
+        assert got >= first + 3, (first, got, log1 - log0)
         # each came after about 100 KB of log, not sooner (interval and spacing forbid that)
         assert log1 - log0 >= 2 * 100_000, (got - first, log1 - log0)
 
