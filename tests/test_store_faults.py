@@ -883,7 +883,7 @@ def test_fsync_fault_in_a_checkpoint_of_many_files(tmp_path, after, err):
         keys, values = list(want), list(want.values())
         for i in range(0, len(keys), 50):  # a memtable per batch or so: hundreds of tables
             db.put_many(keys[i:i + 50], values[i:i + 50])
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while sum(db.stats()["tables_per_level"]) < 64 and time.monotonic() < deadline:
             time.sleep(0.01)  # the background flushes and compactions write the tables
         tables = sum(db.stats()["tables_per_level"])
