@@ -258,6 +258,20 @@ class Store:
     def __contains__(self, key) -> bool:
         return self.get(key, _MISSING) is not _MISSING
 
+    def read_floor(self, n: int, threads: int = 2, seed: int = 0) -> tuple[float, float]:
+        """Benchmark reference: (wall seconds, CPU seconds) of n reads of random buckets of the
+        store's tables on `threads` threads, each read and checked (pread, CRC32C) as a lookup
+        reads it, so the floor under the cost of batched lookups on this machine right now.
+        Not counted in stats()."""
+        if not isinstance(n, int) or not isinstance(threads, int):
+            raise TypeError("n and threads must be integers")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        out = ffi.new("double[2]")
+        with self._use() as h:
+            b.check(lib.ltr_store_read_floor(h, n, threads, seed, out, out + 1))
+        return out[0], out[1]
+
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
         batches run on two cores."""

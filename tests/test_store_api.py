@@ -1459,4 +1459,43 @@ def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
     for figures in (r, r["reopened"]):
         assert figures["get_hit_per_s_batched"] > 0 and figures["get_hit_per_s_single"] > 0
         assert figures["get_miss_per_s_batched"] > 0
+        assert figures["floor_reads_per_s"] > 0 and figures["floor_cpu_us_per_read"] > 0
     assert "reopened by a new process" in demo.store_summary(r)
+    assert "bucket reads alone" in demo.store_summary(r)
+
+
+def test_read_floor_reads_and_checks_random_buckets(tmp_path):
+    """read_floor, the benchmark's floor under batched hits, reads random buckets of the
+    store's tables as lookups do, CRC checked (a corrupt first bucket in each table, among 200
+    or so buckets, fails it when 20,000 reads are asked), on the threads asked for, and leaves
+    the statistics alone."""
+    path = tmp_path / "db"
+    with open_tiny(path) as db:
+        db.put_many([b"floor-%d" % i for i in range(4000)], [b"v" * 30] * 4000)
+        db.flush()
+        before = db.stats()
+        wall, cpu = db.read_floor(20_000, 2)
+        assert wall > 0 and cpu > 0
+        after = db.stats()
+        for k in ("gets", "bucket_reads", "cluster_reads"):
+            assert after[k] == before[k], k
+        with pytest.raises(lsmtrie.InvalidArgumentError, match="threads must be 1..8"):
+            db.read_floor(10, 0)
+        with pytest.raises(ValueError):
+            db.read_floor(-1)
+        tables = sum(before["tables_per_level"])
+    assert 3 <= tables <= 40, tables
+    for name in (f for f in os.listdir(path) if f.endswith(".ht")):
+        with open(path / name, "r+b") as f:  # one byte of each table's first bucket
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0x5A]))
+    with lsmtrie.open(str(path), read_only=True) as db:
+        with pytest.raises(lsmtrie.CorruptionError):
+            db.read_floor(20_000, 1)
+    with pytest.raises(lsmtrie.ClosedError):
+        db.read_floor(10)
+    with lsmtrie.open(str(tmp_path / "empty"), create=True) as db:
+        with pytest.raises(lsmtrie.InvalidArgumentError, match="no tables"):
+            db.read_floor(10)

@@ -291,6 +291,12 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                        ltr_buf *values);
+/* Benchmark reference, the floor under a batched lookup: n reads of random buckets of the
+ * current version's tables, each read and checked as a lookup reads it (pread and CRC32C), on
+ * `threads` threads (1 to 8). *seconds gets the wall time, *cpu_seconds the threads' CPU time.
+ * Not counted in the statistics. */
+int ltr_store_read_floor(ltr_store *s, uint64_t n, uint32_t threads, uint64_t seed,
+                         double *seconds, double *cpu_seconds);
 /* Writes the memtables out and waits until no flush or compaction is pending. */
 int ltr_store_flush(ltr_store *s);
 void ltr_store_stats_get(ltr_store *s, ltr_store_stats *out);
