@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bloom.h"
 #include "htable_read.h"
@@ -358,107 +357,6 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     }
     free(voffs2);
     ltr_buf_free(&second);
-    return rc;
-}
-
-/* ---- the read floor (ltr_store_read_floor) ---- */
-
-typedef struct floor_job {
-    ltr_htable **t;
-    const uint64_t *upto; /* upto[i]: buckets of tables 0..i */
-    size_t ntables;
-    uint64_t n, seed;
-    double cpu;
-    ltr_error err;
-} floor_job;
-
-static double thread_cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void *floor_run(void *arg)
-{
-    floor_job *j = arg;
-    double c0 = thread_cpu();
-    read_ctx c;
-    int rc = read_ctx_init(&c);
-    uint64_t x = j->seed * 0x9E3779B97F4A7C15ull + 1, total = j->upto[j->ntables - 1];
-    for (uint64_t i = 0; i < j->n && !rc; i++) {
-        x ^= x << 13; /* xorshift64 */
-        x ^= x >> 7;
-        x ^= x << 17;
-        uint64_t b = x % total;
-        size_t lo = 0, hi = j->ntables - 1;
-        while (lo < hi) { /* the table holding global bucket b */
-            size_t mid = (lo + hi) / 2;
-            if (j->upto[mid] <= b)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        bucket_footer f;
-        uint64_t first = lo ? j->upto[lo - 1] : 0;
-        if (!table_bucket(j->t[lo], &c, (uint32_t)(b - first), &f, &rc) && !rc)
-            rc = ltr_fail(LTR_ECORRUPT, "bucket read failed");
-    }
-    read_ctx_free(&c);
-    if (rc)
-        ltr_error_keep(&j->err, rc);
-    j->cpu = thread_cpu() - c0;
-    return NULL;
-}
-
-int ltr_store_read_floor(ltr_store *s, uint64_t n, uint32_t threads, uint64_t seed,
-                         double *seconds, double *cpu_seconds)
-{
-    if (threads < 1 || threads > 8)
-        return ltr_fail(LTR_EINVAL, "threads must be 1..8, got %u", threads);
-    version *v = store_pin(s);
-    size_t ntables = 0, k = 0;
-    viter it = {0};
-    for (const vnode *nd; (nd = viter_next(v, &it));)
-        ntables += nd->n;
-    ltr_htable **t = malloc(sizeof *t * (ntables + 1));
-    uint64_t *upto = malloc(sizeof *upto * (ntables + 1));
-    int rc = t && upto ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
-    it = (viter){0};
-    for (const vnode *nd; !rc && (nd = viter_next(v, &it));)
-        for (uint32_t i = 0; i < nd->n; i++, k++) {
-            t[k] = nd->tables[i]->t;
-            upto[k] = (k ? upto[k - 1] : 0) + t[k]->buckets;
-        }
-    if (!rc && !ntables)
-        rc = ltr_fail(LTR_EINVAL, "the store has no tables to read");
-    floor_job jobs[8];
-    pthread_t tid[8];
-    uint32_t started = 0;
-    double t0 = store_now();
-    for (uint32_t i = 0; !rc && i < threads; i++) {
-        jobs[i] = (floor_job){t, upto, ntables, n / threads + (i < n % threads), seed + i, 0, {0}};
-        if (i && pthread_create(&tid[i], NULL, floor_run, &jobs[i]) != 0)
-            break;
-        started = i + 1;
-    }
-    if (started)
-        floor_run(&jobs[0]);
-    for (uint32_t i = 1; i < started; i++)
-        pthread_join(tid[i], NULL);
-    *seconds = store_now() - t0;
-    *cpu_seconds = 0;
-    for (uint32_t i = 0; i < started; i++) {
-        *cpu_seconds += jobs[i].cpu;
-        if (!rc && jobs[i].err.rc)
-            ltr_error_raise(&jobs[i].err);
-        rc = rc ? rc : jobs[i].err.rc;
-    }
-    if (!rc && started < threads)
-        rc = ltr_fail(LTR_ENOMEM, "cannot start a reading thread");
-    free(t);
-    free(upto);
-    version_unref(v);
     return rc;
 }
 
