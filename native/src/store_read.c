@@ -140,15 +140,21 @@ static uint32_t plan_filters(const vnode *const *path, uint32_t levels, key_hash
     return m;
 }
 
-/* The key's answer in version v: *status, and in *it the item when found (pointing into c's
- * buffers or a mapping: valid until the next read with c, while v is pinned). */
-static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
-                          const uint8_t *key, uint32_t klen, item_view *it, int *status)
+/* The nodes on the key's path, root first (NULL where a node is empty). */
+static void find_path(const ltr_store *s, const version *v, key_hash h, const vnode **path)
 {
-    uint64_t trie = hb_trie_path(h), before = reads_so_far(c);
-    const vnode *path[LTR_MAX_LEVELS];
+    uint64_t trie = hb_trie_path(h);
     for (uint32_t level = 0; level < s->o.levels; level++)
         path[level] = version_node_at(v, level, node_id(level, trie));
+}
+
+/* The key's answer through the nodes of its path: *status, and in *it the item when found
+ * (pointing into c's buffers or a mapping: valid until the next read with c, while the
+ * version is pinned). */
+static int search_path(ltr_store *s, const vnode *const *path, read_ctx *c, key_hash h,
+                       const uint8_t *key, uint32_t klen, item_view *it, int *status)
+{
+    uint64_t before = reads_so_far(c);
     const vnode *last = path[s->o.levels - 1];
     if (last && last->bc) /* its miss overlaps the upper levels' filter tests */
         cluster_prefetch(last->bc, hb_bucket(h, last->bc->buckets));
@@ -175,6 +181,89 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
     }
     *status = LTR_ABSENT;
     return LTR_OK;
+}
+
+static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
+                          const uint8_t *key, uint32_t klen, item_view *it, int *status)
+{
+    const vnode *path[LTR_MAX_LEVELS];
+    find_path(s, v, h, path);
+    return search_path(s, path, c, h, key, klen, it, status);
+}
+
+/* ---- lookahead in a batch ----
+ * A lookup's chain of dependent cache misses (a chunk's node slot, the node, its filter
+ * pointers and cluster, then the filter offsets and the cluster's directory) is walked one step
+ * per key for the keys ahead of the one searched, each step prefetching what the next reads: by
+ * a key's turn, a lookup or more later for each step, its metadata is in cache, and only the
+ * filter bits and the cluster's column are still to come (search_path overlaps those). On 10 M
+ * items it took 4 to 5% off the CPU of a batched hit in the loading process (two loads), and 1
+ * to 5% in a new process on two stores of three (passes toggled within one process). */
+#define AHEAD 4 /* steps: slots, nodes, filter pointers, filter offsets */
+
+static void ahead_slots(const ltr_store *s, const version *v, key_hash h)
+{
+    uint64_t trie = hb_trie_path(h);
+    for (uint32_t level = 0; level < s->o.levels; level++) {
+        vnode *const *slot = version_slot_at(v, level, node_id(level, trie));
+        if (slot)
+            __builtin_prefetch(slot);
+    }
+}
+
+static void ahead_nodes(const ltr_store *s, const vnode *const *path)
+{
+    for (uint32_t level = 0; level < s->o.levels; level++)
+        if (path[level]) {
+            __builtin_prefetch(path[level]);
+            __builtin_prefetch((const char *)path[level] + sizeof(vnode) - 1);
+        }
+}
+
+static void ahead_filters(const ltr_store *s, const vnode *const *path)
+{
+    for (uint32_t level = 0; level < s->o.levels; level++) {
+        const vnode *n = path[level];
+        if (!n)
+            continue;
+        for (uint32_t j = n->sealed; j < n->n; j += 2)
+            __builtin_prefetch(&n->flt[j]);
+        if (n->bc)
+            __builtin_prefetch(n->bc);
+    }
+}
+
+static void ahead_offsets(const ltr_store *s, const vnode *const *path, key_hash h)
+{
+    for (uint32_t level = 0; level < s->o.levels; level++) {
+        const vnode *n = path[level];
+        if (!n)
+            continue;
+        for (uint32_t j = n->sealed; j < n->n; j++)
+            if (n->flt[j].foff)
+                __builtin_prefetch(n->flt[j].foff + hb_bucket(h, n->flt[j].buckets));
+        if (n->bc)
+            cluster_prefetch(n->bc, hb_bucket(h, n->bc->buckets));
+    }
+}
+
+/* The lookahead steps at key i of [0, m), for the keys that ask the version (ask[k] == -1,
+ * not answered by a memtable); key k's path is kept in paths[k % AHEAD] from its second step
+ * until its search. */
+static void look_ahead(const ltr_store *s, const version *v, const key_hash *h,
+                       const int8_t *ask, size_t i, size_t m,
+                       const vnode *paths[AHEAD][LTR_MAX_LEVELS])
+{
+    if (i + 4 < m && ask[i + 4] == -1)
+        ahead_slots(s, v, h[i + 4]);
+    if (i + 3 < m && ask[i + 3] == -1) {
+        find_path(s, v, h[i + 3], paths[(i + 3) % AHEAD]);
+        ahead_nodes(s, paths[(i + 3) % AHEAD]);
+    }
+    if (i + 2 < m && ask[i + 2] == -1)
+        ahead_filters(s, paths[(i + 2) % AHEAD]);
+    if (i + 1 < m && ask[i + 1] == -1)
+        ahead_offsets(s, paths[(i + 1) % AHEAD], h[i + 1]);
 }
 
 static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
@@ -269,12 +358,19 @@ static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int6
     moff[hi - lo] = (int64_t)mem->len;
     version *v = store_pin(s);
     pthread_rwlock_unlock(&s->mem_lock);
+    const vnode *paths[AHEAD][LTR_MAX_LEVELS];
+    const int8_t *ask = status + lo; /* -1: the version is asked */
+    for (size_t k = 0; k < AHEAD - 1 && k < hi - lo; k++) /* the first keys: no lookahead */
+        if (ask[k] == -1)
+            find_path(s, v, h[k], paths[k % AHEAD]);
     for (size_t i = lo; i < hi && !rc; i++) {
         int64_t kl = koffs[i + 1] - koffs[i];
+        look_ahead(s, v, h, ask, i - lo, hi - lo, paths);
         if (status[i] == -1) {
             int st = LTR_ABSENT;
             item_view it;
-            rc = search_version(s, v, c, h[i - lo], kdata + koffs[i], (uint32_t)kl, &it, &st);
+            rc = search_path(s, paths[(i - lo) % AHEAD], c, h[i - lo], kdata + koffs[i],
+                             (uint32_t)kl, &it, &st);
             if (!rc && st == LTR_FOUND)
                 rc = buf_append(values, it.value, it.vlen);
             status[i] = (int8_t)st;

@@ -201,7 +201,7 @@ const vnode *version_node(const version *v, uint64_t id)
     return version_node_at(v, node_level(id), id);
 }
 
-const vnode *version_node_at(const version *v, uint32_t level, uint64_t id)
+vnode *const *version_slot_at(const version *v, uint32_t level, uint64_t id)
 {
     const vlevel *l = v->lv[level];
     if (!l)
@@ -214,7 +214,13 @@ const vnode *version_node_at(const version *v, uint32_t level, uint64_t id)
         uint32_t i = chunk_pos(l, idx);
         c = i < l->nchunks && l->chunks[i]->idx == idx ? l->chunks[i] : NULL;
     }
-    return c ? c->node[rel % VCHUNK] : NULL;
+    return c ? &c->node[rel % VCHUNK] : NULL;
+}
+
+const vnode *version_node_at(const version *v, uint32_t level, uint64_t id)
+{
+    vnode *const *slot = version_slot_at(v, level, id);
+    return slot ? *slot : NULL;
 }
 
 /* ---- building a version: copy on write, by level, chunk and node ---- */

@@ -131,6 +131,8 @@ void version_ref(version *v);
 void version_unref(version *v);
 const vnode *version_node(const version *v, uint64_t id);
 const vnode *version_node_at(const version *v, uint32_t level, uint64_t id); /* id's level */
+/* Where version_node_at finds the node (without reading it: for prefetches), or NULL. */
+vnode *const *version_slot_at(const version *v, uint32_t level, uint64_t id);
 /* A new version: v with the ops applied in order. Removing a table that is not there is an
  * error (the state and the manifest disagree). */
 int version_apply(const version *v, const vedit_op *ops, size_t n, version **out);
