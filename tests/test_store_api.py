@@ -292,6 +292,45 @@ def test_large_values_in_memtable_and_tables(tmp_path):
             assert db[k] == v
 
 
+def test_batches_mixing_memtable_and_table_answers(tmp_path):
+    """A batched get answers keys from the memtables first and looks the rest up in the trie,
+    prefetching the metadata of the next few keys it will look up: every pattern of keys the
+    memtable answers (a value, a tombstone) among keys the tables answer or nobody does, at
+    every spacing, reads back exactly, in batches that run on one thread and on two."""
+    rng = random.Random(31)
+    model = {}
+    old = [b"old-%d" % i for i in range(20_000)]
+    vals = [rng.randbytes(rng.randint(1, 40)) for _ in old]
+    with open_tiny(tmp_path / "db", memtable_bytes=60_000) as db:  # room for the fresh writes
+        db.put_many(old, vals)
+        model.update(zip(old, vals))
+        db.flush()
+        tables = db.stats()["tables_per_level"]
+        assert all(tables[1:]), tables
+        flushes = db.stats()["flushes"]
+        fresh = {}  # in the memtable now: new values of some old keys, tombstones of others
+        for i in range(0, 3000, 7):  # (a memtable's worth)
+            fresh[old[i]] = b"new-%d" % i
+        for k, v in fresh.items():
+            db.put(k, v)
+        for i in range(3, 3000, 11):
+            db.delete(old[i])
+            fresh[old[i]] = None
+        model.update(fresh)
+        assert db.stats()["flushes"] == flushes, "the memtable was to hold them"
+        absent = [b"never-%d" % i for i in range(500)]
+        for spacing in range(1, 7):  # a memtable answer every `spacing` keys
+            keys = []
+            for i in range(6000):
+                pool = list(fresh) if i % spacing == 0 else (old if i % 3 else absent)
+                keys.append(pool[rng.randrange(len(pool))])
+            for batch in (keys[:300], keys):  # one thread; two threads (4,096 keys or more)
+                got = db.get_many(batch)
+                want = [model.get(k) for k in batch]
+                wrong = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
+                assert not wrong, (spacing, len(batch), wrong[:5])
+
+
 def test_compactions_keep_the_newest_of_bucket_and_overflow_items(tmp_path):
     """Compaction reads its input tables whole and stages their items by reference, not copies,
     until its outputs are written: the newest version of each key (or its tombstone) wins
