@@ -1499,6 +1499,7 @@ def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
         assert figures["get_hit_per_s_batched"] > 0 and figures["get_hit_per_s_single"] > 0
         assert figures["get_miss_per_s_batched"] > 0
         assert figures["floor_reads_per_s"] > 0 and figures["floor_cpu_us_per_read"] > 0
+        assert "get_hit_cpu_us_above_floor" in figures
     assert "reopened by a new process" in demo.store_summary(r)
     assert "bucket reads alone" in demo.store_summary(r)
 
