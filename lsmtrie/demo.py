@@ -281,6 +281,8 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
     single_s = statistics.median(_timed(singles, 3, single_cpu))
     # the floor under batched hits: as many bucket reads alone, on the same two threads
     floor = [db.read_floor(len(keys), 2, seed=r) for r in range(3)]
+    floor_s = statistics.median(w for w, _ in floor)
+    floor_cpu = statistics.median(c for _, c in floor)
     hits = delta(st1, st0, "hits_per_level")
     hreads = delta(st1, st0, "hit_reads_per_level")
     miss_reads = delta(st2, st1, "bucket_reads") + delta(st2, st1, "cluster_reads")
@@ -289,10 +291,9 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
     return dict(
         get_hit_per_s_batched=len(keys) / hit_s,
         get_miss_per_s_batched=len(misses) / miss_s,
-        floor_reads_per_s=len(keys) / statistics.median(w for w, _ in floor),
-        floor_cpu_us_per_read=statistics.median(c for _, c in floor) / len(keys) * 1e6,
-        get_hit_cpu_us_above_floor=(statistics.median(hit_cpu) - statistics.median(c for _, c in floor))
-        / len(keys) * 1e6,
+        floor_reads_per_s=len(keys) / floor_s,
+        floor_cpu_us_per_read=floor_cpu / len(keys) * 1e6,
+        get_hit_cpu_us_above_floor=(statistics.median(hit_cpu) - floor_cpu) / len(keys) * 1e6,
         get_hit_per_s_single=len(one) / single_s,
         get_hit_cpu_us_batched=statistics.median(hit_cpu) / len(keys) * 1e6,
         get_hit_cpu_us_single=statistics.median(single_cpu) / len(one) * 1e6,

@@ -200,6 +200,7 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
  * items it took 4 to 5% off the CPU of a batched hit in the loading process (two loads), and 1
  * to 5% in a new process on two stores of three (passes toggled within one process). */
 #define AHEAD 4 /* steps: slots, nodes, filter pointers, filter offsets */
+#define FLT_PER_LINE (sizeof(vfilter) >= 64 ? 1 : 64 / sizeof(vfilter)) /* a prefetch each line */
 
 static void ahead_slots(const ltr_store *s, const version *v, key_hash h)
 {
@@ -226,7 +227,7 @@ static void ahead_filters(const ltr_store *s, const vnode *const *path)
         const vnode *n = path[level];
         if (!n)
             continue;
-        for (uint32_t j = n->sealed; j < n->n; j += 2)
+        for (uint32_t j = n->sealed; j < n->n; j += FLT_PER_LINE)
             __builtin_prefetch(&n->flt[j]);
         if (n->bc)
             __builtin_prefetch(n->bc);
