@@ -149,6 +149,33 @@ def get_many_list(fn, handle: "Handle", k):
     return _get_many(fn, handle, k, lambda status, data, voffs: (status, values_list(status, data, voffs)))
 
 
+def get_many_streamed(handle: "Handle", k) -> list:
+    """The values list of a store batch get, made segment by segment while C threads look up
+    the segments after it (ltr_store_batch_start): the bytes objects, made under the GIL, are
+    made alongside the lookups instead of after them. k and status stay referenced here until
+    the batch is freed (its threads read and write them)."""
+    status = np.zeros(k.n, dtype=np.int8)
+    out = ffi.new("ltr_batch **")
+    lo, hi = ffi.new("size_t *"), ffi.new("size_t *")
+    data, ends = ffi.new("uint8_t **"), ffi.new("int64_t **")
+    values = []
+    with handle as h:
+        check(lib.ltr_store_batch_start(h, ptr_u8(k.data), ptr_i64(k.offsets), k.data.size, k.n,
+                                        ptr_i8(status), out))
+        batch = out[0]
+        try:
+            while True:
+                check(lib.ltr_batch_next(batch, lo, hi, data, ends))
+                a, z = lo[0], hi[0]
+                if a == z:
+                    return values
+                voffs = np.frombuffer(ffi.buffer(ends[0], 8 * (z - a + 1)), dtype=np.int64)
+                size = int(voffs[-1])
+                values += values_list(status[a:z], ffi.buffer(data[0], size) if size else b"", voffs)
+        finally:
+            lib.ltr_batch_free(batch)
+
+
 def values_list(status: np.ndarray, data, voffs: np.ndarray) -> list:
     """The values of a packed batch get as a list: bytes where found, None elsewhere."""
     offs = voffs.tolist()

@@ -24,6 +24,7 @@ LOG_CHUNK = 64 << 20  # put_many writes one atomic log record per chunk of this 
 
 _VBUF = 4096  # a single get's value buffer (per thread); larger values take a second call
 _NONE = b.lib.LTR_NONE
+_STREAM_MIN = 4096  # batch gets from this size on are streamed (get_many)
 _MISSING = object()
 
 _OPTIONS = {
@@ -278,8 +279,12 @@ class Store:
         return b.get_many_packed(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))
 
     def get_many(self, keys) -> list:
-        """Values in key order; None where a key is absent."""
-        return b.get_many_list(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))[1]
+        """Values in key order; None where a key is absent. From 4,096 keys on, two threads
+        look the keys up while this one makes the values' bytes objects."""
+        k = pack(keys, "keys")
+        if k.n >= _STREAM_MIN:
+            return b.get_many_streamed(self._use(), k)
+        return b.get_many_list(lib.ltr_store_get_many, self._use(), k)[1]
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every live item once (newest version, no deleted keys), in no particular order, as

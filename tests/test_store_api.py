@@ -30,6 +30,16 @@ def open_tiny(path, **kw):
     return lsmtrie.open(str(path), **opts)
 
 
+def corrupt_first_buckets(path):
+    """Flips one byte of the first bucket of every table of the store at path."""
+    for name in (f for f in os.listdir(path) if f.endswith(".ht")):
+        with open(path / name, "r+b") as f:
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0x5A]))
+
+
 def rand_ops(seed, n, nkeys=200, vmax=80):
     """A deterministic list of ("put", k, v) / ("del", k) over a small key pool."""
     rng = random.Random(seed)
@@ -1525,12 +1535,7 @@ def test_read_floor_reads_and_checks_random_buckets(tmp_path):
             db.read_floor(-1)
         tables = sum(before["tables_per_level"])
     assert 3 <= tables <= 40, tables
-    for name in (f for f in os.listdir(path) if f.endswith(".ht")):
-        with open(path / name, "r+b") as f:  # one byte of each table's first bucket
-            f.seek(100)
-            byte = f.read(1)
-            f.seek(100)
-            f.write(bytes([byte[0] ^ 0x5A]))
+    corrupt_first_buckets(path)
     with lsmtrie.open(str(path), read_only=True) as db:
         with pytest.raises(lsmtrie.CorruptionError):
             db.read_floor(20_000, 1)
@@ -1539,3 +1544,89 @@ def test_read_floor_reads_and_checks_random_buckets(tmp_path):
     with lsmtrie.open(str(tmp_path / "empty"), create=True) as db:
         with pytest.raises(lsmtrie.InvalidArgumentError, match="no tables"):
             db.read_floor(10)
+
+
+def test_large_batches_stream_in_segments_in_key_order(tmp_path):
+    """get_many from 4,096 keys on is streamed: two C threads look up segments of 2,048 keys
+    while the caller's thread makes the values of the finished ones. Every size around the
+    segment boundaries, with values of every size (empty, and larger than a bucket) from the
+    memtable, the tables and the overflow areas, tombstones and absent keys, reads back as the
+    one-call form and the model say, in order, and counts each get once."""
+    rng = random.Random(41)
+    model = {}
+    keys = [b"s-%d" % i for i in range(12_000)]
+    vals = [rng.randbytes(rng.choice((0, 1, 17, 200, 5000))) for _ in keys]
+    with open_tiny(tmp_path / "db", memtable_bytes=60_000) as db:
+        db.put_many(keys, vals)
+        model.update(zip(keys, vals))
+        for i in range(0, 12_000, 13):
+            db.delete(keys[i])
+            model[keys[i]] = None
+        db.flush()
+        for i in range(5, 12_000, 97):  # the memtable answers these
+            db.put(keys[i], b"fresh-%d" % i)
+            model[keys[i]] = b"fresh-%d" % i
+        assert db.stats()["memtable_items"] > 100
+        pool = keys + [b"absent-%d" % i for i in range(3000)]
+        for n in (4095, 4096, 4097, 2048 * 5, 2048 * 5 + 1, 30_000):
+            batch = [pool[rng.randrange(len(pool))] for _ in range(n)]
+            gets = db.stats()["gets"]
+            got = db.get_many(batch)
+            assert db.stats()["gets"] == gets + n
+            want = [model.get(k) for k in batch]
+            wrong = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
+            assert not wrong, (n, wrong[:5])
+            status, data, voffs = db.get_many_packed(batch)  # the one-call form agrees
+            one = [data[voffs[i]:voffs[i + 1]] if s == 1 else None for i, s in enumerate(status)]
+            assert one == got, n
+
+
+def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path):
+    """A corrupt bucket met by one segment of a streamed batch raises CorruptionError from
+    get_many (the threads stop and are joined: nothing hangs), and the store answers the
+    other keys afterwards."""
+    path = tmp_path / "db"
+    keys = [b"c-%d" % i for i in range(8000)]
+    with open_tiny(path) as db:
+        db.put_many(keys, [b"w" * 60] * len(keys))
+        db.flush()
+    corrupt_first_buckets(path)
+    with lsmtrie.open(str(path), read_only=True) as db:
+        for _ in range(3):
+            with pytest.raises(lsmtrie.CorruptionError, match="checksum|corrupt"):
+                db.get_many(keys * 3)
+        ok = bad = 0
+        for k in keys[:500]:  # keys in other buckets still read
+            try:
+                ok += db.get(k) == b"w" * 60
+            except lsmtrie.CorruptionError:
+                bad += 1
+        assert ok > 300 and ok + bad == 500, (ok, bad)
+
+
+def test_closing_while_streamed_batches_run(tmp_path):
+    """close() from another thread waits for a streamed get_many in flight (its C threads
+    use the store until the batch is freed); the caller gets its whole answer or ClosedError."""
+    keys = [b"t-%d" % i for i in range(6000)]
+    vals = [b"%d" % i * 3 for i in range(6000)]
+    for delay in (0.0, 0.001, 0.005, 0.02):
+        db = open_tiny(tmp_path / f"db{delay}")
+        db.put_many(keys, vals)
+        db.flush()
+        results, errors = [], []
+
+        def reader():
+            try:
+                for _ in range(50):
+                    results.append(db.get_many(keys) == vals)
+            except lsmtrie.ClosedError:
+                errors.append("closed")
+
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(delay)
+        db.close()
+        t.join(60)
+        assert not t.is_alive()
+        assert all(results), delay
+        assert len(results) == 50 or errors == ["closed"], (delay, len(results), errors)

@@ -291,6 +291,20 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                        ltr_buf *values);
+/* A batch get whose answers come in segments, in key order, while two threads look the keys
+ * up (store_batch.c): for callers that make objects of the values, which can then overlap the
+ * lookups. status[i] is set as by ltr_store_get_many; kdata, koffs and status must stay valid
+ * until ltr_batch_free. */
+typedef struct ltr_batch ltr_batch;
+int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                          size_t klen_total, size_t n, int8_t *status, ltr_batch **out);
+/* Waits for the next segment: keys [*lo, *hi), their found values in *values with ends
+ * *voffs (*hi - *lo + 1 entries, from 0), valid until the next call. At the end *lo == *hi == n.
+ * A failed lookup's error is returned when its segment's turn comes. */
+int ltr_batch_next(ltr_batch *b, size_t *lo, size_t *hi, const uint8_t **values,
+                   const int64_t **voffs);
+/* Stops the lookups not yet started, waits for the threads, frees the batch. */
+void ltr_batch_free(ltr_batch *b);
 /* Benchmark reference, the floor under a batched lookup: n reads of random buckets of the
  * current version's tables, each read and checked as a lookup reads it (pread and CRC32C), on
  * `threads` threads (1 to 8). *seconds gets the wall time, *cpu_seconds the threads' CPU time.

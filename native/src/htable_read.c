@@ -193,7 +193,9 @@ int htable_open_in(const char *path, uint32_t flags, int32_t max_cached, fcache 
                    ltr_htable **out)
 {
     *out = NULL;
-    ltr_htable *t = calloc(1, sizeof *t);
+    ltr_htable *t = aligned_alloc(_Alignof(ltr_htable), sizeof *t); /* a multiple of it */
+    if (t)
+        memset(t, 0, sizeof *t);
     if (!t || !(t->path = strdup(path))) {
         free(t);
         return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);

@@ -12,36 +12,54 @@ enum {
     ST_N
 };
 
+/* The fields a lookup reads come first, in the first two cache lines of a 64-byte aligned
+ * allocation, so that a batch's lookahead fetches them with two prefetches (htable_prefetch). */
 struct ltr_htable {
     /* the descriptor: -1 while a store's fcache has it closed (fcache.h explains the protocol) */
     int fd;
     uint32_t users;   /* atomic: reads in progress on fd (with a cache only) */
     uint8_t used;     /* atomic: read since the cache's hand last passed */
-    uint32_t slot;    /* place in the cache's ring (its lock), or FC_NO_SLOT */
-    struct fcache *fc; /* NULL: the descriptor stays open for the table's life */
-    uint64_t dev, ino; /* of the file, checked when it is reopened */
-    char *path;
-    uint32_t flags;
-    const uint8_t *map; /* whole file, read-only, MADV_RANDOM; NULL in pread mode */
-    uint64_t file_bytes;
-    /* footer */
-    uint32_t buckets, seed, bloom_bits, probes;
-    uint64_t items, tombstones, data_bytes, ovf_off, ovf_bytes;
-    uint32_t ovf_items, records, built_cached;
+    uint32_t buckets, probes, ovf_items;
     /* in memory: cached migration records sorted by source */
     uint32_t ncached;
+    struct fcache *fc; /* NULL: the descriptor stays open for the table's life */
+    const uint8_t *map; /* whole file, read-only, MADV_RANDOM; NULL in pread mode */
     uint16_t *rec_src;
     uint16_t *rec_dst;
     uint32_t *rec_mark;
+    /* in memory: the per-bucket filters (NULL with LTR_OPEN_NO_FILTERS) */
+    uint32_t *foff;
+    uint8_t *fbits;
+    char *path;
     /* in memory: the overflow index */
     uint64_t *ovf_h2;
     uint64_t *ovf_at;
     uint32_t *ovf_len;
-    /* in memory: the per-bucket filters (NULL with LTR_OPEN_NO_FILTERS) */
-    uint32_t *foff;
-    uint8_t *fbits;
+    /* the rest of the footer, and what the cache and reopening need */
+    uint32_t seed, bloom_bits;
+    uint64_t items, tombstones, data_bytes, ovf_off, ovf_bytes;
+    uint32_t records, built_cached;
+    uint32_t flags;
+    uint32_t slot;    /* place in the cache's ring (its lock), or FC_NO_SLOT */
+    uint64_t file_bytes;
+    uint64_t dev, ino; /* of the file, checked when it is reopened */
     uint64_t stats[ST_N];
-};
+} __attribute__((aligned(64)));
+_Static_assert(offsetof(struct ltr_htable, ovf_h2) <= 128, "a lookup's fields fit two lines");
+
+/* Brings a table's lookup fields and the HashMark records near bucket k into cache: the first
+ * call (hdr) one lookup ahead of the second (records), which reads what the first fetched. */
+static inline void htable_prefetch_hdr(const struct ltr_htable *t)
+{
+    __builtin_prefetch(t);
+    __builtin_prefetch((const char *)t + 64);
+}
+
+static inline void htable_prefetch_records(const struct ltr_htable *t)
+{
+    if (t->ncached)
+        __builtin_prefetch(t->rec_src + t->ncached / 2);
+}
 
 /* Scratch space of one lookup or scan: a page buffer for pread and room for overflow records,
  * and counters, added to the shared ones once per call (atomics per key would make the

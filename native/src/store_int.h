@@ -239,5 +239,13 @@ const char *cluster_dir(const ltr_store *s);
 int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
                 uint32_t klen, item_view *it);
 version *store_pin(ltr_store *s);
+/* Keys [lo, hi) of a batch, at most GET_CHUNK: status[i], found values appended to values and
+ * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. */
+#define GET_CHUNK 256
+int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
+                    size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
+                    ltr_buf *values, ltr_buf *mem);
+/* Adds a call's counters (gets lookups) to the store's. */
+void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets);
 
 #endif

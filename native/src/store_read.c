@@ -193,14 +193,17 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
 
 /* ---- lookahead in a batch ----
  * A lookup's chain of dependent cache misses (a chunk's node slot, the node, its filter
- * pointers and cluster, then the filter offsets and the cluster's directory) is walked one step
- * per key for the keys ahead of the one searched, each step prefetching what the next reads: by
- * a key's turn, a lookup or more later for each step, its metadata is in cache, and only the
- * filter bits and the cluster's column are still to come (search_path overlaps those). On 10 M
- * items it took 4 to 5% off the CPU of a batched hit in the loading process (two loads), and 1
- * to 5% in a new process on two stores of three (passes toggled within one process). */
-#define AHEAD 4 /* steps: slots, nodes, filter pointers, filter offsets */
+ * pointers and cluster, then the filter offsets and the cluster's directory, and at the last
+ * level the tables' lookup fields, then their HashMark records) is walked one step per key for
+ * the keys ahead of the one searched, each step prefetching what the next reads: by a key's
+ * turn, a lookup or more later for each step, its metadata is in cache, and only the filter bits
+ * and the cluster's column are still to come (search_path overlaps those). On 10 M items the
+ * first four steps took 4 to 5% off the CPU of a batched hit in the loading process (two loads),
+ * and 1 to 5% in a new process on two stores of three; the last-level tables' fields and
+ * records another 6 to 7% and 3 to 6% (passes toggled within one process). */
+#define AHEAD 5 /* steps: slots, nodes, filter pointers, filter offsets, HashMark records */
 #define FLT_PER_LINE (sizeof(vfilter) >= 64 ? 1 : 64 / sizeof(vfilter)) /* a prefetch each line */
+#define SEALED_AHEAD 4 /* a last-level node's newest sealed tables whose fields are fetched */
 
 static void ahead_slots(const ltr_store *s, const version *v, key_hash h)
 {
@@ -221,13 +224,20 @@ static void ahead_nodes(const ltr_store *s, const vnode *const *path)
         }
 }
 
+/* The oldest of a last-level node's sealed tables whose fields the lookahead fetches. */
+static uint32_t sealed_ahead_from(const vnode *n)
+{
+    return n->sealed > SEALED_AHEAD ? n->sealed - SEALED_AHEAD : 0;
+}
+
 static void ahead_filters(const ltr_store *s, const vnode *const *path)
 {
     for (uint32_t level = 0; level < s->o.levels; level++) {
         const vnode *n = path[level];
         if (!n)
             continue;
-        for (uint32_t j = n->sealed; j < n->n; j += FLT_PER_LINE)
+        uint32_t from = n->bc ? sealed_ahead_from(n) : n->sealed;
+        for (uint32_t j = from; j < n->n; j += FLT_PER_LINE)
             __builtin_prefetch(&n->flt[j]);
         if (n->bc)
             __builtin_prefetch(n->bc);
@@ -243,9 +253,20 @@ static void ahead_offsets(const ltr_store *s, const vnode *const *path, key_hash
         for (uint32_t j = n->sealed; j < n->n; j++)
             if (n->flt[j].foff)
                 __builtin_prefetch(n->flt[j].foff + hb_bucket(h, n->flt[j].buckets));
-        if (n->bc)
-            cluster_prefetch(n->bc, hb_bucket(h, n->bc->buckets));
+        if (!n->bc)
+            continue;
+        cluster_prefetch(n->bc, hb_bucket(h, n->bc->buckets));
+        for (uint32_t j = sealed_ahead_from(n); j < n->sealed; j++)
+            htable_prefetch_hdr(n->flt[j].t);
     }
+}
+
+static void ahead_records(const ltr_store *s, const vnode *const *path)
+{
+    const vnode *n = path[s->o.levels - 1];
+    if (n && n->bc)
+        for (uint32_t j = sealed_ahead_from(n); j < n->sealed; j++)
+            htable_prefetch_records(n->flt[j].t);
 }
 
 /* The lookahead steps at key i of [0, m), for the keys that ask the version (ask[k] == -1,
@@ -255,16 +276,18 @@ static void look_ahead(const ltr_store *s, const version *v, const key_hash *h,
                        const int8_t *ask, size_t i, size_t m,
                        const vnode *paths[AHEAD][LTR_MAX_LEVELS])
 {
-    if (i + 4 < m && ask[i + 4] == -1)
-        ahead_slots(s, v, h[i + 4]);
-    if (i + 3 < m && ask[i + 3] == -1) {
-        find_path(s, v, h[i + 3], paths[(i + 3) % AHEAD]);
-        ahead_nodes(s, paths[(i + 3) % AHEAD]);
+    if (i + 5 < m && ask[i + 5] == -1)
+        ahead_slots(s, v, h[i + 5]);
+    if (i + 4 < m && ask[i + 4] == -1) {
+        find_path(s, v, h[i + 4], paths[(i + 4) % AHEAD]);
+        ahead_nodes(s, paths[(i + 4) % AHEAD]);
     }
+    if (i + 3 < m && ask[i + 3] == -1)
+        ahead_filters(s, paths[(i + 3) % AHEAD]);
     if (i + 2 < m && ask[i + 2] == -1)
-        ahead_filters(s, paths[(i + 2) % AHEAD]);
+        ahead_offsets(s, paths[(i + 2) % AHEAD], h[i + 2]);
     if (i + 1 < m && ask[i + 1] == -1)
-        ahead_offsets(s, paths[(i + 1) % AHEAD], h[i + 1]);
+        ahead_records(s, paths[(i + 1) % AHEAD]);
 }
 
 static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
@@ -274,7 +297,7 @@ static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
     return hb_from_digest(d);
 }
 
-static void count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
+void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
 {
     __atomic_fetch_add(&s->gets, gets, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->bucket_reads, c->stats[ST_BUCKET_READS] + c->stats[ST_OVF_READS],
@@ -326,18 +349,16 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     else if (status == LTR_FOUND)
         rc = give_value(it.value, it.vlen, vbuf, vcap);
     version_unref(v);
-    count_reads(s, &c, 1);
+    store_count_reads(s, &c, 1);
     read_ctx_free(&c);
     return rc;
 }
 
-#define GET_CHUNK 256
-
 /* A chunk of keys [lo, hi): all memtable answers and the version pin under one shared lock,
  * then the version for the rest. */
-static int get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
-                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
-                     ltr_buf *values, ltr_buf *mem)
+int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
+                    size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
+                    ltr_buf *values, ltr_buf *mem)
 {
     key_hash h[GET_CHUNK];
     int64_t moff[GET_CHUNK + 1];
@@ -405,12 +426,12 @@ static void *run_share(void *arg)
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
     for (size_t lo = sh->lo; lo < sh->hi && !rc; lo += GET_CHUNK)
-        rc = get_chunk(sh->s, &c, sh->kdata, sh->koffs, lo,
-                       lo + GET_CHUNK < sh->hi ? lo + GET_CHUNK : sh->hi, sh->status, sh->voffs,
-                       sh->vbase, sh->values, &mem);
+        rc = store_get_chunk(sh->s, &c, sh->kdata, sh->koffs, lo,
+                             lo + GET_CHUNK < sh->hi ? lo + GET_CHUNK : sh->hi, sh->status,
+                             sh->voffs, sh->vbase, sh->values, &mem);
     ltr_buf_free(&mem);
     if (!rc)
-        count_reads(sh->s, &c, sh->hi - sh->lo);
+        store_count_reads(sh->s, &c, sh->hi - sh->lo);
     else /* the message is this thread's: the caller's thread raises it again */
         ltr_error_keep(&sh->err, rc);
     read_ctx_free(&c);
