@@ -205,6 +205,17 @@ def test_fsync_fault(tmp_path, after, err):
     run_with_fault(str(tmp_path / "db"), "fsync", after, err)
 
 
+@pytest.mark.parametrize("after", [0, 1, 2, 3, 5, 8, 13, 21])
+@isolated()
+def test_syncfs_fault(tmp_path, after):
+    """The same with every checkpoint that someone waits for syncing whole filesystems
+    (syncfs, the path of checkpoints naming 1,024 files or more): a failed syncfs cannot say
+    which file failed, so every file it covered is rewritten and synced on its own by the
+    retry, and nothing acknowledged is lost."""
+    _binding.lib.ltr_test_syncfs_min(1)
+    run_with_fault(str(tmp_path / "db"), "fsync", after, errno.EIO)
+
+
 @pytest.mark.parametrize("after", [0, 1, 2])
 @isolated()
 def test_log_append_fault_is_the_callers_error(tmp_path, after):
@@ -349,13 +360,17 @@ def test_background_error_surfaces_on_later_writes(tmp_path):
     assert error.errno == errno.EIO, f"errno {error.errno}, message {error}"
 
 
+@pytest.mark.parametrize("syncfs", [False, True])
 @pytest.mark.parametrize("bulk", [True, False])
 @pytest.mark.parametrize("after", [0, 1, 2, 3, 4, 5])
 @isolated()
-def test_flush_fsync_fault_then_retry(tmp_path, after, bulk):
+def test_flush_fsync_fault_then_retry(tmp_path, after, bulk, syncfs):
     """Each fsync of one flush fails in turn (the table file, its directory, the manifest edit,
     and without bulk the log rotation): flush() reports it, and once the fault is cleared
-    flush() and close() succeed and the store reopens with every item."""
+    flush() and close() succeed and the store reopens with every item. With `syncfs`, the
+    flush's checkpoint syncs the filesystem instead of the table file (as from 1,024 files)."""
+    if syncfs:
+        _binding.lib.ltr_test_syncfs_min(1)
     path = str(tmp_path / "db")
     want = {b"k%d" % i: b"v%d" % i for i in range(100)}
     db = lsmtrie.open(path, bulk=bulk, table_buckets=16, node_tables=8, levels=2, memtable_bytes=60000)
@@ -366,6 +381,8 @@ def test_flush_fsync_fault_then_retry(tmp_path, after, bulk):
             db.flush()
         except lsmtrie.StorageError as e:
             check_error_type(e, errno.EIO)
+            if syncfs and bulk and after == 0:  # the checkpoint's first sync is the syncfs
+                assert "syncfs" in str(e), e
         _binding.fault_set("fsync", 0, 0)
         assert dict(db.items()) == want
         db.flush()

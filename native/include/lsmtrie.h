@@ -337,6 +337,9 @@ void ltr_test_manifest_rotation(uint64_t min_bytes);
  * start at once after `log_bytes` of log; negative values restore the defaults (4, 1 GiB).
  * Process-wide. */
 void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes);
+/* A checkpoint someone waits for syncs whole filesystems (syncfs) from this many files on;
+ * negative restores the default (1,024). Process-wide. */
+void ltr_test_syncfs_min(int64_t files);
 
 /* cdef-end */
 

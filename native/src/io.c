@@ -274,6 +274,19 @@ int io_rewrite_path(const char *path)
     return rc;
 }
 
+int io_syncfs_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return ltr_fail_errno(errno, "cannot open directory %s", dir);
+    int err = fault_hit(LTR_FAULT_FSYNC);
+    int rc = err || syncfs(fd) != 0
+                 ? ltr_fail_errno(err ? err : errno, "syncfs of the filesystem of %s failed", dir)
+                 : LTR_OK;
+    close(fd);
+    return rc;
+}
+
 int io_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -42,6 +42,9 @@ int io_fsync_fd(int fd, const char *path);
 int io_rewrite_path(const char *path);
 /* fsync of a file by name (after io_commit with sync 3). */
 int io_fsync_path(const char *path);
+/* syncfs of the filesystem holding directory dir: every dirty file on it written and the
+ * device flushed once (fault injection as for fsync). */
+int io_syncfs_dir(const char *dir);
 /* fsync of the directory holding path. */
 int io_fsync_dir(const char *path);
 /* Writes data to path atomically: path.tmp, fsync, rename, directory fsync. */
