@@ -312,7 +312,7 @@ typedef struct sync_job {
     const ltr_store *s;
     pfiles *files;
     size_t next;         /* the next file to take (atomic) */
-    int failed;          /* some sync failed, or syncfs takes over: take no more (atomic) */
+    int failed;          /* some sync failed: take no more (atomic) */
     pthread_mutex_t mu;  /* guards err */
     ltr_error err;       /* the first failure */
 } sync_job;
@@ -466,9 +466,7 @@ static int checkpoint(ltr_store *s, int flags)
     double started = store_now();
 
     /* a file we failed to record must still be synced: fall back to syncing the filesystems */
-    int rc = lost ? io_syncfs_dir(s->dir) : LTR_OK;
-    if (!rc && lost && s->meta_dir)
-        rc = io_syncfs_dir(s->meta_dir);
+    int rc = lost ? sync_filesystems(s, &files, 1) : LTR_OK;
     if (!rc)
         rc = sync_files(s, &files, flags);
     int tried = !rc;
