@@ -71,11 +71,6 @@ static int load_records(ltr_htable *t, uint8_t *rec, uint32_t keep)
     }
     qsort(rec, keep, HT_RECORD_SIZE, by_source);
     t->ncached = keep;
-    t->rec_src = malloc(2 * (keep + 1));
-    t->rec_dst = malloc(2 * (keep + 1));
-    t->rec_mark = malloc(4 * (keep + 1));
-    if (!t->rec_src || !t->rec_dst || !t->rec_mark)
-        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", t->path);
     for (uint32_t r = 0; r < keep; r++) {
         t->rec_src[r] = get_u16(rec + r * HT_RECORD_SIZE);
         t->rec_dst[r] = get_u16(rec + r * HT_RECORD_SIZE + 2);
@@ -89,11 +84,6 @@ static int load_records(ltr_htable *t, uint8_t *rec, uint32_t keep)
 static int load_overflow_index(ltr_htable *t, const uint8_t *e)
 {
     uint32_t n = t->ovf_items;
-    t->ovf_h2 = malloc(8 * (n + 1));
-    t->ovf_at = malloc(8 * (n + 1));
-    t->ovf_len = malloc(4 * (n + 1));
-    if (!t->ovf_h2 || !t->ovf_at || !t->ovf_len)
-        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", t->path);
     for (uint32_t j = 0; j < n; j++, e += HT_OVF_ENTRY_SIZE) {
         t->ovf_h2[j] = get_u64(e);
         t->ovf_at[j] = get_u64(e + 8);
@@ -115,15 +105,40 @@ static int load_filters(ltr_htable *t, const uint8_t *offs, const uint8_t *bits,
             return ltr_fail(LTR_ECORRUPT, "%s: filter offsets decrease at bucket %u", t->path, k);
     if (get_u32(offs) != 0 || get_u32(offs + 4 * nb) != nbits)
         return ltr_fail(LTR_ECORRUPT, "%s: filter offsets do not match the filter bytes", t->path);
-    if ((t->flags & LTR_OPEN_NO_FILTERS) || t->bloom_bits == 0)
+    if (!t->foff)
         return LTR_OK; /* no filters: every lookup reads its bucket */
-    t->foff = malloc(4 * (nb + 1));
-    t->fbits = malloc(nbits ? nbits : 1);
-    if (!t->foff || !t->fbits)
-        return ltr_fail(LTR_ENOMEM, "out of memory loading the filters of %s", t->path);
     for (uint32_t k = 0; k <= nb; k++)
         t->foff[k] = get_u32(offs + 4 * k);
     memcpy(t->fbits, bits, nbits);
+    return LTR_OK;
+}
+
+/* One block for the arrays a table keeps in memory, carved in the order a lookup reads them
+ * (HashMark records, filter offsets, filter bits; the overflow index last): one allocation per
+ * open, and a table's metadata together however the heap was used meanwhile. */
+static int carve_arrays(ltr_htable *t, uint32_t keep, size_t nbits)
+{
+    int filters = !(t->flags & LTR_OPEN_NO_FILTERS) && t->bloom_bits != 0;
+    size_t nr = keep + 1, no = (size_t)t->ovf_items + 1, nf = filters ? t->buckets + 1 : 0;
+    size_t at[8], sz[8] = {2 * nr, 2 * nr, 4 * nr, 4 * nf, filters ? nbits : 0, 8 * no, 8 * no,
+                           4 * no};
+    size_t total = 0;
+    for (int i = 0; i < 8; i++) {
+        at[i] = total;
+        total += (sz[i] + 7) & ~(size_t)7;
+    }
+    uint8_t *m = malloc(total);
+    if (!m)
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", t->path);
+    t->meta = m;
+    t->rec_src = (uint16_t *)(m + at[0]);
+    t->rec_dst = (uint16_t *)(m + at[1]);
+    t->rec_mark = (uint32_t *)(m + at[2]);
+    t->foff = filters ? (uint32_t *)(m + at[3]) : NULL;
+    t->fbits = filters ? m + at[4] : NULL;
+    t->ovf_h2 = (uint64_t *)(m + at[5]);
+    t->ovf_at = (uint64_t *)(m + at[6]);
+    t->ovf_len = (uint32_t *)(m + at[7]);
     return LTR_OK;
 }
 
@@ -145,6 +160,8 @@ static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc
     uint8_t *ovf = tr + (uint64_t)t->records * HT_RECORD_SIZE;
     uint8_t *offs = ovf + (uint64_t)t->ovf_items * HT_OVF_ENTRY_SIZE;
     uint8_t *bits = offs + 4ull * (t->buckets + 1);
+    if (!rc)
+        rc = carve_arrays(t, keep, len - fixed);
     if (!rc)
         rc = load_records(t, tr, keep);
     if (!rc)
@@ -229,14 +246,7 @@ void ltr_htable_close(ltr_htable *t)
         munmap((void *)t->map, t->file_bytes);
     if (t->fd >= 0)
         close(t->fd);
-    free(t->rec_src);
-    free(t->rec_dst);
-    free(t->rec_mark);
-    free(t->ovf_h2);
-    free(t->ovf_at);
-    free(t->ovf_len);
-    free(t->foff);
-    free(t->fbits);
+    free(t->meta); /* every array (carve_arrays) */
     free(t->path);
     free(t);
 }

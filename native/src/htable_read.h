@@ -44,6 +44,7 @@ struct ltr_htable {
     uint64_t file_bytes;
     uint64_t dev, ino; /* of the file, checked when it is reopened */
     uint64_t stats[ST_N];
+    void *meta;       /* the one block holding the arrays above (carve_arrays) */
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct ltr_htable, ovf_h2) <= 128, "a lookup's fields fit two lines");
 

@@ -123,8 +123,7 @@ static void vnode_unref(vnode *n)
     for (uint32_t j = 0; j < n->n; j++)
         tref_unref(n->tables[j]);
     free(n->tables);
-    free(n->flt);
-    cluster_unref(n->bc);
+    cluster_unref(n->bc); /* flt lies in n's block */
     free(n);
 }
 
@@ -399,17 +398,25 @@ static int apply_op(builder *b, const vedit_op *op)
     return LTR_OK;
 }
 
-/* The filter array of a node the edit built (its tables are final). */
-static int set_filters(vnode *d)
+/* A node the edit built, moved into its final block: the node and, right after it, its filter
+ * array (its tables are final). A lookup reaches the filters without another dependent miss,
+ * in the lines next to the node's; the node is private to the edit, so only *slot points to
+ * it. */
+static int set_filters(vnode **slot)
 {
-    free(d->flt);
-    d->flt = d->n ? malloc(sizeof(vfilter) * d->n) : NULL;
-    if (d->n && !d->flt)
+    vnode *d = *slot;
+    size_t bytes = VNODE_FLT_AT + sizeof(vfilter) * d->n;
+    vnode *f = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!f)
         return ltr_fail(LTR_ENOMEM, "out of memory building a version");
+    *f = *d;
+    f->flt = d->n ? (vfilter *)((char *)f + VNODE_FLT_AT) : NULL;
     for (uint32_t j = 0; j < d->n; j++) {
         ltr_htable *t = d->tables[j]->t;
-        d->flt[j] = (vfilter){t->foff, t->fbits, t->buckets, t->probes, t};
+        f->flt[j] = (vfilter){t->foff, t->fbits, t->buckets, t->probes, t};
     }
+    free(d); /* its tables, cluster and counts now belong to f */
+    *slot = f;
     return LTR_OK;
 }
 
@@ -417,7 +424,7 @@ static int set_filters(vnode *d)
 static int chunk_filters(vchunk *c)
 {
     for (uint32_t k = 0; k < VCHUNK; k++)
-        if (c->node[k] && c->node[k]->building && set_filters(c->node[k]))
+        if (c->node[k] && c->node[k]->building && set_filters(&c->node[k]))
             return LTR_ENOMEM;
     return LTR_OK;
 }

@@ -52,7 +52,8 @@ typedef struct vnode {
     uint32_t level;
     uint32_t n;       /* tables, oldest first */
     tref **tables;
-    vfilter *flt;     /* n entries, one per table (set when the version is finished) */
+    vfilter *flt;     /* n entries, one per table, at VNODE_FLT_AT in the node's own block (set
+                         when the version is finished) */
     cluster *bc;      /* last level: the BloomCluster of tables [0, sealed), or NULL */
     uint32_t sealed;  /* those tables are open without filters; the rest keep theirs */
     uint8_t building; /* made by the version_apply under way: private to it, mutable */
@@ -61,6 +62,9 @@ typedef struct vnode {
     double gc_ratio;
     uint64_t gc_items;
 } vnode;
+
+/* Where a finished node's filter array starts in its block (64-byte aligned). */
+#define VNODE_FLT_AT ((sizeof(vnode) + 15) & ~(size_t)15)
 
 /* VCHUNK consecutive node ids of a level: ids base(L) + idx * VCHUNK + [0, VCHUNK). Shared by
  * the levels that did not change it. */
