@@ -1583,8 +1583,8 @@ def test_large_batches_stream_in_segments_in_key_order(tmp_path):
 
 def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path):
     """A corrupt bucket met by one segment of a streamed batch raises CorruptionError from
-    get_many (the threads stop and are joined: nothing hangs), and the store answers the
-    other keys afterwards."""
+    get_many and from get_many_packed, which runs large batches the same way (the threads stop
+    and are joined: nothing hangs), and the store answers the other keys afterwards."""
     path = tmp_path / "db"
     keys = [b"c-%d" % i for i in range(8000)]
     with open_tiny(path) as db:
@@ -1595,6 +1595,8 @@ def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path):
         for _ in range(3):
             with pytest.raises(lsmtrie.CorruptionError, match="checksum|corrupt"):
                 db.get_many(keys * 3)
+            with pytest.raises(lsmtrie.CorruptionError, match="checksum|corrupt"):
+                db.get_many_packed(keys * 3)
         ok = bad = 0
         for k in keys[:500]:  # keys in other buckets still read
             try:

@@ -2,7 +2,8 @@
  * look the keys up, a segment at a time in key order; the caller takes the finished segments in
  * order (ltr_batch_next) and can turn their values into objects of its own while the threads go
  * on. From Python that overlaps the making of a bytes object per value (the GIL's work, a tenth
- * of a batched hit) with the lookups, where ltr_store_get_many leaves it for after them. */
+ * of a batched hit) with the lookups. ltr_store_get_many runs its large batches through it too,
+ * gathering the segments into the caller's buffer. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -413,39 +413,49 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
 }
 
 
-/* One share of a batch: keys [lo, hi) into status, voffs[lo+1 ..] and values. */
-typedef struct share {
-    ltr_store *s;
-    const uint8_t *kdata;
-    const int64_t *koffs;
-    size_t lo, hi;
-    int8_t *status;
-    int64_t *voffs; /* entry i + 1 - vbase gets the end of key i's value */
-    size_t vbase;
-    ltr_buf *values;
-    ltr_error err;
-} share;
-
-static void *run_share(void *arg)
+/* A small batch on the caller's thread: keys [0, n) a chunk at a time. */
+static int get_inline(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n,
+                      int8_t *status, int64_t *voffs, ltr_buf *values)
 {
-    share *sh = arg;
     read_ctx c;
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
-    for (size_t lo = sh->lo; lo < sh->hi && !rc; lo += GET_CHUNK)
-        rc = store_get_chunk(sh->s, &c, sh->kdata, sh->koffs, lo,
-                             lo + GET_CHUNK < sh->hi ? lo + GET_CHUNK : sh->hi, sh->status,
-                             sh->voffs, sh->vbase, sh->values, &mem);
+    for (size_t lo = 0; lo < n && !rc; lo += GET_CHUNK)
+        rc = store_get_chunk(s, &c, kdata, koffs, lo, lo + GET_CHUNK < n ? lo + GET_CHUNK : n,
+                             status, voffs, 0, values, &mem);
     ltr_buf_free(&mem);
     if (!rc)
-        store_count_reads(sh->s, &c, sh->hi - sh->lo);
-    else /* the message is this thread's: the caller's thread raises it again */
-        ltr_error_keep(&sh->err, rc);
+        store_count_reads(s, &c, n);
     read_ctx_free(&c);
-    return NULL;
+    return rc;
 }
 
-#define PARALLEL_MIN 4096 /* smaller batches are not worth a second thread */
+/* A large batch through the streamed one (store_batch.c), its segments' values appended in
+ * order; on the caller's thread alone when the batch's threads cannot start. */
+static int get_streamed(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
+                        ltr_buf *values)
+{
+    ltr_batch *b;
+    int rc = ltr_store_batch_start(s, kdata, koffs, klen_total, n, status, &b);
+    if (rc)
+        return get_inline(s, kdata, koffs, n, status, voffs, values);
+    for (size_t lo = 0, hi = 0; !rc;) {
+        const uint8_t *data;
+        const int64_t *ends;
+        if ((rc = ltr_batch_next(b, &lo, &hi, &data, &ends)) || lo == hi)
+            break;
+        size_t base = values->len;
+        if ((rc = buf_append(values, data, (size_t)ends[hi - lo])))
+            break;
+        for (size_t i = lo; i < hi; i++)
+            voffs[i + 1] = (int64_t)base + ends[i - lo + 1];
+    }
+    ltr_batch_free(b);
+    return rc;
+}
+
+#define PARALLEL_MIN 4096 /* smaller batches are not worth the batch's threads */
 
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
@@ -455,34 +465,8 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     if (rc)
         return rc;
     voffs[0] = (int64_t)values->len;
-    size_t half = n >= PARALLEL_MIN ? n / 2 : n;
-    ltr_buf second = {0};
-    int64_t *voffs2 = half < n ? malloc(sizeof(int64_t) * (n - half + 1)) : NULL;
-    share a = {s, kdata, koffs, 0, half, status, voffs, 0, values, {0}};
-    share b = {s, kdata, koffs, half, n, status, voffs2, half, &second, {0}};
-    pthread_t t;
-    /* The second half runs on another core; its values are appended after the first's. */
-    int two = voffs2 && pthread_create(&t, NULL, run_share, &b) == 0;
-    if (!two) {
-        a.hi = n;
-    }
-    run_share(&a);
-    if (two) {
-        pthread_join(t, NULL);
-        rc = a.err.rc ? a.err.rc : b.err.rc;
-        if (rc)
-            ltr_error_raise(a.err.rc ? &a.err : &b.err);
-        size_t base = values->len;
-        if (!rc)
-            rc = buf_append(values, second.data, second.len);
-        for (size_t i = half; !rc && i < n; i++)
-            voffs[i + 1] = (int64_t)base + voffs2[i - half + 1];
-    } else if ((rc = a.err.rc)) {
-        ltr_error_raise(&a.err);
-    }
-    free(voffs2);
-    ltr_buf_free(&second);
-    return rc;
+    return n >= PARALLEL_MIN ? get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values)
+                             : get_inline(s, kdata, koffs, n, status, voffs, values);
 }
 
 void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
