@@ -399,9 +399,9 @@ static int apply_op(builder *b, const vedit_op *op)
 }
 
 /* A node the edit built, moved into its final block: the node and, right after it, its filter
- * array (its tables are final). A lookup reaches the filters without another dependent miss,
- * in the lines next to the node's; the node is private to the edit, so only *slot points to
- * it. */
+ * array (its tables are final), so that a lookup finds the filters in the lines that follow the
+ * node's rather than wherever the heap put them. The node is private to the edit: only *slot
+ * points to it. */
 static int set_filters(vnode **slot)
 {
     vnode *d = *slot;

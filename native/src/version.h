@@ -63,7 +63,7 @@ typedef struct vnode {
     uint64_t gc_items;
 } vnode;
 
-/* Where a finished node's filter array starts in its block (64-byte aligned). */
+/* Where a finished node's filter array starts in the node's block (which is 64-byte aligned). */
 #define VNODE_FLT_AT ((sizeof(vnode) + 15) & ~(size_t)15)
 
 /* VCHUNK consecutive node ids of a level: ids base(L) + idx * VCHUNK + [0, VCHUNK). Shared by
