@@ -1546,7 +1546,17 @@ def test_read_floor_reads_and_checks_random_buckets(tmp_path):
             db.read_floor(10)
 
 
-def test_large_batches_stream_in_segments_in_key_order(tmp_path):
+@pytest.fixture(params=[2, 0], ids=["threads", "inline"])
+def batch_threads(request):
+    """Batch gets with their two threads, and with none (as when no thread can start: the
+    caller's thread then looks each segment up as it asks for it)."""
+    from lsmtrie import _binding
+    _binding.lib.ltr_test_batch_threads(request.param)
+    yield request.param
+    _binding.lib.ltr_test_batch_threads(-1)
+
+
+def test_large_batches_stream_in_segments_in_key_order(tmp_path, batch_threads):
     """get_many from 4,096 keys on is streamed: two C threads look up segments of 2,048 keys
     while the caller's thread makes the values of the finished ones. Every size around the
     segment boundaries, with values of every size (empty, and larger than a bucket) from the
@@ -1581,7 +1591,7 @@ def test_large_batches_stream_in_segments_in_key_order(tmp_path):
             assert one == got, n
 
 
-def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path):
+def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path, batch_threads):
     """A corrupt bucket met by one segment of a streamed batch raises CorruptionError from
     get_many and from get_many_packed, which runs large batches the same way (the threads stop
     and are joined: nothing hangs), and the store answers the other keys afterwards."""

@@ -298,7 +298,8 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
 typedef struct ltr_batch ltr_batch;
 int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                           size_t klen_total, size_t n, int8_t *status, ltr_batch **out);
-/* Waits for the next segment: keys [*lo, *hi), their found values in *values with ends
+/* Waits for the next segment (or looks it up on the caller's thread when the batch could
+ * start no thread): keys [*lo, *hi), their found values in *values with ends
  * *voffs (*hi - *lo + 1 entries, from 0), valid until the next call. At the end *lo == *hi == n.
  * A failed lookup's error is returned when its segment's turn comes. */
 int ltr_batch_next(ltr_batch *b, size_t *lo, size_t *hi, const uint8_t **values,
@@ -340,6 +341,9 @@ void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes);
 /* A checkpoint someone waits for syncs whole filesystems (syncfs) from this many files on;
  * negative restores the default (1,024). Process-wide. */
 void ltr_test_syncfs_min(int64_t files);
+/* Threads a batch get starts (at most 2); 0: the caller's thread looks each segment up as it
+ * asks for it, as when no thread can start; negative restores the default. Process-wide. */
+void ltr_test_batch_threads(int n);
 
 /* cdef-end */
 

@@ -431,15 +431,13 @@ static int get_inline(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, 
 }
 
 /* A large batch through the streamed one (store_batch.c), its segments' values appended in
- * order; on the caller's thread alone when the batch's threads cannot start. */
+ * order. */
 static int get_streamed(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                         size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                         ltr_buf *values)
 {
     ltr_batch *b;
     int rc = ltr_store_batch_start(s, kdata, koffs, klen_total, n, status, &b);
-    if (rc)
-        return get_inline(s, kdata, koffs, n, status, voffs, values);
     for (size_t lo = 0, hi = 0; !rc;) {
         const uint8_t *data;
         const int64_t *ends;
