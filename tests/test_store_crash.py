@@ -104,6 +104,9 @@ import lsmtrie
 def main():
     path, cfg = sys.argv[1], json.loads(sys.argv[2])
     ops = gen_ops(cfg["seed"], cfg["n"], tag=cfg["tag"].encode(), **cfg.get("gen", {}))
+    if "syncfs_min" in cfg:  # checkpoints waited for sync the filesystem from this many files
+        from lsmtrie import _binding
+        _binding.lib.ltr_test_syncfs_min(cfg["syncfs_min"])
     print("start", flush=True)
     db = lsmtrie.open(path, **cfg["open"])
     print("open", flush=True)
@@ -184,12 +187,13 @@ class Run:
 
 
 def run_writer(script, path, cfg, ops, store_sync, kill_after_acks=None, kill_after_start=None,
-               delay=0.0):
-    """Runs the writer; SIGKILLs it `delay` seconds after it acknowledged `kill_after_acks`
-    operations (or `kill_after_start` seconds after it started opening the store)."""
+               delay=0.0, env=None):
+    """Runs the writer (in `env`, by default _env()); SIGKILLs it `delay` seconds after it
+    acknowledged `kill_after_acks` operations (or `kill_after_start` seconds after it started
+    opening the store)."""
     errf = open(str(script) + ".stderr", "w+b")
     p = subprocess.Popen([sys.executable, str(script), path, json.dumps(cfg)],
-                         stdout=subprocess.PIPE, stderr=errf, env=_env())
+                         stdout=subprocess.PIPE, stderr=errf, env=env or _env())
     acked, lines = -1, []
     try:
         while True:
@@ -269,7 +273,11 @@ def describe_mismatch(base, ops, state, lo, hi):
 
 
 def crash_trials(tmp_path, open_opts, trials, n, seed, gen=None, store_sync=False, flush_every=None,
-                 reopen_kw=None):
+                 reopen_kw=None, syncfs_min=None, make_env=None, after_kill=None, tag="T"):
+    """Writers killed `trials` times, each in make_env() (default _env()), on one store; after
+    each kill, after_kill() runs and the reopened store must hold a prefix of the operations
+    with every acknowledged synced one. Every fourth trial kills the writer while it opens the
+    store, so recovery of the previous trial's crash is interrupted too."""
     reopen_kw = reopen_kw or {}
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -279,18 +287,24 @@ def crash_trials(tmp_path, open_opts, trials, n, seed, gen=None, store_sync=Fals
     kinds = []
     for t in range(trials):
         tseed = rng.randrange(1 << 30)
-        cfg = {"seed": tseed, "n": n, "tag": f"T{t}", "open": open_opts, "gen": gen or {}}
+        cfg = {"seed": tseed, "n": n, "tag": f"{tag}{t}", "open": open_opts, "gen": gen or {}}
         if flush_every:
             cfg["flush_every"] = flush_every
-        ops = gen_ops(tseed, n, tag=f"T{t}".encode(), **(gen or {}))
+        if syncfs_min is not None:
+            cfg["syncfs_min"] = syncfs_min
+        ops = gen_ops(tseed, n, tag=f"{tag}{t}".encode(), **(gen or {}))
+        env = make_env() if make_env else None
         mode = t % 4
         if mode == 3:  # kill while opening: recovery of the previous trial's crash
-            run = run_writer(script, path, cfg, ops, store_sync, kill_after_start=rng.uniform(0.0, 0.4))
+            run = run_writer(script, path, cfg, ops, store_sync, env=env,
+                             kill_after_start=rng.uniform(0.0, 0.4))
         else:
             target = rng.randrange(1, n)
             run = run_writer(script, path, cfg, ops, store_sync, kill_after_acks=target,
-                             delay=rng.choice([0, 0, 0.001, 0.005, 0.02]))
+                             delay=rng.choice([0, 0, 0.001, 0.005, 0.02]), env=env)
         kinds.append((mode, run.acked, run.synced_acked))
+        if after_kill:
+            after_kill()
         state = read_state(path, **reopen_kw)
         lo, hi = run.synced_acked + 1, run.acked + 2
         found = matching_prefix(base, ops, state, lo, hi)
@@ -464,22 +478,31 @@ os._exit(0)
 def test_kill_during_bulk_load(tmp_path):
     """bulk=True skips the log: a kill loses what was not flushed, but everything flushed
     before is there, nothing is corrupt, and the store reopens (twice)."""
+    bulk_trials(tmp_path)
+
+
+BULK_OPEN = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=4000)
+
+
+def bulk_trials(tmp_path, trials=3, seed=5, make_env=None, after_kill=None):
+    """The bulk writer killed `trials` times, each in make_env() (default _env()); after_kill()
+    runs before each reopen."""
     script = tmp_path / "bulk.py"
     script.write_text(BULK_WRITER)
     path = str(tmp_path / "db")
-    cfg = {"open": dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=4000),
-           "chunks": 400, "per_chunk": 200, "flush_every": 5}
+    cfg = {"open": BULK_OPEN, "chunks": 400, "per_chunk": 200, "flush_every": 5}
 
     def expected(c):
         return {b"bulk-%d-%d" % (c, i): b"value-%d-%d-" % (c, i) + b"x" * (i % 50)
                 for i in range(cfg["per_chunk"])}
 
-    rng = random.Random(5)
+    rng = random.Random(seed)
     ever_wrote = -1  # the trials share the store: earlier trials' chunks may be there too
-    for trial in range(3):
+    for trial in range(trials):
         errf = open(str(script) + ".stderr", "w+b")
         p = subprocess.Popen([sys.executable, str(script), path, json.dumps(cfg)],
-                             stdout=subprocess.PIPE, stderr=errf, env=_env())
+                             stdout=subprocess.PIPE, stderr=errf,
+                             env=make_env() if make_env else _env())
         target = rng.randrange(8, 40)
         lines = []
         try:
@@ -498,6 +521,8 @@ def test_kill_during_bulk_load(tmp_path):
         flushed = [int(x.split()[1]) for x in lines if x.startswith(b"flushed")]
         last_flushed = max(flushed) if flushed else -1
         wrote = [int(x.split()[1]) for x in lines if x.startswith((b"wrote", b"flushed"))]
+        if after_kill:
+            after_kill()
         state = read_state(path)
         for c in range(last_flushed + 1):  # flushed: all there
             e = expected(c)

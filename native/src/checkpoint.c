@@ -398,7 +398,17 @@ static int sync_each(ltr_store *s, pfiles *files, int flags)
     return j.err.rc ? ltr_error_raise(&j.err) : handover;
 }
 
-/* Makes every file durable, then their directories. */
+static int sync_dir(const char *dir, const char *ext)
+{
+    char *probe = store_file(dir, 0, ext); /* a path in the directory, for io_fsync_dir */
+    int rc = probe ? io_fsync_dir(probe) : ltr_fail(LTR_ENOMEM, "out of memory");
+    free(probe);
+    return rc;
+}
+
+/* Makes every file durable, then the directories that name them: the store's for tables, and
+ * for clusters too when there is no metadata directory (a checkpoint may name only clusters:
+ * a cluster rebuilt after its node's tables were made durable). */
 static int sync_files(ltr_store *s, pfiles *files, int flags)
 {
     int tables = 0, clusters = 0;
@@ -409,14 +419,10 @@ static int sync_files(ltr_store *s, pfiles *files, int flags)
     int rc = syncfs_wanted(s, files, flags) ? 1 : sync_each(s, files, flags);
     if (rc == 1)
         rc = sync_filesystems(s, files, clusters);
-    char *probe = NULL; /* a path in the directory, for io_fsync_dir */
-    if (!rc && tables && (probe = store_file(s->dir, 0, "ht")))
-        rc = io_fsync_dir(probe);
-    free(probe);
-    probe = NULL;
-    if (!rc && clusters && s->meta_dir && (probe = store_file(s->meta_dir, 0, "bc")))
-        rc = io_fsync_dir(probe);
-    free(probe);
+    if (!rc && (tables || (clusters && !s->meta_dir)))
+        rc = sync_dir(s->dir, "ht");
+    if (!rc && clusters && s->meta_dir)
+        rc = sync_dir(s->meta_dir, "bc");
     return rc;
 }
 

@@ -54,9 +54,14 @@ static int needs_cluster(const ltr_store *s, const vnode *n)
     return !n->bc || 4 * fresh_filter_bytes(s, n) >= n->bc->data_bytes;
 }
 
+static int work_held; /* ltr_test_hold_last_level */
+
+void ltr_test_hold_last_level(int on) { __atomic_store_n(&work_held, on, __ATOMIC_SEQ_CST); }
+
 int lastlevel_pending(const ltr_store *s)
 {
-    return s->ngc_pending > 0; /* only nodes that received tables can need work */
+    /* only nodes that received tables can need work */
+    return s->ngc_pending > 0 && !__atomic_load_n(&work_held, __ATOMIC_SEQ_CST);
 }
 
 /* The index in gc_pending of the newest noted node that worker id may work on, or -1: not the
@@ -64,6 +69,8 @@ int lastlevel_pending(const ltr_store *s)
  * not overlap its garbage collection). state_mu is held. */
 static long claimable(const ltr_store *s, int id)
 {
+    if (__atomic_load_n(&work_held, __ATOMIC_SEQ_CST))
+        return -1;
     uint64_t busy = s->compacting[!id], other = s->ll_node[!id];
     for (size_t i = s->ngc_pending; i-- > 0;) {
         uint64_t node = s->gc_pending[i];
