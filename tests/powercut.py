@@ -43,26 +43,43 @@ def env(base: dict, library: str, watch: list[str], shadow: str) -> dict:
 def image(shadow: str, index: int) -> dict[str, bytes]:
     """The durable entries of watched directory `index`: name -> bytes (empty when the file
     was never synced: its name survived, its data did not)."""
-    listing = os.path.join(shadow, "d-%d" % index)
+    return {name: data for name, (_, data) in _entries(shadow, index).items()}
+
+
+def _entries(shadow: str, index: int) -> dict[str, tuple[int, bytes]]:
     out = {}
-    with open(listing) as f:
+    with open(os.path.join(shadow, "d-%d" % index)) as f:
         for line in f:
             name, ino, gen = line.rsplit(" ", 2)
             data = os.path.join(shadow, "f-%s-%s" % (ino, gen.strip()))
             if os.path.exists(data):
                 with open(data, "rb") as g:
-                    out[name] = g.read()
+                    out[name] = (int(ino), g.read())
             else:
-                out[name] = b""
+                out[name] = (int(ino), b"")
     return out
 
 
-def apply_image(shadow: str, watch: list[str]) -> None:
-    """Replaces each watched directory by its durable image."""
+def apply_image(shadow: str, watch: list[str], rng=None) -> None:
+    """Replaces each watched directory by its durable image. With rng (a random.Random), a file
+    whose bytes now extend its durable bytes keeps a random part of the extension, as if the
+    device had written some of it before the cut: between nothing (a pure power cut) and all
+    (a SIGKILL)."""
     for i, d in enumerate(watch):
-        files = image(shadow, i)
+        files = _entries(shadow, i)
+        now = {}  # inode -> the bytes it holds now (for the inodes the image names)
+        if rng is not None:
+            wanted = {ino for ino, _ in files.values()}
+            for name in os.listdir(d):
+                p = os.path.join(d, name)
+                if os.path.isfile(p) and os.stat(p).st_ino in wanted:
+                    with open(p, "rb") as f:
+                        now[os.stat(p).st_ino] = f.read()
         shutil.rmtree(d)
         os.makedirs(d)
-        for name, data in files.items():
+        for name, (ino, data) in sorted(files.items()):
+            cur = now.get(ino, b"")
+            if len(cur) > len(data) and cur.startswith(data):
+                data = cur[:rng.randint(len(data), len(cur))]
             with open(os.path.join(d, name), "wb") as f:
                 f.write(data)

@@ -855,6 +855,30 @@ def test_grown_manifest_is_replaced_by_a_snapshot(tmp_path, small_manifest_rotat
         assert db.get_many(list(want)) == list(want.values())
 
 
+def test_manifest_of_a_store_reopened_often_is_replaced_too(tmp_path, small_manifest_rotation):
+    """Growth counts from the manifest's snapshot, not from its size at the open: sessions
+    that each add a little still get it replaced. (Counted from the open, each session had to
+    quadruple the manifest on its own, and short sessions let it grow without bound.)"""
+    path = str(tmp_path / "db")
+    opts = dict(checkpoint_interval=0, table_buckets=1, node_tables=2, levels=3,
+                memtable_bytes=150)
+    want, names, sizes = {}, set(), []
+    for session in range(60):
+        with lsmtrie.open(path, **opts) as db:
+            for r in range(4):
+                keys = [b"s%d-%d-%d" % (session, r, i) for i in range(10)]
+                db.put_many(keys, [b"v%d" % session] * 10)
+                want.update((k, b"v%d" % session) for k in keys)
+                db.flush()
+        current = open(os.path.join(path, "CURRENT")).read().strip()
+        names.add(current)
+        sizes.append(os.path.getsize(os.path.join(path, current)))
+    assert len(names) >= 3, (names, sizes[::10])
+    assert max(sizes[-20:]) < 2 * max(sizes[:20]) + 8 * 4096, sizes[::10]  # bounded
+    with lsmtrie.open(path) as db:
+        assert dict(db.items()) == want
+
+
 # ---------------------------------------------------------------------------------------------
 # stats
 

@@ -104,9 +104,10 @@ import lsmtrie
 def main():
     path, cfg = sys.argv[1], json.loads(sys.argv[2])
     ops = gen_ops(cfg["seed"], cfg["n"], tag=cfg["tag"].encode(), **cfg.get("gen", {}))
-    if "syncfs_min" in cfg:  # checkpoints waited for sync the filesystem from this many files
+    if cfg.get("hooks"):  # test hooks of the core, e.g. {"ltr_test_syncfs_min": 1}
         from lsmtrie import _binding
-        _binding.lib.ltr_test_syncfs_min(cfg["syncfs_min"])
+        for name, value in cfg["hooks"].items():
+            getattr(_binding.lib, name)(value)
     print("start", flush=True)
     db = lsmtrie.open(path, **cfg["open"])
     print("open", flush=True)
@@ -273,11 +274,12 @@ def describe_mismatch(base, ops, state, lo, hi):
 
 
 def crash_trials(tmp_path, open_opts, trials, n, seed, gen=None, store_sync=False, flush_every=None,
-                 reopen_kw=None, syncfs_min=None, make_env=None, after_kill=None, tag="T"):
-    """Writers killed `trials` times, each in make_env() (default _env()), on one store; after
-    each kill, after_kill() runs and the reopened store must hold a prefix of the operations
-    with every acknowledged synced one. Every fourth trial kills the writer while it opens the
-    store, so recovery of the previous trial's crash is interrupted too."""
+                 reopen_kw=None, hooks=None, make_env=None, after_kill=None, tag="T"):
+    """Writers killed `trials` times on one store, each in make_env() (default _env()) and with
+    the core's test hooks set as `hooks` ({name: argument}) says. After each kill after_kill()
+    runs, and the reopened store must hold a prefix of the operations with every acknowledged
+    synced one. Every fourth trial kills the writer while it opens the store, so recovery of
+    the previous trial's crash is interrupted too."""
     reopen_kw = reopen_kw or {}
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -290,8 +292,8 @@ def crash_trials(tmp_path, open_opts, trials, n, seed, gen=None, store_sync=Fals
         cfg = {"seed": tseed, "n": n, "tag": f"{tag}{t}", "open": open_opts, "gen": gen or {}}
         if flush_every:
             cfg["flush_every"] = flush_every
-        if syncfs_min is not None:
-            cfg["syncfs_min"] = syncfs_min
+        if hooks:
+            cfg["hooks"] = hooks
         ops = gen_ops(tseed, n, tag=f"{tag}{t}".encode(), **(gen or {}))
         env = make_env() if make_env else None
         mode = t % 4

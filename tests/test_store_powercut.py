@@ -11,6 +11,7 @@ working library."""
 
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,14 @@ def test_the_model_keeps_only_what_was_synced(tmp_path, library):
     real = {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
     assert real["moved"] == b"333" and "gone" not in real  # (the files themselves went on)
 
+    class All:  # keeps all of what was appended after the last fsyncs
+        def randint(self, lo, hi):
+            return hi
+
+    powercut.apply_image(shadow, [d], All())  # appended bytes kept; overwritten ones not
+    assert {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} == {
+        "old": b"old", "gone": b"gone", "named": b"2", "whole": b"333", "fresh": b"f"}
+
     run("syncfs")
     real = {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
     assert powercut.image(shadow, 0) == real and real["late"] == b"4"
@@ -100,15 +109,22 @@ def test_the_model_keeps_only_what_was_synced(tmp_path, library):
 
 def powercut_trials(tmp_path, library, open_opts, meta=None, **kw):
     """crash_trials (test_store_crash.py) with power cuts: the store (created first, so that it
-    exists durably) is rebuilt from the durable image before each reopen."""
+    exists durably) is rebuilt from the durable image before each reopen; in every other trial
+    each file keeps a random part of the bytes appended since its last fsync (a torn write)."""
     path, shadow = str(tmp_path / "db"), str(tmp_path / "shadow")
     watch = [path] + ([meta] if meta else [])
     with lsmtrie.open(path, **open_opts):
         pass
+    cuts = iter(range(1 << 30))
+    tears = random.Random(kw["seed"])
+
+    def cut():  # odd trials keep random parts of what was written after the last fsyncs
+        powercut.apply_image(shadow, watch, tears if next(cuts) % 2 else None)
+
     return crash_trials(tmp_path, open_opts, tag="P",
                         reopen_kw={"metadata_path": meta} if meta else None,
                         make_env=lambda: powercut.env(_env(), library, watch, shadow),
-                        after_kill=lambda: powercut.apply_image(shadow, watch), **kw)
+                        after_kill=cut, **kw)
 
 
 def test_power_cut_during_writes_flushes_and_compactions(tmp_path, library):
@@ -140,7 +156,18 @@ def test_power_cut_when_checkpoints_sync_the_filesystem(tmp_path, library):
     """Checkpoints that flush() waits for sync the whole filesystem (syncfs) instead of each
     file once they name SYNCFS_MIN files; here from one file on."""
     powercut_trials(tmp_path, library, TINY_MEM, trials=6, n=800, seed=16, flush_every=61,
-                    syncfs_min=1)
+                    hooks={"ltr_test_syncfs_min": 1})
+
+
+def test_power_cut_during_manifest_rotations(tmp_path, library):
+    """A manifest replaced by a snapshot (a new manifest, then CURRENT) once it passes 2 KB
+    (instead of 1 MiB) and four times its snapshot; flushes every few writes make edits enough:
+    cuts land in rotations too."""
+    opts = dict(table_buckets=4, node_tables=2, levels=3, memtable_bytes=300, **FAST)
+    powercut_trials(tmp_path, library, opts, trials=6, n=1500, seed=17,
+                    hooks={"ltr_test_manifest_rotation": 2048})
+    with open(tmp_path / "db" / "CURRENT") as f:
+        assert int(f.read().split("-")[1]) > 1  # MANIFEST-<file number>: replaced
 
 
 @pytest.mark.parametrize("separate", [True, False], ids=["metadata_path", "in_store"])

@@ -268,7 +268,10 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
     const uint8_t *pl;
     uint32_t len;
     int got = LOGR_END, records = 0;
+    size_t snap_end = 0; /* the options and snapshot records: what a rotation writes anew */
     while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
+        if (records == 1)
+            snap_end = r.pos;
         if (records++ == 0) {
             ltr_store_opts o;
             int elsewhere = 0;
@@ -289,7 +292,9 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
     size_t good = r.pos;
     logr_close(&r);
     m->number = number;
-    m->snapshot = good;
+    /* Growth is measured from the snapshot, not from the size at open: a store reopened often
+     * must still rotate a manifest that grows a little in each session. */
+    m->snapshot = snap_end ? snap_end : good;
     if (!rc && writable) {
         m->dir = strdup(dir);
         rc = m->dir ? logw_open(&m->w, p, good) : ltr_fail(LTR_ENOMEM, "out of memory");
