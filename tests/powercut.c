@@ -6,16 +6,21 @@
  *   - a file holds the bytes it had at its last fsync or fdatasync (nothing before its first);
  *   - a directory holds the entries it had at its last fsync (its own, not its files');
  *   - syncfs and sync make everything durable as it is.
- * The image lives in a shadow directory: per watched directory a listing (name, inode,
- * generation) and per inode generation the file's bytes, each written to a temporary name and
- * renamed, so a SIGKILL at any moment leaves a whole image. The test kills the process, builds
- * the directories from the image (powercut.py) and reopens the store there.
+ * The image lives in a shadow directory: per watched directory a listing (its files' names,
+ * inodes and generations, its subdirectories' names) and per inode generation a file's bytes,
+ * each written to a temporary name and renamed, so a SIGKILL at any moment leaves a whole
+ * image. The test kills the process, builds the directories from the image (powercut.py) and
+ * reopens the store there. A watched directory inside another watched one is there only if
+ * the outer one's listing names it.
  *
  * Inode numbers are reused once a file is gone, so the bytes are keyed by inode and generation:
  * every file this process creates in a watched directory gets a new generation; the files there
  * at the start are generation 0, recorded whole (the previous run's result is durable).
  *
- * Environment: POWERCUT_WATCH (directories, ':'-separated, at most 4), POWERCUT_SHADOW. */
+ * Environment: POWERCUT_WATCH (directories, ':'-separated, at most 4), POWERCUT_SHADOW, and
+ * optionally POWERCUT_AT=n: the process kills itself at the n-th sync of a watched file or
+ * directory (or syncfs, or sync), before it takes effect, so a test can cut the power at chosen
+ * points; the shadow's "trace" lists the syncs made. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -23,6 +28,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +45,8 @@ static char watch[MAX_WATCH][PATH_MAX / 2];
 static int nwatch;
 static char shadow[PATH_MAX / 2];
 static int active;
+static long cut_at; /* POWERCUT_AT: the sync call (1, 2, ...) at which the power goes */
+static long syncs;  /* sync calls on the watched directories so far */
 
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
@@ -55,6 +63,7 @@ static uint64_t next_gen = 1;
 static pthread_mutex_t gen_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void die(const char *what, const char *path);
+static void count_sync(char kind, const char *path);
 
 static uint64_t *gen_slot(uint64_t ino)
 {
@@ -153,7 +162,8 @@ static void record_file(int fd, uint64_t ino)
         die("cannot rename", tmp);
 }
 
-/* Writes the listing of watched directory i: one "name ino gen" line per entry. */
+/* Writes the listing of watched directory i: a line "f ino gen name" per file and "d ino 0
+ * name" per subdirectory. */
 static void record_dir(int i)
 {
     char tmp[PATH_MAX], dst[PATH_MAX];
@@ -168,10 +178,13 @@ static void record_dir(int i)
             struct stat sb;
             if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
                 continue;
-            if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
-                continue; /* gone meanwhile, or not a file */
-            fprintf(f, "%s %llu %llu\n", e->d_name, (unsigned long long)sb.st_ino,
-                    (unsigned long long)gen_of(sb.st_ino));
+            if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+                continue; /* gone meanwhile */
+            if (S_ISREG(sb.st_mode))
+                fprintf(f, "f %llu %llu %s\n", (unsigned long long)sb.st_ino,
+                        (unsigned long long)gen_of(sb.st_ino), e->d_name);
+            else if (S_ISDIR(sb.st_mode))
+                fprintf(f, "d %llu 0 %s\n", (unsigned long long)sb.st_ino, e->d_name);
         }
         closedir(d);
     }
@@ -218,8 +231,10 @@ static void record_fd(int fd)
     path[n] = 0;
     if (S_ISDIR(sb.st_mode)) {
         int i = watched_dir(path);
-        if (i >= 0)
+        if (i >= 0) {
+            count_sync('d', path);
             record_dir(i);
+        }
         return;
     }
     if (!S_ISREG(sb.st_mode))
@@ -230,11 +245,29 @@ static void record_fd(int fd)
         path[n - g] = 0; /* unlinked: still the durable entry's bytes if its unlink is not */
     if (!in_watched(path))
         return;
+    count_sync('f', path);
     int rd = real_open(link, O_RDONLY | O_CLOEXEC); /* fd may be open for writing only */
     if (rd < 0)
         die("cannot reopen to record", path);
     record_file(rd, sb.st_ino);
     close(rd);
+}
+
+/* Counts a sync of the watched directories; at the POWERCUT_AT-th the power goes before it
+ * takes effect (the process kills itself). Each sync that does take effect is appended to the
+ * shadow's "trace": "<n> <kind> <path>", kind f (a file), d (a directory) or s (syncfs, sync). */
+static void count_sync(char kind, const char *path)
+{
+    long n = __atomic_add_fetch(&syncs, 1, __ATOMIC_SEQ_CST);
+    if (cut_at && n >= cut_at)
+        kill(getpid(), SIGKILL);
+    char line[PATH_MAX + 64], trace[PATH_MAX];
+    int len = snprintf(line, sizeof line, "%ld %c %s\n", n, kind, path);
+    snprintf(trace, sizeof trace, "%s/trace", shadow);
+    int fd = real_open(trace, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, line, (size_t)len) != len)
+        die("cannot append to", trace);
+    close(fd);
 }
 
 /* ---- the intercepted calls ---- */
@@ -255,15 +288,19 @@ int fdatasync(int fd)
 
 int syncfs(int fd)
 {
-    if (active)
+    if (active) {
+        count_sync('s', "syncfs");
         record_all();
+    }
     return real_syncfs(fd);
 }
 
 void sync(void)
 {
-    if (active)
+    if (active) {
+        count_sync('s', "sync");
         record_all();
+    }
     real_sync();
 }
 
@@ -325,6 +362,8 @@ __attribute__((constructor)) static void powercut_init(void)
     real_open = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
     real_openat = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
     const char *w = getenv("POWERCUT_WATCH"), *s = getenv("POWERCUT_SHADOW");
+    const char *at = getenv("POWERCUT_AT");
+    cut_at = at ? atol(at) : 0;
     if (!w || !s || !*w || !*s)
         return;
     snprintf(shadow, sizeof shadow, "%s", s);

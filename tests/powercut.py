@@ -28,55 +28,89 @@ def build(out_dir: str) -> str:
     return out
 
 
-def env(base: dict, library: str, watch: list[str], shadow: str) -> dict:
+def env(base: dict, library: str, watch: list[str], shadow: str, at: int | None = None) -> dict:
     """base with the library preloaded (after any preload already there: a sanitizer runtime
-    must stay first), watching `watch` and keeping its image in `shadow` (emptied here)."""
+    must stay first), watching `watch` and keeping its image in `shadow` (emptied here); with
+    `at`, the process cuts its power (kills itself) at its at-th sync of the watched files."""
     shutil.rmtree(shadow, ignore_errors=True)
     os.makedirs(shadow)
     e = dict(base)
     e["LD_PRELOAD"] = (e.get("LD_PRELOAD", "") + " " + library).strip()
     e["POWERCUT_WATCH"] = ":".join(os.path.realpath(w) for w in watch)
     e["POWERCUT_SHADOW"] = shadow
+    e.pop("POWERCUT_AT", None)
+    if at is not None:
+        e["POWERCUT_AT"] = str(at)
     return e
 
 
+def trace(shadow: str) -> list[tuple[int, str, str]]:
+    """The syncs of the watched files that took effect, in order: (n, kind, path), kind "f" (a
+    file), "d" (a directory) or "s" (syncfs or sync)."""
+    path = os.path.join(shadow, "trace")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [(int(n), kind, p) for n, kind, p in (line.rstrip("\n").split(" ", 2) for line in f)]
+
+
 def image(shadow: str, index: int) -> dict[str, bytes]:
-    """The durable entries of watched directory `index`: name -> bytes (empty when the file
-    was never synced: its name survived, its data did not)."""
-    return {name: data for name, (_, data) in _entries(shadow, index).items()}
+    """The durable files of watched directory `index`: name -> bytes (empty when the file was
+    never synced: its name survived, its data did not)."""
+    return {name: data for name, (_, data) in _listing(shadow, index)[0].items()}
 
 
-def _entries(shadow: str, index: int) -> dict[str, tuple[int, bytes]]:
-    out = {}
+def _listing(shadow: str, index: int):
+    """({file name: (inode, durable bytes)}, {subdirectory names}) of watched directory index."""
+    files, dirs = {}, set()
     with open(os.path.join(shadow, "d-%d" % index)) as f:
         for line in f:
-            name, ino, gen = line.rsplit(" ", 2)
-            data = os.path.join(shadow, "f-%s-%s" % (ino, gen.strip()))
+            kind, ino, gen, name = line.rstrip("\n").split(" ", 3)
+            if kind == "d":
+                dirs.add(name)
+                continue
+            data = os.path.join(shadow, "f-%s-%s" % (ino, gen))
             if os.path.exists(data):
                 with open(data, "rb") as g:
-                    out[name] = (int(ino), g.read())
+                    files[name] = (int(ino), g.read())
             else:
-                out[name] = (int(ino), b"")
+                files[name] = (int(ino), b"")
+    return files, dirs
+
+
+def _bytes_now(d: str, inodes: set) -> dict[int, bytes]:
+    """inode -> what it holds now, for the files of d with one of these inodes."""
+    out = {}
+    for name in os.listdir(d):
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and os.stat(p).st_ino in inodes:
+            with open(p, "rb") as f:
+                out[os.stat(p).st_ino] = f.read()
     return out
 
 
 def apply_image(shadow: str, watch: list[str], rng=None) -> None:
-    """Replaces each watched directory by its durable image. With rng (a random.Random), a file
-    whose bytes now extend its durable bytes keeps a random part of the extension, as if the
-    device had written some of it before the cut: between nothing (a pure power cut) and all
-    (a SIGKILL)."""
-    for i, d in enumerate(watch):
-        files = _entries(shadow, i)
-        now = {}  # inode -> the bytes it holds now (for the inodes the image names)
-        if rng is not None:
-            wanted = {ino for ino, _ in files.values()}
-            for name in os.listdir(d):
-                p = os.path.join(d, name)
-                if os.path.isfile(p) and os.stat(p).st_ino in wanted:
-                    with open(p, "rb") as f:
-                        now[os.stat(p).st_ino] = f.read()
-        shutil.rmtree(d)
-        os.makedirs(d)
+    """Replaces each watched directory by its durable image, outer directories first (a watched
+    directory that its watched parent's image does not name is gone). With rng (a
+    random.Random), a file whose bytes now extend its durable bytes keeps a random part of the
+    extension, as if the device had written some of it before the cut: between nothing (a pure
+    power cut) and all (a SIGKILL)."""
+    watch = [os.path.realpath(w) for w in watch]
+    images = []
+    for i, d in enumerate(watch):  # everything read before anything changes
+        files, dirs = _listing(shadow, i)
+        now = _bytes_now(d, {ino for ino, _ in files.values()}) if rng and os.path.isdir(d) else {}
+        images.append((d, files, dirs, now))
+    for d, files, dirs, now in sorted(images, key=lambda im: im[0].count(os.sep)):
+        if not os.path.isdir(d):
+            continue  # its parent's image does not name it
+        for name in os.listdir(d):
+            p = os.path.join(d, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                if name not in dirs:
+                    shutil.rmtree(p)
+            else:
+                os.unlink(p)
         for name, (ino, data) in sorted(files.items()):
             cur = now.get(ino, b"")
             if len(cur) > len(data) and cur.startswith(data):

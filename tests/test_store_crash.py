@@ -106,8 +106,8 @@ def main():
     ops = gen_ops(cfg["seed"], cfg["n"], tag=cfg["tag"].encode(), **cfg.get("gen", {}))
     if cfg.get("hooks"):  # test hooks of the core, e.g. {"ltr_test_syncfs_min": 1}
         from lsmtrie import _binding
-        for name, value in cfg["hooks"].items():
-            getattr(_binding.lib, name)(value)
+        for name, args in cfg["hooks"].items():
+            getattr(_binding.lib, name)(*(args if isinstance(args, list) else [args]))
     print("start", flush=True)
     db = lsmtrie.open(path, **cfg["open"])
     print("open", flush=True)
@@ -276,7 +276,7 @@ def describe_mismatch(base, ops, state, lo, hi):
 def crash_trials(tmp_path, open_opts, trials, n, seed, gen=None, store_sync=False, flush_every=None,
                  reopen_kw=None, hooks=None, make_env=None, after_kill=None, tag="T"):
     """Writers killed `trials` times on one store, each in make_env() (default _env()) and with
-    the core's test hooks set as `hooks` ({name: argument}) says. After each kill after_kill()
+    the core's test hooks set as `hooks` ({name: argument or [arguments]}) says. After each kill after_kill()
     runs, and the reopened store must hold a prefix of the operations with every acknowledged
     synced one. Every fourth trial kills the writer while it opens the store, so recovery of
     the previous trial's crash is interrupted too."""

@@ -11,16 +11,21 @@ working library."""
 
 import json
 import os
+import pathlib
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
 import lsmtrie
 import powercut
-from test_store_crash import BULK_OPEN, FAST, TINY_MEM, _env, bulk_trials, crash_trials
+from test_store_crash import (BULK_OPEN, FAST, TINY_MEM, WRITER, _env, bulk_trials, crash_trials,
+                              describe_mismatch, gen_ops, matching_prefix, read_state,
+                              run_writer)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +132,70 @@ def powercut_trials(tmp_path, library, open_opts, meta=None, **kw):
                         after_kill=cut, **kw)
 
 
+@pytest.fixture
+def scratch(tmp_path):
+    """A directory in memory (/dev/shm) when there is one, else tmp_path: tests that copy and
+    delete stores many times run there, off this machine's disk, whose deletes wait for the
+    device (mounted with discard). The power-cut library decides what is durable either way."""
+    shm = "/dev/shm"
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    d = tempfile.mkdtemp(prefix="lsmtrie-powercut-", dir=shm)
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_power_cut_at_chosen_syncs(scratch, library):
+    """The power goes at chosen syncs of the store's files (POWERCUT_AT): each directory sync
+    and the sync after it (log rotations: the old log's sync and the new log's name; the end of
+    the checkpoints of flush() calls), and 12 more spread over the run, which syncs 30% of its
+    writes and starts a new log every 32 memtables of 1500 bytes. Background checkpoints are
+    off, so that runs make nearly the same syncs. Every cut also keeps random parts of what was
+    appended since the last syncs. Each must leave a store that reopens with every acknowledged
+    synced write and a prefix of the rest."""
+    script = scratch / "writer.py"
+    script.write_text(WRITER)
+    path, fresh, shadow = (str(scratch / x) for x in ("db", "fresh", "shadow"))
+    opts = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500,
+                checkpoint_interval=3600)
+    with lsmtrie.open(fresh, **opts):
+        pass
+    n, gen = 700, {"p_sync": 0.3}
+    ops = gen_ops(21, n, tag=b"C", **gen)
+    cfg = {"seed": 21, "n": n, "tag": "C", "open": opts, "gen": gen, "flush_every": 150,
+           "hooks": {"ltr_test_checkpoint_policy": [1e9, 1 << 50]}}
+
+    def run(at):
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(fresh, path)
+        return run_writer(script, path, cfg, ops, False,
+                          env=powercut.env(_env(), library, [path], shadow, at=at))
+
+    assert run(None).finished
+    syncs = powercut.trace(shadow)
+    rotations = [i for i, kind, p in syncs if kind == "d"]
+    assert len(syncs) > 300 and len(rotations) >= 4, (len(syncs), rotations)
+    points = {at for i in rotations for at in (i, i + 1)}
+    points |= {1 + k * (len(syncs) - 1) // 11 for k in range(12)}
+    tears = random.Random(21)
+    for at in sorted(points):
+        r = run(at)
+        if r.finished:  # a run whose checkpoints found a few tables fewer alive
+            assert at > len(syncs) - 20, (at, len(syncs))
+            continue
+        assert len(powercut.trace(shadow)) < at, (at, r.acked)
+        powercut.apply_image(shadow, [path], tears)
+        state = read_state(path)
+        lo, hi = r.synced_acked + 1, r.acked + 2
+        assert matching_prefix({}, ops, state, lo, hi), (
+            f"cut at sync {at} of {len(syncs)} (acked {r.acked}, last synced "
+            f"{r.synced_acked}): no prefix in [{lo}, {hi}]; "
+            + describe_mismatch({}, ops, state, lo, hi))
+
+
 def test_power_cut_during_writes_flushes_and_compactions(tmp_path, library):
     """Tiny memtables and tables: flushes, compactions and checkpoints all the time; a few
     percent of the writes synced."""
@@ -185,6 +254,36 @@ def test_power_cut_during_last_level_appends_clusters_and_gc(tmp_path, library, 
         st = db.stats()
         assert st["tables_per_level"][-1] > 0
         assert st["gcs"] > 0 and st["bytes_written_by_kind"]["clusters"] > 0, st
+
+
+_CREATE = textwrap.dedent("""
+    import os, sys, lsmtrie
+    db = lsmtrie.open(sys.argv[1], create=True, table_buckets=16,
+                      metadata_path=sys.argv[2] if len(sys.argv) > 2 else None)
+    for i in range(20):
+        db.put(b"k%d" % i, b"v%d" % i, sync=True)
+    print("synced", flush=True)
+    os._exit(0)
+""")
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["store", "metadata_path"])
+def test_power_cut_after_creating_a_store_keeps_its_synced_writes(tmp_path, library, separate):
+    """The directories a new store creates must survive with its first synced writes: their
+    parent is synced too. (It was not: a cut took the new store away, synced writes and all.)"""
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    path, meta = str(parent / "db"), str(parent / "meta") if separate else None
+    watch = [str(parent), path] + ([meta] if meta else [])
+    shadow = str(tmp_path / "shadow")
+    r = subprocess.run([sys.executable, "-c", _CREATE, path] + ([meta] if meta else []),
+                       env=powercut.env(_env(), library, watch, shadow), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "synced" in r.stdout, r.stderr
+    powercut.apply_image(shadow, watch)
+    assert os.path.isdir(path) and (not meta or os.path.isdir(meta))
+    with lsmtrie.open(path, create=False, metadata_path=meta) as db:
+        assert dict(db.items()) == {b"k%d" % i: b"v%d" % i for i in range(20)}
 
 
 _CLUSTERS_LATER = textwrap.dedent("""

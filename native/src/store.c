@@ -308,6 +308,19 @@ static void note_log(ltr_store *s, uint64_t file)
 
 static int open_new_log(ltr_store *s)
 {
+    /* Everything in the old log reaches the disk before the new log's name does: a crash then
+     * keeps a prefix of the writes, and only the newest log can end in a torn record (which
+     * recovery cuts off; a damaged log with a newer one after it is corruption). */
+    if (s->wal_file) {
+        int rc = wal_sync_locked(s, s->wal.fd);
+        if (rc)
+            return rc;
+        pthread_mutex_lock(&s->sync_mu);
+        s->synced_file = s->wal_file;
+        s->synced_upto = s->wal.size;
+        pthread_cond_broadcast(&s->sync_cv);
+        pthread_mutex_unlock(&s->sync_mu);
+    }
     pthread_mutex_lock(&s->state_mu);
     uint64_t file = s->next_file++;
     pthread_mutex_unlock(&s->state_mu);
@@ -327,21 +340,8 @@ static int open_new_log(ltr_store *s)
     pthread_mutex_lock(&s->state_mu);
     note_log(s, file);
     pthread_mutex_unlock(&s->state_mu);
-    if (s->wal_file) {
-        /* Everything in the old log must be on disk before anything reaches the new one, so a
-         * crash keeps a prefix of the writes. */
-        rc = wal_sync_locked(s, s->wal.fd);
-        if (rc) {
-            logw_close(&w);
-            return rc;
-        }
-        pthread_mutex_lock(&s->sync_mu);
-        s->synced_file = s->wal_file;
-        s->synced_upto = s->wal.size;
-        pthread_cond_broadcast(&s->sync_cv);
-        pthread_mutex_unlock(&s->sync_mu);
+    if (s->wal_file)
         logw_close(&s->wal);
-    }
     s->wal = w;
     s->wal_file = file;
     s->wal_hinted = 0;
@@ -978,15 +978,25 @@ static int open_cache(ltr_store *s)
     return s->fc ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory opening %s", s->dir);
 }
 
+/* Creates dir unless it exists, and then syncs its parent: a store's first synced writes must
+ * not vanish with its directory in a power cut. */
+static int make_dir(const char *dir, const char *what)
+{
+    if (mkdir(dir, 0755) != 0)
+        return errno == EEXIST ? LTR_OK
+                               : ltr_fail_errno(errno, "cannot create the %s directory %s", what, dir);
+    return io_fsync_dir(dir);
+}
+
 static int start(ltr_store *s)
 {
     if (s->o.memtable_bytes == 0)
         s->o.memtable_bytes = table_capacity(&s->o);
-    int rc = LTR_OK;
-    if (!s->o.read_only && mkdir(s->dir, 0755) != 0 && errno != EEXIST)
-        return ltr_fail_errno(errno, "cannot create the store directory %s", s->dir);
-    if (s->meta_dir && !s->o.read_only && mkdir(s->meta_dir, 0755) != 0 && errno != EEXIST)
-        return ltr_fail_errno(errno, "cannot create the metadata directory %s", s->meta_dir);
+    int rc = s->o.read_only ? LTR_OK : make_dir(s->dir, "store");
+    if (!rc && s->meta_dir && !s->o.read_only)
+        rc = make_dir(s->meta_dir, "metadata");
+    if (rc)
+        return rc;
     loglist logs = {0};
     if (!s->o.read_only)
         rc = take_lock(s);
