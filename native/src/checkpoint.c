@@ -475,6 +475,13 @@ static int checkpoint(ltr_store *s, int flags)
     int rc = lost ? sync_filesystems(s, &files, 1) : LTR_OK;
     if (!rc)
         rc = sync_files(s, &files, flags);
+    /* The tables hold the items of records that no sync may have covered yet (a log synced
+     * only by writers that asked). Once the manifest names the tables, recovery replays the
+     * log from the floor over them; a record lost from the log while later ones sit in those
+     * tables would break the prefix (replayed older records shadow newer table items, and a
+     * batch split across memtables would be half there). So the log is made durable first. */
+    if (!rc)
+        rc = store_sync_log(s);
     int tried = !rc;
     if (!rc)
         rc = write_manifest(s, &ops, &d);

@@ -389,6 +389,16 @@ static int log_sync(ltr_store *s, uint64_t file, uint64_t end)
     return rc;
 }
 
+int store_sync_log(ltr_store *s)
+{
+    if (!s->o.use_log || s->o.read_only)
+        return LTR_OK;
+    pthread_mutex_lock(&s->write_mu);
+    uint64_t file = s->wal_file, end = s->wal.size;
+    pthread_mutex_unlock(&s->write_mu);
+    return file ? log_sync(s, file, end) : LTR_OK;
+}
+
 #define LOG_PIECE (256u << 10) /* log payload encoded and written at a time (logfile.h) */
 
 /* Writes the pending piece of a record being logged. */

@@ -170,6 +170,8 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
 #define CKPT_FORCE 1
 #define CKPT_BACKGROUND 2
 int store_checkpoint(ltr_store *s, int flags);
+/* Makes every record logged so far durable (no lock held; takes write_mu and sync_mu). */
+int store_sync_log(ltr_store *s);
 int store_checkpoint_due(const ltr_store *s); /* state_mu held */
 void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e);
