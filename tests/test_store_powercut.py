@@ -9,6 +9,7 @@ every write_batch whole or absent, nothing corrupt; bulk loads keep everything f
 The first test checks the model itself on plain files, so the others cannot pass for want of a
 working library."""
 
+import itertools
 import json
 import os
 import pathlib
@@ -115,6 +116,15 @@ def test_the_model_keeps_only_what_was_synced(tmp_path, library):
     assert {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} == real
 
 
+def run_cut(script, args, library, watch, shadow):
+    """The stdout of a writer script run under the power-cut library (it must exit with 0)."""
+    r = subprocess.run([sys.executable, "-c", script, *args],
+                       env=powercut.env(_env(), library, watch, shadow), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def powercut_trials(tmp_path, library, open_opts, meta=None, **kw):
     """crash_trials (test_store_crash.py) with power cuts: the store (created first, so that it
     exists durably) is rebuilt from the durable image before each reopen; in every other trial
@@ -123,7 +133,7 @@ def powercut_trials(tmp_path, library, open_opts, meta=None, **kw):
     watch = [path] + ([meta] if meta else [])
     with lsmtrie.open(path, **open_opts):
         pass
-    cuts = iter(range(1 << 30))
+    cuts = itertools.count()
     tears = random.Random(kw["seed"])
 
     def cut():  # odd trials keep random parts of what was written after the last fsyncs
@@ -283,10 +293,8 @@ def test_power_cut_after_creating_a_store_keeps_its_synced_writes(tmp_path, libr
     path, meta = str(parent / "db"), str(parent / "meta") if separate else None
     watch = [str(parent), path] + ([meta] if meta else [])
     shadow = str(tmp_path / "shadow")
-    r = subprocess.run([sys.executable, "-c", _CREATE, path] + ([meta] if meta else []),
-                       env=powercut.env(_env(), library, watch, shadow), capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0 and "synced" in r.stdout, r.stderr
+    out = run_cut(_CREATE, [path] + ([meta] if meta else []), library, watch, shadow)
+    assert "synced" in out, out
     powercut.apply_image(shadow, watch)
     assert os.path.isdir(path) and (not meta or os.path.isdir(meta))
     with lsmtrie.open(path, create=False, metadata_path=meta) as db:
@@ -317,12 +325,9 @@ def test_power_cut_after_a_checkpoint_of_part_of_an_unsynced_batch(tmp_path, lib
     path, shadow = str(tmp_path / "db"), str(tmp_path / "shadow")
     with lsmtrie.open(path, table_buckets=4, node_tables=8, levels=3):
         pass
-    r = subprocess.run([sys.executable, "-c", _SPLIT_BATCH, path],
-                       env=powercut.env(_env(), library, [path], shadow), capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    flushes, checkpoints, in_memory = json.loads(r.stdout)
-    assert flushes >= 1 and checkpoints >= 1 and in_memory > 0, r.stdout  # the case arose
+    out = run_cut(_SPLIT_BATCH, [path], library, [path], shadow)
+    flushes, checkpoints, in_memory = json.loads(out)
+    assert flushes >= 1 and checkpoints >= 1 and in_memory > 0, out  # the case arose
     powercut.apply_image(shadow, [path])
     with lsmtrie.open(path) as db:
         state = dict(db.items())
@@ -363,12 +368,9 @@ def test_power_cut_after_a_checkpoint_of_clusters_only(tmp_path, library, separa
         pass
     watch = [path] + ([meta] if meta else [])
     shadow = str(tmp_path / "shadow")
-    r = subprocess.run([sys.executable, "-c", _CLUSTERS_LATER, path, json.dumps(opts)],
-                       env=powercut.env(_env(), library, watch, shadow), capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    before, after = map(int, r.stdout.split())
-    assert before == 0 and after > 0, r.stdout
+    out = run_cut(_CLUSTERS_LATER, [path, json.dumps(opts)], library, watch, shadow)
+    before, after = map(int, out.split())
+    assert before == 0 and after > 0, out
     powercut.apply_image(shadow, watch)
     want = {b"c%02d-%03d" % (r, i): b"v%02d" % r * 20 for r in range(60) for i in range(40)}
     with lsmtrie.open(path, metadata_path=meta) as db:

@@ -311,16 +311,9 @@ static int open_new_log(ltr_store *s)
     /* Everything in the old log reaches the disk before the new log's name does: a crash then
      * keeps a prefix of the writes, and only the newest log can end in a torn record (which
      * recovery cuts off; a damaged log with a newer one after it is corruption). */
-    if (s->wal_file) {
-        int rc = wal_sync_locked(s, s->wal.fd);
-        if (rc)
-            return rc;
-        pthread_mutex_lock(&s->sync_mu);
-        s->synced_file = s->wal_file;
-        s->synced_upto = s->wal.size;
-        pthread_cond_broadcast(&s->sync_cv);
-        pthread_mutex_unlock(&s->sync_mu);
-    }
+    int rc = s->wal_file ? wal_sync_locked(s, s->wal.fd) : LTR_OK;
+    if (rc)
+        return rc;
     pthread_mutex_lock(&s->state_mu);
     uint64_t file = s->next_file++;
     pthread_mutex_unlock(&s->state_mu);
@@ -329,7 +322,7 @@ static int open_new_log(ltr_store *s)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     unlink(p);
     logw w;
-    int rc = logw_open(&w, p, 0);
+    rc = logw_open(&w, p, 0);
     if (!rc)
         rc = io_fsync_dir(p); /* the new log's name must survive a crash */
     free(p);
@@ -345,10 +338,16 @@ static int open_new_log(ltr_store *s)
     s->wal = w;
     s->wal_file = file;
     s->wal_hinted = 0;
+    /* everything logged so far is durable: the old log whole, the new one holds nothing yet */
+    pthread_mutex_lock(&s->sync_mu);
+    s->synced_file = file;
+    s->synced_upto = 0;
+    pthread_cond_broadcast(&s->sync_cv);
+    pthread_mutex_unlock(&s->sync_mu);
     return LTR_OK;
 }
 
-/* Makes the log durable up to byte `end` of log file `file` (group commit: one fdatasync covers
+/* Makes the log durable up to byte `end` of log file `file` (group commit: one fsync covers
  * every writer waiting at that moment). */
 static int log_sync(ltr_store *s, uint64_t file, uint64_t end)
 {
@@ -1259,12 +1258,10 @@ int ltr_store_close(ltr_store *s)
             pthread_join(s->flusher, NULL);
         if (s->syncer_started)
             pthread_join(s->syncer, NULL);
-        if (s->wal_file) {
-            int r = wal_sync_locked(s, s->wal.fd);
-            rc = rc ? rc : r;
-        }
+        int r = store_sync_log(s); /* first: whatever the checkpoint does */
+        rc = rc ? rc : r;
         /* what the background work did, and the counters of the writes since the last edit */
-        int r = store_checkpoint(s, CKPT_FORCE);
+        r = store_checkpoint(s, CKPT_FORCE);
         rc = rc ? rc : r;
         reap(s, 1);
     }
