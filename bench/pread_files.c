@@ -3,7 +3,7 @@
  * of a random table; with a table per file, the kernel's per-file structures (descriptor,
  * inode, page-cache tree) of thousands of files miss the CPU caches on most reads.
  *
- * usage: pread_files DIR TOTAL_MB READS ROUNDS FILES...   (prints one line per layout and round) */
+ * usage: pread_files DIR TOTAL_MB READS ROUNDS FILES...   (prints FILES<TAB>us per read, a line per layout and round) */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -35,7 +35,11 @@ static int *make_files(const char *dir, int files, long pages, char *buf)
     int *fds = malloc(sizeof(int) * files);
     char name[4096];
     uint64_t s = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; fds && i < files; i++) {
+    if (!fds) {
+        perror("malloc");
+        exit(1);
+    }
+    for (int i = 0; i < files; i++) {
         snprintf(name, sizeof name, "%s/%d", dir, i);
         int w = open(name, O_CREAT | O_WRONLY | O_TRUNC, 0644);
         for (long p = 0; w >= 0 && p < pages; p++) {
@@ -96,7 +100,7 @@ int main(int argc, char **argv)
             int *fds = make_files(argv[1], files, pages, buf);
             time_reads(fds, files, pages, reads / 4, buf); /* warms the caches */
             double us = time_reads(fds, files, pages, reads, buf);
-            printf("%d\t%d\t%ld\t%.3f\n", r, files, pages, us);
+            printf("%d\t%.3f\n", files, us);
             fflush(stdout);
             drop_files(argv[1], fds, files);
         }

@@ -2,7 +2,7 @@
 
 A store at bench/store.py's 10 M shape keeps about 6,400 tables of 50 buckets (1.3 GB), one file
 each, and a lookup preads one bucket of a random table. This writes the same total bytes as 6,400,
-800 and 20 files in turn (alternated, ROUNDS times), reads random pages with one thread, and
+800 and 20 files in turn (alternated, --rounds times), reads random pages with one thread, and
 prints the CPU microseconds per read of each layout. The files go to a temporary directory under
 --dir and are deleted as each layout is done. Needs gcc.
 """
@@ -22,7 +22,7 @@ def main() -> int:
     p.add_argument("--dir", default=None, help="where to write the files (default: $TMPDIR)")
     p.add_argument("--mb", type=int, default=1300, help="total size of each layout")
     p.add_argument("--reads", type=int, default=400_000)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--files", type=int, nargs="+", default=[6400, 800, 20])
     a = p.parse_args()
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
@@ -34,7 +34,7 @@ def main() -> int:
                               *map(str, a.files)], check=True, capture_output=True, text=True)
     by_files: dict[int, list[float]] = {}
     for line in out.stdout.splitlines():
-        _, files, _, us = line.split("\t")
+        files, us = line.split("\t")
         by_files.setdefault(int(files), []).append(float(us))
     base = statistics.median(by_files[a.files[0]])
     print(f"4 KB preads of random pages, {a.mb} MB in all, page cache, one thread")
