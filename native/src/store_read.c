@@ -206,7 +206,7 @@ static int search_path(ltr_store *s, const vnode *const *path, read_ctx *c, key_
  * process). Fetching all of each filter's lines, not only its first, took bloom_may_contain
  * from 11.8% to 6.3% of a batched hit's CPU and 0 to 9% off the hit (4 pairs of alternated
  * passes, a new process on a 10 M store), and 6 to 18% off a single get (3 pairs). */
-#define AHEAD 5 /* steps: slots, nodes, filter pointers, filter offsets, records and filter bits */
+#define AHEAD 5 /* steps: slots, nodes, filter pointers, filter offsets, records and bits */
 #define FLT_PER_LINE (sizeof(vfilter) >= 64 ? 1 : 64 / sizeof(vfilter)) /* a prefetch each line */
 #define SEALED_AHEAD 4 /* a last-level node's newest sealed tables whose fields are fetched */
 
@@ -266,20 +266,22 @@ static void ahead_offsets(const ltr_store *s, const vnode *const *path, key_hash
     }
 }
 
-/* The last step: the HashMark records of the last level's newest sealed tables, and the filter
- * bits of the unsealed tables (their offsets came a step earlier), the misses search_path would
- * otherwise wait for. */
-static void ahead_records(const ltr_store *s, const vnode *const *path, key_hash h)
+static void ahead_records(const ltr_store *s, const vnode *const *path)
+{
+    const vnode *n = path[s->o.levels - 1];
+    if (n && n->bc)
+        for (uint32_t j = sealed_ahead_from(n); j < n->sealed; j++)
+            htable_prefetch_records(n->flt[j].t);
+}
+
+/* Every line of the unsealed tables' filters (their offsets came a step earlier), which
+ * search_path's plan_filters would otherwise wait for; a single get leaves them to it. */
+static void ahead_bits(const ltr_store *s, const vnode *const *path, key_hash h)
 {
     for (uint32_t level = 0; level < s->o.levels; level++) {
         const vnode *n = path[level];
-        if (!n)
-            continue;
-        for (uint32_t j = n->sealed; j < n->n; j++)
+        for (uint32_t j = n ? n->sealed : 0; n && j < n->n; j++)
             prefetch_span(filter_span(n, j, h));
-        if (n->bc)
-            for (uint32_t j = sealed_ahead_from(n); j < n->sealed; j++)
-                htable_prefetch_records(n->flt[j].t);
     }
 }
 
@@ -300,8 +302,10 @@ static void look_ahead(const ltr_store *s, const version *v, const key_hash *h,
         ahead_filters(s, paths[(i + 3) % AHEAD]);
     if (i + 2 < m && ask[i + 2] == -1)
         ahead_offsets(s, paths[(i + 2) % AHEAD], h[i + 2]);
-    if (i + 1 < m && ask[i + 1] == -1)
-        ahead_records(s, paths[(i + 1) % AHEAD], h[i + 1]);
+    if (i + 1 < m && ask[i + 1] == -1) {
+        ahead_records(s, paths[(i + 1) % AHEAD]);
+        ahead_bits(s, paths[(i + 1) % AHEAD], h[i + 1]);
+    }
 }
 
 /* One key's search (a single get), its chain of misses walked first a step at a time for every
@@ -315,7 +319,7 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
     ahead_nodes(s, path);
     ahead_filters(s, path);
     ahead_offsets(s, path, h);
-    ahead_records(s, path, h);
+    ahead_records(s, path);
     return search_path(s, path, c, h, key, klen, it, status);
 }
 
