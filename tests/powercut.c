@@ -17,10 +17,15 @@
  * every file this process creates in a watched directory gets a new generation; the files there
  * at the start are generation 0, recorded whole (the previous run's result is durable).
  *
+ * Records are made one at a time (image_mu), creations included: two threads syncing the same
+ * directory must leave the listing of the later sync, not whichever finished writing last, and
+ * a listing must never see a new file before its new generation.
+ *
  * Environment: POWERCUT_WATCH (directories, ':'-separated, at most 4), POWERCUT_SHADOW, and
  * optionally POWERCUT_AT=n: the process kills itself at the n-th sync of a watched file or
  * directory (or syncfs, or sync), before it takes effect, so a test can cut the power at chosen
- * points; the shadow's "trace" lists the syncs made. */
+ * points; the shadow's "trace" lists the syncs made. POWERCUT_JITTER_US=n sleeps a random 0 to
+ * n microseconds before each record is published, which widens any race in the recording. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -47,6 +52,10 @@ static char shadow[PATH_MAX / 2];
 static int active;
 static long cut_at; /* POWERCUT_AT: the sync call (1, 2, ...) at which the power goes */
 static long syncs;  /* sync calls on the watched directories so far */
+static long jitter_us; /* POWERCUT_JITTER_US */
+/* Held while the image or the generations change: recursive, as the library's own opens may
+ * come back through open() below. */
+static pthread_mutex_t image_mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
@@ -57,10 +66,10 @@ static int (*real_openat)(int, const char *, int, ...);
 
 /* ---- generations: inode -> generation of the file now holding that inode number ---- */
 
+/* (image_mu held for all of these) */
 static struct { uint64_t ino, gen; } gens[GEN_SLOTS];
 static uint32_t ngens;
 static uint64_t next_gen = 1;
-static pthread_mutex_t gen_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void die(const char *what, const char *path);
 static void count_sync(char kind, const char *path);
@@ -80,22 +89,18 @@ static uint64_t *gen_slot(uint64_t ino)
     return &gens[i].gen;
 }
 
-static uint64_t gen_of(uint64_t ino)
-{
-    pthread_mutex_lock(&gen_mu);
-    uint64_t g = *gen_slot(ino);
-    pthread_mutex_unlock(&gen_mu);
-    return g;
-}
+static uint64_t gen_of(uint64_t ino) { return *gen_slot(ino); }
 
-static void gen_new(uint64_t ino)
-{
-    pthread_mutex_lock(&gen_mu);
-    *gen_slot(ino) = next_gen++;
-    pthread_mutex_unlock(&gen_mu);
-}
+static void gen_new(uint64_t ino) { *gen_slot(ino) = next_gen++; }
 
-/* ---- the shadow image ---- */
+/* ---- the shadow image (image_mu held) ---- */
+
+static void jitter(void)
+{
+    static unsigned seed = 1;
+    if (jitter_us > 0)
+        usleep((useconds_t)(rand_r(&seed) % jitter_us));
+}
 
 static int watched_dir(const char *path)
 {
@@ -158,6 +163,7 @@ static void record_file(int fd, uint64_t ino)
     close(out);
     snprintf(dst, sizeof dst, "%s/f-%llu-%llu", shadow, (unsigned long long)ino,
              (unsigned long long)gen_of(ino));
+    jitter();
     if (rename(tmp, dst) != 0)
         die("cannot rename", tmp);
 }
@@ -191,6 +197,7 @@ static void record_dir(int i)
     if (fclose(f) != 0)
         die("cannot write", tmp);
     snprintf(dst, sizeof dst, "%s/d-%d", shadow, i);
+    jitter();
     if (rename(tmp, dst) != 0)
         die("cannot rename", tmp);
 }
@@ -272,35 +279,46 @@ static void count_sync(char kind, const char *path)
 
 /* ---- the intercepted calls ---- */
 
+static void record_fd_locked(int fd)
+{
+    pthread_mutex_lock(&image_mu);
+    record_fd(fd);
+    pthread_mutex_unlock(&image_mu);
+}
+
+static void record_all_locked(const char *kind)
+{
+    pthread_mutex_lock(&image_mu);
+    count_sync('s', kind);
+    record_all();
+    pthread_mutex_unlock(&image_mu);
+}
+
 int fsync(int fd)
 {
     if (active)
-        record_fd(fd);
+        record_fd_locked(fd);
     return real_fsync(fd);
 }
 
 int fdatasync(int fd)
 {
     if (active)
-        record_fd(fd);
+        record_fd_locked(fd);
     return real_fdatasync(fd);
 }
 
 int syncfs(int fd)
 {
-    if (active) {
-        count_sync('s', "syncfs");
-        record_all();
-    }
+    if (active)
+        record_all_locked("syncfs");
     return real_syncfs(fd);
 }
 
 void sync(void)
 {
-    if (active) {
-        count_sync('s', "sync");
-        record_all();
-    }
+    if (active)
+        record_all_locked("sync");
     real_sync();
 }
 
@@ -308,8 +326,14 @@ void sync(void)
 static int open_common(int dirfd_, const char *path, int flags, mode_t mode)
 {
     struct stat sb;
-    int was_new = active && (flags & O_CREAT) && fstatat(dirfd_, path, &sb, 0) != 0 &&
-                  errno == ENOENT;
+    int creating = active && (flags & O_CREAT);
+    if (!creating)
+        return real_openat(dirfd_, path, flags, mode);
+    /* from the check to the new generation under image_mu: no listing in between */
+    int saved = errno;
+    pthread_mutex_lock(&image_mu);
+    int was_new = fstatat(dirfd_, path, &sb, 0) != 0 && errno == ENOENT;
+    errno = saved;
     int fd = real_openat(dirfd_, path, flags, mode);
     if (fd >= 0 && was_new) {
         char link[64], abs[PATH_MAX];
@@ -321,6 +345,9 @@ static int open_common(int dirfd_, const char *path, int flags, mode_t mode)
                 gen_new(sb.st_ino);
         }
     }
+    saved = errno;
+    pthread_mutex_unlock(&image_mu);
+    errno = saved;
     return fd;
 }
 
@@ -364,6 +391,8 @@ __attribute__((constructor)) static void powercut_init(void)
     const char *w = getenv("POWERCUT_WATCH"), *s = getenv("POWERCUT_SHADOW");
     const char *at = getenv("POWERCUT_AT");
     cut_at = at ? atol(at) : 0;
+    const char *j = getenv("POWERCUT_JITTER_US");
+    jitter_us = j ? atol(j) : 0;
     if (!w || !s || !*w || !*s)
         return;
     snprintf(shadow, sizeof shadow, "%s", s);
