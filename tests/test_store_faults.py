@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import random
+import re
 import signal
 import struct
 import subprocess
@@ -255,6 +256,21 @@ def test_log_append_fault_is_the_callers_error(tmp_path, after):
         if failed_live is not None:
             want[b"f%d" % j] = failed_live
         assert got == want == live
+
+
+def test_a_failed_table_write_names_the_table_file(tmp_path):
+    """A flush whose table write fails says which file it was writing (tables are written in
+    place, without a temporary name: the message said "write to (null)")."""
+    with lsmtrie.open(str(tmp_path / "db"), table_buckets=16) as db:
+        for i in range(50):
+            db.put(b"k%d" % i, b"v" * 50)
+        _binding.fault_set("write", 0, errno.ENOSPC)
+        try:
+            with pytest.raises(lsmtrie.DiskFullError) as e:
+                db.flush()
+        finally:
+            _binding.fault_set("write", 0, 0)
+    assert "(null)" not in str(e.value) and re.search(r"write to \S+\.ht at offset", str(e.value)), e.value
 
 
 @pytest.mark.parametrize("what", ["write_batch", "put_many"])

@@ -113,7 +113,7 @@ int io_pwrite_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
 
 int io_write(wfile *w, const void *p, size_t n)
 {
-    int rc = io_write_fd(w->fd, p, n, w->tmp, w->bytes);
+    int rc = io_write_fd(w->fd, p, n, w->tmp ? w->tmp : w->path, w->bytes); /* (in place: no tmp) */
     if (!rc)
         w->bytes += n;
     return rc;
