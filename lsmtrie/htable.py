@@ -169,6 +169,28 @@ class HTableBuilder:
             b.check(lib.ltr_hbuild_finish(h, os.fsencode(path), st))
         return BuildStats._from_c(st)
 
+    def finish_at(self, path, offset: int, max_bytes: int) -> BuildStats:
+        """Writes the table into bytes [offset, offset + max_bytes) of the existing file at
+        path instead of a file of its own, and fdatasyncs the file (with the default sync
+        option). offset must be a multiple of 4096; the file grows when the table passes its
+        end, and nothing else in it changes. The stats' file_bytes is the table's length,
+        which HTable(path, offset=, length=) needs to open it. ValueError, naming the size
+        needed, before anything is written when the table needs more than max_bytes; the
+        builder can then be finished again."""
+        _int_option("offset", offset, 0, 2**62)
+        _int_option("max_bytes", max_bytes, 0, 2**62)
+        st = ffi.new("ltr_build_stats *")
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            with self._h as h:
+                rc = b.check(lib.ltr_hbuild_finish_at(h, fd, os.fsencode(path), offset,
+                                                      max_bytes, st))
+        finally:
+            os.close(fd)
+        if rc == lib.LTR_EAGAIN:
+            raise ValueError(f"the table needs {st.file_bytes} bytes, over max_bytes={max_bytes}")
+        return BuildStats._from_c(st)
+
     def close(self) -> None:
         self._h.close()
 
@@ -202,10 +224,12 @@ _STAT_FIELDS = ("lookups", "found", "deleted", "bucket_reads", "overflow_reads",
 
 
 class HTable:
-    """A reader of one HTable file.
+    """A reader of one HTable: a file of its own, or an extent of a larger file.
 
     Args:
-        path: the table file.
+        path: the table file, or the file holding it at offset.
+        offset, length: where the table lies in path (from HTableBuilder.finish_at: offset a
+            multiple of 4096, length its stats' file_bytes); by default all of path.
         load_filters: keep the per-bucket Bloom filters in memory (the store skips them for
             last-level tables, whose filters live in BloomClusters).
         use_mmap: read buckets through a read-only mapping advised MADV_RANDOM (default) or
@@ -213,14 +237,33 @@ class HTable:
         max_cached_records: migration records kept in memory; None keeps the builder's choice.
     """
 
-    def __init__(self, path, *, load_filters=True, use_mmap=True, max_cached_records=None):
+    def __init__(self, path, *, offset=None, length=None, load_filters=True, use_mmap=True,
+                 max_cached_records=None):
         flags = (0 if load_filters else lib.LTR_OPEN_NO_FILTERS) | (0 if use_mmap else lib.LTR_OPEN_PREAD)
         cached = -1 if max_cached_records is None else max_cached_records
         _int_option("max_cached_records", cached, -1, 2**31 - 1)
+        if (offset is None) != (length is None):
+            raise TypeError("offset and length go together: give both or neither")
         out = ffi.new("ltr_htable **")
-        b.check(lib.ltr_htable_open(os.fsencode(path), flags, cached, out))
         self.path = os.fspath(path)
-        self._h = b.Handle(out[0], lib.ltr_htable_close, f"HTable {self.path}")
+        if offset is None:
+            b.check(lib.ltr_htable_open(os.fsencode(path), flags, cached, out))
+            close = lib.ltr_htable_close
+        else:
+            _int_option("offset", offset, 0, 2**62)
+            _int_option("length", length, 0, 2**62)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                b.check(lib.ltr_htable_open_at(fd, os.fsencode(path), offset, length, flags,
+                                               cached, out))
+            except BaseException:
+                os.close(fd)
+                raise
+
+            def close(ptr, fd=fd):  # the table first: it reads through fd until then
+                lib.ltr_htable_close(ptr)
+                os.close(fd)
+        self._h = b.Handle(out[0], close, f"HTable {self.path}")
         info = ffi.new("ltr_table_info *")
         lib.ltr_htable_info(out[0], info)
         self._info = {name: getattr(info, name) for name in _INFO_FIELDS}

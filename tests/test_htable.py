@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import random
+import re
 import threading
 
 import numpy as np
@@ -585,3 +586,95 @@ def test_mapped_table_cut_short_is_an_error_not_a_crash(tmp_path, htable, lsm, r
                 t.lookup_many([k for k, _ in items])
             else:
                 list(t.items())
+
+
+# ---- tables in an extent of a larger file (the store's segment files build on this) ----
+
+def _fill_builder(htable, items, **opts):
+    b = htable.HTableBuilder(sync=False, **opts)
+    for k, v in items:
+        assert b.add(k, v) if v is not None else b.delete(k)
+    return b
+
+
+@pytest.mark.parametrize("use_mmap", [True, False], ids=["mmap", "pread"])
+def test_tables_in_extents_of_one_file(tmp_path, htable, lsm, use_mmap):
+    """Two tables written into one file, after and between other bytes, read back whole: their
+    lookups, batches and scans see only their own items, and nothing around them changes."""
+    path = str(tmp_path / "segment")
+    junk = random.Random(3).randbytes(3 * 4096)
+    with open(path, "wb") as f:
+        f.write(junk)
+    a = make_items(20, 3000, klen=(1, 20), vlen=(0, 120))
+    a = [(k, None if i % 13 == 0 else v) for i, (k, v) in enumerate(a)]
+    a += [(b"big%d" % i, bytes([i]) * 9000) for i in range(4)]  # overflow records too
+    b_items = make_items(21, 500, klen=(1, 20), vlen=(0, 60), prefix=b"b:")
+    with _fill_builder(htable, a[-4:] + a[:-4], buckets=64, fill=1.0) as b:
+        st_a = b.finish_at(path, 4096, 1 << 30)
+    assert st_a.overflow_items >= 4
+    at_b = 4096 * (1 + (4096 + st_a.file_bytes + 4095) // 4096)  # a page of gap after a
+    with open(path, "r+b") as f:  # bytes in the gap must stay as they are
+        f.seek(4096 + st_a.file_bytes)
+        f.write(b"\xAB" * (at_b - 4096 - st_a.file_bytes))
+    with _fill_builder(htable, b_items, buckets=16) as b:
+        st_b = b.finish_at(path, at_b, st_b_cap := 16 * 4096 * 4)
+    assert st_b.file_bytes <= st_b_cap
+    data = open(path, "rb").read()
+    assert data[:4096] == junk[:4096]
+    assert data[4096 + st_a.file_bytes:at_b] == b"\xAB" * (at_b - 4096 - st_a.file_bytes)
+    assert len(data) == at_b + st_b.file_bytes
+    want_a, want_b = dict(a), dict(b_items)
+    with htable.HTable(path, offset=4096, length=st_a.file_bytes, use_mmap=use_mmap) as t, \
+            htable.HTable(path, offset=at_b, length=st_b.file_bytes, use_mmap=use_mmap) as u:
+        assert t.info["file_bytes"] == st_a.file_bytes and len(t) == len(want_a)
+        assert dict(t.items()) == want_a and dict(u.items()) == want_b
+        keys = list(want_a) + list(want_b)
+        assert t.get_many(keys) == [want_a.get(k) for k in keys]
+        assert u.get_many(keys) == [want_b.get(k) for k in keys]
+        for k in list(want_a)[:200]:
+            assert t.lookup(k) == ((lsm.Lookup.FOUND, want_a[k]) if want_a[k] is not None
+                                   else (lsm.Lookup.DELETED, None))
+            assert u.lookup(k) == (lsm.Lookup.ABSENT, None)
+
+
+def test_a_table_larger_than_its_extent_is_refused_before_anything_is_written(tmp_path,
+                                                                              htable):
+    """max_bytes too small: ValueError with the size needed, the file untouched, and the same
+    builder then finishes into a large enough extent."""
+    path = str(tmp_path / "segment")
+    with open(path, "wb") as f:
+        f.write(b"\x01" * 8192)
+    items = make_items(22, 400, vlen=(0, 50))
+    with _fill_builder(htable, items, buckets=8) as b:
+        with pytest.raises(ValueError, match=r"needs (\d+) bytes, over max_bytes=4096") as e:
+            b.finish_at(path, 4096, 4096)
+        need = int(re.search(r"needs (\d+) bytes", str(e.value)).group(1))
+        assert open(path, "rb").read() == b"\x01" * 8192
+        st = b.finish_at(path, 4096, need)  # exactly enough
+    assert st.file_bytes == need
+    with htable.HTable(path, offset=4096, length=need) as t:
+        assert dict(t.items()) == dict(items)
+
+
+def test_extent_arguments_are_checked(tmp_path, htable, lsm):
+    path = str(tmp_path / "segment")
+    open(path, "wb").close()
+    items = make_items(23, 50)
+    with _fill_builder(htable, items, buckets=4) as b:
+        with pytest.raises(ValueError, match="multiple of 4096"):
+            b.finish_at(path, 100, 1 << 20)
+        with pytest.raises(TypeError):
+            b.finish_at(path, "0", 1 << 20)
+        with pytest.raises(FileNotFoundError):
+            b.finish_at(str(tmp_path / "missing"), 0, 1 << 20)
+        st = b.finish_at(path, 0, 1 << 20)
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        htable.HTable(path, offset=5, length=st.file_bytes)
+    with pytest.raises(TypeError, match="offset and length"):
+        htable.HTable(path, offset=0)
+    with pytest.raises(lsm.CorruptionError, match="holds"):  # past the end of the file
+        htable.HTable(path, offset=4096, length=st.file_bytes)
+    with pytest.raises(lsm.CorruptionError):  # a wrong length finds no footer there
+        htable.HTable(path, offset=0, length=st.file_bytes - 4096)
+    with htable.HTable(path, offset=0, length=st.file_bytes) as t:
+        assert dict(t.items()) == dict(items)

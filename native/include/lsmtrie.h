@@ -121,6 +121,14 @@ uint64_t ltr_hbuild_capacity(const ltr_hbuild *b);
 /* Places, filters, balances and writes the table durably to path. The builder stays valid
  * (and empty again only after ltr_hbuild_free); finishing twice is an error. */
 int ltr_hbuild_finish(ltr_hbuild *b, const char *path, ltr_build_stats *st);
+/* The same into bytes [offset, offset + max_bytes) of the open file fd instead of a file of
+ * its own (the file grows when the extent passes its end; bytes past the table are left as
+ * they were). offset must be a multiple of LTR_BUCKET_SIZE. When the table needs more than
+ * max_bytes, LTR_EAGAIN before anything is written, with the size needed in st->file_bytes;
+ * the builder can then be finished again. With the builder's sync option (the default) the
+ * file is fdatasynced; name names it in errors. */
+int ltr_hbuild_finish_at(ltr_hbuild *b, int fd, const char *name, uint64_t offset,
+                         uint64_t max_bytes, ltr_build_stats *st);
 void ltr_hbuild_free(ltr_hbuild *b);
 
 /* ---- HTable reader ---- */
@@ -165,6 +173,12 @@ typedef struct ltr_htable ltr_htable;
 
 /* max_cached < 0 keeps the builder's recommendation. */
 int ltr_htable_open(const char *path, uint32_t flags, int32_t max_cached, ltr_htable **out);
+/* Opens the table held in bytes [offset, offset + length) of the open file fd (written by
+ * ltr_hbuild_finish_at): offset a multiple of LTR_BUCKET_SIZE, length the table's size
+ * (ltr_build_stats.file_bytes). fd stays the caller's, who keeps it open until the table is
+ * closed; name names the file in errors. */
+int ltr_htable_open_at(int fd, const char *name, uint64_t offset, uint64_t length,
+                       uint32_t flags, int32_t max_cached, ltr_htable **out);
 void ltr_htable_close(ltr_htable *t);
 void ltr_htable_info(const ltr_htable *t, ltr_table_info *out);
 void ltr_htable_read_stats(const ltr_htable *t, ltr_read_stats *out);

@@ -257,13 +257,31 @@ int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, si
     return LTR_OK;
 }
 
-int ltr_hbuild_finish(ltr_hbuild *b, const char *path, ltr_build_stats *st)
+static int finish_check(const ltr_hbuild *b)
 {
     if (b->finished)
         return ltr_fail(LTR_EINVAL, "the builder has already written its table");
     if (b->n > UINT32_MAX / 2)
         return ltr_fail(LTR_EINVAL, "too many items for one table");
-    int rc = htable_write(b, path, st);
+    return LTR_OK;
+}
+
+int ltr_hbuild_finish(ltr_hbuild *b, const char *path, ltr_build_stats *st)
+{
+    int rc = finish_check(b);
+    if (!rc)
+        rc = htable_write(b, path, st);
+    if (!rc)
+        b->finished = 1;
+    return rc;
+}
+
+int ltr_hbuild_finish_at(ltr_hbuild *b, int fd, const char *name, uint64_t offset,
+                         uint64_t max_bytes, ltr_build_stats *st)
+{
+    int rc = finish_check(b);
+    if (!rc)
+        rc = htable_write_at(b, fd, name, offset, max_bytes, st);
     if (!rc)
         b->finished = 1;
     return rc;

@@ -45,6 +45,19 @@ static inline const uint8_t *staged_value(const struct ltr_hbuild *b, const stag
 void hbuild_by_reference(ltr_hbuild *b);
 
 int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st);
+/* Where a table goes: its own file at path, or (path NULL) the extent [base, base + cap) of the
+ * open file fd, named `name` in errors. */
+typedef struct table_dest {
+    const char *path;
+    int fd;
+    const char *name;
+    uint64_t base, cap;
+} table_dest;
+/* Writes the table into the extent at base (a multiple of the bucket size) of fd, at most cap
+ * bytes: LTR_EAGAIN, with the size it needs in st->file_bytes, before anything is written when
+ * it does not fit. */
+int htable_write_at(ltr_hbuild *b, int fd, const char *name, uint64_t base, uint64_t cap,
+                    ltr_build_stats *st);
 
 /* Stages one item whose hash is known: 1 staged, 0 refused (the fill budget is reached), <0
  * error. A repeated key replaces the earlier item. */

@@ -152,7 +152,7 @@ static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc
     uint8_t *tr = malloc(len ? len : 1);
     if (!tr)
         return ltr_fail(LTR_ENOMEM, "out of memory reading the trailer of %s", t->path);
-    int rc = io_pread(t->fd, tr, len, trailer_at, t->path);
+    int rc = io_pread(t->fd, tr, len, t->base + trailer_at, t->path);
     if (!rc && ltr_crc32c(0, tr, len) != trailer_crc)
         rc = ltr_fail(LTR_ECORRUPT, "%s: trailer checksum mismatch", t->path);
     uint32_t keep = max_cached < 0 ? t->built_cached
@@ -172,6 +172,34 @@ static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc
     return rc;
 }
 
+/* Reads the footer and trailer of the table in [base, base + file_bytes) of t->fd, and maps
+ * those bytes unless it reads with pread. */
+static int load_table(ltr_htable *t, int32_t max_cached)
+{
+    if (t->file_bytes < LTR_BUCKET_SIZE + HT_FOOTER_SIZE)
+        return ltr_fail(LTR_ECORRUPT, "%s is too small (%llu bytes) to be an HTable", t->path,
+                        (unsigned long long)t->file_bytes);
+    uint8_t ft[HT_FOOTER_SIZE];
+    int rc = io_pread(t->fd, ft, sizeof ft, t->base + t->file_bytes - HT_FOOTER_SIZE, t->path);
+    if (!rc)
+        rc = parse_footer(t, ft);
+    if (!rc)
+        rc = load_trailer(t, get_u64(ft + FT_TRAILER_OFFSET), get_u32(ft + FT_TRAILER_CRC),
+                          max_cached);
+    if (!rc && !(t->flags & LTR_OPEN_PREAD)) {
+        rc = mapguard_install(); /* reads of the mapping run under map guards */
+        void *m = rc ? MAP_FAILED
+                     : mmap(NULL, t->file_bytes, PROT_READ, MAP_SHARED, t->fd, (off_t)t->base);
+        if (rc)
+            return rc;
+        if (m == MAP_FAILED)
+            return ltr_fail_errno(errno, "cannot map %s", t->path);
+        madvise(m, t->file_bytes, MADV_RANDOM);
+        t->map = m;
+    }
+    return rc;
+}
+
 static int open_file(ltr_htable *t, int32_t max_cached)
 {
     t->fd = io_open_read(t->path);
@@ -183,43 +211,64 @@ static int open_file(ltr_htable *t, int32_t max_cached)
     t->file_bytes = (uint64_t)sb.st_size;
     t->dev = (uint64_t)sb.st_dev;
     t->ino = (uint64_t)sb.st_ino;
-    if (t->file_bytes < LTR_BUCKET_SIZE + HT_FOOTER_SIZE)
-        return ltr_fail(LTR_ECORRUPT, "%s is too small (%llu bytes) to be an HTable", t->path,
-                        (unsigned long long)t->file_bytes);
-    uint8_t ft[HT_FOOTER_SIZE];
-    int rc = io_pread(t->fd, ft, sizeof ft, t->file_bytes - HT_FOOTER_SIZE, t->path);
-    if (!rc)
-        rc = parse_footer(t, ft);
-    if (!rc)
-        rc = load_trailer(t, get_u64(ft + FT_TRAILER_OFFSET), get_u32(ft + FT_TRAILER_CRC),
-                          max_cached);
-    if (!rc && !(t->flags & LTR_OPEN_PREAD)) {
-        rc = mapguard_install(); /* reads of the mapping run under map guards */
-        void *m = rc ? MAP_FAILED : mmap(NULL, t->file_bytes, PROT_READ, MAP_SHARED, t->fd, 0);
-        if (rc)
-            return rc;
-        if (m == MAP_FAILED)
-            return ltr_fail_errno(errno, "cannot map %s", t->path);
-        madvise(m, t->file_bytes, MADV_RANDOM);
-        t->map = m;
+    return load_table(t, max_cached);
+}
+
+static ltr_htable *table_new(const char *name, uint32_t flags)
+{
+    ltr_htable *t = aligned_alloc(_Alignof(ltr_htable), sizeof *t); /* a multiple of it */
+    if (t)
+        memset(t, 0, sizeof *t);
+    if (!t || !(t->path = strdup(name))) {
+        free(t);
+        ltr_fail(LTR_ENOMEM, "out of memory opening %s", name);
+        return NULL;
     }
-    return rc;
+    t->fd = -1;
+    t->slot = FC_NO_SLOT;
+    t->flags = flags;
+    return t;
+}
+
+int ltr_htable_open_at(int fd, const char *name, uint64_t offset, uint64_t length,
+                       uint32_t flags, int32_t max_cached, ltr_htable **out)
+{
+    *out = NULL;
+    if (offset % LTR_BUCKET_SIZE)
+        return ltr_fail(LTR_EINVAL, "a table's offset in %s must be a multiple of %d, not %llu",
+                        name, LTR_BUCKET_SIZE, (unsigned long long)offset);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return ltr_fail_errno(errno, "cannot stat %s", name);
+    if (offset > (uint64_t)sb.st_size || length > (uint64_t)sb.st_size - offset)
+        return ltr_fail(LTR_ECORRUPT, "%s holds %llu bytes, not the table's [%llu, %llu)", name,
+                        (unsigned long long)sb.st_size, (unsigned long long)offset,
+                        (unsigned long long)(offset + length));
+    ltr_htable *t = table_new(name, flags);
+    if (!t)
+        return LTR_ENOMEM;
+    t->fd = fd;
+    t->fd_shared = 1;
+    t->base = offset;
+    t->file_bytes = length;
+    t->dev = (uint64_t)sb.st_dev;
+    t->ino = (uint64_t)sb.st_ino;
+    int rc = load_table(t, max_cached);
+    if (rc) {
+        ltr_htable_close(t);
+        return rc;
+    }
+    *out = t;
+    return LTR_OK;
 }
 
 int htable_open_in(const char *path, uint32_t flags, int32_t max_cached, fcache *fc,
                    ltr_htable **out)
 {
     *out = NULL;
-    ltr_htable *t = aligned_alloc(_Alignof(ltr_htable), sizeof *t); /* a multiple of it */
-    if (t)
-        memset(t, 0, sizeof *t);
-    if (!t || !(t->path = strdup(path))) {
-        free(t);
-        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", path);
-    }
-    t->fd = -1;
-    t->slot = FC_NO_SLOT;
-    t->flags = flags;
+    ltr_htable *t = table_new(path, flags);
+    if (!t)
+        return LTR_ENOMEM;
     int rc = open_file(t, max_cached);
     if (!rc && fc)
         rc = fcache_admit(fc, t);
@@ -244,7 +293,7 @@ void ltr_htable_close(ltr_htable *t)
         fcache_forget(t->fc, t);
     if (t->map)
         munmap((void *)t->map, t->file_bytes);
-    if (t->fd >= 0)
+    if (t->fd >= 0 && !t->fd_shared)
         close(t->fd);
     free(t->meta); /* every array (carve_arrays) */
     free(t->path);
@@ -323,7 +372,7 @@ static void ctx_flush_stats(ltr_htable *t, read_ctx *c)
 int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off)
 {
     if (!t->fc)
-        return io_pread(t->fd, p, n, off, t->path);
+        return io_pread(t->fd, p, n, t->base + off, t->path);
     __atomic_add_fetch(&t->users, 1, __ATOMIC_SEQ_CST);
     int fd = __atomic_load_n(&t->fd, __ATOMIC_SEQ_CST);
     int rc = LTR_OK;
@@ -332,7 +381,7 @@ int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off)
     else if (!__atomic_load_n(&t->used, __ATOMIC_RELAXED))
         __atomic_store_n(&t->used, 1, __ATOMIC_RELAXED);
     if (!rc)
-        rc = io_pread(fd, p, n, off, t->path);
+        rc = io_pread(fd, p, n, t->base + off, t->path);
     __atomic_sub_fetch(&t->users, 1, __ATOMIC_SEQ_CST);
     return rc;
 }

@@ -41,7 +41,9 @@ struct ltr_htable {
     uint32_t records, built_cached;
     uint32_t flags;
     uint32_t slot;    /* place in the cache's ring (its lock), or FC_NO_SLOT */
-    uint64_t file_bytes;
+    uint64_t file_bytes; /* the table's bytes (all of its file, or its extent's length) */
+    uint64_t base;       /* where in the file the table starts: 0, or its extent's offset */
+    uint8_t fd_shared;   /* an extent's descriptor: the caller's, never closed here */
     uint64_t dev, ino; /* of the file, checked when it is reopened */
     uint64_t stats[ST_N];
     void *meta;       /* the one block holding the arrays above (carve_arrays) */

@@ -256,16 +256,42 @@ static void fill_footer(uint8_t *ft, const ltr_hbuild *b, const plan *p, const f
     put_u32(ft + FT_FOOTER_CRC, ltr_crc32c(0, ft, FT_FOOTER_CRC));
 }
 
+/* The table's size in bytes, known once it is planned: buckets, overflow records, trailer
+ * (migration records, overflow index, filter offsets and bits) and footer. */
+static uint64_t table_size(const ltr_hbuild *b, const plan *p, const filters *f)
+{
+    uint64_t n = (uint64_t)b->o.buckets * LTR_BUCKET_SIZE;
+    for (uint32_t j = 0; j < p->noverflow; j++)
+        n += 4 + (uint64_t)b->items[p->overflow[j]].size;
+    n += (uint64_t)p->nrecords * HT_RECORD_SIZE + (uint64_t)p->noverflow * HT_OVF_ENTRY_SIZE;
+    n += 4ull * (b->o.buckets + 1) + f->off[b->o.buckets];
+    return n + HT_FOOTER_SIZE;
+}
+
+/* Opens where the table goes: its own file (path), or an extent of an open file. */
+static int open_dest(const ltr_hbuild *b, const table_dest *d, uint64_t size, wfile *w)
+{
+    if (!d->path) {
+        if (size > d->cap)
+            return ltr_fail(LTR_EAGAIN, "the table needs %llu bytes, over the %llu of its extent "
+                            "in %s", (unsigned long long)size, (unsigned long long)d->cap,
+                            d->name);
+        return io_create_extent(w, d->fd, d->name, d->base);
+    }
+    return io_create(w, d->path, b->o.sync);
+}
+
 static int write_file(const ltr_hbuild *b, plan *p, const filters *f, uint32_t cached,
-                      const char *path, uint64_t *file_bytes)
+                      const table_dest *d, uint64_t *file_bytes)
 {
     wfile w;
     ltr_buf idx = {0};
     uint32_t tcrc = 0;
-    uint64_t tomb = 0;
+    uint64_t tomb = 0, size = table_size(b, p, f);
     for (size_t i = 0; i < b->n; i++)
         tomb += b->items[i].deleted;
-    int rc = io_create(&w, path, b->o.sync);
+    *file_bytes = size;
+    int rc = open_dest(b, d, size, &w);
     if (rc)
         return rc;
     rc = write_buckets(b, p, &w);
@@ -280,7 +306,9 @@ static int write_file(const ltr_hbuild *b, plan *p, const filters *f, uint32_t c
         fill_footer(ft, b, p, f, tomb, ovf_bytes, cached, tcrc);
         rc = io_write(&w, ft, sizeof ft);
     }
-    *file_bytes = w.bytes;
+    if (!rc && w.bytes != size)
+        rc = ltr_fail(LTR_EINVAL, "%s: wrote %llu table bytes, planned %llu", w.path,
+                      (unsigned long long)w.bytes, (unsigned long long)size);
     if (!rc)
         rc = io_commit(&w, b->o.sync);
     io_abort(&w); /* no-op after a successful commit */
@@ -288,7 +316,7 @@ static int write_file(const ltr_hbuild *b, plan *p, const filters *f, uint32_t c
     return rc;
 }
 
-int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st)
+static int write_table(ltr_hbuild *b, const table_dest *d, ltr_build_stats *st)
 {
     uint32_t n = (uint32_t)b->n;
     uint32_t *sizes = malloc(sizeof(uint32_t) * (n ? n : 1));
@@ -310,7 +338,11 @@ int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st)
     uint32_t cached = 0;
     if (!rc) {
         cached = choose_cached(&p, b->o.max_cached_records, &extra);
-        rc = write_file(b, &p, &f, cached, path, &file_bytes);
+        rc = write_file(b, &p, &f, cached, d, &file_bytes);
+    }
+    if (rc == LTR_EAGAIN && st) {
+        memset(st, 0, sizeof *st);
+        st->file_bytes = file_bytes; /* the size it needs */
     }
     if (!rc && st) {
         memset(st, 0, sizeof *st);
@@ -332,4 +364,20 @@ int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st)
     free(f.bits);
     free(sizes);
     return rc;
+}
+
+int htable_write(ltr_hbuild *b, const char *path, ltr_build_stats *st)
+{
+    table_dest d = {.path = path};
+    return write_table(b, &d, st);
+}
+
+int htable_write_at(ltr_hbuild *b, int fd, const char *name, uint64_t base, uint64_t cap,
+                    ltr_build_stats *st)
+{
+    if (base % LTR_BUCKET_SIZE)
+        return ltr_fail(LTR_EINVAL, "a table's offset in %s must be a multiple of %d, not %llu",
+                        name, LTR_BUCKET_SIZE, (unsigned long long)base);
+    table_dest d = {.fd = fd, .name = name, .base = base, .cap = cap};
+    return write_table(b, &d, st);
 }

@@ -52,6 +52,32 @@ static int create_in_place(wfile *w, const char *path)
     return LTR_OK;
 }
 
+int io_create_extent(wfile *w, int fd, const char *name, uint64_t base)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = fd;
+    w->base = base;
+    w->extent = 1;
+    w->path = strdup(name);
+    return w->path ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory opening %s", name);
+}
+
+static int commit_extent(wfile *w, int sync)
+{
+    int rc = LTR_OK;
+    if (sync == 1 || sync == 2) {
+        int err = fault_hit(LTR_FAULT_FSYNC);
+        if (err || fdatasync(w->fd) != 0)
+            rc = ltr_fail_errno(err ? err : errno, "fsync of %s failed", w->path);
+    } else if (sync == 3 || sync == IO_IN_PLACE_WRITEBACK) {
+        sync_file_range(w->fd, (off_t)w->base, (off_t)w->bytes, SYNC_FILE_RANGE_WRITE);
+    }
+    free(w->path);
+    w->path = NULL;
+    w->fd = -1; /* the caller's */
+    return rc;
+}
+
 int io_create(wfile *w, const char *path, int sync)
 {
     memset(w, 0, sizeof *w);
@@ -113,7 +139,8 @@ int io_pwrite_fd(int fd, const void *p, size_t n, const char *path, uint64_t at)
 
 int io_write(wfile *w, const void *p, size_t n)
 {
-    int rc = io_write_fd(w->fd, p, n, w->tmp ? w->tmp : w->path, w->bytes); /* (in place: no tmp) */
+    int rc = w->extent ? io_pwrite_fd(w->fd, p, n, w->path, w->base + w->bytes)
+                       : io_write_fd(w->fd, p, n, w->tmp ? w->tmp : w->path, w->bytes);
     if (!rc)
         w->bytes += n;
     return rc;
@@ -153,6 +180,8 @@ static int fsync_dir_of(const char *path)
 
 int io_commit(wfile *w, int sync)
 {
+    if (w->extent)
+        return commit_extent(w, sync);
     if (!w->tmp) { /* in place: cut to length; nothing to sync or rename */
         int rc = ftruncate(w->fd, (off_t)w->bytes) != 0
                      ? ltr_fail_errno(errno, "cannot set the length of %s", w->path)
@@ -192,6 +221,12 @@ int io_commit(wfile *w, int sync)
 
 void io_abort(wfile *w)
 {
+    if (w->extent) { /* the descriptor and the extent are the caller's */
+        free(w->path);
+        w->path = NULL;
+        w->fd = -1;
+        return;
+    }
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;

@@ -8,9 +8,11 @@
 
 typedef struct wfile {
     int fd;
-    char *path;     /* final name */
+    char *path;     /* final name (an extent: the name of its file, for errors) */
     char *tmp;      /* temporary name the data is written to (NULL: written in place) */
     uint64_t bytes; /* bytes written so far */
+    uint64_t base;  /* an extent: where in fd its byte 0 lies */
+    int extent;     /* writes go to [base, ...) of a descriptor the caller owns */
 } wfile;
 
 /* Creates path.tmp to write path through; with IO_IN_PLACE (for store files that nothing
@@ -22,11 +24,16 @@ typedef struct wfile {
  * the kernel writes them back, and never reach the device. */
 #define IO_IN_PLACE_WRITEBACK 5
 int io_create(wfile *w, const char *path, int sync);
+/* Writes an extent: byte i goes to offset base + i of fd, which the caller keeps open (io_commit
+ * and io_abort leave it so, and io_abort leaves the bytes written: the caller's extent is
+ * garbage until it commits something there); name names the file in errors. */
+int io_create_extent(wfile *w, int fd, const char *name, uint64_t base);
 int io_write(wfile *w, const void *p, size_t n);
 /* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with
  * 2 the caller fsyncs the directory once for several files; with 3 nothing is synced, writeback
  * only starts, and the caller fsyncs the file and the directory itself; with 0 nothing is
- * synced; with IO_IN_PLACE the file is cut to its length and closed). */
+ * synced; with IO_IN_PLACE the file is cut to its length and closed). An extent is fdatasynced
+ * with sync 1 or 2, its writeback started with 3 or IO_IN_PLACE_WRITEBACK. */
 int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);
