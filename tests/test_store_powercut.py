@@ -266,8 +266,9 @@ def test_power_cut_at_chosen_syncs(scratch, library):
     tears = random.Random(21)
     for at in sorted(points):
         r = run(at)
-        if r.finished:  # a run whose checkpoints found a few tables fewer alive
-            assert at > len(syncs) - 20, (at, len(syncs))
+        if r.finished:  # a run whose checkpoints found a few tables fewer alive: the count
+            # varies with the background's timing (up to 22 of 880 in one CI run)
+            assert at > len(syncs) - max(20, len(syncs) // 20), (at, len(syncs))
             continue
         assert len(powercut.trace(shadow)) < at, (at, r.acked)
         powercut.apply_image(shadow, [path], tears)
