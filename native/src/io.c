@@ -62,22 +62,6 @@ int io_create_extent(wfile *w, int fd, const char *name, uint64_t base)
     return w->path ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory opening %s", name);
 }
 
-static int commit_extent(wfile *w, int sync)
-{
-    int rc = LTR_OK;
-    if (sync == 1 || sync == 2) {
-        int err = fault_hit(LTR_FAULT_FSYNC);
-        if (err || fdatasync(w->fd) != 0)
-            rc = ltr_fail_errno(err ? err : errno, "fsync of %s failed", w->path);
-    } else if (sync == 3 || sync == IO_IN_PLACE_WRITEBACK) {
-        sync_file_range(w->fd, (off_t)w->base, (off_t)w->bytes, SYNC_FILE_RANGE_WRITE);
-    }
-    free(w->path);
-    w->path = NULL;
-    w->fd = -1; /* the caller's */
-    return rc;
-}
-
 int io_create(wfile *w, const char *path, int sync)
 {
     memset(w, 0, sizeof *w);
@@ -148,12 +132,28 @@ int io_write(wfile *w, const void *p, size_t n)
 
 static int fsync_dir_of(const char *path);
 
-static int fsync_checked(int fd, const char *what)
+/* fsync, or fdatasync (data_only), through the fault-injection hook. */
+static int sync_checked(int fd, const char *what, int data_only)
 {
     int err = fault_hit(LTR_FAULT_FSYNC);
-    if (err || fsync(fd) != 0)
+    if (err || (data_only ? fdatasync(fd) : fsync(fd)) != 0)
         return ltr_fail_errno(err ? err : errno, "fsync of %s failed", what);
     return LTR_OK;
+}
+
+static int fsync_checked(int fd, const char *what) { return sync_checked(fd, what, 0); }
+
+static int commit_extent(wfile *w, int sync)
+{
+    int rc = LTR_OK;
+    if (sync == 1 || sync == 2)
+        rc = sync_checked(w->fd, w->path, 1);
+    else if (sync == 3 || sync == IO_IN_PLACE_WRITEBACK)
+        sync_file_range(w->fd, (off_t)w->base, (off_t)w->bytes, SYNC_FILE_RANGE_WRITE);
+    free(w->path);
+    w->path = NULL;
+    w->fd = -1; /* the caller's */
+    return rc;
 }
 
 int io_fsync_fd(int fd, const char *path) { return fsync_checked(fd, path); }
