@@ -74,6 +74,13 @@ int ltr_hash_many(const uint8_t *data, const int64_t *offs, size_t n, size_t dat
 int ltr_hash_fields_of(const uint8_t *digest16, uint32_t buckets, ltr_hash_fields *out);
 uint32_t ltr_trie_digit(const uint8_t *digest16, uint32_t depth);
 uint32_t ltr_crc32c(uint32_t crc, const uint8_t *data, size_t len);
+/* For tests: one implementation of CRC32C by name, so that each is checked on any CPU.
+ * ltr_crc32c_impls() is a bit mask of those this CPU can run (1 << LTR_CRC_SOFT always);
+ * ltr_crc32c_using returns -1 for one it cannot, else 0 with the CRC in *out. */
+#define LTR_CRC_SOFT 0 /* slicing-by-8 tables, the fallback */
+#define LTR_CRC_HW 1   /* the SSE4.2 crc32 instruction, three streams (ltr_crc32c's choice) */
+int ltr_crc32c_impls(void);
+int ltr_crc32c_using(int impl, uint32_t crc, const uint8_t *data, size_t len, uint32_t *out);
 
 /* ---- HTable builder (docs/format/htable.md) ---- */
 

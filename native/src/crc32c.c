@@ -114,11 +114,37 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
 static int have_hw(void)
 {
     static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-    return cached;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = __builtin_cpu_supports("sse4.2") != 0;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 #endif
+
+int ltr_crc32c_impls(void)
+{
+#if defined(__x86_64__)
+    return 1 << LTR_CRC_SOFT | have_hw() << LTR_CRC_HW;
+#else
+    return 1 << LTR_CRC_SOFT;
+#endif
+}
+
+int ltr_crc32c_using(int impl, uint32_t crc, const uint8_t *data, size_t len, uint32_t *out)
+{
+    if (impl < 0 || impl > LTR_CRC_HW || !(ltr_crc32c_impls() >> impl & 1))
+        return -1;
+#if defined(__x86_64__)
+    if (impl == LTR_CRC_HW) {
+        *out = ~crc_hw(~crc, data, len);
+        return 0;
+    }
+#endif
+    *out = ~crc_soft(~crc, data, len);
+    return 0;
+}
 
 uint32_t ltr_crc32c(uint32_t crc, const uint8_t *data, size_t len)
 {
