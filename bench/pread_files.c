@@ -3,21 +3,32 @@
  * of a random table; with a table per file, the kernel's per-file structures (descriptor,
  * inode, page-cache tree) of thousands of files miss the CPU caches on most reads.
  *
- * usage: pread_files DIR TOTAL_MB READS ROUNDS FILES...   (prints FILES<TAB>us per read, a line per layout and round) */
+ * With URING_BATCH > 0, each layout is also read through io_uring, URING_BATCH reads per
+ * submission on registered descriptors (the same pages in the same order), to see whether
+ * batching the system calls of a get_many would pay.
+ *
+ * usage: pread_files DIR TOTAL_MB READS ROUNDS URING_BATCH FILES...
+ * (prints FILES<TAB>MODE<TAB>us per read, a line per layout, mode and round) */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096
+#define MAX_BATCH 256
 
+/* Process CPU: io_uring may hand work to its own worker threads. */
 static double cpu_now(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -69,6 +80,89 @@ static void drop_files(const char *dir, int *fds, int files)
     free(fds);
 }
 
+typedef struct ring {
+    int fd;
+    unsigned *sq_tail, *sq_mask, *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+} ring;
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+/* A ring of MAX_BATCH entries with the files registered (raw system calls: no liburing). */
+static void ring_open(ring *r, int *fds, int files)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    if ((r->fd = (int)syscall(__NR_io_uring_setup, MAX_BATCH, &p)) < 0)
+        die("io_uring_setup");
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if (!(p.features & IORING_FEAT_SINGLE_MMAP)) {
+        fprintf(stderr, "io_uring without IORING_FEAT_SINGLE_MMAP\n");
+        exit(1);
+    }
+    char *q = mmap(NULL, sq_len > cq_len ? sq_len : cq_len, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQ_RING);
+    r->sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
+    if (q == MAP_FAILED || r->sqes == MAP_FAILED)
+        die("mmap of the ring");
+    r->sq_tail = (unsigned *)(q + p.sq_off.tail);
+    r->sq_mask = (unsigned *)(q + p.sq_off.ring_mask);
+    r->cq_head = (unsigned *)(q + p.cq_off.head);
+    r->cq_tail = (unsigned *)(q + p.cq_off.tail);
+    r->cq_mask = (unsigned *)(q + p.cq_off.ring_mask);
+    r->cqes = (struct io_uring_cqe *)(q + p.cq_off.cqes);
+    unsigned *array = (unsigned *)(q + p.sq_off.array);
+    for (unsigned i = 0; i < p.sq_entries; i++)
+        array[i] = i;
+    if (syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_FILES, fds, files) < 0)
+        die("io_uring_register");
+}
+
+/* CPU microseconds per read through the ring, batch reads per submission (the pages of
+ * time_reads, in its order). */
+static double time_uring(ring *r, int files, long pages, long reads, int batch, char *bufs)
+{
+    uint64_t s = 88172645463325252ull;
+    double t0 = cpu_now();
+    for (long i = 0; i < reads; i += batch) {
+        unsigned tail = *r->sq_tail;
+        for (int b = 0; b < batch; b++) {
+            uint64_t x = next(&s);
+            struct io_uring_sqe *e = &r->sqes[(tail + b) & *r->sq_mask];
+            memset(e, 0, sizeof *e);
+            e->opcode = IORING_OP_READ;
+            e->flags = IOSQE_FIXED_FILE;
+            e->fd = (int)(x % files);
+            e->addr = (uint64_t)(uintptr_t)(bufs + (size_t)b * PAGE);
+            e->len = PAGE;
+            e->off = (x >> 32) % pages * PAGE;
+        }
+        __atomic_store_n(r->sq_tail, tail + batch, __ATOMIC_RELEASE);
+        if (syscall(__NR_io_uring_enter, r->fd, batch, batch, IORING_ENTER_GETEVENTS, NULL, 0) !=
+            batch)
+            die("io_uring_enter");
+        unsigned h = *r->cq_head, t = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+        if (t - h != (unsigned)batch) {
+            fprintf(stderr, "io_uring: %u completions of %d\n", t - h, batch);
+            exit(1);
+        }
+        for (; h != t; h++)
+            if (r->cqes[h & *r->cq_mask].res != PAGE) {
+                fprintf(stderr, "io_uring read: %d\n", r->cqes[h & *r->cq_mask].res);
+                exit(1);
+            }
+        __atomic_store_n(r->cq_head, h, __ATOMIC_RELEASE);
+    }
+    return (cpu_now() - t0) / reads * 1e6;
+}
+
 /* CPU microseconds per pread of a random page of a random file. */
 static double time_reads(int *fds, int files, long pages, long reads, char *buf)
 {
@@ -86,21 +180,32 @@ static double time_reads(int *fds, int files, long pages, long reads, char *buf)
 
 int main(int argc, char **argv)
 {
-    if (argc < 6) {
-        fprintf(stderr, "usage: %s DIR TOTAL_MB READS ROUNDS FILES...\n", argv[0]);
+    if (argc < 7) {
+        fprintf(stderr, "usage: %s DIR TOTAL_MB READS ROUNDS URING_BATCH FILES...\n", argv[0]);
         return 2;
     }
     long total = atol(argv[2]) * (1024 * 1024 / PAGE), reads = atol(argv[3]);
-    int rounds = atoi(argv[4]);
-    char *buf = aligned_alloc(PAGE, PAGE);
+    int rounds = atoi(argv[4]), batch = atoi(argv[5]);
+    if (batch < 0 || batch > MAX_BATCH || (batch && reads % batch)) {
+        fprintf(stderr, "URING_BATCH: 0 to %d, dividing READS\n", MAX_BATCH);
+        return 2;
+    }
+    char *buf = aligned_alloc(PAGE, (size_t)PAGE * MAX_BATCH);
+    if (!buf)
+        die("aligned_alloc");
     for (int r = 0; r < rounds; r++)
-        for (int a = 5; a < argc; a++) { /* layouts alternate within each round */
+        for (int a = 6; a < argc; a++) { /* layouts alternate within each round */
             int files = atoi(argv[a]);
             long pages = total / files;
             int *fds = make_files(argv[1], files, pages, buf);
             time_reads(fds, files, pages, reads / 4, buf); /* warms the caches */
-            double us = time_reads(fds, files, pages, reads, buf);
-            printf("%d\t%.3f\n", files, us);
+            printf("%d\tpread\t%.3f\n", files, time_reads(fds, files, pages, reads, buf));
+            if (batch) {
+                ring q;
+                ring_open(&q, fds, files);
+                printf("%d\turing\t%.3f\n", files, time_uring(&q, files, pages, reads, batch, buf));
+                close(q.fd); /* (its mappings go with the process) */
+            }
             fflush(stdout);
             drop_files(argv[1], fds, files);
         }
