@@ -449,32 +449,79 @@ int store_checkpoint(ltr_store *s, int flags)
     return rc;
 }
 
-/* ckpt_mu held */
-static int checkpoint(ltr_store *s, int flags)
+/* What one checkpoint makes durable, taken from the store at its start. */
+typedef struct ckpt_work {
+    ltr_buf ops;          /* manifest edits */
+    pfiles files, doomed; /* tables to sync first; dropped tables to bury after */
+    int lost;             /* a table file was not recorded: sync the filesystems */
+    durable_view d;
+} ckpt_work;
+
+/* Takes the pending work (state_mu held); 0 when there is none and none is forced. */
+static int take_work(ltr_store *s, int flags, ckpt_work *w)
 {
-    pthread_mutex_lock(&s->state_mu);
     if (!(flags & CKPT_FORCE) && !s->pending.len && !s->unsynced.n && !s->doomed.n &&
-        !s->mf_broken) {
-        pthread_mutex_unlock(&s->state_mu);
-        return LTR_OK;
-    }
-    ltr_buf ops = s->pending;
-    pfiles files = s->unsynced, doomed = s->doomed;
+        !s->mf_broken)
+        return 0;
+    w->ops = s->pending;
+    w->files = s->unsynced;
+    w->doomed = s->doomed;
     s->pending = (ltr_buf){0};
     s->unsynced = s->doomed = (pfiles){0};
     s->pending_since = 0;
-    int lost = s->unsynced_lost;
+    w->lost = s->unsynced_lost;
     s->unsynced_lost = 0;
-    durable_view d;
-    view_take(s, &d);
-    s->ckpt_log_mark = d.counters[C_WRITTEN_LOG];
-    pthread_mutex_unlock(&s->state_mu);
-    double started = store_now();
+    view_take(s, &w->d);
+    s->ckpt_log_mark = w->d.counters[C_WRITTEN_LOG];
+    return 1;
+}
 
+/* The work is durable: the floor moves up, and the dropped tables go to their graves (the
+ * checkpoint thread reaps them when due). */
+static void work_done(ltr_store *s, ckpt_work *w)
+{
+    pthread_mutex_lock(&s->state_mu);
+    s->durable_floor = w->d.floor;
+    pthread_mutex_unlock(&s->state_mu);
+    bury_all(s, &w->doomed);
+    pfiles_free(&w->files);
+    pfiles_free(&w->doomed);
+    ltr_buf_free(&w->ops);
+}
+
+/* The work failed: everything goes back in front of what came meanwhile, and the next
+ * checkpoint retries. A file the failed append may have named (tried) stays on disk if it is
+ * dropped. */
+static void put_back(ltr_store *s, ckpt_work *w, int tried)
+{
+    pthread_mutex_lock(&s->state_mu);
+    for (size_t i = 0; tried && i < w->files.n; i++)
+        w->files.v[i].named = 1;
+    if (buf_append(&w->ops, s->pending.data, s->pending.len) == LTR_OK) {
+        ltr_buf_free(&s->pending);
+        s->pending = w->ops;
+    } else {
+        ltr_buf_free(&w->ops);
+        s->mf_broken = 1; /* the snapshot rewrite then records the whole state */
+    }
+    if (pfiles_move(&w->files, &s->unsynced))
+        s->unsynced_lost = 1;
+    s->unsynced = w->files;
+    pfiles_move(&w->doomed, &s->doomed); /* (out of memory: the next open removes the rest) */
+    s->doomed = w->doomed;
+    s->unsynced_lost |= w->lost;
+    s->pending_since = store_now();
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+/* Syncs the tables, then the log, then appends the edits to the manifest. *tried: the append
+ * was attempted. */
+static int make_durable(ltr_store *s, ckpt_work *w, int flags, int *tried)
+{
     /* a file we failed to record must still be synced: fall back to syncing the filesystems */
-    int rc = lost ? sync_filesystems(s, &files, 1) : LTR_OK;
+    int rc = w->lost ? sync_filesystems(s, &w->files, 1) : LTR_OK;
     if (!rc)
-        rc = sync_files(s, &files, flags);
+        rc = sync_files(s, &w->files, flags);
     /* The tables hold the items of records that no sync may have covered yet (a log synced
      * only by writers that asked). Once the manifest names the tables, recovery replays the
      * log from the floor over them; a record lost from the log while later ones sit in those
@@ -482,40 +529,27 @@ static int checkpoint(ltr_store *s, int flags)
      * batch split across memtables would be half there). So the log is made durable first. */
     if (!rc)
         rc = store_sync_log(s);
-    int tried = !rc;
+    *tried = !rc;
+    return rc ? rc : write_manifest(s, &w->ops, &w->d);
+}
+
+/* ckpt_mu held */
+static int checkpoint(ltr_store *s, int flags)
+{
+    ckpt_work w = {0};
+    pthread_mutex_lock(&s->state_mu);
+    int some = take_work(s, flags, &w);
+    pthread_mutex_unlock(&s->state_mu);
+    if (!some)
+        return LTR_OK;
+    double started = store_now();
+    int tried = 0;
+    int rc = make_durable(s, &w, flags, &tried);
     if (!rc)
-        rc = write_manifest(s, &ops, &d);
-    if (!rc) {
-        pthread_mutex_lock(&s->state_mu);
-        s->durable_floor = d.floor;
-        pthread_mutex_unlock(&s->state_mu);
-        bury_all(s, &doomed); /* the checkpoint thread reaps them when due */
-        pfiles_free(&files);
-        pfiles_free(&doomed);
-        ltr_buf_free(&ops);
-    } else {
-        /* Put everything back in front of what came meanwhile; the next checkpoint retries. A
-         * file the failed append may have named stays on disk if dropped (named). */
-        pthread_mutex_lock(&s->state_mu);
-        for (size_t i = 0; tried && i < files.n; i++)
-            files.v[i].named = 1;
-        if (buf_append(&ops, s->pending.data, s->pending.len) == LTR_OK) {
-            ltr_buf_free(&s->pending);
-            s->pending = ops;
-        } else {
-            ltr_buf_free(&ops);
-            s->mf_broken = 1; /* the snapshot rewrite then records the whole state */
-        }
-        if (pfiles_move(&files, &s->unsynced))
-            s->unsynced_lost = 1;
-        s->unsynced = files;
-        pfiles_move(&doomed, &s->doomed); /* (out of memory: the next open removes the rest) */
-        s->doomed = doomed;
-        s->unsynced_lost |= lost;
-        s->pending_since = store_now();
-        pthread_mutex_unlock(&s->state_mu);
-    }
-    medit_free(&d.snap);
+        work_done(s, &w);
+    else
+        put_back(s, &w, tried);
+    medit_free(&w.d.snap);
     if (!rc)
         store_remove_old_logs(s);
     double ended = store_now();

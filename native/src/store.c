@@ -667,14 +667,74 @@ int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable 
     return htable_open_in(path, TABLE_FLAGS | flags, -1, s->fc, t);
 }
 
-/* Writes the oldest immutable memtable as the newest table of the root. */
-int store_flush_oldest(ltr_store *s)
+static memtable *oldest_immutable(ltr_store *s)
 {
     pthread_rwlock_rdlock(&s->mem_lock);
     memtable *m = s->imm;
     while (m && m->next)
         m = m->next;
     pthread_rwlock_unlock(&s->mem_lock);
+    return m;
+}
+
+/* The log position recovery must replay from once m is in a table: the oldest start of the
+ * other memtables (state_mu held). */
+static void floor_without(ltr_store *s, const memtable *m, uint64_t *floor, uint64_t *off)
+{
+    pthread_rwlock_rdlock(&s->mem_lock);
+    *floor = s->active->min_log;
+    *off = s->active->min_off;
+    for (memtable *x = s->imm; x; x = x->next)
+        if (x != m && pos_before(x->min_log, x->min_off, *floor, *off)) {
+            *floor = x->min_log;
+            *off = x->min_off;
+        }
+    pthread_rwlock_unlock(&s->mem_lock);
+}
+
+/* Installs table r (file) of memtable m as the newest table of the root, with the log floor
+ * that no longer needs m's records. */
+static int install_flushed(ltr_store *s, const memtable *m, uint64_t file, tref *r)
+{
+    vedit_op op = {.add = 1, .node = 0, .level = 0, .table = r};
+    medit e = {0};
+    medit_table(&e, 1, 0, file);
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t floor, off;
+    floor_without(s, m, &floor, &off);
+    medit_value(&e, OP_LOG_FLOOR, floor);
+    medit_value(&e, OP_LOG_OFFSET, off);
+    int rc = store_install(s, &op, 1, &e);
+    if (!rc) {
+        store_wrote(s, 0, file);
+        s->log_floor = floor;
+        s->log_floor_off = off;
+    }
+    if (!rc && s->o.levels == 1)
+        lastlevel_note(s, 0);
+    pthread_mutex_unlock(&s->state_mu);
+    medit_free(&e);
+    return rc;
+}
+
+/* The table is in the version: the memtable can go (readers search the version after it). */
+static void drop_flushed(ltr_store *s, memtable *m)
+{
+    pthread_rwlock_wrlock(&s->mem_lock);
+    memtable **pp = &s->imm;
+    while (*pp != m)
+        pp = &(*pp)->next;
+    *pp = NULL;
+    s->nimm--;
+    pthread_rwlock_unlock(&s->mem_lock);
+    memtable_free(m);
+    wake_writers(s);
+}
+
+/* Writes the oldest immutable memtable as the newest table of the root. */
+int store_flush_oldest(ltr_store *s)
+{
+    memtable *m = oldest_immutable(s);
     if (!m)
         return LTR_OK;
     uint64_t file;
@@ -695,49 +755,15 @@ int store_flush_oldest(ltr_store *s)
     if (!rc) {
         store_count(s, C_WRITTEN_FLUSH, st.file_bytes);
         store_count(s, C_FLUSHES, 1);
-        vedit_op op = {.add = 1, .node = 0, .level = 0, .table = r};
-        medit e = {0};
-        medit_table(&e, 1, 0, file);
-        pthread_mutex_lock(&s->state_mu);
-        pthread_rwlock_rdlock(&s->mem_lock);
-        uint64_t floor = s->active->min_log, off = s->active->min_off;
-        for (memtable *x = s->imm; x; x = x->next)
-            if (x != m && pos_before(x->min_log, x->min_off, floor, off)) {
-                floor = x->min_log;
-                off = x->min_off;
-            }
-        pthread_rwlock_unlock(&s->mem_lock);
-        medit_value(&e, OP_LOG_FLOOR, floor);
-        medit_value(&e, OP_LOG_OFFSET, off);
-        rc = store_install(s, &op, 1, &e);
-        if (!rc) {
-            store_wrote(s, 0, file);
-            s->log_floor = floor;
-            s->log_floor_off = off;
-        }
-        if (!rc && s->o.levels == 1)
-            lastlevel_note(s, 0);
-        pthread_mutex_unlock(&s->state_mu);
-        medit_free(&e);
+        rc = install_flushed(s, m, file, r);
         tref_unref(r);
     }
-    if (rc) {
+    if (rc)
         unlink(path); /* not installed */
-        free(path);
-        return rc;
-    }
     free(path);
-    /* The table is in the version: the memtable can go (readers search the version after it). */
-    pthread_rwlock_wrlock(&s->mem_lock);
-    memtable **pp = &s->imm;
-    while (*pp != m)
-        pp = &(*pp)->next;
-    *pp = NULL;
-    s->nimm--;
-    pthread_rwlock_unlock(&s->mem_lock);
-    memtable_free(m);
-    wake_writers(s);
-    return LTR_OK;
+    if (!rc)
+        drop_flushed(s, m);
+    return rc;
 }
 
 /* The node worker `id` should compact next among levels [from, limit), if any. Both workers
@@ -997,17 +1023,14 @@ static int make_dir(const char *dir, const char *what)
     return io_fsync_dir(dir);
 }
 
-static int start(ltr_store *s)
+/* Creates the directories (a writer), takes the writer lock or a reader's shared lock on the
+ * directory, and opens the table-file cache. */
+static int open_dirs(ltr_store *s)
 {
-    if (s->o.memtable_bytes == 0)
-        s->o.memtable_bytes = table_capacity(&s->o);
     int rc = s->o.read_only ? LTR_OK : make_dir(s->dir, "store");
     if (!rc && s->meta_dir && !s->o.read_only)
         rc = make_dir(s->meta_dir, "metadata");
-    if (rc)
-        return rc;
-    loglist logs = {0};
-    if (!s->o.read_only)
+    if (!rc && !s->o.read_only)
         rc = take_lock(s);
     /* A reader holds LOCK_SH on the directory while it is open, taken before it reads the
      * manifest: the writer reuses the files of durable dropped tables only when it can take
@@ -1015,10 +1038,14 @@ static int start(ltr_store *s)
     s->dir_fd = rc ? -1 : open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->o.read_only && s->dir_fd >= 0 && flock(s->dir_fd, LOCK_SH) != 0)
         rc = ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
-    if (!rc)
-        rc = open_cache(s);
-    if (!rc) /* a reader takes the logs before the manifest (loglist_take) */
-        rc = recovery_take_logs(s, &logs, s->o.read_only);
+    return rc ? rc : open_cache(s);
+}
+
+/* The state of the manifest, then the logs above its floor replayed into a memtable. */
+static int recover(ltr_store *s)
+{
+    loglist logs = {0};
+    int rc = recovery_take_logs(s, &logs, s->o.read_only); /* a reader: before the manifest */
     if (!rc)
         rc = recovery_load_state(s);
     /* logs below the durable floor are gone, or go with the orphans */
@@ -1035,10 +1062,14 @@ static int start(ltr_store *s)
         if (logs.files[i] >= s->log_floor) /* those below are orphans, removed as such */
             note_log(s, logs.files[i]);
     recovery_free_logs(&logs);
-    if (s->o.read_only || rc)
-        return rc;
-    /* Recovered writes go to tables at once, so every old log can go. */
-    rc = flush_all_now(s);
+    return rc;
+}
+
+/* A writer puts the recovered writes in tables at once and starts a new log above them, so
+ * that every old log can go; the checkpoint makes that durable. */
+static int settle_recovered(ltr_store *s)
+{
+    int rc = flush_all_now(s);
     if (!rc && s->o.use_log) {
         rc = open_new_log(s);
         s->active->min_log = s->wal_file;
@@ -1055,39 +1086,55 @@ static int start(ltr_store *s)
         medit_free(&e);
         pthread_mutex_unlock(&s->state_mu);
     }
-    if (!rc) /* the recovered writes are durable in tables, the old logs can go */
+    if (!rc)
         rc = store_checkpoint(s, CKPT_FORCE);
     if (!rc) {
         recovery_remove_orphans(s);
         lastlevel_note_all(s); /* work a crash interrupted: checked again */
-        /* With one level the root is the last level, whose garbage collection must not
-         * overlap appends to it: the worker then flushes too. The flusher starts first, so the
-         * worker knows from its start whether it flushes. */
-        if (s->o.levels > 1 && pthread_create(&s->flusher, NULL, flusher_main, s) == 0)
-            s->flusher_started = 1;
-        if (pthread_create(&s->syncer, NULL, syncer_main, s) == 0)
-            s->syncer_started = 1;
-        /* a second worker when there are levels to compact */
-        int want = s->o.levels >= 2 ? 2 : 1;
-        for (int i = 0; s->syncer_started && i < want && s->nworkers == i; i++) {
-            s->wargs[i] = (struct worker_arg){s, i}; /* workers 0 .. nworkers-1 run */
-            if (pthread_create(&s->workers[i], NULL, worker_main, &s->wargs[i]) == 0)
-                s->nworkers++;
-        }
-        rc = s->nworkers ? LTR_OK : ltr_fail(LTR_ENOMEM, "cannot start the background threads");
-        if (rc) {
-            pthread_mutex_lock(&s->state_mu);
-            s->stopping = 1;
-            pthread_cond_broadcast(&s->state_cv);
-            pthread_mutex_unlock(&s->state_mu);
-            if (s->flusher_started)
-                pthread_join(s->flusher, NULL);
-            if (s->syncer_started)
-                pthread_join(s->syncer, NULL);
-            s->flusher_started = s->syncer_started = 0;
-        }
     }
     return rc;
+}
+
+/* The flusher, the syncer and one or two workers. With one level the root is the last level,
+ * whose garbage collection must not overlap appends to it: the worker then flushes too. The
+ * flusher starts first, so the worker knows from its start whether it flushes. */
+static int start_threads(ltr_store *s)
+{
+    if (s->o.levels > 1 && pthread_create(&s->flusher, NULL, flusher_main, s) == 0)
+        s->flusher_started = 1;
+    if (pthread_create(&s->syncer, NULL, syncer_main, s) == 0)
+        s->syncer_started = 1;
+    int want = s->o.levels >= 2 ? 2 : 1; /* a second worker when there are levels to compact */
+    for (int i = 0; s->syncer_started && i < want && s->nworkers == i; i++) {
+        s->wargs[i] = (struct worker_arg){s, i}; /* workers 0 .. nworkers-1 run */
+        if (pthread_create(&s->workers[i], NULL, worker_main, &s->wargs[i]) == 0)
+            s->nworkers++;
+    }
+    if (s->nworkers)
+        return LTR_OK;
+    pthread_mutex_lock(&s->state_mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+    if (s->flusher_started)
+        pthread_join(s->flusher, NULL);
+    if (s->syncer_started)
+        pthread_join(s->syncer, NULL);
+    s->flusher_started = s->syncer_started = 0;
+    return ltr_fail(LTR_ENOMEM, "cannot start the background threads");
+}
+
+static int start(ltr_store *s)
+{
+    if (s->o.memtable_bytes == 0)
+        s->o.memtable_bytes = table_capacity(&s->o);
+    int rc = open_dirs(s);
+    if (!rc)
+        rc = recover(s);
+    if (rc || s->o.read_only)
+        return rc;
+    rc = settle_recovered(s);
+    return rc ? rc : start_threads(s);
 }
 
 static void store_free(ltr_store *s)
