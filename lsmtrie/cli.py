@@ -2,6 +2,7 @@
 
 usage: lsmtrie demo [--n N] [--bulk] [--json]
        lsmtrie demo --htable [--buckets N] [--absent N] [--json]
+       lsmtrie verify PATH [--metadata-path DIR] [--json]
        python -m lsmtrie demo ...
 
 Commands:
@@ -10,6 +11,10 @@ Commands:
          write amplification, reads per get and memory. With --htable: build one HTable instead
          and print its build and lookup rates, bucket reads per lookup, cached migration bytes
          and filter false-positive rate.
+  verify open the store at PATH read-only (beside its writer, if one runs: the state as of
+         opening), read every table and BloomCluster whole and check it (Store.verify). Exit
+         status 0: sound; 1: damaged files, each named on standard error; 2: the store could
+         not be opened or read.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from . import demo
+from . import errors
+from . import store
 
 
 def cmd_demo(args) -> int:
@@ -32,6 +40,28 @@ def cmd_demo(args) -> int:
                                directory=args.dir)
         text = demo.store_summary(r)
     print(json.dumps(r) if args.json else text, end="\n" if args.json else "")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    t0 = time.perf_counter()
+    try:
+        with store.open(args.path, create=False, read_only=True,
+                        metadata_path=args.metadata_path) as db:
+            r = db.verify()
+    except errors.CorruptionError as e:
+        print(f"lsmtrie verify: {e}", file=sys.stderr)
+        return 1
+    except (errors.Error, OSError) as e:
+        print(f"lsmtrie verify: {e}", file=sys.stderr)
+        return 2
+    r["seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{args.path}: sound: {r['tables']:,} tables ({r['table_bytes']:,} bytes, "
+              f"{r['items']:,} items) and {r['clusters']:,} BloomClusters "
+              f"({r['cluster_bytes']:,} bytes) checked in {r['seconds']:.1f} s")
     return 0
 
 
@@ -51,6 +81,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true", help="skip the dict and pybloomfiltermmap3 peers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("verify", help="read a store whole and check every file")
+    p.add_argument("path", help="the store's directory")
+    p.add_argument("--metadata-path", default=None,
+                   help="the directory of its BloomClusters, if it was opened with one")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_verify)
     args = parser.parse_args(argv)
     return args.func(args)
 

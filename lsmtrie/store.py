@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _binding as b
 from ._packing import Packed, check_bytes, pack, pack_mask, pack_one
-from .errors import ClosedError, Error
+from .errors import ClosedError, CorruptionError, Error
 
 ffi, lib = b.ffi, b.lib
 
@@ -24,6 +24,7 @@ LOG_CHUNK = 64 << 20  # put_many writes one atomic log record per chunk of this 
 
 _VBUF = 4096  # a single get's value buffer (per thread); larger values take a second call
 _NONE = b.lib.LTR_NONE
+_VERIFY_REPORT = 1 << 16  # bytes of verify()'s list of damaged files: a longer list is cut (the count is not)
 _STREAM_MIN = 4096  # batch gets from this size on are streamed (get_many)
 _MISSING = object()
 
@@ -321,6 +322,28 @@ class Store:
         background work that failed (for example after disk space was freed)."""
         with self._use() as h:
             b.check(lib.ltr_store_flush(h))
+
+    def verify(self) -> dict:
+        """Reads every table and BloomCluster of the store whole and checks it: each bucket
+        page, overflow record and cluster unit against its checksum, each table's item count
+        against its footer, and each item's place in the trie (its key's hash prefix is its
+        node's). It sees the state as of the call; reads, writes and compactions go on meanwhile.
+        Memtables, the log and the manifest are not files it reads: opening checked those.
+
+        Returns counts of what was found sound: `tables`, `items` (shadowed versions and
+        tombstones included), `table_bytes`, `clusters`, `cluster_bytes`. A damaged file does
+        not stop the check: every one is named, a line each, in the `CorruptionError` raised
+        at the end. An I/O error stops it (`StorageError`)."""
+        st = ffi.new("ltr_verify_stats *")
+        report = ffi.new("char[]", _VERIFY_REPORT)
+        with self._use() as h:
+            rc = lib.ltr_store_verify(h, st, report, _VERIFY_REPORT)
+        if rc == lib.LTR_ECORRUPT and st.bad_files:
+            lines = ffi.string(report).decode("utf-8", "replace")
+            raise CorruptionError(f"{st.bad_files} damaged file(s) in {self.path}:\n{lines}")
+        b.check(rc)
+        return {"tables": st.tables, "items": st.items, "table_bytes": st.table_bytes,
+                "clusters": st.clusters, "cluster_bytes": st.cluster_bytes}
 
     def stats(self) -> dict:
         """Counters, all counted inside the engine. Byte counters persist across reopens."""

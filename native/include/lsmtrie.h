@@ -344,6 +344,21 @@ int ltr_store_scan_new(ltr_store *s, ltr_sscan **out);
 int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out);
 void ltr_store_scan_free(ltr_sscan *sc);
 
+/* Verification: every table and BloomCluster of the store as of the call (a pinned version:
+ * writes and compactions go on meanwhile) read whole with every check the formats have, and
+ * each item's key hashed to check it lies in its node. A damaged file does not stop it: report
+ * gets a line per damaged file (cut to fit cap bytes, NUL-terminated) and the call returns
+ * LTR_ECORRUPT with bad_files set. Other failures (I/O, memory) stop it with their status. */
+typedef struct ltr_verify_stats {
+    uint64_t tables;        /* tables read whole and found sound */
+    uint64_t items;         /* their items, shadowed versions and tombstones included */
+    uint64_t table_bytes;   /* their file bytes */
+    uint64_t clusters;      /* BloomClusters read whole and found sound */
+    uint64_t cluster_bytes; /* their unit bytes */
+    uint64_t bad_files;     /* tables and clusters that failed a check */
+} ltr_verify_stats;
+int ltr_store_verify(ltr_store *s, ltr_verify_stats *out, char *report, size_t cap);
+
 /* ---- fault injection, for tests only ---- */
 
 #define LTR_FAULT_WRITE 1

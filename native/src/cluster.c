@@ -50,6 +50,20 @@ static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, int check, int guard
     return rc;
 }
 
+int cluster_verify(cluster *bc, uint64_t *bytes)
+{
+    ltr_buf buf = {0};
+    int rc = LTR_OK;
+    for (uint32_t u = 0; !rc && u < bc->units; u++) {
+        const uint8_t *p;
+        size_t n;
+        rc = read_unit(bc, u, &buf, 1, 0, &p, &n); /* copied out (guarded), or read */
+        *bytes += n;
+    }
+    ltr_buf_free(&buf);
+    return rc;
+}
+
 /* Length of one column's entries starting at p (tables varint-prefixed filters), or 0 if bad. */
 static size_t column_span(const uint8_t *p, const uint8_t *end, uint32_t tables)
 {

@@ -39,6 +39,8 @@ int cluster_probe(cluster *bc, read_ctx *c, uint32_t column, uint32_t bloom, uin
 /* Starts loading the directory entry of bucket `column` into the cache (mapped version-2
  * clusters), so that a probe made later finds it there. */
 void cluster_prefetch(const cluster *bc, uint32_t column);
+/* Reads every unit and checks its CRC; *bytes grows by the bytes read. */
+int cluster_verify(cluster *bc, uint64_t *bytes);
 /* Bytes of memory the cluster's index takes. */
 uint64_t cluster_memory(const cluster *bc);
 
