@@ -7,10 +7,10 @@ usage: lsmtrie demo [--n N] [--bulk] [--json]
 
 Commands:
   demo   load N generated items (16-byte keys, values 1..200 bytes) into a new store in a
-         temporary directory, read present and absent keys back, and print the load rate, the
-         write amplification, reads per get and memory. With --htable: build one HTable instead
-         and print its build and lookup rates, bucket reads per lookup, cached migration bytes
-         and filter false-positive rate.
+         temporary directory, read present and absent keys back, print the load rate, the
+         write amplification, reads per get and memory, and check the store (verify). With
+         --htable: build one HTable instead and print its build and lookup rates, bucket reads
+         per lookup, cached migration bytes and filter false-positive rate.
   verify open the store at PATH read-only (beside its writer, if one runs: the state as of
          opening), read every table and BloomCluster whole and check it (Store.verify). Exit
          status 0: sound; 1: damaged files, each named on standard error; 2: the store could
@@ -37,7 +37,7 @@ def cmd_demo(args) -> int:
     else:
         r = demo.measure_store(n=args.n, bulk=args.bulk, levels=args.levels,
                                reads=min(args.absent, args.n), single=args.single or 20_000,
-                               directory=args.dir)
+                               directory=args.dir, verify=True)
         text = demo.store_summary(r)
     print(json.dumps(r) if args.json else text, end="\n" if args.json else "")
     return 0

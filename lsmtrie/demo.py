@@ -307,8 +307,9 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
 
 
 def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, single=50_000,
-                  metadata=False, seed=1, directory=None, keep=False) -> dict:
-    """Loads n items into a new store and measures it (see the module docstring)."""
+                  metadata=False, seed=1, directory=None, keep=False, verify=False) -> dict:
+    """Loads n items into a new store and measures it (see the module docstring). With
+    verify, the store is then read whole and checked (Store.verify), after the measurements."""
     buckets = buckets or choose_buckets(n, levels, 8, 0.95)
     base = directory or tempfile.mkdtemp(prefix="lsmtrie-")
     os.makedirs(base, exist_ok=True)
@@ -325,6 +326,10 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
             keys, values = sample_present(n, seed, min(reads, n))
             misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
             r = measure_reads(db, keys, values, misses, single)
+            if verify:
+                t = time.perf_counter()
+                r["verified"] = db.verify()
+                r["verified"]["seconds"] = time.perf_counter() - t
         reopened = measure_reopened(path, meta, n, seed, min(reads, n), single)
     finally:
         if not keep:
@@ -392,5 +397,13 @@ lsmtrie store: {n:,} items (16-byte keys, values 1..200 bytes), {levels} levels,
 
 
 def store_summary(r: dict) -> str:
-    return STORE_SUMMARY.format(mode="bulk (no log)" if r["bulk"] else "with the log",
+    text = STORE_SUMMARY.format(mode="bulk (no log)" if r["bulk"] else "with the log",
                                 peak_rss_mb=r["peak_rss_bytes"] / 2**20, **r)
+    if "verified" in r:
+        text += VERIFIED.format(**r["verified"])
+    return text
+
+
+VERIFIED = """\
+  verified            sound: {tables:,} tables ({items:,} items) and {clusters:,} BloomClusters read whole and checked in {seconds:.1f} s
+"""
