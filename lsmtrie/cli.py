@@ -3,6 +3,7 @@
 usage: lsmtrie demo [--n N] [--bulk] [--json]
        lsmtrie demo --htable [--buckets N] [--absent N] [--json]
        lsmtrie verify PATH [--metadata-path DIR] [--json]
+       lsmtrie stats PATH [--metadata-path DIR] [--json]
        python -m lsmtrie demo ...
 
 Commands:
@@ -15,6 +16,9 @@ Commands:
          opening), read every table and BloomCluster whole and check it (Store.verify). Exit
          status 0: sound; 1: damaged files, each named on standard error; 2: the store could
          not be opened or read.
+  stats  open the store at PATH read-only and print what it holds by level (tables, items,
+         bytes) and what writing it cost (bytes written by kind, write amplification): the
+         byte counters are the store's own, kept across reopens (Store.stats).
 """
 
 from __future__ import annotations
@@ -65,6 +69,53 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def stats_text(path: str, st: dict) -> str:
+    """A store's contents by level and its write costs, as `lsmtrie stats` prints them."""
+    tables, items = st["tables_per_level"], st["items_per_level"]
+    tbytes, by = st["table_bytes_per_level"], st["bytes_written_by_kind"]
+    out = [f"{path}: {sum(items):,} items in {sum(tables):,} tables "
+           f"({human_bytes(sum(tbytes))}) on {len(tables)} levels",
+           f"  {'level':>5} {'tables':>9} {'items':>14} {'table bytes':>12} {'written into it':>16}"]
+    for lvl in range(len(tables)):
+        into = by["flush"] if lvl == 0 else by["compaction"].get(lvl, 0)
+        if lvl == len(tables) - 1:
+            into += by["gc"]
+        out.append(f"  {lvl:>5} {tables[lvl]:>9,} {items[lvl]:>14,} {human_bytes(tbytes[lvl]):>12}"
+                   f" {human_bytes(into):>16}")
+    wa = st["write_amplification"]
+    out.append(f"  written: {human_bytes(st['bytes_written'])} for {human_bytes(st['user_bytes_written'])}"
+               f" of keys and values (write amplification {wa:.2f})" if wa is not None else
+               "  written: nothing yet")
+    out.append(f"    log {human_bytes(by['log'])}, flushes {human_bytes(by['flush'])}, compactions "
+               f"{human_bytes(sum(by['compaction'].values()))}, garbage collection "
+               f"{human_bytes(by['gc'])}, BloomClusters {human_bytes(by['clusters'])}, manifest "
+               f"{human_bytes(by['manifest'])}")
+    per_item = st["metadata_memory_bytes"] / sum(items) if sum(items) else 0.0
+    out.append(f"  metadata in memory: {human_bytes(st['metadata_memory_bytes'])}"
+               f" ({per_item:.2f} bytes per item)")
+    return "\n".join(out) + "\n"
+
+
+def cmd_stats(args) -> int:
+    try:
+        with store.open(args.path, create=False, read_only=True,
+                        metadata_path=args.metadata_path) as db:
+            st = db.stats()
+    except (errors.Error, OSError) as e:
+        print(f"lsmtrie stats: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(st) if args.json else stats_text(args.path, st), end="\n" if args.json else "")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lsmtrie", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,12 +132,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true", help="skip the dict and pybloomfiltermmap3 peers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("verify", help="read a store whole and check every file")
-    p.add_argument("path", help="the store's directory")
-    p.add_argument("--metadata-path", default=None,
-                   help="the directory of its BloomClusters, if it was opened with one")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_verify)
+    for name, func, what, json_help in (
+            ("verify", cmd_verify, "read a store whole and check every file",
+             "print one JSON object"),
+            ("stats", cmd_stats, "what a store holds by level, and what writing it cost",
+             "print Store.stats() as one JSON object")):
+        p = sub.add_parser(name, help=what)  # commands on an existing store, opened read-only
+        p.add_argument("path", help="the store's directory")
+        p.add_argument("--metadata-path", default=None,
+                       help="the directory of its BloomClusters, if it was opened with one")
+        p.add_argument("--json", action="store_true", help=json_help)
+        p.set_defaults(func=func)
     args = parser.parse_args(argv)
     return args.func(args)
 

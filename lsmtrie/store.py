@@ -324,11 +324,12 @@ class Store:
             b.check(lib.ltr_store_flush(h))
 
     def verify(self) -> dict:
-        """Reads every table and BloomCluster of the store whole and checks it: each bucket
-        page, overflow record and cluster unit against its checksum, each table's item count
-        against its footer, and each item's place in the trie (its key's hash prefix is its
-        node's). It sees the state as of the call; reads, writes and compactions go on meanwhile.
-        Memtables, the log and the manifest are not files it reads: opening checked those.
+        """Reads every table and BloomCluster of the store whole and checks it: each table
+        file's footer and trailer as they are on disk now, each bucket page, overflow record
+        and cluster unit against its checksum, each table's item count against its footer, and
+        each item's place in the trie (its key's hash prefix is its node's). It sees the state
+        as of the call; reads, writes and compactions go on meanwhile. The manifest and the log
+        were checked when the store opened; memtables are not files.
 
         Returns counts of what was found sound: `tables`, `items` (shadowed versions and
         tombstones included), `table_bytes`, `clusters`, `cluster_bytes`. A damaged file does

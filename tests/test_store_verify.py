@@ -84,6 +84,35 @@ def test_every_damaged_file_is_named_and_the_rest_still_read(tmp_path):
         assert db.verify() == total
 
 
+def test_a_damaged_footer_or_trailer_is_found_in_a_table_the_store_has_open(tmp_path):
+    # The store checked both when it opened the table; verify reads them again from the disk.
+    path = tmp_path / "s"
+    with filled(path) as db:
+        a, c = files(path, ".ht")[2:4]
+        flip(path / a, os.path.getsize(path / a) - 104 + 20)  # in the footer
+        flip(path / c, os.path.getsize(path / c) - 104 - 3)   # the trailer's last bytes
+        with pytest.raises(lsmtrie.CorruptionError) as e:
+            db.verify()
+    report = str(e.value)
+    assert "2 damaged" in report and a in report and c in report
+    assert "trailer checksum mismatch" in report
+
+
+def test_a_table_file_replaced_by_another_sound_table_is_found(tmp_path):
+    # Another sound table in place of one the store opened: every checksum passes, but it is
+    # not the table the manifest named (the oldest file is a last-level table's, the newest a
+    # younger table's, of another node).
+    path = tmp_path / "s"
+    with filled(path, deletes=False) as db:
+        names = files(path, ".ht")
+        victim, source = names[0], names[-1]
+        shutil.copyfile(path / source, tmp_path / "copy")
+        os.replace(tmp_path / "copy", path / victim)
+        with pytest.raises(lsmtrie.CorruptionError) as e:
+            db.verify()
+    assert "1 damaged" in str(e.value) and victim in str(e.value)
+
+
 def test_clusters_on_a_metadata_directory_are_verified_too(tmp_path):
     meta = tmp_path / "meta"
     with filled(tmp_path / "s", metadata_path=meta) as db:

@@ -345,8 +345,9 @@ int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out);
 void ltr_store_scan_free(ltr_sscan *sc);
 
 /* Verification: every table and BloomCluster of the store as of the call (a pinned version:
- * writes and compactions go on meanwhile) read whole with every check the formats have, and
- * each item's key hashed to check it lies in its node. A damaged file does not stop it: report
+ * writes and compactions go on meanwhile) read whole with every check the formats have (each
+ * table file opened afresh, so its footer and trailer are read again), and each item's key
+ * hashed to check it lies in its node. A damaged file does not stop it: report
  * gets a line per damaged file (cut to fit cap bytes, NUL-terminated) and the call returns
  * LTR_ECORRUPT with bad_files set. Other failures (I/O, memory) stop it with their status. */
 typedef struct ltr_verify_stats {

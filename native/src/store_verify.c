@@ -1,8 +1,9 @@
-/* store_verify.c: ltr_store_verify (lsmtrie.h). Each table is read whole through a scan, which
- * checks every bucket page and overflow record (the footer and trailer were checked when the
- * table was opened); each item's key is hashed to check that it lies in the node holding the
- * table; each BloomCluster's units are read and checked against their CRCs (its footer and
- * index were checked at open). The version is pinned, so its files stay while it runs. */
+/* store_verify.c: ltr_store_verify (lsmtrie.h). Each table's file is opened afresh (its footer
+ * and trailer read and checked as they are now) and read whole through a scan, which checks
+ * every bucket page and overflow record; each item's key is hashed to check that it lies in the
+ * node holding the table. Each BloomCluster's units are read and checked against their CRCs
+ * (its footer and index were checked when the store opened it). The version is pinned, so its
+ * files stay while it runs. */
 #include <stdio.h>
 #include <string.h>
 
@@ -46,28 +47,52 @@ static int check_item(void *ctx, const item_view *it)
     return LTR_OK;
 }
 
+/* Opens the table's file afresh (which reads and checks its footer and trailer again, as they
+ * are on disk now) and scans it whole; it must still be the table the store opened. */
+static int check_table(ltr_store *s, const vnode *n, const tref *r, uint64_t *items)
+{
+    const char *path = r->t->path;
+    ltr_htable *t;
+    int rc = ltr_htable_open(path, LTR_OPEN_NO_FILTERS, 0, &t);
+    if (rc)
+        return rc;
+    ltr_table_info was, now;
+    ltr_htable_info(r->t, &was);
+    ltr_htable_info(t, &now);
+    if (now.file_bytes != was.file_bytes || now.items != was.items || now.buckets != was.buckets)
+        rc = ltr_fail(LTR_ECORRUPT, "%s: not the table the store opened (%llu items in %llu "
+                      "bytes, against %llu in %llu)", path, (unsigned long long)now.items,
+                      (unsigned long long)now.file_bytes, (unsigned long long)was.items,
+                      (unsigned long long)was.file_bytes);
+    placed p = {n, s->o.hash_seed, 0, path};
+    ltr_scan *sc = NULL;
+    if (!rc)
+        rc = ltr_scan_new(t, &sc);
+    if (!rc)
+        rc = scan_each(sc, check_item, &p);
+    ltr_scan_free(sc);
+    ltr_htable_close(t);
+    if (!rc && p.items != now.items)
+        rc = ltr_fail(LTR_ECORRUPT, "%s: %llu items found, the footer says %llu", path,
+                      (unsigned long long)p.items, (unsigned long long)now.items);
+    *items = p.items;
+    return rc;
+}
+
 static int verify_table(ltr_store *s, const vnode *n, const tref *r, ltr_verify_stats *out,
                         report *rep)
 {
-    ltr_table_info ti;
-    ltr_htable_info(r->t, &ti);
-    placed p = {n, s->o.hash_seed, 0, r->t->path};
-    ltr_scan *sc;
-    int rc = ltr_scan_new(r->t, &sc);
-    if (rc)
-        return rc;
-    rc = scan_each(sc, check_item, &p);
-    ltr_scan_free(sc);
-    if (!rc && p.items != ti.items)
-        rc = ltr_fail(LTR_ECORRUPT, "%s: %llu items found, the footer says %llu", p.path,
-                      (unsigned long long)p.items, (unsigned long long)ti.items);
+    uint64_t items = 0;
+    int rc = check_table(s, n, r, &items);
     if (rc == LTR_ECORRUPT) {
         note_damage(rep, out);
         return LTR_OK;
     }
     if (!rc) {
+        ltr_table_info ti;
+        ltr_htable_info(r->t, &ti);
         out->tables++;
-        out->items += p.items;
+        out->items += items;
         out->table_bytes += ti.file_bytes;
     }
     return rc;
