@@ -178,6 +178,25 @@ def test_a_read_only_store_verifies(tmp_path):
         assert db.verify() == expected
 
 
+def test_a_reader_verifies_its_view_after_the_writer_removed_files_of_it(tmp_path):
+    # A reader sees the store as of opening; the writer deletes the files of the tables it
+    # drops while a reader is there. The reader's verify reads those through its own
+    # descriptors, where a fresh open finds nothing.
+    import time
+
+    path = tmp_path / "s"
+    with filled(path, n=5000) as w, lsmtrie.open(path, read_only=True) as r:
+        before = r.verify()
+        seen = set(files(path, ".ht"))
+        rng = random.Random(5)
+        deadline = time.monotonic() + 60
+        while seen <= set(files(path, ".ht")) and time.monotonic() < deadline:
+            w.put_many([rng.randbytes(8) for _ in range(2000)], [b"v" * 40] * 2000)
+            w.flush()
+        assert not seen <= set(files(path, ".ht")), "no file of the reader's view was removed"
+        assert r.verify() == before
+
+
 def test_the_report_is_cut_to_its_buffer_and_the_count_is_exact(tmp_path):
     path = tmp_path / "s"
     with filled(path, n=5000) as db:

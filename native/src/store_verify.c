@@ -4,6 +4,7 @@
  * node holding the table. Each BloomCluster's units are read and checked against their CRCs
  * (its footer and index were checked when the store opened it). The version is pinned, so its
  * files stay while it runs. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,14 +49,20 @@ static int check_item(void *ctx, const item_view *it)
 }
 
 /* Opens the table's file afresh (which reads and checks its footer and trailer again, as they
- * are on disk now) and scans it whole; it must still be the table the store opened. */
+ * are on disk now) and scans it whole; it must still be the table the store opened. A reader's
+ * view may hold a table whose file the writer has since removed (readers see the store as of
+ * opening): that one is read through the reader's own descriptor, its footer and trailer as
+ * checked when the reader opened it. */
 static int check_table(ltr_store *s, const vnode *n, const tref *r, uint64_t *items)
 {
     const char *path = r->t->path;
-    ltr_htable *t;
-    int rc = ltr_htable_open(path, LTR_OPEN_NO_FILTERS, 0, &t);
+    ltr_htable *fresh = NULL;
+    int rc = ltr_htable_open(path, LTR_OPEN_NO_FILTERS, 0, &fresh);
+    if (rc == LTR_EIO && ltr_last_errno() == ENOENT && s->o.read_only)
+        rc = LTR_OK;
     if (rc)
         return rc;
+    ltr_htable *t = fresh ? fresh : r->t;
     ltr_table_info was, now;
     ltr_htable_info(r->t, &was);
     ltr_htable_info(t, &now);
@@ -71,7 +78,8 @@ static int check_table(ltr_store *s, const vnode *n, const tref *r, uint64_t *it
     if (!rc)
         rc = scan_each(sc, check_item, &p);
     ltr_scan_free(sc);
-    ltr_htable_close(t);
+    if (fresh)
+        ltr_htable_close(fresh);
     if (!rc && p.items != now.items)
         rc = ltr_fail(LTR_ECORRUPT, "%s: %llu items found, the footer says %llu", path,
                       (unsigned long long)p.items, (unsigned long long)now.items);
