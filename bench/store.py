@@ -19,6 +19,9 @@ lookup costs more CPU, see the README). CPU figures beside the rates (load_cpu_u
 thread of the process, less the generation of the items; get_hit_cpu_us_*: the same passes as the
 rates) help compare runs on this shared, noisy machine, where wall rates of runs minutes apart
 differ by up to a third (CPU figures move less, but move too: compare builds in alternation).
+load_steal_cores and get_hit_steal_cores_batched are the cores the hypervisor took from the
+machine meanwhile (/proc/stat "steal"; null where it is not counted): a slow rate beside a high
+steal figure was a slow machine, not a slow store.
 
 Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <= 6 with the log,
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last

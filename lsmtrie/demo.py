@@ -42,16 +42,40 @@ def _candidates(options: TableOptions) -> int:
     return int(options.fill * options.buckets * 4080 / mean_item * 1.1) + 100
 
 
-def _timed(fn, repeat: int, cpu: list | None = None) -> list[float]:
-    """Wall seconds of each of `repeat` calls; their process CPU seconds go to `cpu`."""
+def steal_seconds() -> float | None:
+    """CPU seconds the hypervisor has taken from this machine's CPUs so far (the "steal" column
+    of /proc/stat, all CPUs together), or None where it is not counted. On a shared virtual
+    machine it tells a slow measurement from a slow program."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def steal_cores(s0: float | None, s1: float | None, wall: float) -> float | None:
+    """Cores taken by the hypervisor on average between two steal_seconds() readings."""
+    return None if s0 is None or s1 is None or wall <= 0 else (s1 - s0) / wall
+
+
+def _timed(fn, repeat: int, cpu: list | None = None, steal: list | None = None) -> list[float]:
+    """Wall seconds of each of `repeat` calls; their process CPU seconds go to `cpu`, and the
+    cores the hypervisor took meanwhile (steal_cores) to `steal`."""
     out = []
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), process_cpu()
+        t0, c0, s0 = time.perf_counter(), process_cpu(), steal_seconds()
         fn()
         out.append(time.perf_counter() - t0)
         if cpu is not None:
             cpu.append(process_cpu() - c0)
+        if steal is not None:
+            steal.append(steal_cores(s0, steal_seconds(), out[-1]))
     return out
+
+
+def _median_or_none(xs: list):
+    return None if not xs or any(x is None for x in xs) else statistics.median(xs)
 
 
 def _build(path, options, keys, vdata, voffs):
@@ -266,8 +290,8 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
     if status.any():
         raise AssertionError("an absent key was found")
     st2 = db.stats()
-    hit_cpu, single_cpu = [], []
-    hit_s = statistics.median(_timed(lambda: db.get_many(keys), 3, hit_cpu))
+    hit_cpu, single_cpu, hit_steal = [], [], []
+    hit_s = statistics.median(_timed(lambda: db.get_many(keys), 3, hit_cpu, hit_steal))
     miss_s = statistics.median(_timed(lambda: db.get_many_packed(misses), 3))
     get = db.get
     one = keys[:single]
@@ -290,6 +314,7 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
     upper_h, upper_r = sum(hits[:-1]), sum(hreads[:-1])
     return dict(
         get_hit_per_s_batched=len(keys) / hit_s,
+        get_hit_steal_cores_batched=_median_or_none(hit_steal),
         get_miss_per_s_batched=len(misses) / miss_s,
         floor_reads_per_s=len(keys) / floor_s,
         floor_cpu_us_per_read=floor_cpu / len(keys) * 1e6,
@@ -320,7 +345,9 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     try:
         with _store.open(path, metadata_path=meta, bulk=bulk, table_buckets=buckets,
                          levels=levels) as db:
+            s0 = steal_seconds()
             load_s, load_cpu = load(db, n, seed)
+            load_steal = steal_cores(s0, steal_seconds(), load_s)
             io1 = proc_io()
             st = db.stats()
             keys, values = sample_present(n, seed, min(reads, n))
@@ -339,6 +366,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     return dict(
         n=n, bulk=bulk, levels=levels, table_buckets=buckets,
         load_items_per_s=n / load_s, load_seconds=load_s, load_cpu_us_per_item=load_cpu / n * 1e6,
+        load_steal_cores=load_steal,
         wa_engine=st["write_amplification"], wa_os=os_bytes / user,
         bytes_written_by_kind=st["bytes_written_by_kind"],
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -351,7 +379,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
 
 _READ_RATES = ("get_hit_per_s_batched", "get_hit_cpu_us_batched", "get_hit_per_s_single",
                "get_hit_cpu_us_single", "get_miss_per_s_batched", "floor_reads_per_s",
-               "floor_cpu_us_per_read", "get_hit_cpu_us_above_floor")
+               "floor_cpu_us_per_read", "get_hit_cpu_us_above_floor", "get_hit_steal_cores_batched")
 
 
 def reads_of_store(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
@@ -380,9 +408,9 @@ def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int) -> 
 
 STORE_SUMMARY = """\
 lsmtrie store: {n:,} items (16-byte keys, values 1..200 bytes), {levels} levels, tables of {table_buckets} buckets, {mode}
-  load                {load_items_per_s:>12,.0f} items/s  ({load_seconds:.1f} s, until compactions settled; {load_cpu_us_per_item:.2f} us CPU/item)
+  load                {load_items_per_s:>12,.0f} items/s  ({load_seconds:.1f} s, until compactions settled; {load_cpu_us_per_item:.2f} us CPU/item{load_steal})
   write amplification {wa_os:>12.2f} (OS write_bytes)   {wa_engine:.2f} (engine counters)
-  gets, hits batched  {get_hit_per_s_batched:>12,.0f} /s  ({get_hit_cpu_us_batched:.2f} us CPU/key)
+  gets, hits batched  {get_hit_per_s_batched:>12,.0f} /s  ({get_hit_cpu_us_batched:.2f} us CPU/key{hit_steal})
   gets, hits single   {get_hit_per_s_single:>12,.0f} /s  ({get_hit_cpu_us_single:.2f} us CPU/key)
   gets, misses batch  {get_miss_per_s_batched:>12,.0f} /s
   bucket reads alone  {floor_reads_per_s:>12,.0f} /s  ({floor_cpu_us_per_read:.2f} us CPU/read: random buckets read and checked on two threads, the floor under batched hits; a hit costs {get_hit_cpu_us_above_floor:.2f} us more)
@@ -396,9 +424,15 @@ lsmtrie store: {n:,} items (16-byte keys, values 1..200 bytes), {levels} levels,
 
 
 
+def _steal_note(cores) -> str:
+    return "" if cores is None else f"; the hypervisor took {cores:.2f} cores meanwhile"
+
+
 def store_summary(r: dict) -> str:
     text = STORE_SUMMARY.format(mode="bulk (no log)" if r["bulk"] else "with the log",
-                                peak_rss_mb=r["peak_rss_bytes"] / 2**20, **r)
+                                peak_rss_mb=r["peak_rss_bytes"] / 2**20,
+                                load_steal=_steal_note(r["load_steal_cores"]),
+                                hit_steal=_steal_note(r["get_hit_steal_cores_batched"]), **r)
     if "verified" in r:
         text += VERIFIED.format(**r["verified"])
     return text

@@ -1536,6 +1536,20 @@ def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
         assert "get_hit_cpu_us_above_floor" in figures
     assert "reopened by a new process" in demo.store_summary(r)
     assert "bucket reads alone" in demo.store_summary(r)
+    # the hypervisor's steal time beside the rates: counted on Linux, and never negative
+    for steal in (r["load_steal_cores"], r["get_hit_steal_cores_batched"],
+                  r["reopened"]["get_hit_steal_cores_batched"]):
+        assert steal is not None and steal >= 0
+    assert "the hypervisor took" in demo.store_summary(r)
+
+
+def test_steal_time_readings():
+    from lsmtrie import demo
+    a = demo.steal_seconds()
+    b = demo.steal_seconds()
+    assert a is not None and 0 <= a <= b
+    assert demo.steal_cores(1.0, 1.5, 2.0) == 0.25
+    assert demo.steal_cores(None, 1.5, 2.0) is None and demo.steal_cores(1.0, 1.5, 0) is None
 
 
 def test_read_floor_reads_and_checks_random_buckets(tmp_path):
