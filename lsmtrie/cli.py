@@ -91,9 +91,12 @@ def stats_text(path: str, st: dict) -> str:
         out.append(f"  {lvl:>5} {tables[lvl]:>9,} {items[lvl]:>14,} {human_bytes(tbytes[lvl]):>12}"
                    f" {human_bytes(into):>16}")
     wa = st["write_amplification"]
-    out.append(f"  written: {human_bytes(st['bytes_written'])} for {human_bytes(st['user_bytes_written'])}"
-               f" of keys and values (write amplification {wa:.2f})" if wa is not None else
-               "  written: nothing yet")
+    if wa is None:
+        out.append("  written: nothing yet")
+    else:
+        out.append(f"  written: {human_bytes(st['bytes_written'])} for "
+                   f"{human_bytes(st['user_bytes_written'])} of keys and values "
+                   f"(write amplification {wa:.2f})")
     out.append(f"    log {human_bytes(by['log'])}, flushes {human_bytes(by['flush'])}, compactions "
                f"{human_bytes(sum(by['compaction'].values()))}, garbage collection "
                f"{human_bytes(by['gc'])}, BloomClusters {human_bytes(by['clusters'])}, manifest "
