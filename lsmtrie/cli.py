@@ -47,11 +47,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _existing(args):
+    """The store at args.path, opened read-only (never created)."""
+    return store.open(args.path, create=False, read_only=True, metadata_path=args.metadata_path)
+
+
 def cmd_verify(args) -> int:
     t0 = time.perf_counter()
     try:
-        with store.open(args.path, create=False, read_only=True,
-                        metadata_path=args.metadata_path) as db:
+        with _existing(args) as db:
             r = db.verify()
     except errors.CorruptionError as e:
         print(f"lsmtrie verify: {e}", file=sys.stderr)
@@ -109,8 +113,7 @@ def stats_text(path: str, st: dict) -> str:
 
 def cmd_stats(args) -> int:
     try:
-        with store.open(args.path, create=False, read_only=True,
-                        metadata_path=args.metadata_path) as db:
+        with _existing(args) as db:
             st = db.stats()
     except (errors.Error, OSError) as e:
         print(f"lsmtrie stats: {e}", file=sys.stderr)

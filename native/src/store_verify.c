@@ -53,7 +53,7 @@ static int check_item(void *ctx, const item_view *it)
  * view may hold a table whose file the writer has since removed (readers see the store as of
  * opening): that one is read through the reader's own descriptor, its footer and trailer as
  * checked when the reader opened it. */
-static int check_table(ltr_store *s, const vnode *n, const tref *r, uint64_t *items)
+static int check_table(ltr_store *s, const vnode *n, const tref *r)
 {
     const char *path = r->t->path;
     ltr_htable *fresh = NULL;
@@ -83,24 +83,22 @@ static int check_table(ltr_store *s, const vnode *n, const tref *r, uint64_t *it
     if (!rc && p.items != now.items)
         rc = ltr_fail(LTR_ECORRUPT, "%s: %llu items found, the footer says %llu", path,
                       (unsigned long long)p.items, (unsigned long long)now.items);
-    *items = p.items;
     return rc;
 }
 
 static int verify_table(ltr_store *s, const vnode *n, const tref *r, ltr_verify_stats *out,
                         report *rep)
 {
-    uint64_t items = 0;
-    int rc = check_table(s, n, r, &items);
+    int rc = check_table(s, n, r);
     if (rc == LTR_ECORRUPT) {
         note_damage(rep, out);
         return LTR_OK;
     }
-    if (!rc) {
+    if (!rc) { /* sound: its items and bytes are those the store opened */
         ltr_table_info ti;
         ltr_htable_info(r->t, &ti);
         out->tables++;
-        out->items += items;
+        out->items += ti.items;
         out->table_bytes += ti.file_bytes;
     }
     return rc;
