@@ -176,18 +176,20 @@ def varint(n):
 
 
 def read_varint(buf, pos, end):
+    """LEB128 of a 64-bit value: at most ten bytes, the tenth 0 or 1 (longer forms than needed
+    are accepted)."""
     n = 0
-    shift = 0
-    for i in range(5):
+    for i in range(10):
         if pos >= end:
             raise FormatError(f"varint runs past {end}")
         b = buf[pos]
         pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
+        if i == 9 and b > 1:
+            raise FormatError("varint holds more than 64 bits")
+        n |= (b & 0x7F) << (7 * i)
         if not b & 0x80:
             return n, pos
-    raise FormatError("varint longer than 5 bytes")
+    raise FormatError("varint longer than 10 bytes")
 
 
 def encode_item(key, value):
@@ -803,3 +805,98 @@ def check_layout(t, expected=None, max_cached_records=2048):
         "overloaded_buckets": sum(1 for x in home_load if x > PAYLOAD),
         "bucket_items": len(items) - len(t.overflow),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# record logs and the manifest (docs/format/log.md, docs/format/manifest.md), written and read
+# independently of the C core
+
+LOG_BATCH, MF_OPTIONS, MF_EDIT = 1, 16, 17
+OP_ADD_TABLE, OP_REMOVE_TABLE, OP_LOG_FLOOR, OP_NEXT_FILE, OP_COUNTERS, OP_SET_CLUSTER, \
+    OP_LOG_OFFSET = range(1, 8)
+N_COUNTERS = 21  # 9 kinds, then compaction bytes into each of 12 levels
+_OP_ARGS = {OP_ADD_TABLE: 2, OP_REMOVE_TABLE: 2, OP_LOG_FLOOR: 1, OP_NEXT_FILE: 1,
+            OP_SET_CLUSTER: 3, OP_LOG_OFFSET: 1}
+
+
+def log_record(rtype, payload):
+    """One framed record: crc u32, length u32, type u8, payload."""
+    body = struct.pack("<IB", len(payload), rtype) + bytes(payload)
+    return struct.pack("<I", crc32c(body)) + body
+
+
+def read_log_records(data):
+    """[(type, payload)] of the whole records of a record log, and where the good prefix ends."""
+    out, pos = [], 0
+    while pos + 9 <= len(data):
+        crc, n, rtype = struct.unpack_from("<IIB", data, pos)
+        end = pos + 9 + n
+        if end > len(data) or crc32c(data[pos + 4:end]) != crc:
+            break
+        out.append((rtype, bytes(data[pos + 9:end])))
+        pos = end
+    return out, pos
+
+
+def manifest_options(*, table_buckets=64, fill=0.95, levels=3, node_tables=8, bloom_bits=16,
+                     memtable_bytes=None, hash_seed=0, gc_threshold=0.5, elsewhere=False):
+    if memtable_bytes is None:  # one table's capacity, the store's default
+        memtable_bytes = int(fill * table_buckets * PAYLOAD)
+    return (b"LTRMANI1" + struct.pack("<H", 1) + varint(table_buckets) + struct.pack("<d", fill)
+            + varint(levels) + varint(node_tables) + varint(bloom_bits) + varint(memtable_bytes)
+            + varint(hash_seed) + struct.pack("<d", gc_threshold) + bytes([bool(elsewhere)]))
+
+
+def manifest_edit(ops):
+    """ops: [(op, args...)]; COUNTERS as (OP_COUNTERS, [values])."""
+    out = bytearray()
+    for op, *args in ops:
+        out += varint(op)
+        if op == OP_COUNTERS:
+            values = args[0]
+            out += varint(len(values)) + b"".join(varint(v) for v in values)
+        else:
+            out += b"".join(varint(a) for a in args)
+    return bytes(out)
+
+
+def write_manifest(directory, options, edits, number=1):
+    """A store directory holding only MANIFEST-<number> (options, then the edits) and CURRENT."""
+    name = "MANIFEST-%08d" % number
+    with open(f"{directory}/{name}", "wb") as f:
+        f.write(log_record(MF_OPTIONS, options))
+        for e in edits:
+            f.write(log_record(MF_EDIT, e))
+    with open(f"{directory}/CURRENT", "w") as f:
+        f.write(name + "\n")
+
+
+def read_manifest_ops(data):
+    """Replays a manifest: (options payload, [[(op, args)] per edit]), good prefix length."""
+    recs, good = read_log_records(data)
+    if not recs or recs[0][0] != MF_OPTIONS:
+        raise FormatError("no options record")
+    edits = []
+    for rtype, p in recs[1:]:
+        if rtype != MF_EDIT:
+            raise FormatError(f"record type {rtype}")
+        pos, ops = 0, []
+        while pos < len(p):
+            op, pos = read_varint(p, pos, len(p))
+            if op == OP_COUNTERS:
+                n, pos = read_varint(p, pos, len(p))
+                vals = []
+                for _ in range(n):
+                    v, pos = read_varint(p, pos, len(p))
+                    vals.append(v)
+                ops.append((op, vals))
+            elif op in _OP_ARGS:
+                args = []
+                for _ in range(_OP_ARGS[op]):
+                    a, pos = read_varint(p, pos, len(p))
+                    args.append(a)
+                ops.append((op, *args))
+            else:
+                raise FormatError(f"op {op}")
+        edits.append(ops)
+    return recs[0][1], edits, good

@@ -305,6 +305,16 @@ def test_power_cut_with_explicit_flushes_and_log_rotation(tmp_path, library):
                     trials=6, n=1200, seed=13, flush_every=97, gen=dict(vmax=300, nkeys=2000))
 
 
+def test_power_cut_while_logs_rotate_and_writers_wait_for_log_space(tmp_path, library):
+    """Memtables of the default size (they fill inside batches and hand the rest to a fresh one
+    that starts at the batch's record), logs rotated at 16 KiB and writers held while the logs
+    on disk pass 48 KiB: cuts land in log rotations, in releases of logs below the floor and
+    while a writer waits for a checkpoint to free log space."""
+    opts = dict(table_buckets=16, node_tables=2, levels=3, **FAST)
+    powercut_trials(tmp_path, library, opts, trials=6, n=1200, seed=18,
+                    gen=dict(vmax=300, nkeys=2000), hooks={"ltr_test_log_limits": [16384, 49152]})
+
+
 def test_power_cut_when_checkpoints_sync_the_filesystem(tmp_path, library):
     """Checkpoints that flush() waits for sync the whole filesystem (syncfs) instead of each
     file once they name SYNCFS_MIN files; here from one file on."""

@@ -384,6 +384,30 @@ void ltr_test_batch_threads(int n);
 /* While on, no worker starts work on the last level (cluster builds, garbage collection); work
  * already noted waits, and flush() does not wait for it. Process-wide. */
 void ltr_test_hold_last_level(int on);
+/* A log is rotated at `rotate_bytes` (or 32 memtables, if less), and writers wait while the logs
+ * on disk hold more than `disk_bytes`; negative values restore the defaults (64 MiB, 2 GiB).
+ * Process-wide. */
+void ltr_test_log_limits(int64_t rotate_bytes, int64_t disk_bytes);
+/* New logs place their first record at this byte offset (a hole before it), and replay starts
+ * every log there: log offsets past 2^35 without writing 32 GiB. 0 (the default) is the real
+ * format; a store written with an offset must be reopened with the same one. Process-wide. */
+void ltr_test_log_base(uint64_t offset);
+/* Adds `counter_base` to every persistent counter of the store (bytes written by kind, flushes,
+ * ...) and raises its file counter to at least `next_file`: numbers near the top of their
+ * ranges, persisted by the next checkpoint. */
+void ltr_test_store_bump(ltr_store *s, uint64_t counter_base, uint64_t next_file);
+/* The store's varint decoder (docs/format/htable.md "varint") over p[0, len): the bytes it
+ * took, or 0 when they are no varint of a 64-bit value. */
+size_t ltr_test_varint_decode(const uint8_t *p, size_t len, uint64_t *value);
+/* What the manifest decoder makes of a store's manifest (CURRENT's), with no table opened. */
+typedef struct ltr_manifest_summary {
+    uint64_t tables_added, tables_removed, clusters_set;
+    uint64_t next_file, log_floor, log_offset;
+    uint64_t counters[32];   /* the last COUNTERS op's values, */
+    uint32_t ncounters;      /* how many it held */
+    uint32_t levels;
+} ltr_manifest_summary;
+int ltr_test_manifest_read(const char *dir, ltr_manifest_summary *out);
 
 /* cdef-end */
 

@@ -105,3 +105,8 @@ int bucket_find(const uint8_t *page, const bucket_footer *f, const uint8_t *key,
     }
     return 0;
 }
+
+size_t ltr_test_varint_decode(const uint8_t *p, size_t len, uint64_t *value)
+{
+    return get_varint(p, p + len, value);
+}

@@ -570,6 +570,9 @@ int store_checkpoint_due(const ltr_store *s)
     uint64_t log = __atomic_load_n(&s->counters[C_WRITTEN_LOG], __ATOMIC_RELAXED);
     if (log - s->ckpt_log_mark >= __atomic_load_n(&ckpt_log_bytes, __ATOMIC_RELAXED))
         return 1;
+    /* a writer waits until the logs below the floor in memory leave the disk */
+    if (__atomic_load_n(&s->log_waiters, __ATOMIC_RELAXED) && s->log_floor > s->durable_floor)
+        return 1;
     double now = store_now();
     return now - s->pending_since >= s->o.checkpoint_interval && now >= s->ckpt_next;
 }

@@ -77,14 +77,22 @@ static inline size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
-/* Decodes a varint of at most 5 bytes (values < 2^35) from [p, end). Returns the bytes consumed,
- * or 0 when the input is truncated or too long: callers treat 0 as corruption. */
+/* The longest varint: ten bytes carry 64 bits (7 per byte), the tenth only the top bit. */
+#define VARINT_MAX 10
+
+/* Decodes a varint of up to 64 bits from [p, end). Returns the bytes consumed, or 0 when the
+ * input is truncated or cannot be the encoding of a 64-bit value (more than ten bytes, or a
+ * tenth byte above 1): callers treat 0 as corruption. Longer forms than needed (a zero top
+ * group with its continuation bit) are accepted, as every LEB128 reader does. */
 static inline size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
 {
     uint64_t r = 0;
-    for (size_t i = 0; i < 5 && p + i < end; i++) {
-        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
+    for (size_t i = 0; i < VARINT_MAX && p + i < end; i++) {
+        uint64_t b = p[i];
+        if (i == VARINT_MAX - 1 && b > 1)
+            return 0; /* bits past the 64th */
+        r |= (b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
             *v = r;
             return i + 1;
         }

@@ -122,39 +122,76 @@ int logr_open(logr *r, const char *path)
 {
     memset(r, 0, sizeof *r);
     r->path = path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0)
         return ltr_fail_errno(errno, "cannot open log %s", path);
     struct stat sb;
-    int rc = LTR_OK;
-    if (fstat(fd, &sb) != 0)
-        rc = ltr_fail_errno(errno, "cannot stat %s", path);
-    else {
-        r->len = (size_t)sb.st_size;
-        r->data = malloc(r->len ? r->len : 1);
-        if (!r->data)
-            rc = ltr_fail(LTR_ENOMEM, "out of memory reading %s", path);
-        else
-            rc = io_pread(fd, r->data, r->len, 0, path);
-    }
-    close(fd);
-    if (rc)
+    if (fstat(r->fd, &sb) != 0) {
+        int rc = ltr_fail_errno(errno, "cannot stat %s", path);
         logr_close(r);
-    return rc;
+        return rc;
+    }
+    r->len = (uint64_t)sb.st_size;
+    return LTR_OK;
 }
 
-/* Classifies the bad record at r->pos (docs/format/log.md "Reading"). */
-static int bad_record(const logr *r, uint64_t claimed_end)
+void logr_seek(logr *r, uint64_t pos)
 {
-    const uint8_t *p = r->data + r->pos, *end = r->data + r->len;
-    const uint8_t *rec_end = claimed_end < r->len ? r->data + claimed_end : end;
-    const uint8_t *q = p;
-    while (q < rec_end && *q == 0)
-        q++;
-    if (q == rec_end || claimed_end >= r->len)
-        return LOGR_TORN; /* never written, or cut short by the end of the file */
-    (void)end;
-    return LOGR_CORRUPT;
+    r->pos = pos < r->len ? pos : r->len;
+}
+
+/* Makes bytes [off, off + n) of the file (all within r->len) available at *p: kept from the
+ * window when they are there, else read with what follows, up to LOG_READ_WINDOW. The window
+ * grows to hold one record when it must, and shrinks back after. */
+static int window(logr *r, uint64_t off, size_t n, const uint8_t **p)
+{
+    if (off >= r->buf_off && off + n <= r->buf_off + r->buf_len) {
+        *p = r->buf + (off - r->buf_off);
+        return LTR_OK;
+    }
+    uint64_t left = r->len - off;
+    size_t want = n > LOG_READ_WINDOW ? n : (left < LOG_READ_WINDOW ? (size_t)left : LOG_READ_WINDOW);
+    size_t keep = 0; /* bytes from off that the window holds already */
+    if (off >= r->buf_off && off < r->buf_off + r->buf_len)
+        keep = (size_t)(r->buf_off + r->buf_len - off);
+    if (want > r->buf_cap || (r->buf_cap > 4 * (size_t)LOG_READ_WINDOW && want <= LOG_READ_WINDOW)) {
+        uint8_t *b = malloc(want ? want : 1);
+        if (!b)
+            return ltr_fail(LTR_ENOMEM, "out of memory reading a record of %zu bytes in %s", n,
+                            r->path);
+        if (keep)
+            memcpy(b, r->buf + (off - r->buf_off), keep);
+        free(r->buf);
+        r->buf = b;
+        r->buf_cap = want ? want : 1;
+    } else if (keep) {
+        memmove(r->buf, r->buf + (off - r->buf_off), keep);
+    }
+    r->buf_off = off;
+    r->buf_len = keep;
+    int rc = io_pread(r->fd, r->buf + keep, want - keep, off + keep, r->path);
+    if (rc)
+        return rc;
+    r->buf_len = want;
+    *p = r->buf;
+    return LTR_OK;
+}
+
+/* Classifies the bad record at r->pos (docs/format/log.md "Reading"): torn when it claims to
+ * end past the file, or when its claimed bytes are all zero (pages never written). */
+static int bad_record(logr *r, uint64_t claimed_end)
+{
+    if (claimed_end >= r->len)
+        return LOGR_TORN;
+    const uint8_t *p;
+    size_t n = (size_t)(claimed_end - r->pos);
+    int rc = window(r, r->pos, n, &p);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return LOGR_CORRUPT;
+    return LOGR_TORN;
 }
 
 int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len)
@@ -163,12 +200,18 @@ int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len)
         return LOGR_END;
     if (r->len - r->pos < LOG_HEADER)
         return bad_record(r, r->len);
-    const uint8_t *h = r->data + r->pos;
+    const uint8_t *h;
+    int rc = window(r, r->pos, LOG_HEADER, &h);
+    if (rc)
+        return rc;
     uint32_t n = get_u32(h + 4);
-    uint64_t end = (uint64_t)r->pos + LOG_HEADER + n;
-    if (n > LOG_MAX_PAYLOAD || end > r->len || h[8] == 0 ||
-        ltr_crc32c(0, h + 4, 5 + (size_t)n) != get_u32(h))
+    uint64_t end = r->pos + LOG_HEADER + n;
+    if (n > LOG_MAX_PAYLOAD || end > r->len || h[8] == 0)
         return bad_record(r, n > LOG_MAX_PAYLOAD ? r->len : end);
+    if ((rc = window(r, r->pos, LOG_HEADER + (size_t)n, &h)))
+        return rc;
+    if (ltr_crc32c(0, h + 4, 5 + (size_t)n) != get_u32(h))
+        return bad_record(r, end);
     *type = h[8];
     *payload = h + LOG_HEADER;
     *len = n;
@@ -178,7 +221,9 @@ int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len)
 
 void logr_close(logr *r)
 {
-    free(r->data);
-    r->data = NULL;
-    r->len = r->pos = 0;
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->buf);
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
 }

@@ -119,6 +119,9 @@ static int decode_options(const uint8_t *p, uint32_t len, ltr_store_opts *o, int
     }
     if (end - q != 9)
         goto bad;
+    for (int i = 0; i < 6; i++) /* all but memtable_bytes are 32-bit: a wider value is damage */
+        if (i != 4 && v[i] > UINT32_MAX)
+            goto bad;
     o->gc_threshold = get_f64(q);
     *elsewhere = q[8];
     o->table_buckets = (uint32_t)v[0];
@@ -268,7 +271,7 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
     const uint8_t *pl;
     uint32_t len;
     int got = LOGR_END, records = 0;
-    size_t snap_end = 0; /* the options and snapshot records: what a rotation writes anew */
+    uint64_t snap_end = 0; /* the options and snapshot records: what a rotation writes anew */
     while (!rc && (got = logr_next(&r, &type, &pl, &len)) == LOGR_RECORD) {
         if (records == 1)
             snap_end = r.pos;
@@ -285,11 +288,14 @@ int manifest_load(manifest *m, const char *dir, const manifest_sink *sink, int w
                                       : replay_edit(pl, len, sink, p);
         }
     }
+    if (!rc && got < 0)
+        rc = got;
     if (!rc && got == LOGR_CORRUPT)
-        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and more edits follow", p, r.pos);
+        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %llu and more edits follow", p,
+                      (unsigned long long)r.pos);
     if (!rc && records < 2) /* options and the snapshot are written and synced together */
         rc = ltr_fail(LTR_ECORRUPT, "%s is incomplete", p);
-    size_t good = r.pos;
+    uint64_t good = r.pos;
     logr_close(&r);
     m->number = number;
     /* Growth is measured from the snapshot, not from the size at open: a store reopened often
@@ -324,3 +330,41 @@ void manifest_close(manifest *m)
     m->dir = NULL;
 }
 
+
+/* ---- the decoder alone, for tests (ltr_test_manifest_read) ---- */
+
+static int summary_options(void *ctx, const ltr_store_opts *o, int elsewhere)
+{
+    ltr_manifest_summary *m = ctx;
+    m->levels = o->levels;
+    return LTR_OK;
+}
+
+static int summary_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
+{
+    ltr_manifest_summary *m = ctx;
+    switch (op) {
+    case OP_ADD_TABLE: m->tables_added++; break;
+    case OP_REMOVE_TABLE: m->tables_removed++; break;
+    case OP_SET_CLUSTER: m->clusters_set++; break;
+    case OP_NEXT_FILE: m->next_file = a[0]; break;
+    case OP_LOG_FLOOR: m->log_floor = a[0]; m->log_offset = 0; break;
+    case OP_LOG_OFFSET: m->log_offset = a[0]; break;
+    case OP_COUNTERS:
+        m->ncounters = C_COUNT;
+        memcpy(m->counters, counters, C_COUNT * sizeof *counters);
+        break;
+    }
+    return LTR_OK;
+}
+
+int ltr_test_manifest_read(const char *dir, ltr_manifest_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    manifest m;
+    manifest_sink sink = {out, summary_options, summary_op};
+    int rc = manifest_load(&m, dir, &sink, 0);
+    if (!rc)
+        manifest_close(&m);
+    return rc;
+}

@@ -18,8 +18,8 @@ typedef struct loaded {
     int elsewhere;
     vedit_op *ops; /* table adds and removes in manifest order */
     size_t nops, cap;
-    vedit_op *clusters; /* the last SET_CLUSTER of each node */
-    size_t nclusters;
+    vedit_op *clusters; /* SET_CLUSTER ops in manifest order; then the last of each node, by node */
+    size_t nclusters, clusters_cap;
 } loaded;
 
 static int on_options(void *ctx, const ltr_store_opts *rec, int elsewhere)
@@ -44,25 +44,33 @@ static int grow_ops(vedit_op **ops, size_t n, size_t *cap)
 
 static int on_cluster(loaded *l, uint64_t node, uint64_t file, uint64_t sealed)
 {
-    size_t i = 0;
-    while (i < l->nclusters && l->clusters[i].node != node)
-        i++;
-    if (i == l->nclusters) {
-        vedit_op *p = realloc(l->clusters, (i + 1) * sizeof *p);
-        if (!p)
-            return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
-        l->clusters = p;
-        l->nclusters++;
+    int rc = grow_ops(&l->clusters, l->nclusters, &l->clusters_cap);
+    if (!rc)
+        l->clusters[l->nclusters++] = (vedit_op){.add = VOP_CLUSTER, .node = node,
+                                                 .level = node_level(node), .file = file,
+                                                 .sealed = (uint32_t)sealed};
+    return rc;
+}
+
+/* Whether an op's node (and a cluster's count of sealed tables) can be in this store: a
+ * sound record with a value no writer could have written is damage, never an index. */
+static int op_in_range(const ltr_store *s, int op, const uint64_t *a)
+{
+    switch (op) {
+    case OP_ADD_TABLE:
+    case OP_REMOVE_TABLE: return a[0] < node_count(s->o.levels);
+    case OP_SET_CLUSTER: return a[0] < node_count(s->o.levels) && a[2] <= UINT32_MAX;
+    default: return 1;
     }
-    l->clusters[i] = (vedit_op){.add = VOP_CLUSTER, .node = node, .level = node_level(node),
-                                .file = file, .sealed = (uint32_t)sealed};
-    return LTR_OK;
 }
 
 static int on_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
 {
     loaded *l = ctx;
     ltr_store *s = l->s;
+    if (!op_in_range(s, op, a))
+        return ltr_fail(LTR_ECORRUPT, "%s: manifest op %d is out of range (node %llu in a trie of %u levels)",
+                        s->dir, op, (unsigned long long)a[0], s->o.levels);
     switch (op) {
     case OP_LOG_FLOOR: s->log_floor = a[0]; s->log_floor_off = 0; return LTR_OK;
     case OP_LOG_OFFSET: s->log_floor_off = a[0]; return LTR_OK;
@@ -83,12 +91,50 @@ static int on_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
     return LTR_OK;
 }
 
+static int by_node(const void *a, const void *b)
+{
+    uint64_t x = ((const vedit_op *)a)->node, y = ((const vedit_op *)b)->node;
+    return x < y ? -1 : x > y;
+}
+
+/* The node's cluster (l->clusters settled), or NULL. A binary search: a store may have
+ * millions of tables and hundreds of thousands of last-level nodes. */
 static const vedit_op *cluster_of(const loaded *l, uint64_t node)
 {
+    vedit_op key = {.node = node};
+    const vedit_op *c = bsearch(&key, l->clusters, l->nclusters, sizeof key, by_node);
+    return c && c->file ? c : NULL;
+}
+
+typedef struct place {
+    uint64_t node;
+    size_t op;
+} place;
+
+static int by_node_then_op(const void *a, const void *b);
+
+/* Keeps the last SET_CLUSTER of each node, sorted by node. */
+static int settle_clusters(loaded *l)
+{
+    place *pl = malloc(sizeof *pl * (l->nclusters + 1));
+    vedit_op *out = malloc(sizeof *out * (l->nclusters + 1));
+    if (!pl || !out) {
+        free(pl);
+        free(out);
+        return ltr_fail(LTR_ENOMEM, "out of memory loading the manifest");
+    }
     for (size_t i = 0; i < l->nclusters; i++)
-        if (l->clusters[i].node == node && l->clusters[i].file)
-            return &l->clusters[i];
-    return NULL;
+        pl[i] = (place){l->clusters[i].node, i};
+    qsort(pl, l->nclusters, sizeof *pl, by_node_then_op);
+    size_t n = 0;
+    for (size_t i = 0; i < l->nclusters; i++)
+        if (i + 1 == l->nclusters || pl[i + 1].node != pl[i].node)
+            out[n++] = l->clusters[pl[i].op];
+    free(pl);
+    free(l->clusters);
+    l->clusters = out;
+    l->nclusters = n;
+    return LTR_OK;
 }
 
 /* Opens the clusters the manifest lists, as VOP_CLUSTER ops appended to ops[0..k). */
@@ -109,11 +155,6 @@ static int load_clusters(ltr_store *s, loaded *l, size_t *k)
 }
 
 static int cmp_u64(const void *a, const void *b);
-
-typedef struct place {
-    uint64_t node;
-    size_t op;
-} place;
 
 static int by_node_then_op(const void *a, const void *b)
 {
@@ -161,6 +202,8 @@ static int load_tables(ltr_store *s, loaded *l)
 {
     uint32_t *place_of = malloc(sizeof *place_of * (l->nops + 1));
     int rc = place_of ? survivors(l, place_of) : ltr_fail(LTR_ENOMEM, "out of memory");
+    if (!rc)
+        rc = settle_clusters(l);
     for (size_t i = 0; i < l->nops && !rc; i++) {
         vedit_op *o = &l->ops[i];
         if (!o->add || place_of[i] == UINT32_MAX) /* removed by a later edit */
@@ -258,9 +301,10 @@ void recovery_free_logs(loglist *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Lists the logs and, when `read`, reads them all. A read-only open does that before it reads
- * the manifest: a log a writer deletes afterwards was read already, and one deleted before
- * holds only data of a table that the manifest, read later, lists. */
+/* Lists the logs and, when `read`, opens them all. A read-only open does that before it reads
+ * the manifest: a log a writer deletes afterwards stays readable through its descriptor, and
+ * one deleted before holds only data of a table that the manifest, read later, lists. Nothing
+ * is read yet: replay reads a record at a time, from the floor on. */
 int recovery_take_logs(ltr_store *s, loglist *l, int read)
 {
     memset(l, 0, sizeof *l);
@@ -269,21 +313,30 @@ int recovery_take_logs(ltr_store *s, loglist *l, int read)
     int rc = list_files(s->dir, "wal", &l->files, &l->n);
     if (!rc && read && l->n && !(l->logs = calloc(l->n, sizeof *l->logs)))
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    for (size_t i = 0; l->logs && i < l->n; i++)
+        l->logs[i].fd = -1;
     for (size_t i = 0; !rc && read && i < l->n; i++) {
         char *p = store_file(s->dir, l->files[i], "wal");
         rc = p ? logr_open(&l->logs[i], p) : ltr_fail(LTR_ENOMEM, "out of memory");
         if (rc && ltr_last_errno() == ENOENT) { /* deleted meanwhile: its data is in a table */
-            memset(&l->logs[i], 0, sizeof l->logs[i]);
             l->files[i] = 0;
             rc = LTR_OK;
         }
+        l->logs[i].path = NULL; /* set again while it is replayed */
         free(p);
     }
     return rc;
 }
 
+static uint64_t log_base; /* ltr_test_log_base */
+
+void ltr_test_log_base(uint64_t offset) { __atomic_store_n(&log_base, offset, __ATOMIC_RELAXED); }
+
+uint64_t store_log_base(void) { return __atomic_load_n(&log_base, __ATOMIC_RELAXED); }
+
 /* Replays one log into the memtables; a writer cuts off a torn tail. The floor is the one the
- * manifest gave (writing memtables out during the replay moves s->log_floor on). */
+ * manifest gave (writing memtables out during the replay moves s->log_floor on). Records are
+ * read one at a time, so memory holds the memtables and one record, however long the log. */
 static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t floor,
                       uint64_t floor_off)
 {
@@ -291,9 +344,11 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t
     const uint8_t *pl;
     uint32_t len;
     int got = LOGR_END, swapped = 0, rc = LTR_OK;
-    if (file == floor) /* the records before the floor's offset are in tables */
-        r->pos = floor_off < r->len ? floor_off : r->len;
-    for (size_t at = r->pos; !rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD;
+    uint64_t from = store_log_base(); /* 0 but in tests that place logs at high offsets */
+    if (file == floor && floor_off > from) /* the records before the floor's offset are in tables */
+        from = floor_off;
+    logr_seek(r, from);
+    for (uint64_t at = r->pos; !rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD;
          at = r->pos) {
         uint64_t count;
         size_t k = get_varint(pl, pl + len, &count);
@@ -302,8 +357,11 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t
         while (!rc && !s->o.read_only && s->nimm > RECOVERY_IMMUTABLE)
             rc = store_flush_oldest(s);
     }
+    if (!rc && got < 0)
+        rc = got;
     if (!rc && (got == LOGR_CORRUPT || (got == LOGR_TORN && !newest)))
-        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %zu and %s", r->path, r->pos,
+        rc = ltr_fail(LTR_ECORRUPT, "%s is damaged at offset %llu and %s", r->path,
+                      (unsigned long long)r->pos,
                       got == LOGR_CORRUPT ? "records follow the damage" : "newer logs follow it");
     if (!rc && got == LOGR_TORN && !s->o.read_only) {
         logw w; /* cut the torn tail off, so later opens never meet it in an older log */
@@ -325,7 +383,7 @@ int recovery_replay_logs(ltr_store *s, loglist *l)
         uint64_t file = l->files[i];
         if (!file || file < floor)
             continue;
-        logr own, *r = l->logs ? &l->logs[i] : &own;
+        logr own = {.fd = -1}, *r = l->logs ? &l->logs[i] : &own;
         char *p = store_file(s->dir, file, "wal");
         if (!p)
             return ltr_fail(LTR_ENOMEM, "out of memory");

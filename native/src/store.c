@@ -264,6 +264,7 @@ static int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtab
     }
     m->min_log = min_log;
     m->min_off = min_off;
+    m->log_mark = s->logged;
     *out = m;
     return LTR_OK;
 }
@@ -291,21 +292,6 @@ static int wal_sync_locked(ltr_store *s, int fd)
     return rc;
 }
 
-/* Remembers log `file` for store_remove_old_logs; state_mu held. Without memory the log stays
- * until the next open, which removes logs below the floor. */
-static void note_log(ltr_store *s, uint64_t file)
-{
-    if (s->nwal_files == s->wal_files_cap) {
-        size_t cap = s->wal_files_cap ? 2 * s->wal_files_cap : 16;
-        uint64_t *p = realloc(s->wal_files, cap * sizeof *p);
-        if (!p)
-            return;
-        s->wal_files = p;
-        s->wal_files_cap = cap;
-    }
-    s->wal_files[s->nwal_files++] = file;
-}
-
 static int open_new_log(ltr_store *s)
 {
     /* Everything in the old log reaches the disk before the new log's name does: a crash then
@@ -322,7 +308,7 @@ static int open_new_log(ltr_store *s)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     unlink(p);
     logw w;
-    rc = logw_open(&w, p, 0);
+    rc = logw_open(&w, p, store_log_base());
     if (!rc)
         rc = io_fsync_dir(p); /* the new log's name must survive a crash */
     free(p);
@@ -330,18 +316,19 @@ static int open_new_log(ltr_store *s)
         logw_close(&w);
         return rc;
     }
-    pthread_mutex_lock(&s->state_mu);
-    note_log(s, file);
-    pthread_mutex_unlock(&s->state_mu);
-    if (s->wal_file)
+    walset_add(&s->logs, file, 0);
+    if (s->wal_file) {
+        walset_settle(&s->logs, s->wal_file, s->wal.size - s->wal_base);
         logw_close(&s->wal);
+    }
     s->wal = w;
     s->wal_file = file;
-    s->wal_hinted = 0;
+    s->wal_base = w.size;
+    s->wal_hinted = w.size;
     /* everything logged so far is durable: the old log whole, the new one holds nothing yet */
     pthread_mutex_lock(&s->sync_mu);
     s->synced_file = file;
-    s->synced_upto = 0;
+    s->synced_upto = w.size;
     pthread_cond_broadcast(&s->sync_cv);
     pthread_mutex_unlock(&s->sync_mu);
     return LTR_OK;
@@ -492,12 +479,42 @@ static void wake_worker(ltr_store *s)
     pthread_mutex_unlock(&s->state_mu);
 }
 
+static uint64_t log_rotate_max = LOG_ROTATE_MAX, log_disk_max = LOG_DISK_MAX; /* tests */
+
+void ltr_test_log_limits(int64_t rotate_bytes, int64_t disk_bytes)
+{
+    __atomic_store_n(&log_rotate_max, rotate_bytes < 0 ? LOG_ROTATE_MAX : (uint64_t)rotate_bytes,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&log_disk_max, disk_bytes < 0 ? LOG_DISK_MAX : (uint64_t)disk_bytes,
+                     __ATOMIC_RELAXED);
+}
+
+void ltr_test_store_bump(ltr_store *s, uint64_t counter_base, uint64_t next_file)
+{
+    for (int i = 0; i < C_COUNT; i++)
+        store_count(s, i, counter_base);
+    pthread_mutex_lock(&s->state_mu);
+    if (s->next_file < next_file)
+        s->next_file = next_file;
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+uint64_t store_log_disk_max(void) { return __atomic_load_n(&log_disk_max, __ATOMIC_RELAXED); }
+
 /* A log is rotated once it holds this much: several memtables share one log, so a flush costs
  * no log rotation (each rotation fsyncs the old log and the directory). */
 static uint64_t log_rotate_bytes(const ltr_store *s)
 {
-    uint64_t b = 32 * s->o.memtable_bytes;
-    return b < LOG_ROTATE_MAX ? b : LOG_ROTATE_MAX;
+    uint64_t b = 32 * s->o.memtable_bytes, max = __atomic_load_n(&log_rotate_max, __ATOMIC_RELAXED);
+    return b < max ? b : max;
+}
+
+static int logging(const ltr_store *s) { return s->o.use_log && !s->o.read_only; }
+
+/* Whether the current log is full: the next record goes to a new one. */
+static int log_full(const ltr_store *s)
+{
+    return logging(s) && s->wal.size - s->wal_base >= log_rotate_bytes(s);
 }
 
 /* Starts a new memtable, and a new log when the current one is full (write_mu held). On failure
@@ -506,8 +523,7 @@ static int rotate(ltr_store *s)
 {
     if (!ltr_hbuild_items(s->active->b))
         return LTR_OK;
-    int new_log = s->o.use_log && !s->o.read_only && s->wal.size >= log_rotate_bytes(s);
-    int rc = new_log ? open_new_log(s) : LTR_OK;
+    int rc = log_full(s) ? open_new_log(s) : LTR_OK;
     if (rc)
         return rc;
     pthread_rwlock_wrlock(&s->mem_lock);
@@ -516,6 +532,32 @@ static int rotate(ltr_store *s)
     pthread_rwlock_unlock(&s->mem_lock);
     wake_worker(s);
     return rc;
+}
+
+/* Whether the active memtable should be rotated before the next write: it is full, or the log
+ * written since it started is MEMTABLE_LOG_SPAN times its size (it would hold the log floor
+ * while the log grows: rewrites of the same keys fill the log, not the memtable). */
+static int memtable_due(const ltr_store *s)
+{
+    const memtable *a = s->active;
+    return ltr_hbuild_data_bytes(a->b) >= s->o.memtable_bytes ||
+           (logging(s) && s->logged - a->log_mark >= MEMTABLE_LOG_SPAN * s->o.memtable_bytes);
+}
+
+/* Before a write (write_mu held): a due memtable is rotated (with the log when that is full), a
+ * full log alone otherwise, whatever the size of the writes: a batch larger than a memtable
+ * swaps memtables inside it, and the log must still move on between batches. On failure the
+ * write has not been logged or applied at all. */
+static int rotate_for_write(ltr_store *s)
+{
+    if (memtable_due(s) && ltr_hbuild_items(s->active->b))
+        return rotate(s);
+    return log_full(s) ? open_new_log(s) : LTR_OK;
+}
+
+uint64_t store_log_disk_bytes(ltr_store *s)
+{
+    return walset_bytes(&s->logs) + (s->wal_file ? s->wal.size - s->wal_base : 0);
 }
 
 /* Waits (write_mu held) until fewer than MAX_IMMUTABLE memtables await a flush. Recovery
@@ -528,9 +570,33 @@ static void wait_for_room(ltr_store *s)
     }
 }
 
+/* Waits (write_mu held) while the logs on disk hold more than their bound and some of them,
+ * older than the current log, could go: a checkpoint whose floor passes them releases them, and
+ * the checkpoint thread unlinks them and wakes the writers. The active memtable is rotated first
+ * when it starts in an older log, since it would hold the floor there. Recovery never waits. */
+static int wait_for_log_space(ltr_store *s)
+{
+    int rc = LTR_OK;
+    while (!rc && s->nworkers && logging(s) && walset_bytes(&s->logs) > 0 &&
+           store_log_disk_bytes(s) > store_log_disk_max()) {
+        if (s->bg_error)
+            return store_bg_error(s);
+        if (s->active->min_log < s->wal_file && ltr_hbuild_items(s->active->b)) {
+            wait_for_room(s);
+            rc = s->bg_error ? store_bg_error(s) : rotate(s);
+            continue;
+        }
+        __atomic_fetch_add(&s->write_stalls, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->log_waiters, 1, __ATOMIC_RELAXED); /* a checkpoint is due now */
+        wake_worker(s);
+        pthread_cond_wait(&s->write_cv, &s->write_mu);
+        __atomic_fetch_sub(&s->log_waiters, 1, __ATOMIC_RELAXED);
+    }
+    return rc;
+}
+
 /* Stages one item in the active memtable (mem_lock exclusive). A memtable that fills up is
- * swapped for a fresh one that shares the batch's log (`log_file` stays needed until both are
- * flushed). */
+ * swapped for a fresh one, which starts at the batch's record (log_file, log_off). */
 static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *val,
                      uint32_t vlen, int del, uint64_t log_file, uint64_t log_off, int *swapped)
 {
@@ -540,10 +606,11 @@ static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint
     int r = hbuild_stage(s->active->b, h, key, klen, val, vlen, del);
     if (r != 0)
         return r < 0 ? r : LTR_OK;
-    /* the fresh memtable needs the batch's record, or what the full one needed */
-    int batch_first = pos_before(log_file, log_off, s->active->min_log, s->active->min_off);
-    int rc = batch_first ? swap_active(s, log_file, log_off)
-                         : swap_active(s, s->active->min_log, s->active->min_off);
+    /* The fresh memtable's items start with this batch's record: once the full memtable is in
+     * a table, replay may start there (the batch's first items, replayed again, are the same
+     * items, newer than the table). Without a log it keeps the full one's position. */
+    int rc = log_file ? swap_active(s, log_file, log_off)
+                      : swap_active(s, s->active->min_log, s->active->min_off);
     if (rc)
         return rc;
     *swapped = 1;
@@ -629,14 +696,15 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
     wait_for_room(s);
     if (s->bg_error)
         rc = store_bg_error(s);
-    /* A full memtable is rotated before the batch, with its own new log: if that fails, the
-     * batch has not been logged or applied at all. */
-    if (!rc && ltr_hbuild_data_bytes(s->active->b) >= s->o.memtable_bytes)
-        rc = rotate(s);
+    if (!rc)
+        rc = rotate_for_write(s);
+    if (!rc)
+        rc = wait_for_log_space(s);
     uint64_t file = s->wal_file, start = s->wal.size, end = 0;
     if (!rc && file) {
         rc = log_batch(s, kdata, koffs, vdata, voffs, deleted, n);
         end = s->wal.size;
+        s->logged += end - start;
         store_count(s, C_WRITTEN_LOG, end - start);
         if (end - s->wal_hinted >= LOG_WRITEBACK_STEP) {
             /* start writeback early, so the fsync at a rotation or a sync write waits less */
@@ -936,6 +1004,12 @@ static void *syncer_main(void *arg)
             reap(s, 0);
             pthread_mutex_lock(&s->state_mu);
         }
+        if (walset_has_dead(&s->logs)) { /* the log space writers may wait for */
+            pthread_mutex_unlock(&s->state_mu);
+            walset_unlink_dead(&s->logs, s->dir);
+            wake_writers(s);
+            pthread_mutex_lock(&s->state_mu);
+        }
         if (!s->bg_error && store_checkpoint_due(s)) {
             pthread_mutex_unlock(&s->state_mu);
             int rc = store_checkpoint(s, CKPT_BACKGROUND);
@@ -962,21 +1036,12 @@ void store_remove_old_logs(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
     uint64_t floor = s->durable_floor;
-    size_t nold = 0, k = 0;
-    uint64_t *old = malloc(sizeof *old * (s->nwal_files + 1));
-    for (size_t i = 0; i < s->nwal_files; i++) {
-        if (old && s->wal_files[i] < floor)
-            old[nold++] = s->wal_files[i];
-        else
-            s->wal_files[k++] = s->wal_files[i]; /* (no memory: at the next checkpoint) */
-    }
-    s->nwal_files = k;
     pthread_mutex_unlock(&s->state_mu);
-    /* buried, not unlinked here: freeing a large log's blocks took 30 ms each, which flush()
-     * would wait for; and a read-only open may still be reading it */
-    for (size_t i = 0; i < nold; i++)
-        store_bury(s, store_file(s->dir, old[i], "wal"), 0, NULL);
-    free(old);
+    walset_release_below(&s->logs, floor);
+    /* unlinked by the checkpoint thread, not here: freeing a large log's blocks took 30 ms
+     * each, which flush() would wait for. A read-only open reads its logs through descriptors
+     * it opened before reading the manifest, so no grace period is needed. */
+    wake_worker(s);
 }
 
 /* Writes every memtable out now (used by recovery and by close in bulk mode). */
@@ -1041,6 +1106,17 @@ static int open_dirs(ltr_store *s)
     return rc ? rc : open_cache(s);
 }
 
+/* A log recovery replayed, counted with its size on disk until a checkpoint releases it. */
+static void note_recovered_log(ltr_store *s, uint64_t file)
+{
+    char *p = store_file(s->dir, file, "wal");
+    struct stat sb;
+    uint64_t base = store_log_base(); /* (tests: the hole before the first record) */
+    if (p && stat(p, &sb) == 0)
+        walset_add(&s->logs, file, (uint64_t)sb.st_size > base ? (uint64_t)sb.st_size - base : 0);
+    free(p);
+}
+
 /* The state of the manifest, then the logs above its floor replayed into a memtable. */
 static int recover(ltr_store *s)
 {
@@ -1060,7 +1136,7 @@ static int recover(ltr_store *s)
         rc = recovery_replay_logs(s, &logs);
     for (size_t i = 0; !rc && !s->o.read_only && i < logs.n; i++)
         if (logs.files[i] >= s->log_floor) /* those below are orphans, removed as such */
-            note_log(s, logs.files[i]);
+            note_recovered_log(s, logs.files[i]);
     recovery_free_logs(&logs);
     return rc;
 }
@@ -1073,15 +1149,15 @@ static int settle_recovered(ltr_store *s)
     if (!rc && s->o.use_log) {
         rc = open_new_log(s);
         s->active->min_log = s->wal_file;
-        s->active->min_off = 0;
+        s->active->min_off = s->wal_base;
     }
     if (!rc) {
         pthread_mutex_lock(&s->state_mu);
         medit e = {0};
         s->log_floor = s->o.use_log ? s->wal_file : s->next_file;
-        s->log_floor_off = 0;
+        s->log_floor_off = s->o.use_log ? s->wal_base : 0;
         medit_value(&e, OP_LOG_FLOOR, s->log_floor);
-        medit_value(&e, OP_LOG_OFFSET, 0);
+        medit_value(&e, OP_LOG_OFFSET, s->log_floor_off);
         rc = store_install(s, NULL, 0, &e);
         medit_free(&e);
         pthread_mutex_unlock(&s->state_mu);
@@ -1162,7 +1238,7 @@ static void store_free(ltr_store *s)
         close(s->lock_fd); /* releases the lock */
     ltr_buf_free(&s->enc);
     free(s->gc_pending);
-    free(s->wal_files);
+    walset_free(&s->logs);
     for (size_t i = 0; i < s->ngrave; i++) { /* a failed open: the next writer open removes them */
         free(s->grave[i].path);
         tfile_release(s->grave[i].tf);
@@ -1219,6 +1295,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     pthread_mutex_init(&s->ver_mu, NULL);
     pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->state_cv, NULL);
+    walset_init(&s->logs);
     if (!s->dir || !s->current || (o->metadata_path && !s->meta_dir)) {
         store_free(s);
         return NULL;
@@ -1311,6 +1388,7 @@ int ltr_store_close(ltr_store *s)
         r = store_checkpoint(s, CKPT_FORCE);
         rc = rc ? rc : r;
         reap(s, 1);
+        walset_unlink_dead(&s->logs, s->dir);
     }
     store_free(s);
     return rc;

@@ -1,8 +1,8 @@
 /* store_int.h: the store's state, shared by store.c (open, write path, background work),
  * store_read.c (lookups) and compaction.c.
  *
- * Lock order: write_mu, then ckpt_mu, then state_mu, then mem_lock, then ver_mu; sync_mu is
- * taken alone.
+ * Lock order: write_mu, then ckpt_mu, then state_mu, then mem_lock, then ver_mu; sync_mu and
+ * the walset's mutex (the logs on disk) are taken alone.
  * Readers search the memtables and pin the current version while holding mem_lock shared: a
  * flush installs its table in a new version before it takes its memtable out of the list, so a
  * reader sees the data in one or the other. They never hold a lock across table I/O. */
@@ -17,10 +17,19 @@
 #include "logfile.h"
 #include "manifest.h"
 #include "version.h"
+#include "walset.h"
 
 #define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
 #define POOL_BYTES (512u << 20) /* dead table files kept for reuse: about this much disk */
 #define LOG_ROTATE_MAX (64u << 20) /* a log is rotated at this size (or 32 memtables) */
+/* Writers wait while the logs on disk hold more than this (and some of them could go): the
+ * bound on log space whatever the load (docs/design.md "Logs on disk"). Twice CKPT_LOG_BYTES,
+ * so that a checkpoint started at CKPT_LOG_BYTES has as long again to finish. */
+#define LOG_DISK_MAX (2ull << 30)
+/* A memtable is rotated once the log written since it started holds this many times its size
+ * (rewrites of the same keys grow the log, not the memtable, and a memtable holds the log floor
+ * until it is flushed). */
+#define MEMTABLE_LOG_SPAN 2
 #define LOG_WRITEBACK_STEP (1u << 20) /* log writeback is started every this many bytes */
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
  * touched in the process's resident memory, and the page cache keeps them anyway. */
@@ -54,6 +63,7 @@ typedef struct memtable {
     ltr_hbuild *b;
     uint64_t min_log;      /* its items are in the logs from here on: file number, */
     uint64_t min_off;      /* and the offset of its first record in that file */
+    uint64_t log_mark;     /* the store's `logged` when it started */
     struct memtable *next; /* next older immutable memtable */
 } memtable;
 
@@ -71,6 +81,10 @@ struct ltr_store {
     uint64_t wal_hinted;     /* log bytes whose writeback has been started */
     int wal_resync;          /* an fsync of the log failed: write it again before the next */
     ltr_buf enc;             /* log payload being encoded */
+    uint64_t logged;         /* log bytes written since the open */
+    walset logs;             /* the logs on disk (its own leaf lock) */
+    uint64_t wal_base;       /* the offset of the current log's first record (store_log_base) */
+    int log_waiters;         /* writers waiting for log space: checkpoint now (atomic) */
 
     /* group commit of the log */
     pthread_mutex_t sync_mu;
@@ -112,8 +126,6 @@ struct ltr_store {
     uint64_t next_file;
     uint64_t log_floor;      /* replay starts at this log, */
     uint64_t log_floor_off;  /* at this offset */
-    uint64_t *wal_files;     /* the logs on disk, by number (state_mu): file numbers are shared */
-    size_t nwal_files, wal_files_cap; /* with tables, so a range of numbers is mostly not logs */
     uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
 
     /* background work: the worker compacts (and flushes when there is no flusher); the flusher
@@ -181,7 +193,10 @@ void pfiles_free(pfiles *l);
 int store_bg_error(const ltr_store *s);
 int store_opts_check(const ltr_store_opts *o);
 int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
-void store_remove_old_logs(ltr_store *s); /* below the durable floor */
+void store_remove_old_logs(ltr_store *s); /* below the durable floor (state_mu not held) */
+/* Bytes of the logs on disk, and their bound (LOG_DISK_MAX but in tests). */
+uint64_t store_log_disk_bytes(ltr_store *s);
+uint64_t store_log_disk_max(void);
 /* Stages the n items of a log record that starts at offset log_off of log file log_file. */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
                       uint64_t log_file, uint64_t log_off, int *swapped);
@@ -215,6 +230,8 @@ int recovery_take_logs(ltr_store *s, loglist *l, int read);
  * than RECOVERY_IMMUTABLE are full, so a long log does not have to fit in memory. */
 #define RECOVERY_IMMUTABLE 8
 int recovery_replay_logs(ltr_store *s, loglist *l);
+/* New logs start at this offset (0 but in tests: ltr_test_log_base), and replay from it. */
+uint64_t store_log_base(void);
 void recovery_free_logs(loglist *l);
 void recovery_remove_orphans(ltr_store *s);
 

@@ -26,6 +26,11 @@ uint64_t node_parent(uint64_t id, uint32_t level)
     return level_base(level - 1) + (id - level_base(level)) / 8;
 }
 
+uint64_t node_count(uint32_t levels)
+{
+    return level_base(levels);
+}
+
 uint32_t node_level(uint64_t id)
 {
     uint32_t l = 0;

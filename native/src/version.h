@@ -123,6 +123,7 @@ uint64_t node_id(uint32_t level, uint64_t trie_path);
 uint64_t node_child(uint64_t id, uint32_t level, uint32_t digit);
 uint64_t node_parent(uint64_t id, uint32_t level); /* level >= 1 */
 uint32_t node_level(uint64_t id);
+uint64_t node_count(uint32_t levels); /* nodes of a trie of that many levels */
 
 tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t);
 /* Another table object of from's file (reopened): it holds the file too. */
