@@ -20,6 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Option defaults that are not integers (cffi reads only integer #defines; Python takes them
+ * from ltr_table_opts_default and ltr_store_opts_default). */
+#define LTR_DEFAULT_FILL 0.95        /* fraction of a table's bucket payload it accepts */
+#define LTR_DEFAULT_GC_THRESHOLD 0.5 /* last-level garbage ratio that triggers its GC */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -84,12 +89,19 @@ int ltr_crc32c_using(int impl, uint32_t crc, const uint8_t *data, size_t len, ui
 
 /* ---- HTable builder (docs/format/htable.md) ---- */
 
+/* Option defaults, named once: the C defaults functions and the Python API read these. */
+#define LTR_DEFAULT_BUCKETS 8191    /* a 32 MB table */
+#define LTR_DEFAULT_BLOOM_BITS 16   /* filter bits per key: about 0.05% false positives */
+#define LTR_DEFAULT_MAX_CACHED 2048 /* migration records a reader keeps in memory */
+
 typedef struct ltr_table_opts {
-    uint32_t buckets;            /* 1..LTR_MAX_BUCKETS, default 8191 */
-    double fill;                 /* fraction of bucket payload a table accepts, default 0.95 */
-    uint32_t bloom_bits_per_key; /* 0 (no filters) or 1..64, default 16 */
+    uint32_t buckets;            /* 1..LTR_MAX_BUCKETS, default LTR_DEFAULT_BUCKETS */
+    double fill;                 /* fraction of bucket payload a table accepts, default
+                                    LTR_DEFAULT_FILL */
+    uint32_t bloom_bits_per_key; /* 0 (no filters) or 1..64, default LTR_DEFAULT_BLOOM_BITS */
     uint32_t hash_seed;          /* default 0 */
-    uint32_t max_cached_records; /* cap of recommended in-memory migration records, default 2048 */
+    uint32_t max_cached_records; /* cap of recommended in-memory migration records, default
+                                    LTR_DEFAULT_MAX_CACHED */
     int sync;                    /* 1: fsync the file and its directory (default); 2: the file
                                     only (the caller fsyncs the directory once for a batch of
                                     files); 3: start writeback only (the caller fsyncs the
@@ -225,6 +237,8 @@ void ltr_items_free(ltr_items *it);
 /* ---- the store (docs/design.md) ---- */
 
 #define LTR_MAX_LEVELS 12
+#define LTR_DEFAULT_LEVELS 5
+#define LTR_DEFAULT_NODE_TABLES 8
 
 /* Bits of ltr_store_opts.given: which options the caller chose. On reopen a chosen option must
  * equal the recorded one; the others are taken from the store. */
@@ -239,14 +253,17 @@ void ltr_items_free(ltr_items *it);
 
 typedef struct ltr_store_opts {
     uint32_t given;              /* LTR_OPT_* bits */
-    uint32_t table_buckets;      /* default 8191 (a 32 MB table) */
-    double fill;                 /* default 0.95 */
-    uint32_t levels;             /* trie levels, the last one grows by appending; default 5 */
-    uint32_t node_tables;        /* tables a node holds before it is compacted; default 8 */
-    uint32_t bloom_bits_per_key; /* default 16 */
+    uint32_t table_buckets;      /* default LTR_DEFAULT_BUCKETS */
+    double fill;                 /* default LTR_DEFAULT_FILL */
+    uint32_t levels;             /* trie levels, the last one grows by appending; default
+                                    LTR_DEFAULT_LEVELS */
+    uint32_t node_tables;        /* tables a node holds before it is compacted; default
+                                    LTR_DEFAULT_NODE_TABLES */
+    uint32_t bloom_bits_per_key; /* default LTR_DEFAULT_BLOOM_BITS */
     uint64_t memtable_bytes;     /* encoded item bytes per memtable; default: one table's worth */
     uint32_t hash_seed;          /* default: drawn at random when the store is created */
-    double gc_threshold;         /* last-level garbage ratio that triggers its GC; default 0.5 */
+    double gc_threshold;         /* last-level garbage ratio that triggers its GC; default
+                                    LTR_DEFAULT_GC_THRESHOLD */
     int create;                  /* create the store when it does not exist */
     int read_only;               /* open for reading only; takes no lock */
     int sync;                    /* default durability of writes: fdatasync before returning */

@@ -9,11 +9,11 @@
 
 void ltr_table_opts_default(ltr_table_opts *o)
 {
-    o->buckets = 8191;
-    o->fill = 0.95;
-    o->bloom_bits_per_key = 16;
+    o->buckets = LTR_DEFAULT_BUCKETS;
+    o->fill = LTR_DEFAULT_FILL;
+    o->bloom_bits_per_key = LTR_DEFAULT_BLOOM_BITS;
     o->hash_seed = 0;
-    o->max_cached_records = 2048;
+    o->max_cached_records = LTR_DEFAULT_MAX_CACHED;
     o->sync = 1;
 }
 

@@ -116,12 +116,12 @@ static void reap(ltr_store *s, int all)
 void ltr_store_opts_default(ltr_store_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->table_buckets = 8191;
-    o->fill = 0.95;
-    o->levels = 5;
-    o->node_tables = 8;
-    o->bloom_bits_per_key = 16;
-    o->gc_threshold = 0.5;
+    o->table_buckets = LTR_DEFAULT_BUCKETS;
+    o->fill = LTR_DEFAULT_FILL;
+    o->levels = LTR_DEFAULT_LEVELS;
+    o->node_tables = LTR_DEFAULT_NODE_TABLES;
+    o->bloom_bits_per_key = LTR_DEFAULT_BLOOM_BITS;
+    o->gc_threshold = LTR_DEFAULT_GC_THRESHOLD;
     o->create = 1;
     o->use_log = 1;
     o->checkpoint_interval = CKPT_SECONDS;
