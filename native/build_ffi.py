@@ -1,7 +1,9 @@
 """cffi builder of lsmtrie's C core, in out-of-line API mode.
 
-The cdef is the region of native/include/lsmtrie.h between the cdef markers, read verbatim,
-so the header is the single description of the C API.
+The cdef is the region between the cdef markers of each public header (the store, the HTable
+component, and the hooks of tests and benchmarks), read verbatim, so the headers are the single
+description of the C API. The core is compiled with -fvisibility=hidden: only what those regions
+declare is exported from the library.
 """
 
 import os
@@ -10,14 +12,18 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-HEADER = HERE / "include" / "lsmtrie.h"
+HEADERS = [HERE / "include" / name for name in ("lsmtrie.h", "lsmtrie_htable.h", "lsmtrie_testing.h")]
 SOURCES = sorted((HERE / "src").glob("*.c"))
 
 
-def _cdef() -> str:
-    text = HEADER.read_text()
+def _cdef_region(header: pathlib.Path) -> str:
+    text = header.read_text()
     start = text.index("/* cdef-begin */") + len("/* cdef-begin */")
     return text[start : text.index("/* cdef-end */")]
+
+
+def _cdef() -> str:
+    return "\n".join(_cdef_region(h) for h in HEADERS)
 
 
 # LSMTRIE_SANITIZE=1 builds the core with AddressSanitizer and UBSan, for running the test
@@ -31,10 +37,10 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "lsmtrie._native",
-    '#include "lsmtrie.h"',
+    '#include "lsmtrie_testing.h"',
     sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
     include_dirs=[str(HERE / "include"), str(HERE / "src")],
-    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE, *FRAMES],
+    extra_compile_args=["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE, *FRAMES],
     extra_link_args=SANITIZE,
     libraries=["m"],
 )

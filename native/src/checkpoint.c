@@ -25,13 +25,6 @@
 #include "io.h"
 #include "store_int.h"
 
-double store_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static char *pfile_path(const ltr_store *s, const pfile *f)
 {
     return f->cluster ? store_file(cluster_dir(s), f->number, "bc")
@@ -64,7 +57,7 @@ static int pfiles_move(pfiles *to, pfiles *from)
     return rc;
 }
 
-void pfiles_free(pfiles *l)
+static void pfiles_free(pfiles *l)
 {
     for (size_t i = 0; i < l->n; i++)
         tfile_release(l->v[i].tf);
@@ -80,12 +73,12 @@ int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
         return ltr_fail(LTR_ENOMEM, "out of memory building a manifest edit");
     version *next;
     int rc = version_apply(s->current, ops, nops, &next);
-    if (!rc && (rc = buf_append(&s->pending, e->b.data, e->b.len)))
+    if (!rc && (rc = buf_append(&s->ckpt.pending, e->b.data, e->b.len)))
         version_unref(next);
     if (rc)
         return rc;
-    if (!s->pending_since)
-        s->pending_since = store_now();
+    if (!s->ckpt.pending_since)
+        s->ckpt.pending_since = store_now();
     pthread_mutex_lock(&s->ver_mu);
     version *old = s->current;
     s->current = next;
@@ -97,39 +90,39 @@ int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e)
 void store_wrote(ltr_store *s, int cluster, uint64_t number)
 {
     /* out of memory: the next checkpoint syncs the whole filesystem instead */
-    if (pfiles_push(&s->unsynced, (pfile){.number = number, .cluster = (uint8_t)cluster}))
-        s->unsynced_lost = 1;
+    if (pfiles_push(&s->ckpt.unsynced, (pfile){.number = number, .cluster = (uint8_t)cluster}))
+        s->ckpt.unsynced_lost = 1;
 }
 
 void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 {
     /* a table whose only reference is t may have its file reused (pool.h) */
-    int reusable = t && !cluster && !t->reopened && s->pool && !t->reuse;
+    int reusable = t && !cluster && !t->reopened && s->files.pool && !t->reuse;
     /* Readers of older versions may still read t (and reopen its file): the file is unlinked
      * only once they are done (version.h, tfile). */
     pfile f = {.number = number, .cluster = (uint8_t)cluster,
                .tf = t && !cluster ? tfile_hold(t->f) : NULL};
     int now = 0, doomed = 0; /* doomed: recorded to go after the next checkpoint */
     pthread_mutex_lock(&s->state_mu);
-    for (size_t i = 0; i < s->unsynced.n; i++) {
-        pfile *u = &s->unsynced.v[i];
+    for (size_t i = 0; i < s->ckpt.unsynced.n; i++) {
+        pfile *u = &s->ckpt.unsynced.v[i];
         if (u->number == number && u->cluster == cluster) {
             /* written and dropped between two checkpoints: no durable state ever named it */
             now = !u->named;
-            *u = s->unsynced.v[--s->unsynced.n];
+            *u = s->ckpt.unsynced.v[--s->ckpt.unsynced.n];
             break;
         }
     }
     f.pooled = (uint8_t)(reusable && !now);
     if (!now) /* (out of memory: it stays on disk; the next writer open removes it) */
-        doomed = pfiles_push(&s->doomed, f) == LTR_OK;
+        doomed = pfiles_push(&s->ckpt.doomed, f) == LTR_OK;
     pthread_mutex_unlock(&s->state_mu);
     if (!now && !doomed)
         tfile_release(f.tf);
     if (reusable && (now || doomed)) {
-        tpool_ref(s->pool);
+        tpool_ref(s->files.pool);
         t->durable = (uint8_t)!now; /* then its grave tells the pool when others are done */
-        t->reuse = s->pool;         /* the pool hears when the versions that hold t are gone */
+        t->reuse = s->files.pool;         /* the pool hears when the versions that hold t are gone */
         if (now)
             tfile_release(f.tf); /* the pool takes the file once t is freed */
     } else if (now) {
@@ -166,8 +159,8 @@ static uint64_t ckpt_log_bytes = CKPT_LOG_BYTES;
 
 /* A checkpoint that someone waits for and that names this many files or more syncs their
  * filesystems instead, one syncfs each: an fsync per file costs a device cache flush per file,
- * and at the end of a load (10,000 files at 10 M items) those flushes kept the device busy for
- * about a second while it wrote almost nothing. syncfs also writes other dirty files of the
+ * and at the end of a load of thousands of files those flushes kept the device busy while it
+ * wrote almost nothing (docs/benchmarks.md, "Measurements behind choices in the code"). syncfs also writes other dirty files of the
  * filesystem (the pool's dead files are clean or truncated by then) and cannot say which file
  * failed: after a failure every file is rewritten and synced on its own (sync_one). */
 #define SYNCFS_MIN 1024
@@ -186,13 +179,13 @@ void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes)
                      __ATOMIC_RELAXED);
 }
 
-/* Whether the next manifest write must be a snapshot (ckpt_mu held). */
+/* Whether the next manifest write must be a snapshot (ckpt.mu held). */
 static int snapshot_due(const ltr_store *s)
 {
-    if (s->mf_broken)
+    if (s->ckpt.mf_broken)
         return 1;
-    uint64_t size = s->mf.w.size;
-    return size >= __atomic_load_n(&rotate_min, __ATOMIC_RELAXED) && size >= 4 * s->mf.snapshot
+    uint64_t size = s->ckpt.mf.w.size;
+    return size >= __atomic_load_n(&rotate_min, __ATOMIC_RELAXED) && size >= 4 * s->ckpt.mf.snapshot
                ? 2 : 0;
 }
 
@@ -229,7 +222,7 @@ void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
     }
 }
 
-/* Starts a new manifest holding the snapshot of d (ckpt_mu held). */
+/* Starts a new manifest holding the snapshot of d (ckpt.mu held). */
 static int rewrite_manifest(ltr_store *s, durable_view *d)
 {
     manifest fresh;
@@ -241,16 +234,16 @@ static int rewrite_manifest(ltr_store *s, durable_view *d)
     if (rc)
         return rc;
     char name[40];
-    snprintf(name, sizeof name, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
+    snprintf(name, sizeof name, "MANIFEST-%08llu", (unsigned long long)s->ckpt.mf.number);
     char *old = malloc(strlen(s->dir) + sizeof name + 2);
     if (old) {
         sprintf(old, "%s/%s", s->dir, name);
         unlink(old);
         free(old);
     }
-    manifest_close(&s->mf);
-    s->mf = fresh;
-    s->mf_broken = 0;
+    manifest_close(&s->ckpt.mf);
+    s->ckpt.mf = fresh;
+    s->ckpt.mf_broken = 0;
     return LTR_OK;
 }
 
@@ -269,11 +262,11 @@ static int write_manifest(ltr_store *s, const ltr_buf *ops, durable_view *d)
     medit_value(&e, OP_NEXT_FILE, d->next_file);
     medit_counters(&e, d->counters);
     uint64_t written = 0;
-    int rc = manifest_append(&s->mf, &e, &written);
+    int rc = manifest_append(&s->ckpt.mf, &e, &written);
     medit_free(&e);
     store_count(s, C_WRITTEN_MANIFEST, written);
     if (rc) {
-        s->mf_broken = 1;
+        s->ckpt.mf_broken = 1;
         return rc;
     }
     return LTR_OK;
@@ -347,13 +340,13 @@ static int parallel_wanted(const ltr_store *s, const sync_job *j, int flags)
 {
     size_t taken = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
     return taken + SYNC_PARALLEL_MIN <= j->files->n &&
-           (!(flags & CKPT_BACKGROUND) || __atomic_load_n(&s->ckpt_waiters, __ATOMIC_RELAXED));
+           (!(flags & CKPT_BACKGROUND) || __atomic_load_n(&s->ckpt.waiters, __ATOMIC_RELAXED));
 }
 
 static int syncfs_wanted(const ltr_store *s, const pfiles *files, int flags)
 {
     if ((int64_t)files->n < __atomic_load_n(&syncfs_min, __ATOMIC_RELAXED) ||
-        ((flags & CKPT_BACKGROUND) && !__atomic_load_n(&s->ckpt_waiters, __ATOMIC_RELAXED)))
+        ((flags & CKPT_BACKGROUND) && !__atomic_load_n(&s->ckpt.waiters, __ATOMIC_RELAXED)))
         return 0;
     for (size_t i = 0; i < files->n; i++)
         if (files->v[i].failed) /* it must be written again first: one by one */
@@ -440,12 +433,12 @@ int store_checkpoint(ltr_store *s, int flags)
 {
     int waiter = !(flags & CKPT_BACKGROUND);
     if (waiter) /* a background checkpoint under way speeds up for us */
-        __atomic_fetch_add(&s->ckpt_waiters, 1, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&s->ckpt_mu);
+        __atomic_fetch_add(&s->ckpt.waiters, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&s->ckpt.mu);
     int rc = checkpoint(s, flags);
-    pthread_mutex_unlock(&s->ckpt_mu);
+    pthread_mutex_unlock(&s->ckpt.mu);
     if (waiter)
-        __atomic_fetch_sub(&s->ckpt_waiters, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&s->ckpt.waiters, 1, __ATOMIC_RELAXED);
     return rc;
 }
 
@@ -460,19 +453,19 @@ typedef struct ckpt_work {
 /* Takes the pending work (state_mu held); 0 when there is none and none is forced. */
 static int take_work(ltr_store *s, int flags, ckpt_work *w)
 {
-    if (!(flags & CKPT_FORCE) && !s->pending.len && !s->unsynced.n && !s->doomed.n &&
-        !s->mf_broken)
+    if (!(flags & CKPT_FORCE) && !s->ckpt.pending.len && !s->ckpt.unsynced.n && !s->ckpt.doomed.n &&
+        !s->ckpt.mf_broken)
         return 0;
-    w->ops = s->pending;
-    w->files = s->unsynced;
-    w->doomed = s->doomed;
-    s->pending = (ltr_buf){0};
-    s->unsynced = s->doomed = (pfiles){0};
-    s->pending_since = 0;
-    w->lost = s->unsynced_lost;
-    s->unsynced_lost = 0;
+    w->ops = s->ckpt.pending;
+    w->files = s->ckpt.unsynced;
+    w->doomed = s->ckpt.doomed;
+    s->ckpt.pending = (ltr_buf){0};
+    s->ckpt.unsynced = s->ckpt.doomed = (pfiles){0};
+    s->ckpt.pending_since = 0;
+    w->lost = s->ckpt.unsynced_lost;
+    s->ckpt.unsynced_lost = 0;
     view_take(s, &w->d);
-    s->ckpt_log_mark = w->d.counters[C_WRITTEN_LOG];
+    s->ckpt.log_mark = w->d.counters[C_WRITTEN_LOG];
     return 1;
 }
 
@@ -481,7 +474,7 @@ static int take_work(ltr_store *s, int flags, ckpt_work *w)
 static void work_done(ltr_store *s, ckpt_work *w)
 {
     pthread_mutex_lock(&s->state_mu);
-    s->durable_floor = w->d.floor;
+    s->ckpt.durable_floor = w->d.floor;
     pthread_mutex_unlock(&s->state_mu);
     bury_all(s, &w->doomed);
     pfiles_free(&w->files);
@@ -497,20 +490,20 @@ static void put_back(ltr_store *s, ckpt_work *w, int tried)
     pthread_mutex_lock(&s->state_mu);
     for (size_t i = 0; tried && i < w->files.n; i++)
         w->files.v[i].named = 1;
-    if (buf_append(&w->ops, s->pending.data, s->pending.len) == LTR_OK) {
-        ltr_buf_free(&s->pending);
-        s->pending = w->ops;
+    if (buf_append(&w->ops, s->ckpt.pending.data, s->ckpt.pending.len) == LTR_OK) {
+        ltr_buf_free(&s->ckpt.pending);
+        s->ckpt.pending = w->ops;
     } else {
         ltr_buf_free(&w->ops);
-        s->mf_broken = 1; /* the snapshot rewrite then records the whole state */
+        s->ckpt.mf_broken = 1; /* the snapshot rewrite then records the whole state */
     }
-    if (pfiles_move(&w->files, &s->unsynced))
-        s->unsynced_lost = 1;
-    s->unsynced = w->files;
-    pfiles_move(&w->doomed, &s->doomed); /* (out of memory: the next open removes the rest) */
-    s->doomed = w->doomed;
-    s->unsynced_lost |= w->lost;
-    s->pending_since = store_now();
+    if (pfiles_move(&w->files, &s->ckpt.unsynced))
+        s->ckpt.unsynced_lost = 1;
+    s->ckpt.unsynced = w->files;
+    pfiles_move(&w->doomed, &s->ckpt.doomed); /* (out of memory: the next open removes the rest) */
+    s->ckpt.doomed = w->doomed;
+    s->ckpt.unsynced_lost |= w->lost;
+    s->ckpt.pending_since = store_now();
     pthread_mutex_unlock(&s->state_mu);
 }
 
@@ -533,7 +526,7 @@ static int make_durable(ltr_store *s, ckpt_work *w, int flags, int *tried)
     return rc ? rc : write_manifest(s, &w->ops, &w->d);
 }
 
-/* ckpt_mu held */
+/* ckpt.mu held */
 static int checkpoint(ltr_store *s, int flags)
 {
     ckpt_work w = {0};
@@ -551,28 +544,37 @@ static int checkpoint(ltr_store *s, int flags)
         put_back(s, &w, tried);
     medit_free(&w.d.snap);
     if (!rc)
-        store_remove_old_logs(s);
+        store_log_release_below(s, w.d.floor);
     double ended = store_now();
     pthread_mutex_lock(&s->state_mu);
     double spacing;
     __atomic_load(&ckpt_spacing, &spacing, __ATOMIC_RELAXED);
-    s->ckpt_next = ended + spacing * (ended - started);
-    s->ckpt_count++;
-    s->ckpt_seconds += ended - started;
+    s->ckpt.next = ended + spacing * (ended - started);
+    s->ckpt.count++;
+    s->ckpt.seconds += ended - started;
     pthread_mutex_unlock(&s->state_mu);
     return rc;
 }
 
 int store_checkpoint_due(const ltr_store *s)
 {
-    if (!s->pending_since)
+    if (!s->ckpt.pending_since)
         return 0;
     uint64_t log = __atomic_load_n(&s->counters[C_WRITTEN_LOG], __ATOMIC_RELAXED);
-    if (log - s->ckpt_log_mark >= __atomic_load_n(&ckpt_log_bytes, __ATOMIC_RELAXED))
+    if (log - s->ckpt.log_mark >= __atomic_load_n(&ckpt_log_bytes, __ATOMIC_RELAXED))
         return 1;
     /* a writer waits until the logs below the floor in memory leave the disk */
-    if (__atomic_load_n(&s->log_waiters, __ATOMIC_RELAXED) && s->log_floor > s->durable_floor)
+    if (__atomic_load_n(&s->log.waiters, __ATOMIC_RELAXED) && s->log_floor > s->ckpt.durable_floor)
         return 1;
     double now = store_now();
-    return now - s->pending_since >= s->o.checkpoint_interval && now >= s->ckpt_next;
+    return now - s->ckpt.pending_since >= s->o.checkpoint_interval && now >= s->ckpt.next;
+}
+
+
+void store_ckpt_free(ltr_store *s)
+{
+    manifest_close(&s->ckpt.mf);
+    ltr_buf_free(&s->ckpt.pending);
+    pfiles_free(&s->ckpt.unsynced);
+    pfiles_free(&s->ckpt.doomed);
 }

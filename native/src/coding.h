@@ -10,8 +10,8 @@
 /* Loads and stores go through memcpy (one move on x86) with a swap only on big-endian hosts.
  * Byte-by-byte shifts compile to the same move one at a time, but gcc's vectorizer may merge two
  * neighbouring put_u64s into a 16-byte store assembled through the stack, which stalled the
- * store forwarding: MurmurHash3 of a 16-byte key took 27 ns instead of about 10 (its digest is two
- * put_u64s). */
+ * store forwarding and made MurmurHash3 of a 16-byte key (its digest is two put_u64s) several
+ * times slower (docs/benchmarks.md, "Measurements behind choices in the code"). */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define LE16(v) __builtin_bswap16(v)
 #define LE32(v) __builtin_bswap32(v)

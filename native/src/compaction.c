@@ -35,7 +35,8 @@ typedef struct job {
     size_t nout, cap;
     uint64_t bytes;
     /* Compaction stages items by reference into the inputs, read whole and held until the
-     * outputs are written: copying them into the builders cost 7% of a load's CPU. (gc copies:
+     * outputs are written: copying them into the builders cost a measurable share of a load's CPU
+     * (docs/benchmarks.md, "Measurements behind choices in the code"). (gc copies:
      * its inputs are a whole last-level node.) */
     int by_ref;
     ltr_scan **held; /* nin scans, or NULL */
@@ -90,7 +91,7 @@ static int new_builder(job *j, ltr_hbuild **b)
     /* The next checkpoint fsyncs the outputs still alive then. The last level's live long (they
      * are most of the data): their writeback starts at once, so the device works on them while
      * the load goes on, not while flush() waits. (Starting the level above's too wrote more to
-     * the device, no faster: 3.6 times the user bytes instead of 3.1, in the 10 M benchmark.) */
+     * the device, no faster: docs/benchmarks.md, "Measurements behind choices in the code".) */
     uint32_t level = j->src->level + !j->gc;
     to.sync = level + 1 >= j->s->o.levels ? IO_IN_PLACE_WRITEBACK : IO_IN_PLACE;
     int rc = ltr_hbuild_new(&to, b);

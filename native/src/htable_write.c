@@ -74,8 +74,8 @@ static uint32_t choose_cached(plan *p, uint32_t cap, uint64_t *extra_reads)
 /* Copies the items of bucket k into page, a group at a time: first their staged entries, then
  * every line of their key and value bytes (a compaction's held inputs, a memtable's arena: in
  * no order the bucket's) are prefetched, so that their misses overlap instead of stalling one
- * copy each. Writing the buckets (copies and write calls) took about a quarter less CPU per
- * item (tables built both ways alternately within one load of 3 M items, 4 loads). */
+ * copy each. Writing the buckets (copies and write calls) took markedly less CPU per item
+ * (docs/benchmarks.md, "Measurements behind choices in the code"). */
 static size_t encode_items(const ltr_hbuild *b, const plan *p, uint32_t k, uint8_t *page)
 {
     uint32_t g[ENCODE_GROUP];

@@ -18,24 +18,6 @@
 
 #define GC_SAMPLES 256
 
-const char *cluster_dir(const ltr_store *s) { return s->meta_dir ? s->meta_dir : s->dir; }
-
-void lastlevel_note(ltr_store *s, uint64_t node)
-{
-    for (size_t i = 0; i < s->ngc_pending; i++)
-        if (s->gc_pending[i] == node)
-            return;
-    if (s->ngc_pending == s->gc_cap) {
-        size_t cap = s->gc_cap ? 2 * s->gc_cap : 64;
-        uint64_t *p = realloc(s->gc_pending, cap * sizeof *p);
-        if (!p)
-            return; /* only a missed garbage check: the next append notes the node again */
-        s->gc_pending = p;
-        s->gc_cap = cap;
-    }
-    s->gc_pending[s->ngc_pending++] = node;
-}
-
 static uint64_t fresh_filter_bytes(const ltr_store *s, const vnode *n)
 {
     uint64_t bytes = 0;
@@ -61,19 +43,19 @@ void ltr_test_hold_last_level(int on) { __atomic_store_n(&work_held, on, __ATOMI
 int lastlevel_pending(const ltr_store *s)
 {
     /* only nodes that received tables can need work */
-    return s->ngc_pending > 0 && !__atomic_load_n(&work_held, __ATOMIC_SEQ_CST);
+    return s->llq.n > 0 && !__atomic_load_n(&work_held, __ATOMIC_SEQ_CST);
 }
 
-/* The index in gc_pending of the newest noted node that worker id may work on, or -1: not the
+/* The index in the queue (s->llq) of the newest noted node that worker id may work on, or -1: not the
  * node the other worker works on, nor a child of the node it compacts (appends to a node must
  * not overlap its garbage collection). state_mu is held. */
 static long claimable(const ltr_store *s, int id)
 {
     if (__atomic_load_n(&work_held, __ATOMIC_SEQ_CST))
         return -1;
-    uint64_t busy = s->compacting[!id], other = s->ll_node[!id];
-    for (size_t i = s->ngc_pending; i-- > 0;) {
-        uint64_t node = s->gc_pending[i];
+    uint64_t busy = s->bg.compacting[!id], other = s->bg.ll_node[!id];
+    for (size_t i = s->llq.n; i-- > 0;) {
+        uint64_t node = s->llq.nodes[i];
         if (node != other && (busy == NO_NODE || s->o.levels < 2 ||
                               node_parent(node, s->o.levels - 1) != busy))
             return (long)i;
@@ -82,13 +64,6 @@ static long claimable(const ltr_store *s, int id)
 }
 
 int lastlevel_ready(const ltr_store *s, int id) { return claimable(s, id) >= 0; }
-
-void lastlevel_note_all(ltr_store *s)
-{
-    viter it = {.level = s->o.levels - 1};
-    for (const vnode *n; (n = viter_next(s->current, &it));)
-        lastlevel_note(s, n->id);
-}
 
 /* ---- clusters ---- */
 
@@ -141,8 +116,8 @@ static int build_cluster(ltr_store *s, const vnode *n)
     uint64_t file = s->next_file++;
     pthread_mutex_unlock(&s->state_mu);
     char *path = store_file(cluster_dir(s), file, "bc");
-    if (path && s->pool && !s->meta_dir)
-        tpool_take(s->pool, path); /* a dead table's file (same directory), overwritten in place */
+    if (path && s->files.pool && !s->meta_dir)
+        tpool_take(s->files.pool, path); /* a dead table's file (same directory), overwritten in place */
     int rc = (src && fresh && path) ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < nf && !rc; i++)
         src[i] = n->tables[n->sealed + i]->t;
@@ -282,11 +257,11 @@ int lastlevel_step(ltr_store *s, int id)
     int have = at >= 0;
     version *v = NULL;
     if (have) {
-        node = s->gc_pending[at];
-        memmove(&s->gc_pending[at], &s->gc_pending[at + 1],
-                (s->ngc_pending - (size_t)at - 1) * sizeof *s->gc_pending);
-        s->ngc_pending--;
-        s->ll_node[id] = node;
+        node = s->llq.nodes[at];
+        memmove(&s->llq.nodes[at], &s->llq.nodes[at + 1],
+                (s->llq.n - (size_t)at - 1) * sizeof *s->llq.nodes);
+        s->llq.n--;
+        s->bg.ll_node[id] = node;
         v = store_pin(s); /* after the claim: no append to the node is under way or unseen */
     }
     pthread_mutex_unlock(&s->state_mu);
@@ -308,7 +283,7 @@ int lastlevel_step(ltr_store *s, int id)
     }
     if (have) {
         pthread_mutex_lock(&s->state_mu);
-        s->ll_node[id] = NO_NODE;
+        s->bg.ll_node[id] = NO_NODE;
         if (rc) /* retried with the work that failed */
             lastlevel_note(s, node);
         pthread_mutex_unlock(&s->state_mu);
@@ -316,3 +291,4 @@ int lastlevel_step(ltr_store *s, int id)
     }
     return rc ? rc : have;
 }
+

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lsmtrie.h"
+#include "lsmtrie_testing.h" /* the whole API: lsmtrie.h, lsmtrie_htable.h and the hooks */
 
 #define LTR_VERSION_STRING "0.1.0"
 

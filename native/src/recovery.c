@@ -328,12 +328,6 @@ int recovery_take_logs(ltr_store *s, loglist *l, int read)
     return rc;
 }
 
-static uint64_t log_base; /* ltr_test_log_base */
-
-void ltr_test_log_base(uint64_t offset) { __atomic_store_n(&log_base, offset, __ATOMIC_RELAXED); }
-
-uint64_t store_log_base(void) { return __atomic_load_n(&log_base, __ATOMIC_RELAXED); }
-
 /* Replays one log into the memtables; a writer cuts off a torn tail. The floor is the one the
  * manifest gave (writing memtables out during the replay moves s->log_floor on). Records are
  * read one at a time, so memory holds the memtables and one record, however long the log. */
@@ -354,7 +348,7 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t
         size_t k = get_varint(pl, pl + len, &count);
         rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
                                : store_apply_items(s, pl + k, pl + len, count, file, at, &swapped);
-        while (!rc && !s->o.read_only && s->nimm > RECOVERY_IMMUTABLE)
+        while (!rc && !s->o.read_only && s->mem.nimm > RECOVERY_IMMUTABLE)
             rc = store_flush_oldest(s);
     }
     if (!rc && got < 0)
@@ -464,7 +458,7 @@ void recovery_remove_orphans(ltr_store *s)
         return;
     }
     char cur[40];
-    snprintf(cur, sizeof cur, "MANIFEST-%08llu", (unsigned long long)s->mf.number);
+    snprintf(cur, sizeof cur, "MANIFEST-%08llu", (unsigned long long)s->ckpt.mf.number);
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *name = e->d_name, *dot = strrchr(name, '.');
@@ -507,7 +501,7 @@ static int create_store(ltr_store *s)
     medit e = {0};
     store_encode_snapshot(s->current, s->next_file, s->log_floor, s->log_floor_off, s->counters, &e);
     uint64_t written = 0;
-    rc = manifest_create(&s->mf, s->dir, 1, &s->o, s->meta_dir != NULL, &e, &written);
+    rc = manifest_create(&s->ckpt.mf, s->dir, 1, &s->o, s->meta_dir != NULL, &e, &written);
     medit_free(&e);
     store_count(s, C_WRITTEN_MANIFEST, written);
     return rc;
@@ -525,7 +519,7 @@ int recovery_load_state(ltr_store *s)
         return s->o.read_only ? ltr_fail_errno(ENOENT, "no store at %s", s->dir) : create_store(s);
     loaded l = {.s = s};
     manifest_sink sink = {&l, on_options, on_op};
-    int rc = manifest_load(&s->mf, s->dir, &sink, !s->o.read_only);
+    int rc = manifest_load(&s->ckpt.mf, s->dir, &sink, !s->o.read_only);
     if (!rc && l.elsewhere && !s->meta_dir)
         rc = ltr_fail(LTR_EINVAL, "store %s keeps BloomClusters elsewhere: pass metadata_path", s->dir);
     if (!rc && !l.elsewhere && s->meta_dir)
@@ -537,3 +531,4 @@ int recovery_load_state(ltr_store *s)
     free(l.clusters);
     return rc;
 }
+

@@ -2,8 +2,9 @@
  * look the keys up, a segment at a time in key order; the caller takes the finished segments in
  * order (ltr_batch_next) and can turn their values into objects of its own while the threads go
  * on. From Python that overlaps the making of a bytes object per value (the GIL's work, a tenth
- * of a batched hit) with the lookups. ltr_store_get_many runs its large batches through it too,
- * gathering the segments into the caller's buffer. */
+ * of a batched hit) with the lookups. ltr_store_get_many (at the end) runs small batches on the
+ * caller's thread and large ones through a streamed batch, gathering its segments into the
+ * caller's buffer. Depends on store_read.c and store_stats.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,4 +202,59 @@ void ltr_batch_free(ltr_batch *b)
     for (int i = 0; i < b->threads; i++)
         pthread_join(b->thread[i], NULL);
     batch_free(b);
+}
+
+
+/* A small batch on the caller's thread: keys [0, n) a chunk at a time. */
+static int get_inline(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n,
+                      int8_t *status, int64_t *voffs, ltr_buf *values)
+{
+    read_ctx c;
+    ltr_buf mem = {0};
+    int rc = read_ctx_init(&c);
+    for (size_t lo = 0; lo < n && !rc; lo += GET_CHUNK)
+        rc = store_get_chunk(s, &c, kdata, koffs, lo, lo + GET_CHUNK < n ? lo + GET_CHUNK : n,
+                             status, voffs, 0, values, &mem);
+    ltr_buf_free(&mem);
+    if (!rc)
+        store_count_reads(s, &c, n);
+    read_ctx_free(&c);
+    return rc;
+}
+
+/* A large batch through the streamed one (store_batch.c), its segments' values appended in
+ * order. */
+static int get_streamed(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
+                        ltr_buf *values)
+{
+    ltr_batch *b;
+    int rc = ltr_store_batch_start(s, kdata, koffs, klen_total, n, status, &b);
+    for (size_t lo = 0, hi = 0; !rc;) {
+        const uint8_t *data;
+        const int64_t *ends;
+        if ((rc = ltr_batch_next(b, &lo, &hi, &data, &ends)) || lo == hi)
+            break;
+        size_t base = values->len;
+        if ((rc = buf_append(values, data, (size_t)ends[hi - lo])))
+            break;
+        for (size_t i = lo; i < hi; i++)
+            voffs[i + 1] = (int64_t)base + ends[i - lo + 1];
+    }
+    ltr_batch_free(b);
+    return rc;
+}
+
+#define PARALLEL_MIN 4096 /* smaller batches are not worth the batch's threads */
+
+int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                       size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
+                       ltr_buf *values)
+{
+    int rc = batch_check(koffs, n, klen_total, "keys");
+    if (rc)
+        return rc;
+    voffs[0] = (int64_t)values->len;
+    return n >= PARALLEL_MIN ? get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values)
+                             : get_inline(s, kdata, koffs, n, status, voffs, values);
 }

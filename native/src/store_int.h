@@ -1,21 +1,44 @@
-/* store_int.h: the store's state, shared by store.c (open, write path, background work),
- * store_read.c (lookups) and compaction.c.
+/* store_int.h: the store's state and the calls its files make to one another.
  *
- * Lock order: write_mu, then ckpt_mu, then state_mu, then mem_lock, then ver_mu; sync_mu and
- * the walset's mutex (the logs on disk) are taken alone.
- * Readers search the memtables and pin the current version while holding mem_lock shared: a
+ * The store is split into files that each own one part of this state (docs/development.md
+ * "Where things are"); each may call only the files listed before it here, so the calls form
+ * a tree:
+ *
+ *   store_opts.c     options: defaults, checks, the options of the tables the store writes
+ *   store_files.c    file names, opening and creating table files, delayed deletes (`files`)
+ *   store_stats.c    counters and ltr_store_stats_get (`since_open`, `counters`)
+ *   lastlevel_queue.c  last-level nodes awaiting upkeep (`llq`)
+ *   memtable.c       the memtables (`mem`)
+ *   store_log.c      the write-ahead log and its group commit, the logs on disk (`log`)
+ *   checkpoint.c     the durable state: manifest edits, fsyncs, releases (`ckpt`)
+ *   store_flush.c    writing the oldest memtable as the root's newest table
+ *   store_write.c    the write path: ltr_store_write, memtable and log rotation
+ *   store_read.c     lookups of one key and of a chunk of keys
+ *   store_batch.c    batched lookups (ltr_store_get_many, streamed batches)
+ *   store_scan.c, store_verify.c, read_floor.c   whole-store reads
+ *   compaction.c     splitting a node into its children; last-level garbage collection
+ *   lastlevel.c      BloomClusters and garbage checks of last-level nodes
+ *   recovery.c       loading the manifest, replaying the logs, removing orphans
+ *   store_bg.c       the background threads (`bg`): flusher, compaction workers, checkpointer
+ *   store_open.c     ltr_store_open, ltr_store_flush, ltr_store_close
+ *
+ * Lock order: write_mu, then ckpt.mu, then state_mu, then mem.lock, then ver_mu; log.sync_mu
+ * and the walset's mutex (the logs on disk) are taken alone.
+ * Readers search the memtables and pin the current version while holding mem.lock shared: a
  * flush installs its table in a new version before it takes its memtable out of the list, so a
  * reader sees the data in one or the other. They never hold a lock across table I/O. */
 #ifndef LTR_STORE_INT_H
 #define LTR_STORE_INT_H
 
 #include <pthread.h>
+#include <time.h>
 
 #include "fcache.h"
 #include "htable_build.h"
 #include "htable_read.h"
 #include "logfile.h"
 #include "manifest.h"
+#include "pool.h"
 #include "version.h"
 #include "walset.h"
 
@@ -44,6 +67,8 @@
  * the logs kept on disk and their replay after a crash */
 #define CKPT_LOG_BYTES (1ull << 30)
 
+#define NO_NODE UINT64_MAX
+
 /* A file written since the last checkpoint, or dropped while the durable state names it. */
 typedef struct pfile {
     uint64_t number;
@@ -63,93 +88,16 @@ typedef struct memtable {
     ltr_hbuild *b;
     uint64_t min_log;      /* its items are in the logs from here on: file number, */
     uint64_t min_off;      /* and the offset of its first record in that file */
-    uint64_t log_mark;     /* the store's `logged` when it started */
+    uint64_t log_mark;     /* the log's `logged` when it started */
     struct memtable *next; /* next older immutable memtable */
 } memtable;
 
-struct ltr_store {
-    char *dir;
-    char *meta_dir;
-    ltr_store_opts o;
-    int lock_fd;
-
-    /* writers */
-    pthread_mutex_t write_mu;
-    pthread_cond_t write_cv; /* writers waiting for an immutable slot */
-    logw wal;
-    uint64_t wal_file;       /* 0 when there is no log (bulk mode, read-only) */
-    uint64_t wal_hinted;     /* log bytes whose writeback has been started */
-    int wal_resync;          /* an fsync of the log failed: write it again before the next */
-    ltr_buf enc;             /* log payload being encoded */
-    uint64_t logged;         /* log bytes written since the open */
-    walset logs;             /* the logs on disk (its own leaf lock) */
-    uint64_t wal_base;       /* the offset of the current log's first record (store_log_base) */
-    int log_waiters;         /* writers waiting for log space: checkpoint now (atomic) */
-
-    /* group commit of the log */
-    pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cv;
-    uint64_t synced_file, synced_upto;
-    int syncing;
-
-    /* memtables */
-    pthread_rwlock_t mem_lock;
-    memtable *active;
-    memtable *imm;           /* newest first */
-    uint32_t nimm;
-
-    /* the state: `current` in memory; the manifest holds it as of the last checkpoint */
-    pthread_mutex_t ver_mu;  /* leaf lock: guards `current` for pinning (inside mem_lock too) */
-    pthread_mutex_t state_mu;
-    pthread_cond_t state_cv; /* wakes the background threads and flush() waiters */
-    version *current;
-
-    /* checkpoints (checkpoint.c); ckpt_mu is taken before state_mu, the rest is state_mu's */
-    pthread_mutex_t ckpt_mu; /* one checkpoint at a time; guards mf and mf_broken */
-    int ckpt_waiters;        /* callers in store_checkpoint without CKPT_BACKGROUND (atomic) */
-    manifest mf;
-    int mf_broken;           /* an append failed: the file's tail is unknown until rewritten */
-    ltr_buf pending;         /* ops of the edits installed since the last checkpoint */
-    double pending_since;    /* when the oldest of them was installed; 0: none */
-    pfiles unsynced;         /* files those edits added, not yet fsynced */
-    double ckpt_next;        /* no background checkpoint before this time (CKPT_SPACING) */
-    uint64_t ckpt_count;     /* checkpoints that did something, and their time (stats) */
-    double ckpt_seconds;
-    uint64_t ckpt_log_mark;  /* log bytes written when the last checkpoint started */
-    int unsynced_lost;       /* one could not be recorded: the checkpoint syncs everything */
-    pfiles doomed;           /* files dropped in memory that the durable state still names */
-    uint64_t durable_floor;  /* the log floor of the manifest on disk */
+/* store_files.c: the store's files on disk, and the ones on their way out. */
+struct store_files {
     tpool *pool;             /* table files for reuse (NULL: none) */
     fcache *fc;              /* bounds the open table files (NULL: max_open_files -1) */
     int dir_fd;              /* the store directory: readers hold flock(LOCK_SH) on it, and a
                                 writer reuses a durable table's file only when it gets LOCK_EX */
-    uint64_t next_file;
-    uint64_t log_floor;      /* replay starts at this log, */
-    uint64_t log_floor_off;  /* at this offset */
-    uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
-
-    /* background work: the worker compacts (and flushes when there is no flusher); the flusher
-     * only flushes, so a flush never waits behind a compaction */
-    pthread_t workers[2], flusher, syncer;
-    struct worker_arg {
-        struct ltr_store *s;
-        int id;
-    } wargs[2];
-    int nworkers, flusher_started, syncer_started;
-    uint64_t compacting[2];  /* the node each worker compacts, or NO_NODE (state_mu) */
-    uint64_t ll_node[2];     /* the last-level node each worker collects or clusters, or
-                                NO_NODE (state_mu): the other leaves its parent alone */
-    int stopping;
-    int busy;              /* workers running a job */
-    int flushing;          /* the flusher runs a flush */
-    int bg_error;          /* a background failure stops writes until flush() retries */
-    int bg_errno;
-    char bg_message[512];
-
-    /* read counters (atomic) */
-    uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
-    uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
-
     /* files out of the durable state, unlinked (or reused) after a grace period so that
      * read-only opens racing a compaction rarely miss a table they were about to open
      * (state_mu) */
@@ -160,14 +108,247 @@ struct ltr_store {
         tfile *tf;       /* a table's hold on its file: unlinked when its readers are gone */
     } *grave;
     size_t ngrave, grave_cap;
-
-    /* last-level nodes that received tables and await a garbage check (state_mu) */
-    uint64_t *gc_pending;
-    size_t ngc_pending, gc_cap;
 };
 
-/* checkpoint.c */
-double store_now(void);
+/* store_stats.c: counters since the open, not persisted (atomics). */
+struct store_since_open {
+    uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
+    uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
+};
+
+/* lastlevel_queue.c: last-level nodes that received tables and await their cluster and garbage
+ * checks (state_mu). */
+struct store_llq {
+    uint64_t *nodes;
+    size_t n, cap;
+};
+
+/* memtable.c: the active memtable and the immutable ones waiting for a flush. */
+struct store_mem {
+    pthread_rwlock_t lock;
+    memtable *active;
+    memtable *imm;           /* newest first */
+    uint32_t nimm;
+};
+
+/* store_log.c: the write-ahead log (write_mu guards all but the group commit's fields). */
+struct store_log {
+    logw wal;
+    uint64_t file;           /* the current log's number; 0: no log (bulk mode, read-only) */
+    uint64_t base;           /* the offset of its first record (store_log_base) */
+    uint64_t hinted;         /* its bytes whose writeback has been started */
+    int resync;              /* an fsync of the log failed: write it again before the next */
+    ltr_buf enc;             /* log payload being encoded */
+    uint64_t logged;         /* log bytes written since the open */
+    walset set;              /* the logs on disk (its own leaf lock) */
+    int waiters;             /* writers waiting for log space: checkpoint now (atomic) */
+    /* group commit: sync_mu guards the rest */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t synced_file, synced_upto;
+    int syncing;
+};
+
+/* checkpoint.c: what the next checkpoint makes durable. mu is taken before state_mu and
+ * guards mf and mf_broken; the rest is state_mu's. */
+struct store_ckpt {
+    pthread_mutex_t mu;      /* one checkpoint at a time */
+    int waiters;             /* callers in store_checkpoint without CKPT_BACKGROUND (atomic) */
+    manifest mf;
+    int mf_broken;           /* an append failed: the file's tail is unknown until rewritten */
+    ltr_buf pending;         /* ops of the edits installed since the last checkpoint */
+    double pending_since;    /* when the oldest of them was installed; 0: none */
+    pfiles unsynced;         /* files those edits added, not yet fsynced */
+    int unsynced_lost;       /* one could not be recorded: the checkpoint syncs everything */
+    pfiles doomed;           /* files dropped in memory that the durable state still names */
+    double next;             /* no background checkpoint before this time (CKPT_SPACING) */
+    uint64_t count;          /* checkpoints that did something, and their time (stats) */
+    double seconds;
+    uint64_t log_mark;       /* log bytes written when the last checkpoint started */
+    uint64_t durable_floor;  /* the log floor of the manifest on disk */
+};
+
+/* store_bg.c: the background threads. The worker compacts (and flushes when there is no
+ * flusher); the flusher only flushes, so a flush never waits behind a compaction. state_mu
+ * guards the rest. */
+struct store_bg {
+    pthread_t workers[2], flusher, syncer;
+    struct worker_arg {
+        struct ltr_store *s;
+        int id;
+    } wargs[2];
+    int nworkers, flusher_started, syncer_started;
+    uint64_t compacting[2];  /* the node each worker compacts, or NO_NODE */
+    uint64_t ll_node[2];     /* the last-level node each worker collects or clusters, or
+                                NO_NODE: the other leaves its parent alone */
+    int stopping;
+    int busy;                /* workers running a job */
+    int flushing;            /* the flusher runs a flush */
+    int error;               /* a background failure stops writes until flush() retries */
+    int error_errno;
+    char message[512];
+};
+
+struct ltr_store {
+    char *dir;
+    char *meta_dir;
+    ltr_store_opts o;
+    int lock_fd;             /* the writer's lock (store_open.c) */
+
+    /* writers: write_cv wakes those waiting for an immutable slot or for log space */
+    pthread_mutex_t write_mu;
+    pthread_cond_t write_cv;
+
+    /* the state: `current` in memory; the manifest holds it as of the last checkpoint */
+    pthread_mutex_t ver_mu;  /* leaf lock: guards `current` for pinning (inside mem.lock too) */
+    pthread_mutex_t state_mu;
+    pthread_cond_t state_cv; /* wakes the background threads and flush() waiters */
+    version *current;
+    uint64_t next_file;
+    uint64_t log_floor;      /* replay starts at this log, */
+    uint64_t log_floor_off;  /* at this offset */
+    uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
+
+    struct store_files files;
+    struct store_since_open since_open;
+    struct store_llq llq;
+    struct store_mem mem;
+    struct store_log log;
+    struct store_ckpt ckpt;
+    struct store_bg bg;
+};
+
+/* ---- shared by all: the state's clock, version pins, wake-ups, background errors ---- */
+
+static inline double store_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* The current version, referenced: the caller unrefs it. */
+static inline version *store_pin(ltr_store *s)
+{
+    pthread_mutex_lock(&s->ver_mu);
+    version *v = s->current;
+    version_ref(v);
+    pthread_mutex_unlock(&s->ver_mu);
+    return v;
+}
+
+/* Wakes the background threads (and flush() waiters): there may be work. */
+static inline void store_wake_background(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+/* Wakes writers waiting for an immutable slot or log space. */
+static inline void store_wake_writers(ltr_store *s)
+{
+    pthread_mutex_lock(&s->write_mu);
+    pthread_cond_broadcast(&s->write_cv);
+    pthread_mutex_unlock(&s->write_mu);
+}
+
+/* The error of failed background work, for the caller to see (state_mu or write_mu held). */
+static inline int store_bg_error(const ltr_store *s)
+{
+    return ltr_fail_as(s->bg.error, s->bg.error_errno, "%s", s->bg.message);
+}
+
+/* ---- store_opts.c ---- */
+int store_opts_check(const ltr_store_opts *o);
+int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
+uint64_t store_table_capacity(const ltr_store_opts *o); /* item bytes one table takes */
+/* Options of the tables this store writes (memtables, compaction outputs). */
+void store_table_opts(const ltr_store *s, ltr_table_opts *to);
+
+/* ---- store_files.c ---- */
+/* dir/NNNNNNNN.ext (malloc'd; NULL without memory). */
+char *store_file(const char *dir, uint64_t number, const char *ext);
+const char *cluster_dir(const ltr_store *s); /* where BloomClusters live */
+/* A new table file's number and path (from the pool when it has a dead table's file). */
+int store_new_table(ltr_store *s, uint64_t *file, char **path);
+/* Opens one of the store's table files for reading (TABLE_FLAGS | flags), its descriptor in
+ * the store's cache of open files. */
+int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t);
+/* Opens the store's directory (a reader holds LOCK_SH on it) and the cache of table
+ * descriptors (max_open_files). */
+int store_files_open(ltr_store *s);
+/* A writer's pool of dead table files, once the options are known. */
+void store_files_start_pool(ltr_store *s);
+/* Frees what store_files_open and the pool hold, forgets buried files (the next writer open
+ * removes them as orphans) and lets the directory's lock go. */
+void store_files_close(ltr_store *s);
+/* Unlinks path (taken over) after the grace period; state_mu must not be held. `pooled`: the
+ * number of a table file the pool may reuse instead (pool.h), else 0; `tf`: a table's hold on
+ * its file (taken over), which defers the unlink until its readers are gone. */
+void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf);
+/* Unlinks path (taken over) now, or with tf's last holder when tf is not NULL. */
+void store_remove_file(char *path, tfile *tf);
+/* Unlinks (or hands to the pool) the buried files whose grace period is over, all of them when
+ * `all`; state_mu not held (an unlink may wait for the device). */
+void store_reap(ltr_store *s, int all);
+
+/* ---- store_stats.c ---- */
+void store_count(ltr_store *s, int counter, uint64_t n); /* a persistent counter */
+/* Adds a call's read counters (gets lookups) to the store's. */
+void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets);
+void store_count_stall(ltr_store *s);
+
+/* ---- lastlevel_queue.c (state_mu held) ---- */
+void lastlevel_note(ltr_store *s, uint64_t node);
+void lastlevel_note_all(ltr_store *s); /* at open: every last-level node */
+
+/* ---- memtable.c ---- */
+int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **out);
+void memtable_free(memtable *m);
+/* Moves the active memtable to the immutable list and starts a fresh one whose items start at
+ * log position (min_log, min_off); write_mu and mem.lock (exclusive) held. No I/O. */
+int memtable_swap(ltr_store *s, uint64_t min_log, uint64_t min_off);
+memtable *memtable_oldest(ltr_store *s); /* the oldest immutable one, or NULL */
+int memtable_pending(ltr_store *s);      /* some immutable memtable waits for a flush */
+/* The log position recovery must replay from once m is in a table: the oldest start of the
+ * other memtables. */
+void memtable_floor_without(ltr_store *s, const memtable *m, uint64_t *floor, uint64_t *off);
+/* Takes m (flushed) out of the immutable list and frees it. */
+void memtable_drop(ltr_store *s, memtable *m);
+void memtable_free_all(ltr_store *s);
+
+/* ---- store_log.c ---- */
+/* New logs start at this offset (0 but in tests: ltr_test_log_base), and replay from it. */
+uint64_t store_log_base(void);
+/* Whether writes are logged (not bulk mode, not read-only). */
+int store_logging(const ltr_store *s);
+/* Syncs the current log and starts a new one (write_mu held, or no other thread). */
+int store_log_open_new(ltr_store *s);
+/* Whether the current log is full: the next record goes to a new one (write_mu held). */
+int store_log_full(const ltr_store *s);
+/* Appends a batch as one record (write_mu held); on failure the log is as it was. */
+int store_log_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                    const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted, size_t n);
+/* Makes the log durable up to byte `end` of log file `file` (group commit). */
+int store_log_sync_to(ltr_store *s, uint64_t file, uint64_t end);
+/* Makes every record logged so far durable (no lock held; takes write_mu and log.sync_mu). */
+int store_sync_log(ltr_store *s);
+/* Bytes of the logs on disk, and their bound (LOG_DISK_MAX but in tests). */
+uint64_t store_log_disk_bytes(ltr_store *s);
+uint64_t store_log_disk_max(void);
+/* The logs below floor hold nothing the durable state needs (the checkpoint thread unlinks
+ * them). */
+void store_log_release_below(ltr_store *s, uint64_t floor);
+/* Whether released logs wait to be unlinked, and their unlinking (no lock held: freeing a
+ * large log's blocks can wait for the device). */
+int store_log_has_released(ltr_store *s);
+void store_log_remove_released(ltr_store *s);
+/* A log recovery replayed, counted with its size on disk until a checkpoint releases it. */
+void store_log_recovered(ltr_store *s, uint64_t file);
+void store_log_close(ltr_store *s);
+
+/* ---- checkpoint.c ---- */
 /* Applies ops to the current version and queues the edit for the next checkpoint; state_mu
  * held, no I/O. Files the ops add must be passed to store_wrote (under the same hold). */
 int store_install(ltr_store *s, const vedit_op *ops, size_t nops, medit *e);
@@ -182,45 +363,54 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
 #define CKPT_FORCE 1
 #define CKPT_BACKGROUND 2
 int store_checkpoint(ltr_store *s, int flags);
-/* Makes every record logged so far durable (no lock held; takes write_mu and sync_mu). */
-int store_sync_log(ltr_store *s);
 int store_checkpoint_due(const ltr_store *s); /* state_mu held */
 void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e);
-void pfiles_free(pfiles *l);
+void store_ckpt_free(ltr_store *s);
 
-/* store.c */
-int store_bg_error(const ltr_store *s);
-int store_opts_check(const ltr_store_opts *o);
-int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
-void store_remove_old_logs(ltr_store *s); /* below the durable floor (state_mu not held) */
-/* Bytes of the logs on disk, and their bound (LOG_DISK_MAX but in tests). */
-uint64_t store_log_disk_bytes(ltr_store *s);
-uint64_t store_log_disk_max(void);
+/* ---- store_flush.c ---- */
+/* Writes the oldest immutable memtable as the newest table of the root. */
+int store_flush_oldest(ltr_store *s);
+
+/* ---- store_write.c ---- */
 /* Stages the n items of a log record that starts at offset log_off of log file log_file. */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
                       uint64_t log_file, uint64_t log_off, int *swapped);
-/* Options of the tables this store writes (memtables, compaction outputs). */
-void store_table_opts(const ltr_store *s, ltr_table_opts *to);
-/* Unlinks path (taken over) after the grace period; state_mu must not be held. */
-/* `pooled`: the number of a table file the pool may reuse instead (pool.h), else 0; `tf`: a
- * table's hold on its file (taken over), which defers the unlink until its readers are gone. */
-void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf);
-/* Unlinks path (taken over) now, or with tf's last holder when tf is not NULL. */
-void store_remove_file(char *path, tfile *tf);
-char *store_file(const char *dir, uint64_t number, const char *ext);
-/* Opens one of the store's table files for reading (TABLE_FLAGS | flags), its descriptor in
- * the store's cache of open files. */
-int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t);
-/* Writes the oldest immutable memtable as the newest table of the root. */
-int store_flush_oldest(ltr_store *s);
-int store_new_table(ltr_store *s, uint64_t *file, char **path);
-void store_count(ltr_store *s, int counter, uint64_t n);
+/* Starts a new memtable (and log, when that is full) unless the active one is empty;
+ * write_mu held. */
+int store_rotate(ltr_store *s);
+/* Writes every memtable out now (recovery, and close in bulk mode). */
+int store_flush_all_now(ltr_store *s);
 
-/* recovery.c */
+/* ---- store_read.c ---- */
+/* Searches tables [from, n) of a node, newest first; the cluster answers for the sealed ones. */
+int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
+                uint32_t klen, item_view *it);
+/* Keys [lo, hi) of a batch, at most GET_CHUNK: status[i], found values appended to values and
+ * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. */
+#define GET_CHUNK 256
+int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
+                    size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
+                    ltr_buf *values, ltr_buf *mem);
+
+/* ---- compaction.c ---- */
+/* The fullest node of levels [from, limit) that should be compacted now, other than skip and
+ * skip2 (its id in *node), or 0 when none. */
+int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
+                    uint32_t limit, uint64_t skip, uint64_t skip2);
+int compaction_run(ltr_store *s, version *v, uint64_t node);
+/* Garbage collection of a last-level node: its tables rewritten with only live items. */
+int gc_run(ltr_store *s, version *v, uint64_t node);
+
+/* ---- lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes ---- */
+int lastlevel_step(ltr_store *s, int id); /* worker id: 1 did work, 0 nothing to do, <0 error */
+int lastlevel_pending(const ltr_store *s); /* some node awaits work (state_mu held) */
+int lastlevel_ready(const ltr_store *s, int id); /* ... that worker id may take now (state_mu held) */
+
+/* ---- recovery.c ---- */
 typedef struct loglist {
     uint64_t *files;
-    logr *logs; /* contents, read up front by a read-only open */
+    logr *logs; /* a read-only open's logs, opened up front */
     size_t n;
 } loglist;
 
@@ -230,41 +420,16 @@ int recovery_take_logs(ltr_store *s, loglist *l, int read);
  * than RECOVERY_IMMUTABLE are full, so a long log does not have to fit in memory. */
 #define RECOVERY_IMMUTABLE 8
 int recovery_replay_logs(ltr_store *s, loglist *l);
-/* New logs start at this offset (0 but in tests: ltr_test_log_base), and replay from it. */
-uint64_t store_log_base(void);
 void recovery_free_logs(loglist *l);
 void recovery_remove_orphans(ltr_store *s);
 
-/* compaction.c */
-#define NO_NODE UINT64_MAX
-/* The fullest node of levels [from, limit) that should be compacted now, other than skip and
- * skip2 (its id in *node), or 0 when none. */
-int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
-                    uint32_t limit, uint64_t skip, uint64_t skip2);
-int compaction_run(ltr_store *s, version *v, uint64_t node);
-/* Garbage collection of a last-level node: its tables rewritten with only live items. */
-int gc_run(ltr_store *s, version *v, uint64_t node);
-
-/* lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes */
-void lastlevel_note(ltr_store *s, uint64_t node); /* state_mu held */
-void lastlevel_note_all(ltr_store *s);             /* at open: every last-level node */
-int lastlevel_step(ltr_store *s, int id); /* worker id: 1 did work, 0 nothing to do, <0 error */
-int lastlevel_pending(const ltr_store *s); /* some node awaits work (state_mu held) */
-int lastlevel_ready(const ltr_store *s, int id); /* ... that worker id may take now (state_mu held) */
-const char *cluster_dir(const ltr_store *s);
-
-/* store_read.c */
-/* Searches tables [from, n) of a node, newest first; the cluster answers for the sealed ones. */
-int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
-                uint32_t klen, item_view *it);
-version *store_pin(ltr_store *s);
-/* Keys [lo, hi) of a batch, at most GET_CHUNK: status[i], found values appended to values and
- * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. */
-#define GET_CHUNK 256
-int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
-                    size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
-                    ltr_buf *values, ltr_buf *mem);
-/* Adds a call's counters (gets lookups) to the store's. */
-void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets);
+/* ---- store_bg.c ---- */
+int store_bg_start(ltr_store *s);
+void store_bg_stop(ltr_store *s);
+/* Waits until no memtable waits for a flush and no compaction is due; the background error,
+ * if any. */
+int store_bg_wait_idle(ltr_store *s);
+/* Lets failed background work run again (flush()), once no job is under way. */
+void store_bg_retry(ltr_store *s);
 
 #endif

@@ -9,23 +9,14 @@
 #include "htable_read.h"
 #include "store_int.h"
 
-version *store_pin(ltr_store *s)
-{
-    pthread_mutex_lock(&s->ver_mu);
-    version *v = s->current;
-    version_ref(v);
-    pthread_mutex_unlock(&s->ver_mu);
-    return v;
-}
-
-/* The newest memtable entry of the key (its memtable's builder in *b), or NULL; mem_lock is
+/* The newest memtable entry of the key (its memtable's builder in *b), or NULL; mem.lock is
  * held shared. */
 static const staged *memtable_find(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
                                    const ltr_hbuild **b)
 {
-    const staged *st = hbuild_find(s->active->b, h, key, klen);
-    *b = s->active->b;
-    for (memtable *m = s->imm; !st && m; m = m->next) {
+    const staged *st = hbuild_find(s->mem.active->b, h, key, klen);
+    *b = s->mem.active->b;
+    for (memtable *m = s->mem.imm; !st && m; m = m->next) {
         st = hbuild_find(m->b, h, key, klen);
         *b = m->b;
     }
@@ -200,12 +191,9 @@ static int search_path(ltr_store *s, const vnode *const *path, read_ctx *c, key_
  * bits) is walked one step per key for the keys ahead of the one searched, each step
  * prefetching what the next reads: by a key's turn, a lookup or more later for each step, its
  * metadata is in cache, and only the cluster's column is still to come (search_path overlaps
- * it). On 10 M items the first four steps took 4 to 5% off the CPU of a batched hit in the
- * loading process (two loads), and 1 to 5% in a new process on two stores of three; the
- * last-level tables' fields and records another 6 to 7% and 3 to 6% (passes toggled within one
- * process). Fetching all of each filter's lines, not only its first, took bloom_may_contain
- * from 11.8% to 6.3% of a batched hit's CPU and 0 to 9% off the hit (4 pairs of alternated
- * passes, a new process on a 10 M store), and 6 to 18% off a single get (3 pairs). */
+ * it). Each step, and fetching all of each filter's lines rather than its first, took CPU off
+ * a batched hit and a single get when measured (docs/benchmarks.md, "Measurements behind
+ * choices in the code"). */
 #define AHEAD 5 /* steps: slots, nodes, filter pointers, filter offsets, records and bits */
 #define FLT_PER_LINE (sizeof(vfilter) >= 64 ? 1 : 64 / sizeof(vfilter)) /* a prefetch each line */
 #define SEALED_AHEAD 4 /* a last-level node's newest sealed tables whose fields are fetched */
@@ -310,7 +298,8 @@ static void look_ahead(const ltr_store *s, const version *v, const key_hash *h,
 
 /* One key's search (a single get), its chain of misses walked first a step at a time for every
  * level at once: each step's misses overlap one another, where the search would meet them one
- * after the other (3.5% less CPU per get from Python, alternated passes on a 10 M store). */
+ * after the other (less CPU per get: docs/benchmarks.md, "Measurements behind choices in the
+ * code"). */
 static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash h,
                           const uint8_t *key, uint32_t klen, item_view *it, int *status)
 {
@@ -330,21 +319,6 @@ static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
     return hb_from_digest(d);
 }
 
-void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
-{
-    __atomic_fetch_add(&s->gets, gets, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&s->bucket_reads, c->stats[ST_BUCKET_READS] + c->stats[ST_OVF_READS],
-                       __ATOMIC_RELAXED);
-    __atomic_fetch_add(&s->false_positives, c->stats[ST_FFP], __ATOMIC_RELAXED);
-    __atomic_fetch_add(&s->cluster_reads, c->stats[ST_CLUSTER_READS], __ATOMIC_RELAXED);
-    for (uint32_t l = 0; l < s->o.levels; l++) {
-        if (c->hits[l])
-            __atomic_fetch_add(&s->hits_per_level[l], c->hits[l], __ATOMIC_RELAXED);
-        if (c->hit_reads[l])
-            __atomic_fetch_add(&s->hit_reads_per_level[l], c->hit_reads[l], __ATOMIC_RELAXED);
-    }
-}
-
 /* The found value's length, copied to vbuf when it fits. */
 static int64_t give_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap)
 {
@@ -362,14 +336,14 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     key_hash h = hash_key(s, key, (uint32_t)klen);
     const ltr_hbuild *b;
     int64_t rc = LTR_NONE;
-    pthread_rwlock_rdlock(&s->mem_lock);
+    pthread_rwlock_rdlock(&s->mem.lock);
     const staged *st = memtable_find(s, h, key, (uint32_t)klen, &b);
     if (st && !st->deleted)
         rc = give_value(staged_value(b, st), st->vlen, vbuf, vcap);
     version *v = st ? NULL : store_pin(s);
-    pthread_rwlock_unlock(&s->mem_lock);
+    pthread_rwlock_unlock(&s->mem.lock);
     if (!v) {
-        __atomic_fetch_add(&s->gets, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->since_open.gets, 1, __ATOMIC_RELAXED);
         return rc;
     }
     read_ctx c;
@@ -397,7 +371,7 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
     int64_t moff[GET_CHUNK + 1];
     int rc = LTR_OK;
     mem->len = 0;
-    pthread_rwlock_rdlock(&s->mem_lock);
+    pthread_rwlock_rdlock(&s->mem.lock);
     for (size_t i = lo; i < hi && !rc; i++) {
         int64_t kl = koffs[i + 1] - koffs[i];
         int st = LTR_ABSENT;
@@ -412,7 +386,7 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
     }
     moff[hi - lo] = (int64_t)mem->len;
     version *v = store_pin(s);
-    pthread_rwlock_unlock(&s->mem_lock);
+    pthread_rwlock_unlock(&s->mem.lock);
     const vnode *paths[AHEAD][LTR_MAX_LEVELS];
     const int8_t *ask = status + lo; /* -1: the version is asked */
     for (size_t k = 0; k < AHEAD - 1 && k < hi - lo; k++) /* the first keys: no lookahead */
@@ -439,118 +413,3 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
 }
 
 
-/* A small batch on the caller's thread: keys [0, n) a chunk at a time. */
-static int get_inline(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n,
-                      int8_t *status, int64_t *voffs, ltr_buf *values)
-{
-    read_ctx c;
-    ltr_buf mem = {0};
-    int rc = read_ctx_init(&c);
-    for (size_t lo = 0; lo < n && !rc; lo += GET_CHUNK)
-        rc = store_get_chunk(s, &c, kdata, koffs, lo, lo + GET_CHUNK < n ? lo + GET_CHUNK : n,
-                             status, voffs, 0, values, &mem);
-    ltr_buf_free(&mem);
-    if (!rc)
-        store_count_reads(s, &c, n);
-    read_ctx_free(&c);
-    return rc;
-}
-
-/* A large batch through the streamed one (store_batch.c), its segments' values appended in
- * order. */
-static int get_streamed(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
-                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
-                        ltr_buf *values)
-{
-    ltr_batch *b;
-    int rc = ltr_store_batch_start(s, kdata, koffs, klen_total, n, status, &b);
-    for (size_t lo = 0, hi = 0; !rc;) {
-        const uint8_t *data;
-        const int64_t *ends;
-        if ((rc = ltr_batch_next(b, &lo, &hi, &data, &ends)) || lo == hi)
-            break;
-        size_t base = values->len;
-        if ((rc = buf_append(values, data, (size_t)ends[hi - lo])))
-            break;
-        for (size_t i = lo; i < hi; i++)
-            voffs[i + 1] = (int64_t)base + ends[i - lo + 1];
-    }
-    ltr_batch_free(b);
-    return rc;
-}
-
-#define PARALLEL_MIN 4096 /* smaller batches are not worth the batch's threads */
-
-int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
-                       size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
-                       ltr_buf *values)
-{
-    int rc = batch_check(koffs, n, klen_total, "keys");
-    if (rc)
-        return rc;
-    voffs[0] = (int64_t)values->len;
-    return n >= PARALLEL_MIN ? get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values)
-                             : get_inline(s, kdata, koffs, n, status, voffs, values);
-}
-
-void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
-{
-    memset(o, 0, sizeof *o);
-    uint64_t c[C_COUNT];
-    for (int i = 0; i < C_COUNT; i++)
-        c[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
-    o->levels = s->o.levels;
-    o->user_bytes_written = c[C_USER_BYTES];
-    o->written_log = c[C_WRITTEN_LOG];
-    o->written_flush = c[C_WRITTEN_FLUSH];
-    o->written_clusters = c[C_WRITTEN_CLUSTERS];
-    o->written_manifest = c[C_WRITTEN_MANIFEST];
-    o->written_gc = c[C_WRITTEN_GC];
-    o->bytes_written = o->written_log + o->written_flush + o->written_clusters +
-                       o->written_manifest + o->written_gc;
-    for (int l = 0; l < LTR_MAX_LEVELS; l++) {
-        o->hits_per_level[l] = __atomic_load_n(&s->hits_per_level[l], __ATOMIC_RELAXED);
-        o->hit_reads_per_level[l] = __atomic_load_n(&s->hit_reads_per_level[l], __ATOMIC_RELAXED);
-        o->written_compaction[l] = c[C_WRITTEN_COMPACTION + l];
-        o->bytes_written += o->written_compaction[l];
-    }
-    o->flushes = c[C_FLUSHES];
-    o->compactions = c[C_COMPACTIONS];
-    o->gcs = c[C_GCS];
-    o->gets = __atomic_load_n(&s->gets, __ATOMIC_RELAXED);
-    o->bucket_reads = __atomic_load_n(&s->bucket_reads, __ATOMIC_RELAXED);
-    o->cluster_reads = __atomic_load_n(&s->cluster_reads, __ATOMIC_RELAXED);
-    o->filter_false_positives = __atomic_load_n(&s->false_positives, __ATOMIC_RELAXED);
-    o->write_stalls = __atomic_load_n(&s->write_stalls, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&s->state_mu);
-    o->checkpoints = s->ckpt_count;
-    o->checkpoint_seconds = s->ckpt_seconds;
-    pthread_mutex_unlock(&s->state_mu);
-    if (s->pool)
-        tpool_counts(s->pool, &o->files_reused, &o->files_reused_durable);
-    if (s->fc)
-        fcache_counts(s->fc, &o->table_files_open, &o->table_file_reopens);
-    version *v = store_pin(s);
-    viter it = {0};
-    for (const vnode *n; (n = viter_next(v, &it));) {
-        for (uint32_t j = 0; j < n->n; j++) {
-            ltr_table_info info;
-            ltr_htable_info(n->tables[j]->t, &info);
-            o->tables_per_level[n->level]++;
-            o->items_per_level[n->level] += info.items;
-            o->table_bytes_per_level[n->level] += info.file_bytes;
-            o->metadata_memory_bytes += info.filter_bytes + info.cached_record_bytes +
-                                        info.overflow_index_bytes;
-        }
-        if (n->bc)
-            o->metadata_memory_bytes += cluster_memory(n->bc);
-    }
-    version_unref(v);
-    for (uint32_t l = 0; !s->fc && l < s->o.levels; l++) /* no bound: every table is open */
-        o->table_files_open += o->tables_per_level[l];
-    pthread_rwlock_rdlock(&s->mem_lock);
-    o->memtable_items = ltr_hbuild_items(s->active->b);
-    for (memtable *m = s->imm; m; m = m->next)
-        o->memtable_items += ltr_hbuild_items(m->b);
-    pthread_rwlock_unlock(&s->mem_lock);
-}

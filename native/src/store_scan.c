@@ -45,23 +45,23 @@ static int copy_memtables(ltr_store *s, ltr_hbuild **out, version **pinned)
     if (rc)
         return rc;
     b->capacity = UINT64_MAX; /* a private copy: no table is ever written from it */
-    pthread_rwlock_rdlock(&s->mem_lock);
+    pthread_rwlock_rdlock(&s->mem.lock);
     size_t n = 0;
-    for (memtable *m = s->imm; m; m = m->next)
+    for (memtable *m = s->mem.imm; m; m = m->next)
         n++;
     const ltr_hbuild **src = malloc(sizeof *src * (n + 1));
     if (!src)
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
     n = 0;
-    for (memtable *m = s->imm; src && m; m = m->next)
+    for (memtable *m = s->mem.imm; src && m; m = m->next)
         src[n++] = m->b; /* newest first */
     for (size_t k = n; src && k-- > 0 && rc >= 0;) /* oldest first; the active one last */
         rc = stage_all(b, src[k]);
     if (rc >= 0)
-        rc = stage_all(b, s->active->b);
+        rc = stage_all(b, s->mem.active->b);
     free(src);
-    *pinned = store_pin(s); /* under mem_lock: consistent with the copy (store_int.h) */
-    pthread_rwlock_unlock(&s->mem_lock);
+    *pinned = store_pin(s); /* under mem.lock: consistent with the copy (store_int.h) */
+    pthread_rwlock_unlock(&s->mem.lock);
     if (rc < 0) {
         version_unref(*pinned);
         *pinned = NULL;

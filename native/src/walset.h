@@ -1,7 +1,7 @@
 /* walset.h: the write-ahead logs a store has on disk, and their bytes. The writer adds each log
  * it starts and settles its size when it moves on; a checkpoint releases the logs below the
  * floor it made durable; the checkpoint thread unlinks them. The bytes of the logs still on
- * disk are what bounds the log space (store.c waits for them, docs/design.md "Logs on disk").
+ * disk are what bounds the log space (store_write.c waits for them, docs/design.md "Logs on disk").
  * It depends on nothing of the store; its mutex is a leaf, taken alone. */
 #ifndef LTR_WALSET_H
 #define LTR_WALSET_H

@@ -1,0 +1,185 @@
+/* store_files.c: the store's files: their names, creating and opening table files (through
+ * the pool of dead table files and the cache of open descriptors), and the delayed deletion of
+ * files that left the durable state. Depends on nothing else of the store. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "store_int.h"
+
+/* ---- obsolete files ---- */
+
+#define GRACE_SECONDS 1.0
+
+void store_remove_file(char *path, tfile *tf)
+{
+    if (tf) {
+        tfile_doom(tf, path);
+    } else {
+        unlink(path);
+        free(path);
+    }
+}
+
+void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf)
+{
+    if (!path) {
+        tfile_release(tf); /* (out of memory: the next writer open removes the file) */
+        return;
+    }
+    pthread_mutex_lock(&s->state_mu);
+    if (s->files.ngrave == s->files.grave_cap) {
+        size_t cap = s->files.grave_cap ? 2 * s->files.grave_cap : 64;
+        struct grave *g = realloc(s->files.grave, cap * sizeof *g);
+        if (g) {
+            s->files.grave = g;
+            s->files.grave_cap = cap;
+        }
+    }
+    if (s->files.ngrave < s->files.grave_cap) {
+        s->files.grave[s->files.ngrave++] = (struct grave){path, store_now() + GRACE_SECONDS, pooled, tf};
+        path = NULL;
+    }
+    pthread_mutex_unlock(&s->state_mu);
+    if (path) { /* no memory to remember it: unlink at once (once its readers are done) */
+        store_remove_file(path, tf);
+        if (pooled)
+            tpool_event(s->files.pool, pooled, TP_GONE);
+    }
+}
+
+/* Whether no read-only open holds the store: then, until the lock is let go, none can start
+ * (they take LOCK_SH on the directory before they read the manifest). */
+static int no_readers(ltr_store *s)
+{
+    return s->files.dir_fd >= 0 && flock(s->files.dir_fd, LOCK_EX | LOCK_NB) == 0;
+}
+
+/* Hands the tables among the buried files to the pool at once when no reader process holds the
+ * store (none can have them open: their drop is durable, so a reader that starts later does
+ * not know them), and unlinks the files whose grace period is over (all of them when `all`);
+ * state_mu not held (an unlink may wait for the device). */
+void store_reap(ltr_store *s, int all)
+{
+    pthread_mutex_lock(&s->state_mu);
+    int pooled = 0;
+    for (size_t i = 0; i < s->files.ngrave && !pooled; i++)
+        pooled = s->files.grave[i].pooled != 0;
+    pthread_mutex_unlock(&s->state_mu);
+    int reuse = pooled && no_readers(s); /* holds LOCK_EX until the end: no reader starts */
+    pthread_mutex_lock(&s->state_mu);
+    double t = store_now();
+    size_t k = 0, ndue = 0;
+    struct grave *due = s->files.ngrave ? malloc(s->files.ngrave * sizeof *due) : NULL;
+    for (size_t i = 0; i < s->files.ngrave; i++) {
+        if (due && (all || s->files.grave[i].at <= t || (reuse && s->files.grave[i].pooled)))
+            due[ndue++] = s->files.grave[i];
+        else
+            s->files.grave[k++] = s->files.grave[i];
+    }
+    s->files.ngrave = k;
+    pthread_mutex_unlock(&s->state_mu);
+    for (size_t i = 0; i < ndue; i++) {
+        if (due[i].pooled && reuse) {
+            tpool_event(s->files.pool, due[i].pooled, TP_CLEARED);
+            tfile_release(due[i].tf); /* the pool waits for the readers itself */
+            free(due[i].path);
+        } else {
+            store_remove_file(due[i].path, due[i].tf);
+            if (due[i].pooled)
+                tpool_event(s->files.pool, due[i].pooled, TP_GONE);
+        }
+    }
+    if (reuse)
+        flock(s->files.dir_fd, LOCK_UN);
+    free(due);
+}
+
+/* ---- files ---- */
+
+char *store_file(const char *dir, uint64_t number, const char *ext)
+{
+    size_t n = strlen(dir) + 32;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%08llu.%s", dir, (unsigned long long)number, ext);
+    return p;
+}
+
+int store_new_table(ltr_store *s, uint64_t *file, char **path)
+{
+    pthread_mutex_lock(&s->state_mu);
+    *file = s->next_file++;
+    pthread_mutex_unlock(&s->state_mu);
+    *path = store_file(s->dir, *file, "ht");
+    if (*path && s->files.pool)
+        tpool_take(s->files.pool, *path); /* a dead table's file, overwritten in place */
+    return *path ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+}
+
+int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t)
+{
+    return htable_open_in(path, TABLE_FLAGS | flags, -1, s->files.fc, t);
+}
+
+/* The bound on open table files: by default the soft limit less a quarter of it, or less 64
+ * when that is more, for logs, tables being written and the rest of the process (at least 16). */
+static int open_cache(ltr_store *s)
+{
+    int64_t limit = s->o.max_open_files;
+    if (limit == 0) {
+        struct rlimit rl;
+        rlim_t soft = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+        int64_t n = soft == RLIM_INFINITY || soft > (1u << 30) ? (1 << 30) : (int64_t)soft;
+        limit = n - (n / 4 > 64 ? n / 4 : 64);
+        if (limit < 16)
+            limit = 16;
+    }
+    if (limit < 0)
+        return LTR_OK;
+    s->files.fc = fcache_new((uint32_t)(limit > UINT32_MAX ? UINT32_MAX : limit));
+    return s->files.fc ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory opening %s", s->dir);
+}
+
+const char *cluster_dir(const ltr_store *s) { return s->meta_dir ? s->meta_dir : s->dir; }
+
+int store_files_open(ltr_store *s)
+{
+    /* A reader holds LOCK_SH on the directory while it is open, taken before it reads the
+     * manifest: the writer reuses the files of durable dropped tables only when it can take
+     * LOCK_EX (no reader could have them open, and none can start meanwhile). */
+    s->files.dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->o.read_only && s->files.dir_fd >= 0 && flock(s->files.dir_fd, LOCK_SH) != 0)
+        return ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
+    return open_cache(s);
+}
+
+void store_files_start_pool(ltr_store *s)
+{
+    /* no pool only costs speed: new tables then get new files */
+    uint64_t files = POOL_BYTES / ((uint64_t)s->o.table_buckets * LTR_BUCKET_SIZE);
+    s->files.pool = tpool_new(s->dir, (uint32_t)(files < 8 ? 8 : files > 4096 ? 4096 : files));
+}
+
+void store_files_close(ltr_store *s)
+{
+    fcache_unref(s->files.fc); /* tables a scan still holds keep it */
+    if (s->files.pool) { /* tables still referenced elsewhere (a scan) unlink their file when freed */
+        tpool_close(s->files.pool);
+        tpool_unref(s->files.pool);
+    }
+    for (size_t i = 0; i < s->files.ngrave; i++) { /* a failed open: the next writer open removes them */
+        free(s->files.grave[i].path);
+        tfile_release(s->files.grave[i].tf);
+    }
+    free(s->files.grave);
+    if (s->files.dir_fd >= 0)
+        close(s->files.dir_fd); /* a reader's LOCK_SH goes with it */
+}
