@@ -143,6 +143,7 @@ typedef struct ltr_store_stats {
     uint64_t written_clusters;
     uint64_t written_gc;           /* last-level garbage collection */
     uint64_t written_manifest;
+    uint64_t written_load;         /* the bulk loader's partitions and tables */
     uint64_t tables_per_level[LTR_MAX_LEVELS];
     uint64_t items_per_level[LTR_MAX_LEVELS];
     uint64_t table_bytes_per_level[LTR_MAX_LEVELS];
@@ -228,6 +229,55 @@ typedef struct ltr_verify_stats {
     uint64_t bad_files;     /* tables and clusters that failed a check */
 } ltr_verify_stats;
 int ltr_store_verify(ltr_store *s, ltr_verify_stats *out, char *report, size_t cap);
+
+/* ---- bulk loading (docs/design.md "The loader") ----
+ * A load partitions its items by hash prefix, builds each trie node's tables from its share,
+ * and installs all of them in one manifest edit: until ltr_load_finish returns, the store
+ * (and any reader) shows its state before the load; then all of the load at once. A later item
+ * of a key replaces an earlier one, and the load's items replace what the store held. The
+ * store must be open for writing; other writes meanwhile are allowed but older than the load. */
+
+typedef struct ltr_load_opts {
+    uint64_t memory_bytes;   /* working memory; 0: 1 GiB */
+    const char *tmp_dir;     /* where partitions spill; NULL: the store's load directory */
+    uint64_t expected_bytes; /* encoded bytes expected (key + value + 2 to 8 each), 0: unknown;
+                                sizes the partitions */
+} ltr_load_opts;
+
+#define LTR_LOAD_ADDING 0
+#define LTR_LOAD_BUILDING 1
+#define LTR_LOAD_INSTALLING 2
+#define LTR_LOAD_DONE 3
+
+typedef struct ltr_load_stats {  /* every field a uint64_t (read with atomics while it runs) */
+    uint64_t phase;              /* LTR_LOAD_* */
+    uint64_t items_added;        /* items handed to ltr_load_add */
+    uint64_t items_loaded;       /* items in the tables written */
+    uint64_t duplicates;         /* items replaced by a later one of the same key */
+    uint64_t user_bytes;         /* their keys and values */
+    uint64_t spill_bytes;        /* written to partitions on disk */
+    uint64_t table_bytes;        /* tables written */
+    uint64_t tables;
+    uint64_t partitions, partitions_built;
+    uint64_t target_level;       /* the level the tables went to */
+} ltr_load_stats;
+
+typedef struct ltr_load ltr_load;
+
+/* Options for a new store that is to receive about expected_bytes in one load: the levels and
+ * table size that put most of the items in the last level, one table a node (sets
+ * o->levels, o->table_buckets and their `given` bits). */
+void ltr_load_plan_options(uint64_t expected_bytes, ltr_store_opts *o);
+int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out);
+/* Adds a packed batch (keys and values as for ltr_store_write, no deletions). */
+int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
+                 const uint8_t *vdata, const int64_t *voffs, size_t vlen_total, size_t n);
+/* Builds the tables on two threads and installs them. On failure the store is as before. */
+int ltr_load_finish(ltr_load *l);
+/* The load's counters, from any thread while it runs. */
+void ltr_load_stats_get(const ltr_load *l, ltr_load_stats *out);
+/* Frees the load; an unfinished one's files are removed (the store is as before it). */
+void ltr_load_free(ltr_load *l);
 
 /* cdef-end */
 #pragma GCC visibility pop

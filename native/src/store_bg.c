@@ -75,6 +75,8 @@ static int background_step(ltr_store *s, int id)
 static int work_available(ltr_store *s, int id)
 {
     uint64_t node;
+    if (s->bg.paused)
+        return 0;
     return (id == 0 && !s->bg.flusher_started && memtable_pending(s)) ||
            pick(s, s->current, id, &node, 0, s->o.levels - 1) ||
            lastlevel_ready(s, id);
@@ -84,6 +86,8 @@ static int work_available(ltr_store *s, int id)
  * which compacts the fullest node first, brings it down). */
 static int flush_available(ltr_store *s)
 {
+    if (s->bg.paused)
+        return 0;
     const vnode *root = version_node(s->current, 0);
     return memtable_pending(s) && !(root && root->n >= 2 * s->o.node_tables);
 }
@@ -260,6 +264,23 @@ void store_bg_retry(ltr_store *s)
     while (s->bg.busy || s->bg.flushing) /* a job under way may still fail: let it finish first */
         pthread_cond_wait(&s->state_cv, &s->state_mu);
     s->bg.error = 0;
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+void store_bg_pause(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    s->bg.paused++;
+    while (s->bg.busy || s->bg.flushing) /* the jobs under way finish first */
+        pthread_cond_wait(&s->state_cv, &s->state_mu);
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+void store_bg_resume(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    s->bg.paused--;
     pthread_cond_broadcast(&s->state_cv);
     pthread_mutex_unlock(&s->state_mu);
 }

@@ -21,6 +21,7 @@
  *   recovery.c       loading the manifest, replaying the logs, removing orphans
  *   store_bg.c       the background threads (`bg`): flusher, compaction workers, checkpointer
  *   store_open.c     ltr_store_open, ltr_store_flush, ltr_store_close
+ *   load.c           the bulk loader: partitions, tables built per node, one install
  *
  * Lock order: write_mu, then ckpt.mu, then state_mu, then mem.lock, then ver_mu; log.sync_mu
  * and the walset's mutex (the logs on disk) are taken alone.
@@ -184,6 +185,7 @@ struct store_bg {
     int stopping;
     int busy;                /* workers running a job */
     int flushing;            /* the flusher runs a flush */
+    int paused;              /* no new job starts (a load installs: store_bg_pause) */
     int error;               /* a background failure stops writes until flush() retries */
     int error_errno;
     char message[512];
@@ -431,5 +433,9 @@ void store_bg_stop(ltr_store *s);
 int store_bg_wait_idle(ltr_store *s);
 /* Lets failed background work run again (flush()), once no job is under way. */
 void store_bg_retry(ltr_store *s);
+/* No background job starts until store_bg_resume (calls nest); returns once the jobs under
+ * way are done. A writer stalled on full memtables waits meanwhile. */
+void store_bg_pause(ltr_store *s);
+void store_bg_resume(ltr_store *s);
 
 #endif

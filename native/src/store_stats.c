@@ -55,8 +55,9 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->written_clusters = c[C_WRITTEN_CLUSTERS];
     o->written_manifest = c[C_WRITTEN_MANIFEST];
     o->written_gc = c[C_WRITTEN_GC];
+    o->written_load = c[C_WRITTEN_LOAD];
     o->bytes_written = o->written_log + o->written_flush + o->written_clusters +
-                       o->written_manifest + o->written_gc;
+                       o->written_manifest + o->written_gc + o->written_load;
     for (int l = 0; l < LTR_MAX_LEVELS; l++) {
         o->hits_per_level[l] = __atomic_load_n(&s->since_open.hits_per_level[l], __ATOMIC_RELAXED);
         o->hit_reads_per_level[l] = __atomic_load_n(&s->since_open.hit_reads_per_level[l], __ATOMIC_RELAXED);
