@@ -364,6 +364,7 @@ class Store:
                 "clusters": st.written_clusters,
                 "gc": st.written_gc,
                 "manifest": st.written_manifest,
+                "load": st.written_load,
             },
             "tables_per_level": [st.tables_per_level[i] for i in range(levels)],
             "items_per_level": [st.items_per_level[i] for i in range(levels)],
@@ -386,6 +387,7 @@ class Store:
             "files_reused_durable": st.files_reused_durable,
             "table_files_open": st.table_files_open,
             "table_file_reopens": st.table_file_reopens,
+            "load_unfinished": bool(st.load_unfinished),
         }
 
 

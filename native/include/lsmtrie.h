@@ -166,6 +166,7 @@ typedef struct ltr_store_stats {
     uint64_t table_files_open;     /* table descriptors open now */
     uint64_t table_file_reopens;   /* tables reopened after max_open_files closed them */
     uint32_t levels;
+    uint32_t load_unfinished;      /* an unfinished load's journal is in the store (--resume) */
 } ltr_store_stats;
 
 typedef struct ltr_store ltr_store;
@@ -242,6 +243,8 @@ typedef struct ltr_load_opts {
     const char *tmp_dir;     /* where partitions spill; NULL: the store's load directory */
     uint64_t expected_bytes; /* encoded bytes expected (key + value + 2 to 8 each), 0: unknown;
                                 sizes the partitions */
+    const char *identity;    /* the caller's name for the load's arguments, recorded in its
+                                journal: a resume must give the same (NULL: "") */
 } ltr_load_opts;
 
 #define LTR_LOAD_ADDING 0
@@ -268,7 +271,18 @@ typedef struct ltr_load ltr_load;
  * table size that put most of the items in the last level, one table a node (sets
  * o->levels, o->table_buckets and their `given` bits). */
 void ltr_load_plan_options(uint64_t expected_bytes, ltr_store_opts *o);
+/* Starts a load (removing what an unfinished earlier one left). */
 int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out);
+/* Takes up the unfinished load whose journal is in the store (o->identity must match it):
+ * its phase is in its stats; while LTR_LOAD_ADDING, the caller adds again from the position of
+ * its last checkpoint (ltr_load_position); then ltr_load_finish. LTR_EINVAL when there is no
+ * such load or it was started with another identity. */
+int ltr_load_resume(ltr_store *s, const ltr_load_opts *o, ltr_load **out);
+/* Makes everything added so far durable, with the caller's input position (any bytes) that a
+ * resume starts again from: the items added after it are added again. Only while adding. */
+int ltr_load_checkpoint(ltr_load *l, const uint8_t *position, size_t len);
+/* The position of the last checkpoint (empty before any). */
+int ltr_load_position(const ltr_load *l, ltr_buf *out);
 /* Adds a packed batch (keys and values as for ltr_store_write, no deletions). */
 int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                  const uint8_t *vdata, const int64_t *voffs, size_t vlen_total, size_t n);
@@ -276,8 +290,11 @@ int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t
 int ltr_load_finish(ltr_load *l);
 /* The load's counters, from any thread while it runs. */
 void ltr_load_stats_get(const ltr_load *l, ltr_load_stats *out);
-/* Frees the load; an unfinished one's files are removed (the store is as before it). */
+/* Frees the handle. An unfinished load's files stay in the store for a resume (its journal,
+ * from its first checkpoint on) or for the next load to remove. */
 void ltr_load_free(ltr_load *l);
+/* Frees the handle and removes everything an unfinished load wrote: the store is as before it. */
+void ltr_load_abort(ltr_load *l);
 
 /* cdef-end */
 #pragma GCC visibility pop

@@ -5,6 +5,7 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -330,4 +331,30 @@ int io_fsync_path(const char *path)
     int rc = fsync_checked(fd, path);
     close(fd);
     return rc;
+}
+
+int io_read_file(const char *path, uint64_t max, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = io_open_read(path);
+    if (fd < 0)
+        return ltr_fail_errno(errno, "cannot open %s", path);
+    struct stat sb;
+    int rc = fstat(fd, &sb) != 0 ? ltr_fail_errno(errno, "cannot read the size of %s", path)
+             : (uint64_t)sb.st_size > max ? ltr_fail(LTR_ECORRUPT, "%s is larger than it can be (%lld bytes)", path, (long long)sb.st_size)
+                                          : LTR_OK;
+    uint8_t *p = rc ? NULL : malloc(sb.st_size ? (size_t)sb.st_size : 1);
+    if (!rc && !p)
+        rc = ltr_fail(LTR_ENOMEM, "out of memory reading %s", path);
+    if (!rc)
+        rc = io_pread(fd, p, (size_t)sb.st_size, 0, path);
+    close(fd);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    *len = (size_t)sb.st_size;
+    return LTR_OK;
 }

@@ -57,4 +57,7 @@ int io_fsync_dir(const char *path);
 /* Writes data to path atomically: path.tmp, fsync, rename, directory fsync. */
 int io_write_file_atomic(const char *path, const void *data, size_t n);
 
+/* Reads a whole file of at most max bytes (LTR_ECORRUPT when larger) into a new buffer. */
+int io_read_file(const char *path, uint64_t max, uint8_t **out, size_t *len);
+
 #endif

@@ -27,49 +27,10 @@
 
 #include "bucket.h"
 #include "io.h"
-#include "store_int.h"
+#include "load_int.h"
 
 #define LOAD_MEMORY_DEFAULT (1ull << 30)
-#define LOAD_THREADS 2
 #define SPILL_MIN (64u << 10) /* a partition's buffer is spilled from this size on */
-
-typedef struct part {
-    ltr_buf buf;        /* items not yet spilled: item records (bucket.h) */
-    uint64_t spilled;   /* bytes in its file */
-    uint64_t items;
-} part;
-
-/* A table the build wrote, waiting in the load's directory for the install. */
-typedef struct built {
-    uint64_t node;      /* target node id */
-    uint32_t seq;       /* the node's tables in order: older first */
-    uint32_t name;      /* load-local file name: T<name>.ht */
-    uint64_t bytes;
-} built;
-
-struct ltr_load {
-    ltr_store *s;
-    uint64_t memory;
-    char *dir;          /* STORE/load: the built tables (and the spills, unless tmp_dir) */
-    char *spill_dir;
-    uint32_t depth;     /* partitions are the nodes at this depth */
-    uint32_t nparts;
-    part *parts;
-    uint64_t buffered;  /* bytes in the partitions' buffers */
-    uint32_t target;    /* the level the tables go to (set by ltr_load_finish) */
-
-    pthread_mutex_t mu; /* the build's shared state: next unit, built tables, error */
-    uint32_t nunits;
-    uint32_t next_part;
-    built *tables;
-    size_t ntables, tables_cap;
-    uint32_t next_name;
-    int failed;
-    ltr_error err;      /* the first failure of a build thread */
-
-    ltr_load_stats st;  /* counters read by ltr_load_stats_get while a load runs (atomics) */
-    int finished;
-};
 
 static void count(uint64_t *c, uint64_t n) { __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
 
@@ -101,11 +62,14 @@ static uint64_t table_capacity(const ltr_store *s)
 
 /* The partition depth: partitions of at most a sixth of the memory each (a partition is held
  * whole while two threads build, with about twice its size in builders), at most 4,096 of them
- * and no deeper than the last level. */
+ * and no deeper than the last level. With no estimate, 512 partitions (or the last level's
+ * nodes): enough for a hundred times the memory, and a small load does not spill anyway. */
 static uint32_t plan_depth(const ltr_store *s, uint64_t expected, uint64_t memory)
 {
-    uint32_t d = 0;
-    while (d + 1 < s->o.levels && d < 4 && expected / (1ull << 3 * d) > memory / 6)
+    uint32_t d = 0, last = s->o.levels - 1;
+    if (!expected)
+        return last < 3 ? last : 3;
+    while (d < last && d < 4 && expected / (1ull << 3 * d) > memory / 6)
         d++;
     return d;
 }
@@ -262,8 +226,6 @@ static int part_read(ltr_load *l, uint32_t i, uint8_t *to)
                       : io_pread(fd, to, (size_t)p->spilled, 0, path);
         if (fd >= 0)
             close(fd);
-        if (!rc)
-            unlink(path); /* read whole: its items go to tables before anything is installed */
         free(path);
     }
     if (!rc && p->buf.len)
@@ -350,7 +312,7 @@ static int note_built(ltr_load *l, uint64_t node, uint32_t seq, uint32_t name, u
         }
     }
     if (!rc)
-        l->tables[l->ntables++] = (built){node, seq, name, bytes};
+        l->tables[l->ntables++] = (built){node, seq, name, bytes, 0};
     pthread_mutex_unlock(&l->mu);
     return rc;
 }
@@ -446,6 +408,42 @@ static int build_node(ltr_load *l, const unit *u, uint64_t node, uint64_t from, 
     return rc;
 }
 
+/* Unit i's partitions [*first, *first + *per). */
+static void unit_parts(const ltr_load *l, uint32_t i, uint32_t *first, uint32_t *per)
+{
+    *per = 1u << 3 * (l->depth - unit_level(l));
+    *first = i * *per;
+}
+
+/* A unit's tables are written: with a journal, its directory entries are synced and the unit is
+ * recorded as built before its partitions go (a resume skips it). */
+static int unit_done(ltr_load *l, uint32_t i)
+{
+    uint32_t first, per;
+    unit_parts(l, i, &first, &per);
+    int rc = LTR_OK;
+    pthread_mutex_lock(&l->mu);
+    for (uint32_t k = first; k < first + per; k++)
+        l->parts[k].built = 1;
+    if (l->journaled) {
+        char *any = table_path(l, 0); /* io_fsync_dir syncs the directory holding a path */
+        rc = any ? io_fsync_dir(any) : ltr_fail(LTR_ENOMEM, "out of memory");
+        free(any);
+        if (!rc)
+            rc = load_journal_write(l);
+    }
+    pthread_mutex_unlock(&l->mu);
+    for (uint32_t k = first; !rc && k < first + per; k++) {
+        char *path = spill_path(l, k);
+        if (path)
+            unlink(path);
+        free(path);
+    }
+    if (!rc)
+        count(&l->st.partitions_built, per);
+    return rc;
+}
+
 static int build_unit(ltr_load *l, uint32_t i)
 {
     unit u = {0};
@@ -458,20 +456,30 @@ static int build_unit(ltr_load *l, uint32_t i)
         if (u.starts[j + 1] > u.starts[j])
             rc = build_node(l, &u, base + first + j, u.starts[j], u.starts[j + 1]);
     unit_free(&u);
-    if (!rc)
-        count(&l->st.partitions_built, 1);
-    return rc;
+    return rc ? rc : unit_done(l, i);
+}
+
+/* The next unit to build (UINT32_MAX: none), skipping those a resumed load had built. */
+static uint32_t next_unit(ltr_load *l)
+{
+    pthread_mutex_lock(&l->mu);
+    uint32_t i = UINT32_MAX;
+    while (!l->failed && l->next_unit < l->nunits) {
+        uint32_t first, per, k = l->next_unit++;
+        unit_parts(l, k, &first, &per);
+        if (!l->parts[first].built) {
+            i = k;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return i;
 }
 
 static void *build_thread(void *arg)
 {
     ltr_load *l = arg;
-    for (;;) {
-        pthread_mutex_lock(&l->mu);
-        uint32_t i = l->next_part < l->nunits && !l->failed ? l->next_part++ : UINT32_MAX;
-        pthread_mutex_unlock(&l->mu);
-        if (i == UINT32_MAX)
-            return NULL;
+    for (uint32_t i; (i = next_unit(l)) != UINT32_MAX;) {
         int rc = build_unit(l, i);
         if (rc) {
             pthread_mutex_lock(&l->mu);
@@ -482,6 +490,7 @@ static void *build_thread(void *arg)
             pthread_mutex_unlock(&l->mu);
         }
     }
+    return NULL;
 }
 
 static int build_all(ltr_load *l)
@@ -534,25 +543,35 @@ static int by_node_seq(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Links the built tables into the store under fresh numbers and opens them (refs[i]). */
-static int link_tables(ltr_load *l, uint64_t *numbers, tref **refs)
+/* Gives every built table a fresh number in the store (recorded in the journal before any
+ * link, so that a resume can tell whether the install happened). */
+static int number_tables(ltr_load *l)
+{
+    ltr_store *s = l->s;
+    pthread_mutex_lock(&s->state_mu);
+    for (size_t i = 0; i < l->ntables; i++)
+        l->tables[i].number = s->next_file++;
+    pthread_mutex_unlock(&s->state_mu);
+    __atomic_store_n(&l->st.phase, LTR_LOAD_INSTALLING, __ATOMIC_RELAXED);
+    return l->journaled ? load_journal_write(l) : LTR_OK;
+}
+
+/* Links the built tables into the store under their numbers and opens them (refs[i]). */
+static int link_tables(ltr_load *l, tref **refs)
 {
     ltr_store *s = l->s;
     int rc = LTR_OK;
     for (size_t i = 0; i < l->ntables && !rc; i++) {
-        pthread_mutex_lock(&s->state_mu);
-        numbers[i] = s->next_file++;
-        pthread_mutex_unlock(&s->state_mu);
         char *from = table_path(l, l->tables[i].name);
-        char *to = store_file(s->dir, numbers[i], "ht");
+        char *to = store_file(s->dir, l->tables[i].number, "ht");
         if (!from || !to)
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
-        else if (link(from, to) != 0)
+        else if (unlink(to), link(from, to) != 0) /* (a name an interrupted install left) */
             rc = ltr_fail_errno(errno, "cannot link the loaded table %s as %s", from, to);
         ltr_htable *t = NULL;
         if (!rc)
             rc = store_open_table(s, to, 0, &t);
-        if (!rc && !(refs[i] = tref_new(numbers[i], l->target, t))) {
+        if (!rc && !(refs[i] = tref_new(l->tables[i].number, l->target, t))) {
             ltr_htable_close(t);
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
         }
@@ -560,15 +579,16 @@ static int link_tables(ltr_load *l, uint64_t *numbers, tref **refs)
         free(to);
     }
     if (!rc && l->ntables) { /* the links' names must survive a crash once installed */
-        char *any = store_file(s->dir, numbers[0], "ht");
+        char *any = store_file(s->dir, l->tables[0].number, "ht");
         rc = any ? io_fsync_dir(any) : ltr_fail(LTR_ENOMEM, "out of memory");
         free(any);
     }
     return rc;
 }
 
-/* One edit adds every loaded table as the newest of its node (in the order they were built). */
-static int install_tables(ltr_load *l, const uint64_t *numbers, tref **refs)
+/* One edit adds every loaded table as the newest of its node (in the order they were built),
+ * made durable in one manifest record (the tables were fsynced when written). */
+static int install_tables(ltr_load *l, tref **refs)
 {
     ltr_store *s = l->s;
     vedit_op *ops = calloc(l->ntables ? l->ntables : 1, sizeof *ops);
@@ -578,8 +598,10 @@ static int install_tables(ltr_load *l, const uint64_t *numbers, tref **refs)
     for (size_t i = 0; i < l->ntables; i++) {
         ops[i] = (vedit_op){.add = VOP_ADD, .node = l->tables[i].node, .level = l->target,
                             .table = refs[i]};
-        medit_table(&e, 1, l->tables[i].node, numbers[i]);
+        medit_table(&e, 1, l->tables[i].node, l->tables[i].number);
     }
+    store_count(s, C_USER_BYTES, l->st.user_bytes);
+    store_count(s, C_WRITTEN_LOAD, l->st.table_bytes + l->st.spill_bytes);
     pthread_mutex_lock(&s->state_mu);
     int rc = store_install(s, ops, l->ntables, &e);
     for (size_t i = 0; !rc && i < l->ntables; i++)
@@ -588,12 +610,24 @@ static int install_tables(ltr_load *l, const uint64_t *numbers, tref **refs)
     pthread_mutex_unlock(&s->state_mu);
     medit_free(&e);
     free(ops);
-    if (!rc) {
-        store_count(s, C_USER_BYTES, l->st.user_bytes);
-        store_count(s, C_WRITTEN_LOAD, l->st.table_bytes + l->st.spill_bytes);
-    }
-    /* durable in one manifest record: the tables were fsynced when written */
     return rc ? rc : store_checkpoint(s, CKPT_FORCE);
+}
+
+/* Whether a resumed load's install happened before the crash: every table it numbered is in
+ * its node of the current version. */
+static int installed(ltr_load *l)
+{
+    version *v = store_pin(l->s);
+    int all = l->ntables > 0;
+    for (size_t i = 0; all && i < l->ntables; i++) {
+        const vnode *n = version_node(v, l->tables[i].node);
+        int found = 0;
+        for (uint32_t j = 0; n && j < n->n && !found; j++)
+            found = n->tables[j]->file == l->tables[i].number;
+        all = found;
+    }
+    version_unref(v);
+    return all;
 }
 
 static int install(ltr_load *l)
@@ -604,32 +638,26 @@ static int install(ltr_load *l)
     store_bg_pause(l->s);
     rc = compact_above(l);
     qsort(l->tables, l->ntables, sizeof *l->tables, by_node_seq);
-    uint64_t *numbers = calloc(l->ntables ? l->ntables : 1, sizeof *numbers);
     tref **refs = calloc(l->ntables ? l->ntables : 1, sizeof *refs);
-    if (!rc && (!numbers || !refs))
+    if (!rc && !refs)
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
     if (!rc)
-        rc = link_tables(l, numbers, refs);
+        rc = number_tables(l);
     if (!rc)
-        rc = install_tables(l, numbers, refs);
+        rc = link_tables(l, refs);
+    if (!rc)
+        rc = install_tables(l, refs);
     for (size_t i = 0; refs && i < l->ntables; i++)
         tref_unref(refs[i]);
-    for (size_t i = 0; rc && numbers && i < l->ntables; i++) { /* not installed */
-        char *p = numbers[i] ? store_file(l->s->dir, numbers[i], "ht") : NULL;
-        if (p)
-            unlink(p);
-        free(p);
-    }
-    free(numbers);
     free(refs);
     store_bg_resume(l->s);
-    return rc;
+    return rc; /* (links of a failed install are orphans: the next writer open removes them) */
 }
 
 /* ---- the API ---- */
 
-/* Empties a directory of the files an earlier load left (it holds nothing else). */
-static void clear_dir(const char *dir)
+/* Empties a directory of the files a load left (it holds nothing else), then removes it. */
+static void remove_dir(const char *dir)
 {
     DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
@@ -645,20 +673,30 @@ static void clear_dir(const char *dir)
     }
     if (d)
         closedir(d);
+    rmdir(dir);
 }
 
-/* Removes the files a load left: its partitions (up to nparts) and tables (up to ntables). */
-static void remove_files(const ltr_load *l, uint32_t nparts, uint32_t ntables)
+/* Everything the load wrote goes: the journal first (a resume then finds no load). */
+static void remove_all(ltr_load *l)
 {
-    for (uint32_t i = 0; i < nparts + ntables; i++) {
-        char *p = i < nparts ? spill_path(l, i) : table_path(l, i - nparts);
-        if (p)
-            unlink(p);
-        free(p);
-    }
+    char *j = load_journal_path(l);
+    if (j)
+        unlink(j);
+    free(j);
+    if (strcmp(l->spill_dir, l->dir) != 0)
+        remove_dir(l->spill_dir);
+    remove_dir(l->dir);
 }
 
-int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
+static int make_dir(const char *dir, const char *what)
+{
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return ltr_fail_errno(errno, "cannot create the load's %s directory %s", what, dir);
+    return LTR_OK;
+}
+
+/* A load's handle over store s, with its directories (not yet created). */
+static int load_new(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
 {
     *out = NULL;
     if (s->o.read_only)
@@ -666,29 +704,35 @@ int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
     ltr_load *l = calloc(1, sizeof *l);
     if (!l)
         return ltr_fail(LTR_ENOMEM, "out of memory");
+    pthread_mutex_init(&l->mu, NULL);
     l->s = s;
     l->memory = o && o->memory_bytes ? o->memory_bytes : LOAD_MEMORY_DEFAULT;
-    l->depth = plan_depth(s, o ? o->expected_bytes : 0, l->memory);
-    l->nparts = 1u << 3 * l->depth;
-    pthread_mutex_init(&l->mu, NULL);
-    l->dir = malloc(strlen(s->dir) + 8);
-    l->parts = calloc(l->nparts, sizeof *l->parts);
-    int rc = l->dir && l->parts ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+    l->dir = malloc(strlen(s->dir) + sizeof LOAD_DIR + 2);
+    if (l->dir)
+        sprintf(l->dir, "%s/" LOAD_DIR, s->dir);
+    l->spill_dir = l->dir ? strdup(o && o->tmp_dir ? o->tmp_dir : l->dir) : NULL;
+    l->identity = strdup(o && o->identity ? o->identity : "");
+    *out = l;
+    return l->dir && l->spill_dir && l->identity ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+}
+
+int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
+{
+    ltr_load *l;
+    int rc = load_new(s, o, &l);
     if (!rc) {
-        sprintf(l->dir, "%s/load", s->dir);
-        l->spill_dir = strdup(o && o->tmp_dir ? o->tmp_dir : l->dir);
-        rc = l->spill_dir ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+        remove_all(l); /* what an earlier load that did not finish left: a new load starts over */
+        l->depth = plan_depth(s, o ? o->expected_bytes : 0, l->memory);
+        l->nparts = 1u << 3 * l->depth;
+        l->parts = calloc(l->nparts, sizeof *l->parts);
+        rc = l->parts ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
     }
-    if (!rc && mkdir(l->dir, 0755) != 0 && errno != EEXIST)
-        rc = ltr_fail_errno(errno, "cannot create the load's directory %s", l->dir);
-    if (!rc && strcmp(l->spill_dir, l->dir) != 0 && mkdir(l->spill_dir, 0755) != 0 && errno != EEXIST)
-        rc = ltr_fail_errno(errno, "cannot create the load's partition directory %s", l->spill_dir);
-    if (!rc) { /* what an earlier load that did not finish left */
-        clear_dir(l->dir);
-        clear_dir(l->spill_dir);
-    }
+    if (!rc)
+        rc = make_dir(l->dir, "working");
+    if (!rc && strcmp(l->spill_dir, l->dir) != 0)
+        rc = make_dir(l->spill_dir, "partition");
     if (rc) {
-        ltr_load_free(l);
+        ltr_load_abort(l);
         return rc;
     }
     l->st.partitions = l->nparts;
@@ -696,25 +740,112 @@ int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
     return LTR_OK;
 }
 
+/* Cuts the partitions to their journaled lengths (what was added after the last durable point
+ * is added again) and removes those of built units. */
+static int restore_parts(ltr_load *l)
+{
+    int rc = LTR_OK;
+    for (uint32_t i = 0; i < l->nparts && !rc; i++) {
+        char *path = spill_path(l, i);
+        if (!path)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        if (l->parts[i].built) {
+            unlink(path);
+        } else if (l->parts[i].spilled) {
+            if (truncate(path, (off_t)l->parts[i].spilled) != 0)
+                rc = ltr_fail_errno(errno, "cannot resume the load: its partition %s", path);
+        } else {
+            unlink(path);
+        }
+        free(path);
+    }
+    return rc;
+}
+
+int ltr_load_resume(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
+{
+    ltr_load *l;
+    int rc = load_new(s, o, &l);
+    char *given = l && l->identity ? strdup(l->identity) : NULL;
+    if (!rc && !given)
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    if (!rc)
+        rc = load_journal_read(l);
+    if (!rc && strcmp(given, l->identity) != 0)
+        rc = ltr_fail(LTR_EINVAL, "the unfinished load in %s was started with other arguments "
+                      "(%s); resume it with those, or start a new load", l->dir, l->identity);
+    if (!rc)
+        rc = restore_parts(l);
+    free(given);
+    if (rc) {
+        ltr_load_free(l); /* (its files stay: a resume with the right arguments can go on) */
+        return rc;
+    }
+    for (uint32_t i = 0; i < l->nparts; i++)
+        l->st.partitions_built += l->parts[i].built;
+    l->st.partitions = l->nparts;
+    l->st.target_level = l->target;
+    *out = l;
+    return LTR_OK;
+}
+
+int ltr_load_position(const ltr_load *l, ltr_buf *out)
+{
+    out->len = 0;
+    return buf_append(out, l->position.data, l->position.len);
+}
+
+/* Spills every buffer and syncs the partitions' file system: all that was added is durable. */
+static int spill_all_durably(ltr_load *l)
+{
+    int rc = LTR_OK;
+    for (uint32_t i = 0; i < l->nparts && !rc; i++)
+        rc = spill_one(l, i);
+    char *any = rc ? NULL : spill_path(l, 0);
+    if (!rc)
+        rc = any ? io_syncfs_dir(l->spill_dir) : ltr_fail(LTR_ENOMEM, "out of memory");
+    free(any);
+    return rc;
+}
+
+int ltr_load_checkpoint(ltr_load *l, const uint8_t *position, size_t len)
+{
+    if (l->st.phase != LTR_LOAD_ADDING || l->finished)
+        return ltr_fail(LTR_EINVAL, "a load takes checkpoints only while items are added");
+    int rc = spill_all_durably(l);
+    l->position.len = 0;
+    if (!rc)
+        rc = buf_append(&l->position, position, len);
+    return rc ? rc : load_journal_write(l);
+}
+
 int ltr_load_finish(ltr_load *l)
 {
     if (l->finished)
         return ltr_fail(LTR_EINVAL, "the load was already finished");
     l->finished = 1;
-    uint64_t bytes = 0;
-    for (uint32_t i = 0; i < l->nparts; i++)
-        bytes += l->parts[i].spilled + l->parts[i].buf.len;
-    l->target = plan_target(l->s, bytes);
-    l->nunits = 1u << 3 * unit_level(l);
-    l->st.target_level = l->target;
-    __atomic_store_n(&l->st.phase, LTR_LOAD_BUILDING, __ATOMIC_RELAXED);
-    int rc = build_all(l);
-    if (!rc) {
-        __atomic_store_n(&l->st.phase, LTR_LOAD_INSTALLING, __ATOMIC_RELAXED);
-        rc = install(l);
+    int rc = LTR_OK;
+    if (l->st.phase == LTR_LOAD_ADDING) { /* (a resumed load may be past it) */
+        uint64_t bytes = 0;
+        for (uint32_t i = 0; i < l->nparts; i++)
+            bytes += l->parts[i].spilled + l->parts[i].buf.len;
+        l->target = plan_target(l->s, bytes);
+        l->st.target_level = l->target;
+        __atomic_store_n(&l->st.phase, LTR_LOAD_BUILDING, __ATOMIC_RELAXED);
+        if (l->journaled) /* from here on every unit built is recorded */
+            rc = spill_all_durably(l);
+        if (!rc && l->journaled)
+            rc = load_journal_write(l);
     }
-    if (!rc)
+    l->nunits = 1u << 3 * unit_level(l);
+    if (!rc && l->st.phase == LTR_LOAD_BUILDING)
+        rc = build_all(l);
+    if (!rc && !installed(l))
+        rc = install(l);
+    if (!rc) {
         __atomic_store_n(&l->st.phase, LTR_LOAD_DONE, __ATOMIC_RELAXED);
+        remove_all(l);
+    }
     return rc;
 }
 
@@ -732,17 +863,19 @@ void ltr_load_free(ltr_load *l)
         return;
     for (uint32_t i = 0; l->parts && i < l->nparts; i++)
         ltr_buf_free(&l->parts[i].buf);
-    if (l->dir) { /* what an unfinished load wrote: its partitions and tables */
-        if (l->spill_dir)
-            remove_files(l, l->nparts, l->next_name);
-        if (l->spill_dir && strcmp(l->spill_dir, l->dir) != 0)
-            rmdir(l->spill_dir);
-        rmdir(l->dir);
-    }
     free(l->parts);
     free(l->tables);
     free(l->dir);
     free(l->spill_dir);
+    free(l->identity);
+    ltr_buf_free(&l->position);
     pthread_mutex_destroy(&l->mu);
     free(l);
+}
+
+void ltr_load_abort(ltr_load *l)
+{
+    if (l && l->dir && l->spill_dir)
+        remove_all(l);
+    ltr_load_free(l);
 }

@@ -70,6 +70,11 @@
 
 #define NO_NODE UINT64_MAX
 
+/* The bulk loader's working directory in the store, and its journal there (load.c): the next
+ * writer open leaves them alone; stats report an unfinished load. */
+#define LOAD_DIR "load"
+#define LOAD_JOURNAL LOAD_DIR "/JOURNAL" /* (load_journal_path) */
+
 /* A file written since the last checkpoint, or dropped while the durable state names it. */
 typedef struct pfile {
     uint64_t number;

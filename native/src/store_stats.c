@@ -2,7 +2,9 @@
  * ...: `counters`, saved with every manifest edit) and those since the open (reads, stalls),
  * and ltr_store_stats_get, which reports them with the shape of the current version. Depends
  * on nothing else of the store. */
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cluster.h"
 #include "store_int.h"
@@ -98,6 +100,9 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     version_unref(v);
     for (uint32_t l = 0; !s->files.fc && l < s->o.levels; l++) /* no bound: every table is open */
         o->table_files_open += o->tables_per_level[l];
+    char journal[4096];
+    snprintf(journal, sizeof journal, "%s/" LOAD_JOURNAL, s->dir);
+    o->load_unfinished = access(journal, F_OK) == 0;
     pthread_rwlock_rdlock(&s->mem.lock);
     o->memtable_items = ltr_hbuild_items(s->mem.active->b);
     for (memtable *m = s->mem.imm; m; m = m->next)
