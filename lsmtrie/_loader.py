@@ -15,12 +15,13 @@ PHASES = {lib.LTR_LOAD_ADDING: "adding", lib.LTR_LOAD_BUILDING: "building",
           lib.LTR_LOAD_INSTALLING: "installing", lib.LTR_LOAD_DONE: "done"}
 
 
-def plan_options(expected_bytes: int) -> dict:
-    """Options for a new store that is to receive about expected_bytes (encoded) in one load:
-    the levels and table size that put the load in the last level, a table a node."""
+def plan_options(expected_bytes: int, expected_items: int = 0) -> dict:
+    """Options for a new store that is to receive about expected_bytes (encoded: keys, values
+    and two to eight bytes each) in one load: the levels and table size that put the load in
+    the last level, a table a node."""
     o = ffi.new("ltr_store_opts *")
     lib.ltr_store_opts_default(o)
-    lib.ltr_load_plan_options(int(expected_bytes), o)
+    lib.ltr_load_plan_options(int(expected_bytes), int(expected_items), o)
     return {"levels": o.levels, "table_buckets": o.table_buckets}
 
 

@@ -267,10 +267,10 @@ typedef struct ltr_load_stats {  /* every field a uint64_t (read with atomics wh
 
 typedef struct ltr_load ltr_load;
 
-/* Options for a new store that is to receive about expected_bytes in one load: the levels and
- * table size that put most of the items in the last level, one table a node (sets
- * o->levels, o->table_buckets and their `given` bits). */
-void ltr_load_plan_options(uint64_t expected_bytes, ltr_store_opts *o);
+/* Options for a new store that is to receive about expected_bytes (encoded) in expected_items
+ * items (0: unknown) in one load: the levels and table size that put most of the items in the
+ * last level, one table a node (sets o->levels, o->table_buckets and their `given` bits). */
+void ltr_load_plan_options(uint64_t expected_bytes, uint64_t expected_items, ltr_store_opts *o);
 /* Starts a load (removing what an unfinished earlier one left). */
 int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out);
 /* Takes up the unfinished load whose journal is in the store (o->identity must match it):

@@ -16,6 +16,7 @@
  * load's directory, which the next load removes. */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <math.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -30,27 +31,32 @@
 #include "load_int.h"
 
 #define LOAD_MEMORY_DEFAULT (1ull << 30)
-#define SPILL_MIN (64u << 10) /* a partition's buffer is spilled from this size on */
+#define PART_BUF_MIN 4096u /* a partition's buffer holds at least this much */
 
 static void count(uint64_t *c, uint64_t n) { __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
 
 /* ---- the plan: options of a new store, partition depth, target level ---- */
 
-void ltr_load_plan_options(uint64_t expected_bytes, ltr_store_opts *o)
+void ltr_load_plan_options(uint64_t expected_bytes, uint64_t expected_items, ltr_store_opts *o)
 {
     /* The smallest trie whose last-level nodes each receive at most one default-sized table:
      * then most items end in the last level, under BloomClusters, and tables are sized to the
-     * nodes' share (with a tenth more for the variation between nodes), so that a node's data
-     * fills one table. */
+     * nodes' share, so that a node's data fills one table. The share varies between nodes by
+     * about one over the root of a node's items: four times that (at least 2%) is added, so
+     * that a node rarely needs a second, nearly empty table. */
     double fill = o->fill > 0 ? o->fill : LTR_DEFAULT_FILL;
     double table = fill * LTR_DEFAULT_BUCKETS * LTR_BUCKET_PAYLOAD;
     uint32_t levels = 2;
-    while (levels < LTR_MAX_LEVELS - 1 && (double)expected_bytes / (double)(1ull << 3 * (levels - 1)) > table)
+    while (levels < LTR_MAX_LEVELS - 1 &&
+           (double)expected_bytes / (double)(1ull << 3 * (levels - 1)) > table)
         levels++;
-    double share = 1.1 * (double)expected_bytes / (double)(1ull << 3 * (levels - 1));
+    double nodes = (double)(1ull << 3 * (levels - 1));
+    double items = expected_items ? (double)expected_items : (double)expected_bytes / 34.0;
+    double spread = items / nodes >= 1 ? 4.0 / sqrt(items / nodes) : 1.0;
+    double share = (1.0 + (spread > 0.02 ? spread : 0.02)) * (double)expected_bytes / nodes;
     uint64_t buckets = (uint64_t)(share / (fill * LTR_BUCKET_PAYLOAD)) + 1;
     o->levels = levels;
-    o->table_buckets = (uint32_t)(buckets < 64 ? 64 : buckets > LTR_DEFAULT_BUCKETS ? LTR_DEFAULT_BUCKETS
+    o->table_buckets = (uint32_t)(buckets < 16 ? 16 : buckets > LTR_DEFAULT_BUCKETS ? LTR_DEFAULT_BUCKETS
                                                                                    : buckets);
     o->given |= LTR_OPT_LEVELS | LTR_OPT_TABLE_BUCKETS;
 }
@@ -105,42 +111,69 @@ static char *table_path(const ltr_load *l, uint32_t name)
     return p;
 }
 
-static int spill_one(ltr_load *l, uint32_t i)
+/* A partition buffer's size: its share of half the working memory. */
+static size_t part_buffer(const ltr_load *l)
+{
+    uint64_t share = l->memory / 2 / l->nparts;
+    return (size_t)(share > PART_BUF_MIN ? share : PART_BUF_MIN);
+}
+
+/* Appends n bytes to partition i's file. */
+static int spill_bytes(ltr_load *l, uint32_t i, const uint8_t *data, size_t n)
 {
     part *p = &l->parts[i];
-    if (!p->buf.len)
-        return LTR_OK;
     char *path = spill_path(l, i);
     if (!path)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int rc = fd < 0 ? ltr_fail_errno(errno, "cannot open the load's partition %s", path)
-                    : io_write_fd(fd, p->buf.data, p->buf.len, path, p->spilled);
+                    : io_write_fd(fd, data, n, path, p->spilled);
     if (fd >= 0)
         close(fd);
     free(path);
-    if (rc)
-        return rc;
-    p->spilled += p->buf.len;
-    count(&l->st.spill_bytes, p->buf.len);
-    l->buffered -= p->buf.len;
-    p->buf.len = 0;
-    return LTR_OK;
+    if (!rc) {
+        p->spilled += n;
+        count(&l->st.spill_bytes, n);
+    }
+    return rc;
 }
 
-/* Spills the partitions' buffers, largest first, until half of the working memory is free. */
-static int spill(ltr_load *l)
+/* Writes partition i's buffer to its file. */
+static int spill_one(ltr_load *l, uint32_t i)
 {
+    part *p = &l->parts[i];
+    int rc = p->buf.len ? spill_bytes(l, i, p->buf.data, p->buf.len) : LTR_OK;
+    if (!rc)
+        p->buf.len = 0;
+    return rc;
+}
+
+/* Appends one item to partition i: to its buffer, which is written to its file when full (an
+ * item larger than the buffer goes straight to the file). The buffers have a fixed size, their
+ * share of half the working memory, so they never hold more. */
+static int part_add(ltr_load *l, uint32_t i, const uint8_t *key, uint32_t kl, const uint8_t *val,
+                    uint32_t vl)
+{
+    part *p = &l->parts[i];
+    size_t size = item_size(kl, vl, 0);
     int rc = LTR_OK;
-    while (!rc && l->buffered > l->memory / 4) {
-        uint32_t big = 0;
-        for (uint32_t i = 1; i < l->nparts; i++)
-            if (l->parts[i].buf.len > l->parts[big].buf.len)
-                big = i;
-        if (l->parts[big].buf.len < SPILL_MIN && l->buffered <= l->memory / 2)
-            break;
-        rc = spill_one(l, big);
+    if (p->buf.len + size > l->part_cap && (rc = spill_one(l, i)))
+        return rc;
+    if (size > l->part_cap) {
+        uint8_t *rec = malloc(size);
+        if (!rec)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        item_encode(rec, key, kl, val, vl, 0);
+        rc = spill_bytes(l, i, rec, size);
+        free(rec);
+    } else {
+        if (!p->buf.cap && !(p->buf.data = malloc(l->part_cap)))
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        p->buf.cap = l->part_cap;
+        p->buf.len += item_encode(p->buf.data + p->buf.len, key, kl, val, vl, 0);
     }
+    if (!rc)
+        p->items++;
     return rc;
 }
 
@@ -168,16 +201,8 @@ int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t
         uint8_t d[16];
         ltr_murmur3_128(key, kl, l->s->o.hash_seed, d);
         uint32_t at = l->depth ? (uint32_t)(hb_trie_path(hb_from_digest(d)) >> (HB_TRIE_BITS - 3 * l->depth)) : 0;
-        part *p = &l->parts[at];
-        size_t size = item_size(kl, vl, 0);
-        if ((rc = buf_reserve(&p->buf, p->buf.len + size)))
-            break;
-        p->buf.len += item_encode(p->buf.data + p->buf.len, key, kl, val, vl, 0);
-        p->items++;
-        l->buffered += size;
+        rc = part_add(l, at, key, kl, val, vl);
         user += kl + vl;
-        if (l->buffered > l->memory / 2)
-            rc = spill(l);
     }
     count(&l->st.items_added, n);
     count(&l->st.user_bytes, user);
@@ -238,6 +263,14 @@ static int part_read(ltr_load *l, uint32_t i, uint8_t *to)
 static int unit_read(ltr_load *l, uint32_t i, unit *u)
 {
     uint32_t per = 1u << 3 * (l->depth - unit_level(l)), first = i * per;
+    part *p = &l->parts[first];
+    if (per == 1 && !p->spilled) { /* all in memory: the buffer itself */
+        u->data = p->buf.data;
+        u->len = p->buf.len;
+        u->n = p->items;
+        p->buf = (ltr_buf){0};
+        return LTR_OK;
+    }
     for (uint32_t k = first; k < first + per; k++) {
         u->len += (size_t)(l->parts[k].spilled + l->parts[k].buf.len);
         u->n += l->parts[k].items;
@@ -725,6 +758,7 @@ int ltr_load_begin(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
         l->depth = plan_depth(s, o ? o->expected_bytes : 0, l->memory);
         l->nparts = 1u << 3 * l->depth;
         l->parts = calloc(l->nparts, sizeof *l->parts);
+        l->part_cap = part_buffer(l);
         rc = l->parts ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
     }
     if (!rc)
@@ -783,6 +817,7 @@ int ltr_load_resume(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
     }
     for (uint32_t i = 0; i < l->nparts; i++)
         l->st.partitions_built += l->parts[i].built;
+    l->part_cap = part_buffer(l);
     l->st.partitions = l->nparts;
     l->st.target_level = l->target;
     *out = l;
@@ -795,24 +830,21 @@ int ltr_load_position(const ltr_load *l, ltr_buf *out)
     return buf_append(out, l->position.data, l->position.len);
 }
 
-/* Spills every buffer and syncs the partitions' file system: all that was added is durable. */
-static int spill_all_durably(ltr_load *l)
+/* Writes every partition's buffer to its file, then (durable) syncs the partitions' file
+ * system: all that was added is then on disk. */
+static int spill_all(ltr_load *l, int durable)
 {
     int rc = LTR_OK;
     for (uint32_t i = 0; i < l->nparts && !rc; i++)
         rc = spill_one(l, i);
-    char *any = rc ? NULL : spill_path(l, 0);
-    if (!rc)
-        rc = any ? io_syncfs_dir(l->spill_dir) : ltr_fail(LTR_ENOMEM, "out of memory");
-    free(any);
-    return rc;
+    return rc || !durable ? rc : io_syncfs_dir(l->spill_dir);
 }
 
 int ltr_load_checkpoint(ltr_load *l, const uint8_t *position, size_t len)
 {
     if (l->st.phase != LTR_LOAD_ADDING || l->finished)
         return ltr_fail(LTR_EINVAL, "a load takes checkpoints only while items are added");
-    int rc = spill_all_durably(l);
+    int rc = spill_all(l, 1);
     l->position.len = 0;
     if (!rc)
         rc = buf_append(&l->position, position, len);
@@ -827,13 +859,21 @@ int ltr_load_finish(ltr_load *l)
     int rc = LTR_OK;
     if (l->st.phase == LTR_LOAD_ADDING) { /* (a resumed load may be past it) */
         uint64_t bytes = 0;
-        for (uint32_t i = 0; i < l->nparts; i++)
+        int spilled = 0;
+        for (uint32_t i = 0; i < l->nparts; i++) {
             bytes += l->parts[i].spilled + l->parts[i].buf.len;
+            spilled |= l->parts[i].spilled > 0;
+        }
         l->target = plan_target(l->s, bytes);
         l->st.target_level = l->target;
         __atomic_store_n(&l->st.phase, LTR_LOAD_BUILDING, __ATOMIC_RELAXED);
-        if (l->journaled) /* from here on every unit built is recorded */
-            rc = spill_all_durably(l);
+        /* A load that spilled spills the rest and frees the buffers: the build then holds only
+         * the units it works on. One that did not builds from its buffers. With a journal,
+         * every unit built from here on is recorded. */
+        if (spilled || l->journaled)
+            rc = spill_all(l, l->journaled);
+        for (uint32_t i = 0; !rc && spilled && i < l->nparts; i++)
+            ltr_buf_free(&l->parts[i].buf);
         if (!rc && l->journaled)
             rc = load_journal_write(l);
     }

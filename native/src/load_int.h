@@ -33,7 +33,7 @@ struct ltr_load {
     uint32_t depth;     /* partitions are the nodes at this depth */
     uint32_t nparts;
     part *parts;
-    uint64_t buffered;  /* bytes in the partitions' buffers */
+    size_t part_cap;    /* each partition's buffer: its share of half the working memory */
     uint32_t target;    /* the level the tables go to (set by ltr_load_finish) */
 
     pthread_mutex_t mu; /* the build's shared state: next unit, built tables, error, journal */
