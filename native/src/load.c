@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bloom.h"
 #include "bucket.h"
 #include "io.h"
 #include "load_int.h"
@@ -589,8 +590,8 @@ static int number_tables(ltr_load *l)
     return l->journaled ? load_journal_write(l) : LTR_OK;
 }
 
-/* Links the built tables into the store under their numbers and opens them (refs[i]). */
-static int link_tables(ltr_load *l, tref **refs)
+/* Links the built tables into the store under their numbers. */
+static int link_tables(ltr_load *l)
 {
     ltr_store *s = l->s;
     int rc = LTR_OK;
@@ -601,13 +602,6 @@ static int link_tables(ltr_load *l, tref **refs)
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
         else if (unlink(to), link(from, to) != 0) /* (a name an interrupted install left) */
             rc = ltr_fail_errno(errno, "cannot link the loaded table %s as %s", from, to);
-        ltr_htable *t = NULL;
-        if (!rc)
-            rc = store_open_table(s, to, 0, &t);
-        if (!rc && !(refs[i] = tref_new(l->tables[i].number, l->target, t))) {
-            ltr_htable_close(t);
-            rc = ltr_fail(LTR_ENOMEM, "out of memory");
-        }
         free(from);
         free(to);
     }
@@ -619,30 +613,148 @@ static int link_tables(ltr_load *l, tref **refs)
     return rc;
 }
 
-/* One edit adds every loaded table as the newest of its node (in the order they were built),
- * made durable in one manifest record (the tables were fsynced when written). */
-static int install_tables(ltr_load *l, tref **refs)
+/* What the install adds to one target node: its loaded tables and, for an empty node of the
+ * last level, the BloomCluster covering them. */
+typedef struct node_add {
+    size_t first, n;   /* its tables in l->tables */
+    cluster *bc;       /* NULL: none (the background work clusters the node later) */
+} node_add;
+
+static int open_table(ltr_load *l, const built *b, uint32_t flags, tref **out)
+{
+    char *path = store_file(l->s->dir, b->number, "ht");
+    ltr_htable *t = NULL;
+    int rc = path ? store_open_table(l->s, path, flags, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
+    free(path);
+    if (!rc && !(*out = tref_new(b->number, l->target, t))) {
+        ltr_htable_close(t);
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
+/* Writes the cluster of an empty last-level node from its tables' filters, read a node at a
+ * time (the filters of a whole load would not fit in memory; a cluster answers for them). */
+static int build_node_cluster(ltr_load *l, node_add *na)
 {
     ltr_store *s = l->s;
-    vedit_op *ops = calloc(l->ntables ? l->ntables : 1, sizeof *ops);
-    if (!ops)
-        return ltr_fail(LTR_ENOMEM, "out of memory");
-    medit e = {0};
-    for (size_t i = 0; i < l->ntables; i++) {
-        ops[i] = (vedit_op){.add = VOP_ADD, .node = l->tables[i].node, .level = l->target,
-                            .table = refs[i]};
-        medit_table(&e, 1, l->tables[i].node, l->tables[i].number);
-    }
-    store_count(s, C_USER_BYTES, l->st.user_bytes);
-    store_count(s, C_WRITTEN_LOAD, l->st.table_bytes + l->st.spill_bytes);
+    ltr_htable **src = calloc(na->n, sizeof *src);
     pthread_mutex_lock(&s->state_mu);
-    int rc = store_install(s, ops, l->ntables, &e);
-    for (size_t i = 0; !rc && i < l->ntables; i++)
-        if (l->target + 1 == s->o.levels)
-            lastlevel_note(s, l->tables[i].node);
+    uint64_t file = s->next_file++;
     pthread_mutex_unlock(&s->state_mu);
+    char *path = store_file(cluster_dir(s), file, "bc");
+    int rc = src && path ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < na->n && !rc; i++) {
+        char *tp = store_file(s->dir, l->tables[na->first + i].number, "ht");
+        rc = tp ? store_open_table(s, tp, 0, &src[i]) : ltr_fail(LTR_ENOMEM, "out of memory");
+        free(tp);
+    }
+    uint64_t written = 0;
+    if (!rc)
+        rc = cluster_build(path, file, l->tables[na->first].node, s->o.table_buckets,
+                           bloom_probes_for(s->o.bloom_bits_per_key), NULL, src,
+                           (uint32_t)na->n, &written);
+    store_count(s, C_WRITTEN_CLUSTERS, written);
+    if (!rc)
+        rc = cluster_open(path, file, &na->bc);
+    for (size_t i = 0; src && i < na->n; i++)
+        if (src[i])
+            ltr_htable_close(src[i]);
+    if (rc && path)
+        unlink(path);
+    free(src);
+    free(path);
+    return rc;
+}
+
+/* The ops that add one node's tables (opened without their filters when a cluster covers them)
+ * and its cluster. */
+static int node_ops(ltr_load *l, node_add *na, vedit_op *ops, size_t *k, medit *e, tref **refs)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; i < na->n && !rc; i++) {
+        const built *b = &l->tables[na->first + i];
+        rc = open_table(l, b, na->bc ? LTR_OPEN_NO_FILTERS : 0, &refs[na->first + i]);
+        if (!rc) {
+            ops[(*k)++] = (vedit_op){.add = VOP_ADD, .node = b->node, .level = l->target,
+                                     .table = refs[na->first + i]};
+            medit_table(e, 1, b->node, b->number);
+        }
+    }
+    uint64_t node = l->tables[na->first].node;
+    if (!rc && na->bc) {
+        ops[(*k)++] = (vedit_op){.add = VOP_CLUSTER, .node = node, .level = l->target,
+                                 .bc = na->bc, .sealed = (uint32_t)na->n};
+        medit_cluster(e, node, na->bc->file, na->n);
+    }
+    return rc;
+}
+
+/* Groups the tables by node and writes the clusters of empty last-level nodes. */
+static int plan_nodes(ltr_load *l, node_add **out, size_t *nout)
+{
+    ltr_store *s = l->s;
+    node_add *na = calloc(l->ntables ? l->ntables : 1, sizeof *na);
+    if (!na)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < l->ntables; i++) {
+        if (n && l->tables[na[n - 1].first].node == l->tables[i].node)
+            na[n - 1].n++;
+        else
+            na[n++] = (node_add){i, 1, NULL};
+    }
+    *out = na;
+    *nout = n;
+    int rc = LTR_OK;
+    int last = l->target + 1 == s->o.levels && s->o.bloom_bits_per_key;
+    version *v = last ? store_pin(s) : NULL; /* background work is paused: it stays current */
+    for (size_t j = 0; last && j < n && !rc; j++)
+        if (!version_node(v, l->tables[na[j].first].node))
+            rc = build_node_cluster(l, &na[j]);
+    if (v)
+        version_unref(v);
+    return rc;
+}
+
+/* One edit adds every loaded table as the newest of its node (in the order they were built),
+ * with the clusters, made durable in one manifest record (the tables were fsynced when
+ * written; the clusters are synced by the checkpoint, before the record). */
+static int install_tables(ltr_load *l)
+{
+    ltr_store *s = l->s;
+    node_add *na = NULL;
+    size_t nn = 0, k = 0;
+    vedit_op *ops = calloc(2 * l->ntables + 1, sizeof *ops);
+    tref **refs = calloc(l->ntables + 1, sizeof *refs);
+    int rc = ops && refs ? plan_nodes(l, &na, &nn) : ltr_fail(LTR_ENOMEM, "out of memory");
+    medit e = {0};
+    for (size_t j = 0; j < nn && !rc; j++)
+        rc = node_ops(l, &na[j], ops, &k, &e, refs);
+    if (!rc) {
+        store_count(s, C_USER_BYTES, l->st.user_bytes);
+        store_count(s, C_WRITTEN_LOAD, l->st.table_bytes + l->st.spill_bytes);
+        pthread_mutex_lock(&s->state_mu);
+        rc = store_install(s, ops, k, &e);
+        for (size_t j = 0; !rc && j < nn; j++) {
+            if (na[j].bc)
+                store_wrote(s, 1, na[j].bc->file);
+            else if (l->target + 1 == s->o.levels)
+                lastlevel_note(s, l->tables[na[j].first].node);
+        }
+        pthread_mutex_unlock(&s->state_mu);
+    }
+    for (size_t j = 0; j < nn; j++) {
+        if (rc && na[j].bc) /* not installed */
+            unlink(na[j].bc->path);
+        cluster_unref(na[j].bc);
+    }
+    for (size_t i = 0; refs && i < l->ntables; i++)
+        tref_unref(refs[i]);
     medit_free(&e);
+    free(na);
     free(ops);
+    free(refs);
     return rc ? rc : store_checkpoint(s, CKPT_FORCE);
 }
 
@@ -671,18 +783,12 @@ static int install(ltr_load *l)
     store_bg_pause(l->s);
     rc = compact_above(l);
     qsort(l->tables, l->ntables, sizeof *l->tables, by_node_seq);
-    tref **refs = calloc(l->ntables ? l->ntables : 1, sizeof *refs);
-    if (!rc && !refs)
-        rc = ltr_fail(LTR_ENOMEM, "out of memory");
     if (!rc)
         rc = number_tables(l);
     if (!rc)
-        rc = link_tables(l, refs);
+        rc = link_tables(l);
     if (!rc)
-        rc = install_tables(l, refs);
-    for (size_t i = 0; refs && i < l->ntables; i++)
-        tref_unref(refs[i]);
-    free(refs);
+        rc = install_tables(l);
     store_bg_resume(l->s);
     return rc; /* (links of a failed install are orphans: the next writer open removes them) */
 }
