@@ -30,6 +30,7 @@ import time
 
 from . import demo
 from . import errors
+from . import load
 from . import store
 
 
@@ -105,6 +106,9 @@ def stats_text(path: str, st: dict) -> str:
                f"{human_bytes(sum(by['compaction'].values()))}, garbage collection "
                f"{human_bytes(by['gc'])}, BloomClusters {human_bytes(by['clusters'])}, manifest "
                f"{human_bytes(by['manifest'])}")
+    if st.get("load_unfinished"):
+        out.append("  an unfinished load waits: run the same lsmtrie load with --resume to finish "
+                   "it (a new load starts over)")
     per_item = st["metadata_memory_bytes"] / sum(items) if sum(items) else 0.0
     out.append(f"  metadata in memory: {human_bytes(st['metadata_memory_bytes'])}"
                f" ({per_item:.2f} bytes per item)")
@@ -149,6 +153,9 @@ def main(argv=None) -> int:
                        help="the directory of its BloomClusters, if it was opened with one")
         p.add_argument("--json", action="store_true", help=json_help)
         p.set_defaults(func=func)
+    p = sub.add_parser("load", help="load a data set into a store, straight into the trie")
+    load.add_arguments(p)
+    p.set_defaults(func=load.run_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,464 @@
+"""Bulk loading: `lsmtrie.load(path, inputs, ...)` and the `lsmtrie load` command.
+
+The input is read in large chunks (decompressed by suffix), parsed into packed batches by the C
+parsers (lsmtrie/_parse.py), and handed to the C loader (lsmtrie/_loader.py), which partitions,
+builds each trie node's tables and installs all of them at once (docs/design.md "The loader").
+No Python work per item or line: the per-chunk loop below runs a few hundred times a gigabyte.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import errors
+from ._loader import Loader, plan_options
+from .store import Store
+
+CHUNK = 8 << 20                # input bytes parsed at a time
+CHECKPOINT_BYTES = 256 << 20   # input between durable points (a resume re-reads at most this)
+GENERATE_BATCH = 1 << 20       # generated items at a time
+FORMATS = ("tsv", "csv", "jsonl", "fixed", "lenprefix")
+ENCODINGS = ("utf8", "hex", "base64")
+# Average encoded bytes a line of a text format holds per item byte, for estimates without
+# --expected-items: a line's key and value plus their header, against the line's length.
+COMPRESSION_GUESS = 4.0        # a compressed input's expansion, when nothing better is known
+
+
+class LoadError(errors.Error):
+    """A load that could not run or finish: bad input (with file, line and reason), a refused
+    resume, too little disk. The store is as it was (or, after a crash, resumable)."""
+
+
+@dataclass
+class LoadOptions:
+    format: str = "tsv"
+    key_encoding: str = "utf8"
+    value_encoding: str = "utf8"
+    generate: int | None = None
+    key_size: int = 16
+    value_size: int = 16
+    seed: int = 0
+    on_bad_line: str = "fail"
+    expected_items: int | None = None
+    memory: int = 1 << 30
+    tmp: str | None = None
+    resume: bool = False
+    progress: bool = False
+    metadata_path: str | None = None
+
+    def check(self) -> None:
+        if self.format not in FORMATS:
+            raise errors.InvalidArgumentError(f"unknown format {self.format!r}; one of {', '.join(FORMATS)}")
+        for what in ("key_encoding", "value_encoding"):
+            if getattr(self, what) not in ENCODINGS:
+                raise errors.InvalidArgumentError(f"unknown {what} {getattr(self, what)!r}; one of {', '.join(ENCODINGS)}")
+        if self.on_bad_line not in ("fail", "skip"):
+            raise errors.InvalidArgumentError("on_bad_line must be 'fail' or 'skip'")
+        if self.memory < (16 << 20):
+            raise errors.InvalidArgumentError("memory must be at least 16 MiB")
+        if self.generate is not None and self.generate < 0:
+            raise errors.InvalidArgumentError("generate must be at least 0")
+        if not (0 <= self.key_size <= 65535 and 0 <= self.value_size <= 16 << 20):
+            raise errors.InvalidArgumentError("key_size must be 0..65535 and value_size 0..16 MiB")
+
+
+# ---- inputs ----
+
+def open_input(name: str):
+    """A binary stream of an input file (`-`: standard input), decompressed by its suffix."""
+    if name == "-":
+        return sys.stdin.buffer
+    if name.endswith(".gz"):
+        return gzip.open(name, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(name, "rb")
+    if name.endswith(".xz"):
+        return lzma.open(name, "rb")
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise LoadError(f"{name}: reading .zst needs the zstandard package "
+                            "(pip install 'lsmtrie[load]')") from None
+        return zstandard.ZstdDecompressor().stream_reader(open(name, "rb"))
+    return open(name, "rb")
+
+
+def _input_size(name: str) -> tuple[int | None, bool]:
+    """(bytes on disk, compressed) of an input; None for standard input."""
+    if name == "-":
+        return None, False
+    return os.path.getsize(name), name.endswith((".gz", ".bz2", ".xz", ".zst"))
+
+
+@dataclass
+class Progress:
+    """The load's counters as it runs, and the live line on stderr (tqdm)."""
+    enabled: bool
+    total_bytes: int | None
+    phase: str = "reading"
+    bytes_read: int = 0
+    items_read: int = 0
+    bad_lines: int = 0
+    started: float = field(default_factory=time.monotonic)
+    bar: object = None
+
+    def __post_init__(self):
+        if self.enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total_bytes, unit="B", unit_scale=True, file=sys.stderr,
+                            desc="reading", dynamic_ncols=True, mininterval=1.0)
+
+    def update(self, nbytes: int, items: int, extra: dict) -> None:
+        self.bytes_read += nbytes
+        self.items_read += items
+        if self.bar is not None:
+            rate = self.items_read / max(time.monotonic() - self.started, 1e-9)
+            self.bar.set_postfix(items=f"{self.items_read:,}", items_s=f"{rate:,.0f}", **extra,
+                                 refresh=False)
+            self.bar.update(nbytes)
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        if self.bar is not None:
+            self.bar.set_description(phase)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- the load ----
+
+def _identity(inputs, o: LoadOptions) -> str:
+    """What a resume must repeat: everything that decides the loaded contents."""
+    what = {"inputs": [os.path.abspath(i) if i != "-" else "-" for i in inputs or []],
+            "format": o.format, "key_encoding": o.key_encoding, "value_encoding": o.value_encoding,
+            "generate": o.generate, "key_size": o.key_size, "value_size": o.value_size,
+            "seed": o.seed, "on_bad_line": o.on_bad_line}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _dir_bytes(paths) -> int:
+    """Bytes the directories take on disk (each file once: the loader hard-links its tables)."""
+    seen, total = set(), 0
+    for top in paths:
+        for root, _, files in os.walk(top):
+            for f in files:
+                try:
+                    st = os.stat(os.path.join(root, f))
+                except FileNotFoundError:
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
+class _DiskPeak:
+    """Samples the store's (and the spill directory's) size every half second while it runs."""
+
+    def __init__(self, paths):
+        self.paths, self.peak, self._stop = paths, _dir_bytes(paths), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, _dir_bytes(self.paths))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _dir_bytes(self.paths))
+        return self.peak
+
+
+def _write_bytes() -> int:
+    """Bytes this process made the kernel write (less what it cancelled): /proc/self/io."""
+    try:
+        f = dict(line.split(":") for line in open("/proc/self/io"))
+        return int(f["write_bytes"]) - int(f["cancelled_write_bytes"])
+    except OSError:
+        return 0
+
+
+def _peak_rss() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _generated(n: int, o: LoadOptions, start_batch: int):
+    """Batches of the seeded generator from batch start_batch on: (keys, values, key offsets,
+    value offsets, count). Batch b's items depend on (seed, b) only, so a resume regenerates
+    exactly the batches after its checkpoint."""
+    for b in range(start_batch, (n + GENERATE_BATCH - 1) // GENERATE_BATCH):
+        m = min(GENERATE_BATCH, n - b * GENERATE_BATCH)
+        rng = np.random.default_rng([o.seed, b])
+        keys = rng.integers(0, 256, m * o.key_size, dtype=np.uint8)
+        values = rng.integers(0, 256, m * o.value_size, dtype=np.uint8)
+        yield b, keys, np.arange(m + 1, dtype=np.int64) * o.key_size, values, \
+            np.arange(m + 1, dtype=np.int64) * o.value_size, m
+
+
+def _estimate(inputs, o: LoadOptions) -> tuple[int, int]:
+    """(encoded bytes, items) expected: from --generate, --expected-items, or the inputs' sizes."""
+    if o.generate is not None:
+        return o.generate * (o.key_size + o.value_size + 4), o.generate
+    size = 0
+    for name in inputs:
+        n, compressed = _input_size(name)
+        size += int((n or 0) * (COMPRESSION_GUESS if compressed else 1))
+    items = o.expected_items or 0
+    return (max(size, items * 34) if items else size), items
+
+
+def _check_space(store_path: str, tmp: str | None, data: int) -> None:
+    """Refuses a load that cannot fit: the partitions (about the data) and the tables (about as
+    much again, less the partitions removed as their tables are written) at their peak."""
+    need = int(data * 1.25) + (64 << 20)
+    where = tmp or store_path
+    probe = where
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise LoadError(f"not enough disk space for this load in {where}: it needs about "
+                        f"{need / 1e9:.1f} GB and {free / 1e9:.1f} GB are free "
+                        "(give --expected-items if the estimate from the input's size is wrong)")
+
+
+def load(path: str, inputs=None, **options) -> dict:
+    """Loads a data set into the store at `path` (created when missing, with options chosen
+    for the data) and returns the summary (the command's --json): items_read, items_loaded,
+    bad_lines, duplicates, seconds, items_per_s, user_bytes, bytes_written,
+    write_amplification, store_bytes, peak_rss_bytes, peak_disk_bytes.
+
+    `inputs`: file names (`-` is standard input) in a format (`format`: tsv, csv, jsonl, fixed,
+    lenprefix; docs/format/load-input.md), or a pair of packed/array key and value batches, or
+    an iterator of (keys, values) batches; or `generate=N` items from a seeded generator.
+    A later item of a key beats an earlier one and the load beats what the store held; the
+    store shows all of the load or none of it. `resume=True` continues a load that was killed,
+    given the same arguments."""
+    o = LoadOptions(**options)
+    o.check()
+    if o.generate is not None and inputs:
+        raise errors.InvalidArgumentError("give inputs or generate, not both")
+    files = None
+    if o.generate is None:
+        if inputs is None or isinstance(inputs, (str, os.PathLike)):
+            inputs = ["-"] if inputs is None else [inputs]
+        if isinstance(inputs, (list, tuple)) and all(isinstance(i, (str, os.PathLike)) for i in inputs):
+            files = [os.fspath(i) for i in inputs]
+    started = time.monotonic()
+    data, items = _estimate(files or [], o)
+    exists = os.path.exists(os.path.join(path, "CURRENT"))
+    store_opts = {} if exists or not data else plan_options(data, items)
+    if not o.resume:
+        _check_space(path, o.tmp, data)
+    written0 = _write_bytes()
+    db = Store(path, metadata_path=o.metadata_path, **store_opts)
+    disk = _DiskPeak([p for p in (path, o.tmp) if p])
+    progress = Progress(o.progress, None)
+    try:
+        summary = _run(db, files, inputs, o, data, progress)
+    except BaseException:
+        disk.stop()
+        progress.close()
+        db.close()
+        raise
+    progress.close()
+    db.close()
+    seconds = time.monotonic() - started
+    user = summary["user_bytes"]
+    written = _write_bytes() - written0
+    summary.update(
+        seconds=seconds,
+        items_per_s=summary["items_read"] / seconds if seconds else 0.0,
+        bytes_written=written,
+        write_amplification=written / user if user else None,
+        store_bytes=_dir_bytes([path]),
+        peak_rss_bytes=_peak_rss(),
+        peak_disk_bytes=disk.stop(),
+    )
+    return summary
+
+
+def _position(**fields) -> bytes:
+    return json.dumps(fields, sort_keys=True).encode()
+
+
+class _Run:
+    """One load's loop: the source's batches into the loader, with checkpoints."""
+
+    def __init__(self, db, o: LoadOptions, identity: str, data: int, progress: Progress):
+        self.o, self.progress = o, progress
+        self.loader = Loader(db, memory=o.memory, tmp=o.tmp, expected_bytes=data,
+                             identity=identity, resume=o.resume)
+        pos = self.loader.position
+        self.start = json.loads(pos) if pos else {}
+        self.items_read = self.start.get("items_read", 0)
+        self.bad_lines = self.start.get("bad_lines", 0)
+        self.bad_examples: list[str] = []
+        self.since_checkpoint = 0
+
+    @property
+    def adding(self) -> bool:
+        return self.loader.stats()["phase"] == "adding"
+
+    def add(self, kdata, koffs, vdata, voffs, n: int, nbytes: int) -> None:
+        self.loader.add_packed(kdata, koffs, vdata, voffs, n)
+        self.items_read += n
+        self.since_checkpoint += nbytes
+        self.progress.update(nbytes, n, {})
+
+    def checkpoint_due(self) -> bool:
+        return self.since_checkpoint >= CHECKPOINT_BYTES
+
+    def checkpoint(self, **where) -> None:
+        self.loader.checkpoint(_position(items_read=self.items_read, bad_lines=self.bad_lines,
+                                         **where))
+        self.since_checkpoint = 0
+
+    def finish(self) -> dict:
+        self.progress.set_phase("building")
+        self.loader.finish()
+        st = self.loader.stats()
+        self.loader.close()
+        return {"items_read": self.items_read, "items_loaded": st["items_loaded"],
+                "bad_lines": self.bad_lines, "duplicates": st["duplicates"],
+                "user_bytes": st["user_bytes"], "bad_line_examples": self.bad_examples}
+
+
+def _load_generated(run: _Run, o: LoadOptions) -> None:
+    first = run.start.get("batch", 0)
+    for b, k, ko, v, vo, m in _generated(o.generate, o, first):
+        run.add(k, ko, v, vo, m, k.size + v.size)
+        if run.checkpoint_due():
+            run.checkpoint(batch=b + 1)
+
+
+def _load_batches(run: _Run, inputs) -> None:
+    """A program's batches: a (keys, values) pair, or an iterator of such pairs."""
+    from ._packing import pack
+    if isinstance(inputs, tuple) and len(inputs) == 2:
+        inputs = [inputs]
+    first = run.start.get("batch", 0)
+    for b, (keys, values) in enumerate(inputs):
+        if b < first:
+            continue
+        k, v = pack(keys, "keys"), pack(values, "values")
+        if k.n != v.n:
+            raise errors.InvalidArgumentError(f"batch {b}: {k.n} keys but {v.n} values")
+        run.add(k.data, k.offsets, v.data, v.offsets, k.n, k.data.size + v.data.size)
+        if run.checkpoint_due():
+            run.checkpoint(batch=b + 1)
+
+
+def _run(db, files, inputs, o: LoadOptions, data: int, progress: Progress) -> dict:
+    run = _Run(db, o, _identity(files, o), data, progress)
+    try:
+        if run.adding:
+            if o.generate is not None:
+                _load_generated(run, o)
+            elif files is not None:
+                _load_files(run, files, o)
+            else:
+                _load_batches(run, inputs)
+        return run.finish()
+    except LoadError:
+        run.loader.abort()  # bad input: the store stays exactly as it was
+        raise
+    except BaseException:
+        run.loader.close()  # killed or failed: a resume may go on from the last checkpoint
+        raise
+
+
+# ---- the command: python -m lsmtrie load STORE [INPUT ...] [options] ----
+
+def parse_size(text: str) -> int:
+    """Bytes from '1073741824', '512M', '1G', '64K' (binary multiples)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    number = t[:-1] if t[-1:] in "KMGT" and t[-1:] else t
+    try:
+        value = float(number) * mult
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (bytes, or with K, M, G)") from None
+    if value < 0:
+        raise ValueError(f"not a size: {text!r}")
+    return int(value)
+
+
+def add_arguments(p) -> None:
+    """The load command's arguments (a fixed contract: tests outside the project use it)."""
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("inputs", metavar="INPUT", nargs="*",
+                   help="files, read in order; - (or none) is standard input; .gz .bz2 .xz .zst "
+                        "are decompressed")
+    p.add_argument("--format", choices=FORMATS, default="tsv")
+    p.add_argument("--key-encoding", choices=ENCODINGS, default="utf8")
+    p.add_argument("--value-encoding", choices=ENCODINGS, default="utf8")
+    p.add_argument("--generate", type=int, metavar="N",
+                   help="N items from a seeded generator instead of inputs")
+    p.add_argument("--key-size", type=int, default=16)
+    p.add_argument("--value-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--on-bad-line", choices=("fail", "skip"), default="fail")
+    p.add_argument("--expected-items", type=int, metavar="N")
+    p.add_argument("--memory", type=parse_size, default=1 << 30, metavar="BYTES")
+    p.add_argument("--tmp", metavar="DIR")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--metadata-path", metavar="DIR")
+
+
+def run_command(args) -> int:
+    """Runs `lsmtrie load` for parsed args: 0 done, 1 bad input or a failed load (one line on
+    stderr, no traceback). Usage errors (2) are argparse's."""
+    if args.generate is not None and args.inputs:
+        print("lsmtrie load: give INPUT files or --generate, not both", file=sys.stderr)
+        return 2
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    try:
+        summary = load(args.store, None if args.generate is not None else (args.inputs or ["-"]),
+                       format=args.format, key_encoding=args.key_encoding,
+                       value_encoding=args.value_encoding, generate=args.generate,
+                       key_size=args.key_size, value_size=args.value_size, seed=args.seed,
+                       on_bad_line=args.on_bad_line, expected_items=args.expected_items,
+                       memory=args.memory, tmp=args.tmp, resume=args.resume, progress=progress,
+                       metadata_path=args.metadata_path)
+    except (errors.Error, OSError, ValueError) as e:
+        print(f"lsmtrie load: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lsmtrie load: interrupted; --resume with the same arguments goes on",
+              file=sys.stderr)
+        return 1
+    for line in summary.pop("bad_line_examples", []):
+        print(f"lsmtrie load: skipped {line}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"loaded {summary['items_loaded']:,} items ({summary['items_read']:,} read, "
+              f"{summary['duplicates']:,} duplicates, {summary['bad_lines']:,} bad lines) in "
+              f"{summary['seconds']:.1f} s: {summary['items_per_s']:,.0f} items/s, write "
+              f"amplification {summary['write_amplification'] or 0:.2f}")
+    return 0
