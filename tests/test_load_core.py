@@ -62,7 +62,7 @@ def no_load_dir(path):
 @pytest.mark.parametrize("memory", [0, 1 << 16])
 def test_a_load_into_a_new_store_holds_the_newest_item_of_each_key(tmp_path, memory):
     path = str(tmp_path / "db")
-    its = items(1, 30_000, nkeys=20_000)
+    its = items(1, 100_000, nkeys=70_000)  # 3.5 MB: more than 512 partition buffers of 4 KiB
     model = dict(its)
     with lsmtrie.Store(path, **SMALL) as db:
         st = load(db, its, memory=memory)

@@ -21,6 +21,7 @@
  *   recovery.c       loading the manifest, replaying the logs, removing orphans
  *   store_bg.c       the background threads (`bg`): flusher, compaction workers, checkpointer
  *   store_open.c     ltr_store_open, ltr_store_flush, ltr_store_close
+ *   load_journal.c   the bulk loader's journal (what --resume reads)
  *   load.c           the bulk loader: partitions, tables built per node, one install
  *
  * Lock order: write_mu, then ckpt.mu, then state_mu, then mem.lock, then ver_mu; log.sync_mu
