@@ -101,11 +101,15 @@ class Handle:
             pass
 
 
-_FAULT_OPS = {"write": 1, "fsync": 2}
+_FAULT_OPS = {"write": lib.LTR_FAULT_WRITE, "fsync": lib.LTR_FAULT_FSYNC,
+              "open": lib.LTR_FAULT_OPEN, "rename": lib.LTR_FAULT_RENAME,
+              "unlink": lib.LTR_FAULT_UNLINK, "ftruncate": lib.LTR_FAULT_FTRUNCATE,
+              "mkdir": lib.LTR_FAULT_MKDIR, "pread": lib.LTR_FAULT_PREAD}
 
 
 def fault_set(op: str, after: int, err: int) -> None:
-    """Test hook: after `after` more successful `op` calls ("write" or "fsync"), fail with errno
+    """Test hook: after `after` more successful `op` calls ("write", "fsync", "open", "rename",
+    "unlink", "ftruncate", "mkdir" or "pread"; see LTR_FAULT_* in lsmtrie.h), fail with errno
     `err` until called again with err=0. Process-wide."""
     lib.ltr_fault_set(_FAULT_OPS[op], after, err)
 

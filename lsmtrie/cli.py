@@ -1,17 +1,15 @@
 """lsmtrie command line.
 
-usage: lsmtrie demo [--n N] [--bulk] [--json]
-       lsmtrie demo --htable [--buckets N] [--absent N] [--json]
+usage: lsmtrie demo [--n N] [--levels L] [--htable] [--json]
        lsmtrie verify PATH [--metadata-path DIR] [--json]
        lsmtrie stats PATH [--metadata-path DIR] [--json]
        python -m lsmtrie demo ...
 
 Commands:
-  demo   load N generated items (16-byte keys, values 1..200 bytes) into a new store in a
-         temporary directory, read present and absent keys back, print the load rate, the
-         write amplification, reads per get and memory, and check the store (verify). With
-         --htable: build one HTable instead and print its build and lookup rates, bucket reads
-         per lookup, cached migration bytes and filter false-positive rate.
+  demo   a short demonstration: a store in a temporary directory gets single writes, a
+         batch, N generated items (put_many), reads them back, prints what it holds and what
+         writing it cost, checks every file and is removed. With --htable: one HTable built
+         and read back. (Measurements: bench/store.py, bench/htable.py.)
   verify open the store at PATH read-only (beside its writer, if one runs: the state as of
          opening), read every table and BloomCluster whole and check it (Store.verify). Exit
          status 0: sound; 1: damaged files, each named on standard error; 2: the store could
@@ -36,15 +34,12 @@ from . import store
 
 def cmd_demo(args) -> int:
     if args.htable:
-        r = demo.measure(buckets=args.buckets, absent=args.absent, single=args.single,
-                         directory=args.dir, peers=not args.no_peers)
-        text = demo.summary(r, args.buckets)
+        r = demo.htable_demo(n=args.n, directory=args.dir)
+        text = demo.htable_text(r)
     else:
-        r = demo.measure_store(n=args.n, bulk=args.bulk, levels=args.levels,
-                               reads=min(args.absent, args.n), single=args.single or 20_000,
-                               directory=args.dir, verify=True)
-        text = demo.store_summary(r)
-    print(json.dumps(r) if args.json else text, end="\n" if args.json else "")
+        r = demo.store_demo(n=args.n, levels=args.levels, directory=args.dir)
+        text = demo.store_text(r)
+    print(json.dumps(r, default=str) if args.json else text, end="\n" if args.json else "")
     return 0
 
 
@@ -82,8 +77,13 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+_SHOWN = {"tables_per_level", "items_per_level", "table_bytes_per_level", "bytes_written",
+          "user_bytes_written", "write_amplification", "bytes_written_by_kind", "load_unfinished"}
+
+
 def stats_text(path: str, st: dict) -> str:
-    """A store's contents by level and its write costs, as `lsmtrie stats` prints them."""
+    """A store's contents by level and its write costs, as `lsmtrie stats` prints them; then
+    every other counter of Store.stats() by name (so a new counter shows without an edit)."""
     tables, items = st["tables_per_level"], st["items_per_level"]
     tbytes, by = st["table_bytes_per_level"], st["bytes_written_by_kind"]
     out = [f"{path}: {sum(items):,} items in {sum(tables):,} tables "
@@ -102,16 +102,17 @@ def stats_text(path: str, st: dict) -> str:
         out.append(f"  written: {human_bytes(st['bytes_written'])} for "
                    f"{human_bytes(st['user_bytes_written'])} of keys and values "
                    f"(write amplification {wa:.2f})")
-    out.append(f"    log {human_bytes(by['log'])}, flushes {human_bytes(by['flush'])}, compactions "
-               f"{human_bytes(sum(by['compaction'].values()))}, garbage collection "
-               f"{human_bytes(by['gc'])}, BloomClusters {human_bytes(by['clusters'])}, manifest "
-               f"{human_bytes(by['manifest'])}")
+    kinds = [f"{kind} {human_bytes(sum(v.values()) if isinstance(v, dict) else v)}"
+             for kind, v in by.items()]
+    out.append("    by kind: " + ", ".join(kinds))
     if st.get("load_unfinished"):
         out.append("  an unfinished load waits: run the same lsmtrie load with --resume to finish "
                    "it (a new load starts over)")
-    per_item = st["metadata_memory_bytes"] / sum(items) if sum(items) else 0.0
-    out.append(f"  metadata in memory: {human_bytes(st['metadata_memory_bytes'])}"
-               f" ({per_item:.2f} bytes per item)")
+    for name, value in st.items():
+        if name not in _SHOWN:
+            shown = (", ".join(f"{x:,}" for x in value) if isinstance(value, list)
+                     else f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+            out.append(f"  {name.replace('_', ' ')}: {shown}")
     return "\n".join(out) + "\n"
 
 
@@ -129,17 +130,11 @@ def cmd_stats(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lsmtrie", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="load generated items into a store and read them back")
+    p = sub.add_parser("demo", help="a short demonstration of a store (or of one HTable)")
     p.add_argument("--n", type=int, default=300_000, help="items to load (default 300000)")
-    p.add_argument("--levels", type=int, default=3,
-                   help="trie levels (default 3; tables are sized so that every level holds data)")
-    p.add_argument("--bulk", action="store_true", help="load without the write-ahead log")
-    p.add_argument("--htable", action="store_true", help="build and measure one HTable instead")
-    p.add_argument("--buckets", type=int, default=1024, help="with --htable: buckets (default 1024, 4 MB)")
-    p.add_argument("--absent", type=int, default=200_000, help="absent keys to probe (default 200000)")
-    p.add_argument("--single", type=int, default=None, help="cap on keys looked up one by one")
+    p.add_argument("--levels", type=int, default=3, help="trie levels (default 3)")
+    p.add_argument("--htable", action="store_true", help="build and read one HTable instead")
     p.add_argument("--dir", default=None, help="directory for the data (default: a temporary one)")
-    p.add_argument("--no-peers", action="store_true", help="skip the dict and pybloomfiltermmap3 peers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_demo)
     for name, func, what, json_help in (

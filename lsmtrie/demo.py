@@ -1,443 +1,101 @@
-"""Demonstrations and benchmarks, shared by `python -m lsmtrie demo`, bench/store.py and
-bench/htable.py.
+"""`python -m lsmtrie demo`: a short demonstration of a store (or, with --htable, of one HTable).
 
-- The store (`measure_store`): load N generated items through put_many, flush, read present and
-  absent keys back one by one and batched, and report load rate, write amplification (engine
-  counters and the kernel's /proc/self/io), reads per get and memory.
-- One HTable (`measure`): build one table, read every key back, probe absent keys.
-
-Items are 16-byte random keys with values of uniform length 1..200 bytes, generated with numpy
-from seeded generators, chunk by chunk, and handed over as packed buffers; value bytes are cut
-from a 64 MiB pool of random bytes.
+It opens a store in a temporary directory, writes single items, a batch and a deletion, loads
+n generated items with put_many, reads some back one by one and in a batch, prints what the
+store holds and what writing it cost, checks every file (verify), reopens it read-only, and
+removes it. The measurements proper are the benchmarks' (bench/).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import resource
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-from . import store as _store
-from .htable import HTable, HTableBuilder, Lookup, TableOptions
-
-KEY_BYTES = 16
-VALUE_MAX = 200
+from .htable import HTable, HTableBuilder
+from .store import open as open_store
 
 
-def generate(n: int, seed: int):
-    """n random items: (keys uint8[n,16], value data uint8[], value offsets int64[n+1])."""
-    return chunk(seed, 0, n)
+def _items(n: int, seed: int = 1):
+    """n items: 16-byte random keys, values of 16 to 100 random bytes (packed)."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, (n, 16), dtype=np.uint8)
+    lengths = rng.integers(16, 101, n)
+    voffs = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=voffs[1:])
+    values = rng.integers(0, 256, int(voffs[-1]), dtype=np.uint8)
+    return keys, values, voffs
 
 
-def _candidates(options: TableOptions) -> int:
-    mean_item = 1 + 2 + KEY_BYTES + (1 + VALUE_MAX) / 2
-    return int(options.fill * options.buckets * 4080 / mean_item * 1.1) + 100
-
-
-def steal_seconds() -> float | None:
-    """CPU seconds the hypervisor has taken from this machine's CPUs so far (the "steal" column
-    of /proc/stat, all CPUs together), or None where it is not counted. On a shared virtual
-    machine it tells a slow measurement from a slow program."""
+def store_demo(n: int = 300_000, levels: int = 3, directory: str | None = None) -> dict:
+    base = tempfile.mkdtemp(prefix="lsmtrie-demo-", dir=directory)
+    path = os.path.join(base, "store")
+    out = {"path": path, "items": n}
     try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def steal_cores(s0: float | None, s1: float | None, wall: float) -> float | None:
-    """Cores taken by the hypervisor on average between two steal_seconds() readings."""
-    return None if s0 is None or s1 is None or wall <= 0 else (s1 - s0) / wall
-
-
-def _timed(fn, repeat: int, cpu: list | None = None, steal: list | None = None) -> list[float]:
-    """Wall seconds of each of `repeat` calls; their process CPU seconds go to `cpu`, and the
-    cores the hypervisor took meanwhile (steal_cores) to `steal`."""
-    out = []
-    for _ in range(repeat):
-        t0, c0, s0 = time.perf_counter(), process_cpu(), steal_seconds()
-        fn()
-        out.append(time.perf_counter() - t0)
-        if cpu is not None:
-            cpu.append(process_cpu() - c0)
-        if steal is not None:
-            steal.append(steal_cores(s0, steal_seconds(), out[-1]))
+        with open_store(path, levels=levels, table_buckets=256) as db:
+            db.put(b"hello", b"world")
+            with db.write_batch() as wb:
+                wb.put(b"a", b"1")
+                wb.put(b"b", b"2")
+                wb.delete(b"hello")
+            assert db.get(b"a") == b"1" and db.get(b"hello") is None
+            keys, values, voffs = _items(n)
+            t0 = time.perf_counter()
+            db.put_many(keys, (values, voffs))
+            db.flush()
+            out["load_seconds"] = time.perf_counter() - t0
+            sample = keys[:: max(1, n // 10_000)]
+            t0 = time.perf_counter()
+            got = db.get_many(sample)
+            out["batched_get_seconds"] = time.perf_counter() - t0
+            i = np.arange(0, n, max(1, n // 10_000))
+            assert got == [values[voffs[j]:voffs[j + 1]].tobytes() for j in i]
+            st = db.stats()
+            out.update(items_per_level=st["items_per_level"],
+                       write_amplification=st["write_amplification"],
+                       reads_per_get=(st["bucket_reads"] + st["cluster_reads"]) / max(1, st["gets"]),
+                       verified=db.verify())
+        with open_store(path, read_only=True) as db:
+            assert db.get(b"b") == b"2"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     return out
 
 
-def _median_or_none(xs: list):
-    return None if not xs or any(x is None for x in xs) else statistics.median(xs)
+def store_text(r: dict) -> str:
+    n = r["items"]
+    return (f"store in {r['path']} (removed again)\n"
+            f"  put_many of {n:,} items and flush(): {r['load_seconds']:.2f} s "
+            f"({n / r['load_seconds']:,.0f} items/s)\n"
+            f"  get_many of {min(n, 10_000):,} of them: {r['batched_get_seconds'] * 1e3:.1f} ms, "
+            f"{r['reads_per_get']:.2f} bucket and cluster reads per get\n"
+            f"  items by trie level: {', '.join(f'{x:,}' for x in r['items_per_level'])}\n"
+            f"  write amplification: {r['write_amplification']:.2f}\n"
+            f"  verify: {r['verified']['tables']} tables, {r['verified']['items']:,} items sound\n")
 
 
-def _build(path, options, keys, vdata, voffs):
-    t0 = time.perf_counter()
-    with HTableBuilder(options) as b:
-        taken = b.add_many(keys, (vdata, voffs))
-        st = b.finish(path)
-    return taken, st, time.perf_counter() - t0
-
-
-def _pybloom_false_positive_rate(present, absent) -> float | None:
-    """pybloomfiltermmap3 at the same 16 bits per key, as a peer for the false-positive rate."""
+def htable_demo(n: int = 100_000, directory: str | None = None) -> dict:
+    base = tempfile.mkdtemp(prefix="lsmtrie-demo-", dir=directory)
+    path = os.path.join(base, "table.ht")
     try:
-        import pybloomfilter
-    except ImportError:  # an optional peer; the figure is then reported as None
-        return None
-    bf = pybloomfilter.BloomFilter(len(present), 4.58e-4)  # sized to 16 bits/key, 11 probes
-    bf.update(bytes(r) for r in present)
-    hits = sum(1 for r in absent if bytes(r) in bf)
-    return hits / len(absent)
-
-
-def measure(buckets=8191, fill=0.95, absent=1_000_000, single=None, seed=1, directory=None,
-            peers=True) -> dict:
-    """Builds one table and measures it. `single` caps the keys looked up one by one."""
-    options = TableOptions(buckets=buckets, fill=fill, sync=True)
-    keys, vdata, voffs = generate(_candidates(options), seed)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        path = os.path.join(tmp, "demo.htable")
-        taken, st, durable_s = _build(path, options, keys, vdata, voffs)
-        nosync = TableOptions(buckets=buckets, fill=fill, sync=False)
-        build_s = min(_build(path + ".nosync", nosync, keys, vdata, voffs)[2] for _ in range(3))
-        keys = keys[:taken]
+        keys, values, voffs = _items(n)
+        with HTableBuilder(buckets=max(16, n * 80 // 4000)) as b:
+            b.add_many(keys, (values, voffs))
+            stats = b.finish(path)
         with HTable(path) as t:
-            r = _measure_reads(t, keys, vdata, voffs, absent, single, seed)
-            info = t.info
-    filter_data = info["filter_bytes"] - 4 * (buckets + 1)
-    r.update(
-        items=taken,
-        table_bytes=st.file_bytes,
-        build_items_per_s=taken / build_s,
-        build_items_per_s_durable=taken / durable_s,
-        cached_migration_bytes=info["cached_record_bytes"],
-        cached_records=info["cached_records"],
-        migration_records=st.records,
-        overflow_items=st.overflow_items,
-        bits_per_key=filter_data * 8 / taken,
-        filter_memory_bits_per_key=info["filter_bytes"] * 8 / taken,
-        bloom_probes=info["bloom_probes"],
-    )
-    if peers:
-        r.update(_peers(keys, vdata, voffs, absent, seed))
-    return r
-
-
-def _measure_reads(t, keys, vdata, voffs, absent, single, seed) -> dict:
-    status, data, vo = t.lookup_many_packed(keys)  # warm-up pass; also the correctness check
-    if not (status == Lookup.FOUND).all() or data != vdata[: voffs[len(keys)]].tobytes():
-        raise AssertionError("a stored item did not read back intact")
-    t.reset_stats()
-    batched = _timed(lambda: t.lookup_many_packed(keys), 3)
-    st = t.read_stats()
-    reads = (st["bucket_reads"] + st["overflow_reads"]) / st["lookups"]
-    n_single = len(keys) if single is None else min(single, len(keys))
-    one_by_one = [bytes(k) for k in keys[:n_single]]
-    get = t.get
-    single_s = _timed(lambda: [get(k) for k in one_by_one], 1)[0]
-    miss = np.random.default_rng(seed + 1).integers(0, 256, size=(absent, KEY_BYTES), dtype=np.uint8)
-    t.reset_stats()
-    miss_s = _timed(lambda: t.lookup_many_packed(miss), 1)[0]
-    ms = t.read_stats()
-    return dict(
-        lookup_items_per_s_batched=len(keys) / statistics.median(batched),
-        lookup_items_per_s_single=n_single / single_s,
-        absent_lookups_per_s_batched=absent / miss_s,
-        reads_per_present_lookup=reads,
-        absent_keys=absent,
-        filter_false_positive_rate=ms["filter_false_positives"] / absent,
-        reads_per_absent_lookup=(ms["bucket_reads"] + ms["overflow_reads"]) / absent,
-    )
-
-
-def _peers(keys, vdata, voffs, absent, seed) -> dict:
-    """The same reads against an in-memory Python dict, and pybloomfiltermmap3's filter."""
-    kb = [bytes(k) for k in keys]
-    d = dict(zip(kb, (vdata[voffs[i]: voffs[i + 1]].tobytes() for i in range(len(kb)))))
-    dict_s = min(_timed(lambda: [d.get(k) for k in kb], 3))
-    n_fp = min(absent, 200_000)
-    miss = np.random.default_rng(seed + 1).integers(0, 256, size=(n_fp, KEY_BYTES), dtype=np.uint8)
-    return dict(
-        peer_dict_lookup_items_per_s=len(kb) / dict_s,
-        peer_pybloom_false_positive_rate=_pybloom_false_positive_rate(keys, miss),
-    )
-
-
-SUMMARY = """\
-HTable: {buckets} buckets of 4 KB, {items:,} items (16-byte keys, values 1..200 bytes), {table_mb:.1f} MB file
-  build            {build_items_per_s:>12,.0f} items/s  (page cache; {build_items_per_s_durable:,.0f} items/s with fsync)
-  lookups batched  {lookup_items_per_s_batched:>12,.0f} items/s  (page cache; a Python dict does {peer_dict:,.0f}/s)
-  lookups single   {lookup_items_per_s_single:>12,.0f} items/s
-  absent batched   {absent_lookups_per_s_batched:>12,.0f} keys/s
-  bucket reads per present lookup   {reads_per_present_lookup:.4f}
-  cached migration records          {cached_records} ({cached_migration_bytes:,} bytes) of {migration_records}
-  filter false positives            {fp_pct:.4f}% of {absent_keys:,} absent keys ({bits_per_key:.2f} bits/key, {bloom_probes} probes; pybloomfiltermmap3 at 16 bits/key: {peer_fp})
-"""
-
-
-def summary(r: dict, buckets: int) -> str:
-    peer_fp = r.get("peer_pybloom_false_positive_rate")
-    return SUMMARY.format(
-        buckets=buckets, table_mb=r["table_bytes"] / 2**20,
-        fp_pct=100 * r["filter_false_positive_rate"],
-        peer_dict=r.get("peer_dict_lookup_items_per_s") or 0,
-        peer_fp="n/a" if peer_fp is None else f"{100 * peer_fp:.4f}%", **r,
-    )
-
-
-# ---- the store ----
-
-CHUNK = 100_000
-ITEM_BYTES = 1 + 2 + 16 + 100.5 + 0.4  # encoded: varints, key, mean value (+ 2-byte varints)
-
-
-_POOLS: dict = {}
-POOL_BYTES = 64 << 20
-
-
-def _value_pool(seed: int) -> np.ndarray:
-    """64 MiB of random bytes per seed; a chunk's values are a window of it at a random offset
-    (random bytes all the same, at no cost per chunk: generating them was a tenth of the load)."""
-    if seed not in _POOLS:
-        _POOLS.clear()
-        _POOLS[seed] = np.frombuffer(np.random.default_rng([seed, 2**31]).bytes(POOL_BYTES), np.uint8)
-    return _POOLS[seed]
-
-
-def chunk(seed: int, c: int, n: int):
-    """Items [c*CHUNK, c*CHUNK + n): keys uint8[n,16], value data, value offsets."""
-    rng = np.random.default_rng([seed, c])
-    keys = np.frombuffer(rng.bytes(16 * n), np.uint8).reshape(n, 16)
-    lengths = rng.integers(1, VALUE_MAX + 1, size=n)
-    voffs = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=voffs[1:])
-    total, pool = int(voffs[-1]), _value_pool(seed)
-    if total > len(pool) // 2:
-        return keys, np.frombuffer(rng.bytes(total), np.uint8), voffs
-    at = int(rng.integers(0, len(pool) - total))
-    return keys, pool[at: at + total], voffs
-
-
-def choose_buckets(n: int, levels: int, node_tables: int, fill: float) -> int:
-    """Tables small enough that about 1.5x the data needed to reach the last level is loaded."""
-    flushes_to_last = node_tables ** (levels - 1)
-    table_bytes = n * ITEM_BYTES / (1.5 * flushes_to_last)
-    return int(max(1, min(8191, table_bytes / (fill * 4080))))
-
-
-def proc_io() -> dict:
-    with open("/proc/self/io") as f:
-        return {k: int(v) for k, v in (line.split(": ") for line in f)}
-
-
-def process_cpu() -> float:
-    """CPU seconds of this process so far, every thread (the store's background ones too)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def load(db, n: int, seed: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the store) to load n items and flush; the CPU time spent
-    generating the items is left out."""
-    t0, c0, gen = time.perf_counter(), process_cpu(), 0.0
-    for c in range((n + CHUNK - 1) // CHUNK):
-        m = min(CHUNK, n - c * CHUNK)
-        g0 = time.thread_time()
-        keys, vdata, voffs = chunk(seed, c, m)
-        gen += time.thread_time() - g0
-        db.put_many(keys, (vdata, voffs))
-    db.flush()
-    return time.perf_counter() - t0, process_cpu() - c0 - gen
-
-
-def sample_present(n: int, seed: int, count: int):
-    """count present keys with their values, drawn from random chunks."""
-    rng = np.random.default_rng(seed + 7)
-    chunks = (n + CHUNK - 1) // CHUNK
-    keys, values = [], []
-    per = max(1, count // min(chunks, 20))
-    for c in rng.choice(chunks, size=min(chunks, 20), replace=False):
-        m = min(CHUNK, n - c * CHUNK)
-        k, vd, vo = chunk(seed, int(c), m)
-        for i in rng.choice(m, size=min(per, m), replace=False):
-            keys.append(k[i].tobytes())
-            values.append(vd[vo[i]:vo[i + 1]].tobytes())
-    return keys[:count], values[:count]
-
-
-def delta(after: dict, before: dict, key: str):
-    a, b = after[key], before[key]
-    return [x - y for x, y in zip(a, b)] if isinstance(a, list) else a - b
-
-
-def measure_reads(db, keys, values, misses, single: int) -> dict:
-    """Read counts from one pass over the keys (which also checks every value); rates from the
-    median of three more passes, as bench/htable.py does (the first pass warms the caches)."""
-    st0 = db.stats()
-    got = db.get_many(keys)
-    if got != values:
-        raise AssertionError("a present key did not read back its value")
-    st1 = db.stats()
-    status, _, _ = db.get_many_packed(misses)
-    if status.any():
-        raise AssertionError("an absent key was found")
-    st2 = db.stats()
-    hit_cpu, single_cpu, hit_steal = [], [], []
-    hit_s = statistics.median(_timed(lambda: db.get_many(keys), 3, hit_cpu, hit_steal))
-    miss_s = statistics.median(_timed(lambda: db.get_many_packed(misses), 3))
-    get = db.get
-    one = keys[:single]
-    for k in one:  # warm-up, as for the batches
-        get(k)
-
-    def singles():
-        for k in one:
-            get(k)
-
-    single_s = statistics.median(_timed(singles, 3, single_cpu))
-    # the floor under batched hits: as many bucket reads alone, on the same two threads
-    floor = [db.read_floor(len(keys), 2, seed=r) for r in range(3)]
-    floor_s = statistics.median(w for w, _ in floor)
-    floor_cpu = statistics.median(c for _, c in floor)
-    hits = delta(st1, st0, "hits_per_level")
-    hreads = delta(st1, st0, "hit_reads_per_level")
-    miss_reads = delta(st2, st1, "bucket_reads") + delta(st2, st1, "cluster_reads")
-    by_level = [round(r / h, 4) if h else None for r, h in zip(hreads, hits)]
-    upper_h, upper_r = sum(hits[:-1]), sum(hreads[:-1])
-    return dict(
-        get_hit_per_s_batched=len(keys) / hit_s,
-        get_hit_steal_cores_batched=_median_or_none(hit_steal),
-        get_miss_per_s_batched=len(misses) / miss_s,
-        floor_reads_per_s=len(keys) / floor_s,
-        floor_cpu_us_per_read=floor_cpu / len(keys) * 1e6,
-        get_hit_cpu_us_above_floor=(statistics.median(hit_cpu) - floor_cpu) / len(keys) * 1e6,
-        get_hit_per_s_single=len(one) / single_s,
-        get_hit_cpu_us_batched=statistics.median(hit_cpu) / len(keys) * 1e6,
-        get_hit_cpu_us_single=statistics.median(single_cpu) / len(one) * 1e6,
-        reads_per_get_hit=sum(hreads) / sum(hits),
-        reads_per_get_hit_upper_levels=upper_r / upper_h if upper_h else None,
-        reads_per_get_hit_last_level=by_level[-1],
-        reads_per_get_hit_by_level=by_level,
-        hits_by_level=hits,
-        reads_per_get_miss=miss_reads / len(misses),
-    )
-
-
-def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, single=50_000,
-                  metadata=False, seed=1, directory=None, keep=False, verify=False) -> dict:
-    """Loads n items into a new store and measures it (see the module docstring). With
-    verify, the store is then read whole and checked (Store.verify), after the measurements."""
-    buckets = buckets or choose_buckets(n, levels, 8, 0.95)
-    base = directory or tempfile.mkdtemp(prefix="lsmtrie-")
-    os.makedirs(base, exist_ok=True)
-    path = os.path.join(base, "store")
-    meta = os.path.join(base, "meta") if metadata else None
-    shutil.rmtree(path, ignore_errors=True)
-    io0 = proc_io()
-    try:
-        with _store.open(path, metadata_path=meta, bulk=bulk, table_buckets=buckets,
-                         levels=levels) as db:
-            s0 = steal_seconds()
-            load_s, load_cpu = load(db, n, seed)
-            load_steal = steal_cores(s0, steal_seconds(), load_s)
-            io1 = proc_io()
-            st = db.stats()
-            keys, values = sample_present(n, seed, min(reads, n))
-            misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
-            r = measure_reads(db, keys, values, misses, single)
-            if verify:
-                t = time.perf_counter()
-                r["verified"] = db.verify()
-                r["verified"]["seconds"] = time.perf_counter() - t
-        reopened = measure_reopened(path, meta, n, seed, min(reads, n), single)
+            sample = keys[:1000]
+            assert t.get_many(sample) == [values[voffs[j]:voffs[j + 1]].tobytes() for j in range(1000)]
+            return {"items": n, "file_bytes": os.path.getsize(path), "info": t.info,
+                    "build": stats._asdict() if hasattr(stats, "_asdict") else dict(stats.__dict__)}
     finally:
-        if not keep:
-            shutil.rmtree(base if not directory else path, ignore_errors=True)
-    user = st["user_bytes_written"]
-    os_bytes = (io1["write_bytes"] - io0["write_bytes"]) - (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"])
-    return dict(
-        n=n, bulk=bulk, levels=levels, table_buckets=buckets,
-        load_items_per_s=n / load_s, load_seconds=load_s, load_cpu_us_per_item=load_cpu / n * 1e6,
-        load_steal_cores=load_steal,
-        wa_engine=st["write_amplification"], wa_os=os_bytes / user,
-        bytes_written_by_kind=st["bytes_written_by_kind"],
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        metadata_memory_bytes_per_item=st["metadata_memory_bytes"] / n,
-        tables_per_level=st["tables_per_level"], items_per_level=st["items_per_level"],
-        flushes=st["flushes"], compactions=st["compactions"], gcs=st["gcs"],
-        write_stalls=st["write_stalls"], **r, reopened=reopened,
-    )
+        shutil.rmtree(base, ignore_errors=True)
 
 
-_READ_RATES = ("get_hit_per_s_batched", "get_hit_cpu_us_batched", "get_hit_per_s_single",
-               "get_hit_cpu_us_single", "get_miss_per_s_batched", "floor_reads_per_s",
-               "floor_cpu_us_per_read", "get_hit_cpu_us_above_floor", "get_hit_steal_cores_batched")
-
-
-def reads_of_store(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
-    """The read rates of an existing store (measure_reads), opened read-only."""
-    with _store.open(path, metadata_path=meta, read_only=True) as db:
-        keys, values = sample_present(n, seed, reads)
-        misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
-        r = measure_reads(db, keys, values, misses, single)
-    return {k: r[k] for k in _READ_RATES}
-
-
-def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
-    """The same reads by a new process that opens the store afterwards, as a user of an
-    existing store sees them. (In the process that loaded it they cost somewhat more CPU per
-    key: the metadata a lookup walks was allocated piecemeal over the load, see the README.)"""
-    code = ("import json, sys; from lsmtrie import demo; "
-            "print(json.dumps(demo.reads_of_store(*json.loads(sys.argv[1]))))")
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    args = json.dumps([path, meta, n, seed, reads, single])
-    out = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-STORE_SUMMARY = """\
-lsmtrie store: {n:,} items (16-byte keys, values 1..200 bytes), {levels} levels, tables of {table_buckets} buckets, {mode}
-  load                {load_items_per_s:>12,.0f} items/s  ({load_seconds:.1f} s, until compactions settled; {load_cpu_us_per_item:.2f} us CPU/item{load_steal})
-  write amplification {wa_os:>12.2f} (OS write_bytes)   {wa_engine:.2f} (engine counters)
-  gets, hits batched  {get_hit_per_s_batched:>12,.0f} /s  ({get_hit_cpu_us_batched:.2f} us CPU/key{hit_steal})
-  gets, hits single   {get_hit_per_s_single:>12,.0f} /s  ({get_hit_cpu_us_single:.2f} us CPU/key)
-  gets, misses batch  {get_miss_per_s_batched:>12,.0f} /s
-  bucket reads alone  {floor_reads_per_s:>12,.0f} /s  ({floor_cpu_us_per_read:.2f} us CPU/read: random buckets read and checked on two threads, the floor under batched hits; a hit costs {get_hit_cpu_us_above_floor:.2f} us more)
-  reopened by a new process: hits batched {reopened[get_hit_per_s_batched]:,.0f} /s ({reopened[get_hit_cpu_us_batched]:.2f} us CPU/key), single {reopened[get_hit_per_s_single]:,.0f} /s, misses batched {reopened[get_miss_per_s_batched]:,.0f} /s, bucket reads alone {reopened[floor_reads_per_s]:,.0f} /s (a hit {reopened[get_hit_cpu_us_above_floor]:.2f} us more)
-  reads per hit       {reads_per_get_hit:.4f} overall; by level {reads_per_get_hit_by_level}
-  reads per miss      {reads_per_get_miss:.4f}
-  peak RSS            {peak_rss_mb:,.0f} MB;  metadata memory {metadata_memory_bytes_per_item:.2f} bytes/item
-  tables per level    {tables_per_level};  items per level {items_per_level}
-"""
-
-
-
-
-def _steal_note(cores) -> str:
-    return "" if cores is None else f"; the hypervisor took {cores:.2f} cores meanwhile"
-
-
-def store_summary(r: dict) -> str:
-    text = STORE_SUMMARY.format(mode="bulk (no log)" if r["bulk"] else "with the log",
-                                peak_rss_mb=r["peak_rss_bytes"] / 2**20,
-                                load_steal=_steal_note(r["load_steal_cores"]),
-                                hit_steal=_steal_note(r["get_hit_steal_cores_batched"]), **r)
-    if "verified" in r:
-        text += VERIFIED.format(**r["verified"])
-    return text
-
-
-VERIFIED = """\
-  verified            sound: {tables:,} tables ({items:,} items) and {clusters:,} BloomClusters read whole and checked in {seconds:.1f} s
-"""
+def htable_text(r: dict) -> str:
+    info = r["info"]
+    return (f"one HTable of {r['items']:,} items: {info['buckets']:,} buckets of 4 KB, "
+            f"{r['file_bytes'] / 1e6:.1f} MB, {info['records']} migration records, "
+            f"{info['overflow_items']} items in the overflow area; 1,000 keys read back\n")

@@ -37,6 +37,16 @@ def _int_option(name, value, lo, hi):
         raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
 
 
+def _c_defaults():
+    """The core's option defaults (LTR_DEFAULT_* in lsmtrie.h, fill included)."""
+    o = ffi.new("ltr_table_opts *")
+    lib.ltr_table_opts_default(o)
+    return o
+
+
+_DEFAULTS = _c_defaults()
+
+
 @dataclasses.dataclass(frozen=True)
 class TableOptions:
     """Geometry and tuning of one HTable.
@@ -50,11 +60,11 @@ class TableOptions:
         sync: fsync the table and its directory when it is written.
     """
 
-    buckets: int = 8191
-    fill: float = 0.95
-    bloom_bits_per_key: int = 16
+    buckets: int = _DEFAULTS.buckets
+    fill: float = _DEFAULTS.fill
+    bloom_bits_per_key: int = _DEFAULTS.bloom_bits_per_key
     hash_seed: int = 0
-    max_cached_records: int = 2048
+    max_cached_records: int = _DEFAULTS.max_cached_records
     sync: bool = True
 
     def __post_init__(self):

@@ -260,20 +260,6 @@ class Store:
     def __contains__(self, key) -> bool:
         return self.get(key, _MISSING) is not _MISSING
 
-    def read_floor(self, n: int, threads: int = 2, seed: int = 0) -> tuple[float, float]:
-        """Benchmark reference: (wall seconds, CPU seconds) of n reads of random buckets of the
-        store's tables on `threads` threads, each read and checked (pread, CRC32C) as a lookup
-        reads it, so the floor under the cost of batched lookups on this machine right now.
-        Not counted in stats()."""
-        if not isinstance(n, int) or not isinstance(threads, int):
-            raise TypeError("n and threads must be integers")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        out = ffi.new("double[2]")
-        with self._use() as h:
-            b.check(lib.ltr_store_read_floor(h, n, threads, seed, out, out + 1))
-        return out[0], out[1]
-
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
         batches run on two cores."""
@@ -347,48 +333,41 @@ class Store:
                 "clusters": st.clusters, "cluster_bytes": st.cluster_bytes}
 
     def stats(self) -> dict:
-        """Counters, all counted inside the engine. Byte counters persist across reopens."""
+        """Counters, all counted inside the engine. Byte counters persist across reopens.
+
+        Made from the C struct ltr_store_stats field by field (_stats_dict), so a counter added
+        there appears here: per-level arrays as lists over the store's levels, the `written_*`
+        byte counters under `bytes_written_by_kind` (compaction by the level written to), and
+        `write_amplification`, bytes written over user bytes."""
         st = ffi.new("ltr_store_stats *")
         with self._use() as h:
             lib.ltr_store_stats_get(h, st)
-        levels = st.levels
-        user = st.user_bytes_written
-        return {
-            "user_bytes_written": user,
-            "bytes_written": st.bytes_written,
-            "write_amplification": st.bytes_written / user if user else None,
-            "bytes_written_by_kind": {
-                "log": st.written_log,
-                "flush": st.written_flush,
-                "compaction": {lvl: st.written_compaction[lvl] for lvl in range(1, levels)},
-                "clusters": st.written_clusters,
-                "gc": st.written_gc,
-                "manifest": st.written_manifest,
-                "load": st.written_load,
-            },
-            "tables_per_level": [st.tables_per_level[i] for i in range(levels)],
-            "items_per_level": [st.items_per_level[i] for i in range(levels)],
-            "table_bytes_per_level": [st.table_bytes_per_level[i] for i in range(levels)],
-            "memtable_items": st.memtable_items,
-            "metadata_memory_bytes": st.metadata_memory_bytes,
-            "gets": st.gets,
-            "bucket_reads": st.bucket_reads,
-            "cluster_reads": st.cluster_reads,
-            "filter_false_positives": st.filter_false_positives,
-            "hits_per_level": [st.hits_per_level[i] for i in range(levels)],
-            "hit_reads_per_level": [st.hit_reads_per_level[i] for i in range(levels)],
-            "flushes": st.flushes,
-            "compactions": st.compactions,
-            "gcs": st.gcs,
-            "write_stalls": st.write_stalls,
-            "checkpoints": st.checkpoints,
-            "checkpoint_seconds": st.checkpoint_seconds,
-            "files_reused": st.files_reused,
-            "files_reused_durable": st.files_reused_durable,
-            "table_files_open": st.table_files_open,
-            "table_file_reopens": st.table_file_reopens,
-            "load_unfinished": bool(st.load_unfinished),
-        }
+        return _stats_dict(st)
+
+
+_PER_LEVEL = lib.LTR_MAX_LEVELS
+
+
+def _stats_dict(st) -> dict:
+    """ltr_store_stats as a dict (Store.stats)."""
+    levels = st.levels
+    out, by_kind = {}, {}
+    for name, field in ffi.typeof("ltr_store_stats").fields:
+        value = getattr(st, name)
+        if name == "levels":
+            continue
+        if field.type.kind == "array":
+            value = list(value)[:levels] if field.type.length == _PER_LEVEL else list(value)
+        if name.startswith("written_"):
+            kind = name[len("written_"):]
+            by_kind[kind] = ({lvl: value[lvl] for lvl in range(1, levels)}
+                             if isinstance(value, list) else value)
+        else:
+            out[name] = value
+    user = out["user_bytes_written"]
+    out["write_amplification"] = out["bytes_written"] / user if user else None
+    out["bytes_written_by_kind"] = by_kind
+    return out
 
 
 class WriteBatch:

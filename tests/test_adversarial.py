@@ -19,7 +19,7 @@ def colliding_keys(bucket, buckets, seed, n, klen=16):
         cand[:, :8] = ids.view(np.uint8).reshape(-1, 8)
         cand[:, 8:] = 0x3C
         start += 200000
-        d = hashing.native_digest_many(cand, seed)
+        d = hashing.digest_many(cand, seed)
         h1 = d[:, :8].copy().view(np.uint64).reshape(-1)
         home = ((h1 & np.uint64(0x0FFFFFFF)) * np.uint64(buckets)) >> np.uint64(28)
         for row in cand[home == bucket]:

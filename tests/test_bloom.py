@@ -24,7 +24,7 @@ def key_array(prefix, n, seed):
 def homes(keys, seed, buckets):
     from lsmtrie import hashing
 
-    d = hashing.native_digest_many(keys, seed)
+    d = hashing.digest_many(keys, seed)
     h1 = d[:, :8].copy().view(np.uint64).reshape(-1)
     return (((h1 & np.uint64(0x0FFFFFFF)) * np.uint64(buckets)) >> np.uint64(28)).astype(np.int64)
 

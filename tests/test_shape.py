@@ -9,7 +9,10 @@ import collections
 import pathlib
 import re
 import shutil
+import os
 import subprocess
+import sys
+import textwrap
 
 import lsmtrie._native
 
@@ -98,3 +101,31 @@ def test_the_development_map_names_every_file_and_exactly_its_calls():
     assert set(documented) == {f.stem for f in SRC.glob("*.c")}
     wrong = {f: (sorted(graph[f]), sorted(documented[f])) for f in graph if graph[f] != documented[f]}
     assert not wrong, f"calls (in the code, in docs/development.md) that differ: {wrong}"
+
+
+def test_the_package_imports_and_opens_a_store_without_the_test_and_bench_packages(tmp_path):
+    """pyproject.toml's runtime dependencies are what the package needs: with the packages of
+    the test and bench extras made unimportable, `import lsmtrie` works and a store opens,
+    takes writes and reads them back."""
+    code = textwrap.dedent(f"""
+        import importlib.abc, sys
+        HIDDEN = {{"pybloomfilter", "mmh3", "pytest", "hypothesis", "plyvel", "rocksdict",
+                   "matplotlib"}}
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in HIDDEN:
+                    raise ImportError("hidden: " + name)
+        for name in list(sys.modules):
+            if name.split(".")[0] in HIDDEN:
+                del sys.modules[name]
+        sys.meta_path.insert(0, Hide())
+        import lsmtrie, lsmtrie.cli, lsmtrie.demo, lsmtrie.hashing, lsmtrie.htable
+        with lsmtrie.open({str(tmp_path / "db")!r}) as db:
+            db.put_many([b"a", b"b"], [b"1", b"2"])
+            assert db.get(b"b") == b"2"
+        assert not any(m.split(".")[0] in HIDDEN for m in sys.modules)
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -259,7 +259,9 @@ def test_store_near_the_top_of_its_ranges_survives_a_crash(tmp_path, log_hooks):
             if acked == 60:
                 break
     p.send_signal(signal.SIGKILL)
-    rest, err = p.communicate(timeout=60)
+    rest = p.stdout.read()  # (not communicate(): it skips lines already in p.stdout's buffer)
+    p.wait(timeout=60)
+    err = p.stderr.read()
     assert acked == 60, err
     acked = max([acked] + [int(x) for x in rest.split() if x.isdigit()])
 

@@ -271,12 +271,3 @@ def test_the_command_fails_apart_on_what_is_not_a_store(tmp_path):
     r = run_cli(tmp_path / "nothing-here")
     assert r.returncode == 2 and "no store" in r.stderr
     assert not (tmp_path / "nothing-here").exists()  # nothing created
-
-
-def test_the_demo_checks_the_store_it_loaded(tmp_path):
-    from lsmtrie import demo
-
-    r = demo.measure_store(n=20_000, levels=3, reads=2_000, single=500, directory=str(tmp_path),
-                           verify=True)
-    assert r["verified"]["items"] >= 20_000 and r["verified"]["tables"] == sum(r["tables_per_level"])
-    assert "verified            sound:" in demo.store_summary(r)

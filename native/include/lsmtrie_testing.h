@@ -36,8 +36,14 @@ int ltr_store_read_floor(ltr_store *s, uint64_t n, uint32_t threads, uint64_t se
                          double *seconds, double *cpu_seconds);
 /* ---- fault injection, for tests only ---- */
 
-#define LTR_FAULT_WRITE 1
-#define LTR_FAULT_FSYNC 2
+#define LTR_FAULT_WRITE 1     /* write, pwrite */
+#define LTR_FAULT_FSYNC 2     /* fsync, fdatasync, syncfs */
+#define LTR_FAULT_OPEN 3      /* open of a file or a directory */
+#define LTR_FAULT_RENAME 4
+#define LTR_FAULT_UNLINK 5
+#define LTR_FAULT_FTRUNCATE 6
+#define LTR_FAULT_MKDIR 7
+#define LTR_FAULT_PREAD 8
 
 /* After `after` more successful operations of kind op, fail the next ones with errno err until
  * cleared with err = 0. Process-wide. */

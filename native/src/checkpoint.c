@@ -238,7 +238,7 @@ static int rewrite_manifest(ltr_store *s, durable_view *d)
     char *old = malloc(strlen(s->dir) + sizeof name + 2);
     if (old) {
         sprintf(old, "%s/%s", s->dir, name);
-        unlink(old);
+        io_unlink(old);
         free(old);
     }
     manifest_close(&s->ckpt.mf);

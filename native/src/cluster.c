@@ -233,16 +233,16 @@ int cluster_open(const char *path, uint64_t file, cluster **out)
     bc->file = file;
     bc->fd = io_open_read(path);
     int rc = bc->fd < 0 ? ltr_fail_errno(errno, "cannot open %s", path) : LTR_OK;
-    struct stat sb;
+    uint64_t size = 0;
     uint8_t ft[BC_FOOTER];
-    if (!rc && fstat(bc->fd, &sb) != 0)
-        rc = ltr_fail_errno(errno, "cannot stat %s", path);
-    if (!rc && (uint64_t)sb.st_size < BC_FOOTER + BC_ENTRY)
+    if (!rc)
+        rc = io_fsize(bc->fd, path, &size);
+    if (!rc && size < BC_FOOTER + BC_ENTRY)
         rc = ltr_fail(LTR_ECORRUPT, "%s is too small to be a BloomCluster", path);
     if (!rc)
-        rc = io_pread(bc->fd, ft, BC_FOOTER, (uint64_t)sb.st_size - BC_FOOTER, path);
+        rc = io_pread(bc->fd, ft, BC_FOOTER, size - BC_FOOTER, path);
     if (!rc)
-        rc = parse(bc, ft, (uint64_t)sb.st_size);
+        rc = parse(bc, ft, size);
     if (!rc)
         rc = load_index(bc, get_u32(ft + 48));
     if (rc) {
@@ -252,14 +252,13 @@ int cluster_open(const char *path, uint64_t file, cluster **out)
     /* Probes read one unit anywhere in the file: a mapping (random access, no readahead) saves
      * a system call and a copy per probe. Clusters are small (the last level's filters); the
      * pages are the page cache's, counted in resident memory while mapped. */
-    void *m = mapguard_install() == LTR_OK /* (else read with pread) */
-                  ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, bc->fd, 0)
-                  : MAP_FAILED;
-    if (m != MAP_FAILED) {
-        madvise(m, (size_t)sb.st_size, MADV_RANDOM);
+    const void *m = mapguard_install() == LTR_OK /* (else read with pread) */
+                        ? io_map_read(bc->fd, 0, (size_t)size, 1)
+                        : NULL;
+    if (m) {
         bc->map = m;
-        bc->map_len = (size_t)sb.st_size;
-        close(bc->fd); /* the mapping keeps the file: one open file fewer per last-level node */
+        bc->map_len = (size_t)size;
+        io_close(bc->fd); /* the mapping keeps the file: one open file fewer per last-level node */
         bc->fd = -1;
     }
     *out = bc;
@@ -272,10 +271,8 @@ void cluster_unref(cluster *bc)
 {
     if (!bc || __atomic_sub_fetch(&bc->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    if (bc->map)
-        munmap((void *)bc->map, bc->map_len);
-    if (bc->fd >= 0)
-        close(bc->fd);
+    io_unmap(bc->map, bc->map_len);
+    io_close(bc->fd);
     if (bc->off != bc->off_small)
         free(bc->off);
     free(bc->crc);

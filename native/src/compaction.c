@@ -297,7 +297,7 @@ static int run(job *j)
         rc = install(j);
     for (size_t i = 0; i < j->nout; i++) {
         if (rc && j->out[i].path)
-            unlink(j->out[i].path); /* never installed */
+            io_unlink(j->out[i].path); /* never installed */
         tref_unref(j->out[i].table);
         free(j->out[i].path);
     }

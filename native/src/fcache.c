@@ -80,7 +80,7 @@ static int evict_one(fcache *c)
             continue;
         }
         ring_remove(c, t); /* the last table moves into the hand's slot: the hand stays */
-        close(fd);
+        io_close(fd);
         return 1;
     }
     return 0;
@@ -113,16 +113,13 @@ static int reopen_file(ltr_htable *t, int *out)
         return ltr_fail_errno(errno, "cannot reopen %s (closed to stay within max_open_files)%s",
                               t->path, errno == ENOENT ? "; a read-only store whose writer "
                               "dropped the table since it was opened must be opened again" : "");
-    struct stat sb;
-    int rc = LTR_OK;
-    if (fstat(fd, &sb) != 0)
-        rc = ltr_fail_errno(errno, "cannot stat %s", t->path);
-    else if ((uint64_t)sb.st_dev != t->dev || (uint64_t)sb.st_ino != t->ino ||
-             (uint64_t)sb.st_size != t->file_bytes)
+    io_stat sb;
+    int rc = io_fstat(fd, t->path, &sb);
+    if (!rc && (sb.dev != t->dev || sb.ino != t->ino || sb.size != t->file_bytes))
         rc = ltr_fail(LTR_ECORRUPT, "%s was replaced while closed to stay within max_open_files",
                       t->path);
     if (rc)
-        close(fd);
+        io_close(fd);
     else
         *out = fd;
     return rc;
@@ -137,7 +134,7 @@ int fcache_reopen(fcache *c, ltr_htable *t, int *fd)
         make_room(c);
         rc = reopen_file(t, &f);
         if (!rc && (rc = ring_add(c, t)))
-            close(f);
+            io_close(f);
         if (!rc) {
             __atomic_store_n(&t->fd, f, __ATOMIC_SEQ_CST);
             c->reopens++;

@@ -188,13 +188,11 @@ static int load_table(ltr_htable *t, int32_t max_cached)
                           max_cached);
     if (!rc && !(t->flags & LTR_OPEN_PREAD)) {
         rc = mapguard_install(); /* reads of the mapping run under map guards */
-        void *m = rc ? MAP_FAILED
-                     : mmap(NULL, t->file_bytes, PROT_READ, MAP_SHARED, t->fd, (off_t)t->base);
+        const void *m = rc ? NULL : io_map_read(t->fd, t->base, t->file_bytes, 1);
         if (rc)
             return rc;
-        if (m == MAP_FAILED)
+        if (!m)
             return ltr_fail_errno(errno, "cannot map %s", t->path);
-        madvise(m, t->file_bytes, MADV_RANDOM);
         t->map = m;
     }
     return rc;
@@ -205,12 +203,13 @@ static int open_file(ltr_htable *t, int32_t max_cached)
     t->fd = io_open_read(t->path);
     if (t->fd < 0)
         return ltr_fail_errno(errno, "cannot open %s", t->path);
-    struct stat sb;
-    if (fstat(t->fd, &sb) != 0)
-        return ltr_fail_errno(errno, "cannot stat %s", t->path);
-    t->file_bytes = (uint64_t)sb.st_size;
-    t->dev = (uint64_t)sb.st_dev;
-    t->ino = (uint64_t)sb.st_ino;
+    io_stat sb;
+    int rc = io_fstat(t->fd, t->path, &sb);
+    if (rc)
+        return rc;
+    t->file_bytes = sb.size;
+    t->dev = sb.dev;
+    t->ino = sb.ino;
     return load_table(t, max_cached);
 }
 
@@ -237,12 +236,13 @@ int ltr_htable_open_at(int fd, const char *name, uint64_t offset, uint64_t lengt
     if (offset % LTR_BUCKET_SIZE)
         return ltr_fail(LTR_EINVAL, "a table's offset in %s must be a multiple of %d, not %llu",
                         name, LTR_BUCKET_SIZE, (unsigned long long)offset);
-    struct stat sb;
-    if (fstat(fd, &sb) != 0)
-        return ltr_fail_errno(errno, "cannot stat %s", name);
-    if (offset > (uint64_t)sb.st_size || length > (uint64_t)sb.st_size - offset)
+    io_stat sb;
+    int rc = io_fstat(fd, name, &sb);
+    if (rc)
+        return rc;
+    if (offset > sb.size || length > sb.size - offset)
         return ltr_fail(LTR_ECORRUPT, "%s holds %llu bytes, not the table's [%llu, %llu)", name,
-                        (unsigned long long)sb.st_size, (unsigned long long)offset,
+                        (unsigned long long)sb.size, (unsigned long long)offset,
                         (unsigned long long)(offset + length));
     ltr_htable *t = table_new(name, flags);
     if (!t)
@@ -251,9 +251,9 @@ int ltr_htable_open_at(int fd, const char *name, uint64_t offset, uint64_t lengt
     t->fd_shared = 1;
     t->base = offset;
     t->file_bytes = length;
-    t->dev = (uint64_t)sb.st_dev;
-    t->ino = (uint64_t)sb.st_ino;
-    int rc = load_table(t, max_cached);
+    t->dev = sb.dev;
+    t->ino = sb.ino;
+    rc = load_table(t, max_cached);
     if (rc) {
         ltr_htable_close(t);
         return rc;
@@ -291,10 +291,9 @@ void ltr_htable_close(ltr_htable *t)
         return;
     if (t->fc)
         fcache_forget(t->fc, t);
-    if (t->map)
-        munmap((void *)t->map, t->file_bytes);
-    if (t->fd >= 0 && !t->fd_shared)
-        close(t->fd);
+    io_unmap(t->map, t->file_bytes);
+    if (!t->fd_shared)
+        io_close(t->fd);
     free(t->meta); /* every array (carve_arrays) */
     free(t->path);
     free(t);

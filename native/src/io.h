@@ -1,5 +1,12 @@
-/* io.h: the only code that writes files. Every write and fsync passes the fault-injection hook,
- * and every file is installed by write-to-temporary, fsync, rename, fsync of the directory. */
+/* io.h: the core's environment (in the manner of LevelDB's Env). Every file system call of the
+ * core passes here: opening, closing, reading, writing, syncing, renaming, removing, sizing,
+ * locking, listing and mapping files. Every open, write, fsync, rename, unlink, ftruncate, mkdir
+ * and pread passes the fault-injection hook (ltr_fault_set, LTR_FAULT_* in lsmtrie.h), and every
+ * file is installed by write-to-temporary, fsync, rename, fsync of the directory.
+ *
+ * Unless said otherwise a call returns LTR_OK or a status whose detail (naming the file and the
+ * errno) ltr_fail_errno recorded. Calls documented as "errno semantics" return 0 or -1 with errno
+ * set, record nothing, and leave the judging to the caller (a missing file may be fine). */
 #ifndef LTR_IO_H
 #define LTR_IO_H
 
@@ -38,8 +45,62 @@ int io_commit(wfile *w, int sync);
 /* Closes and removes the temporary file; safe after a failed io_create or io_commit. */
 void io_abort(wfile *w);
 int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path);
-/* open(O_RDONLY), without access-time updates when the file allows it (reads stay cheaper). */
+/* open(O_RDONLY), without access-time updates when the file allows it (reads stay cheaper).
+ * Errno semantics: a descriptor, or -1 with errno set (callers tell EMFILE apart). */
 int io_open_read(const char *path);
+/* open(path, flags | O_CLOEXEC, mode) into *fd (-1 on failure); what names the file in errors
+ * ("log", "lock file", ...; NULL: "file"). */
+int io_open(int *fd, const char *path, int flags, int mode, const char *what);
+/* open of a directory (O_RDONLY | O_DIRECTORY) into *fd. */
+int io_open_dir(int *fd, const char *dir);
+/* dup of fd into *out (a descriptor that outlives the caller's closing fd). */
+int io_dup(int fd, int *out, const char *path);
+/* close, its failure ignored (read-only descriptors, error paths); a negative fd is skipped. */
+void io_close(int fd);
+/* close, its failure reported (a written file: close may report a lost write). */
+int io_close_checked(int fd, const char *path);
+/* The size of an open file. */
+int io_fsize(int fd, const char *path, uint64_t *size);
+/* Size and identity (device, inode) of an open file. */
+typedef struct io_stat {
+    uint64_t size, dev, ino;
+} io_stat;
+int io_fstat(int fd, const char *path, io_stat *st);
+/* The size of a file by name. Errno semantics (ENOENT: no such file). */
+int io_size_path(const char *path, uint64_t *size);
+/* Whether path exists (access F_OK): 1 or 0. */
+int io_exists(const char *path);
+/* ftruncate to len. */
+int io_ftruncate(int fd, uint64_t len, const char *path);
+/* lseek(SEEK_SET) to off, for the io_write_fd calls that follow. */
+int io_seek(int fd, uint64_t off, const char *path);
+/* unlink; a file already gone (ENOENT) is LTR_OK. Callers removing dead files may ignore the
+ * status: the file is then left for the next open's sweep of the directory. */
+int io_unlink(const char *path);
+/* rename(from, to); the caller fsyncs the directory when it must be durable. */
+int io_rename(const char *from, const char *to);
+/* mkdir(dir, mode). Errno semantics (the caller decides whether EEXIST is fine); the fault
+ * hook sets errno. */
+int io_mkdir(const char *dir, int mode);
+/* flock(fd, how). Errno semantics (EWOULDBLOCK: someone else holds it). */
+int io_flock(int fd, int how);
+/* sync_file_range(SYNC_FILE_RANGE_WRITE): starts writeback of [off, off + n) (n 0: to the end).
+ * A hint: failures are ignored. */
+void io_sync_range(int fd, uint64_t off, uint64_t n);
+/* Calls fn(arg, name) for each entry of dir but "." and ".."; stops at the first nonzero status
+ * fn returns, and returns it. Failing to open or read dir is a status. */
+int io_list_dir(const char *dir, int (*fn)(void *arg, const char *name), void *arg);
+/* Reads all of a file of at most max bytes (LTR_ECORRUPT when larger) into a NUL-terminated
+ * malloc'd buffer (*len without the NUL). */
+int io_read_file(const char *path, uint64_t max, char **data, size_t *len);
+/* link(from, to): a second name (fault injection as for rename). */
+int io_link(const char *from, const char *to);
+/* rmdir; a directory already gone is LTR_OK. */
+int io_rmdir(const char *dir);
+/* A read-only shared mapping of [off, off + len) of fd (with MADV_RANDOM when random), or NULL
+ * with errno set when the kernel refuses (the caller reads with io_pread instead). */
+const void *io_map_read(int fd, uint64_t off, size_t len, int random);
+void io_unmap(const void *map, size_t len);
 /* write() all of p to fd, through the fault-injection hook. */
 int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
 /* pwrite of all n bytes at offset `at` (fault injection as for writes). */
@@ -57,7 +118,5 @@ int io_fsync_dir(const char *path);
 /* Writes data to path atomically: path.tmp, fsync, rename, directory fsync. */
 int io_write_file_atomic(const char *path, const void *data, size_t n);
 
-/* Reads a whole file of at most max bytes (LTR_ECORRUPT when larger) into a new buffer. */
-int io_read_file(const char *path, uint64_t max, uint8_t **out, size_t *len);
 
 #endif

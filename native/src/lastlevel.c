@@ -133,7 +133,7 @@ static int build_cluster(ltr_store *s, const vnode *n)
     if (!rc)
         rc = install_cluster(s, n, bc, fresh);
     if (rc && path)
-        unlink(path);
+        io_unlink(path);
     if (!rc && n->bc) /* the old cluster is out of the state */
         store_drop(s, 1, n->bc->file, NULL);
     for (uint32_t i = 0; fresh && i < nf; i++)

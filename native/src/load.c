@@ -15,7 +15,6 @@
  * Until that edit is durable the store shows its state before the load; a crash leaves only the
  * load's directory, which the next load removes. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <math.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -126,11 +125,13 @@ static int spill_bytes(ltr_load *l, uint32_t i, const uint8_t *data, size_t n)
     char *path = spill_path(l, i);
     if (!path)
         return ltr_fail(LTR_ENOMEM, "out of memory");
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    int rc = fd < 0 ? ltr_fail_errno(errno, "cannot open the load's partition %s", path)
-                    : io_write_fd(fd, data, n, path, p->spilled);
-    if (fd >= 0)
-        close(fd);
+    int fd;
+    int rc = io_open(&fd, path, O_WRONLY | O_CREAT | O_APPEND, 0644, "the load's partition");
+    if (!rc) {
+        rc = io_write_fd(fd, data, n, path, p->spilled);
+        int r = io_close_checked(fd, path);
+        rc = rc ? rc : r;
+    }
     free(path);
     if (!rc) {
         p->spilled += n;
@@ -246,12 +247,12 @@ static int part_read(ltr_load *l, uint32_t i, uint8_t *to)
     int rc = LTR_OK;
     if (p->spilled) {
         char *path = spill_path(l, i);
-        int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-        rc = !path ? ltr_fail(LTR_ENOMEM, "out of memory")
-             : fd < 0 ? ltr_fail_errno(errno, "cannot open the load's partition %s", path)
-                      : io_pread(fd, to, (size_t)p->spilled, 0, path);
-        if (fd >= 0)
-            close(fd);
+        int fd = -1;
+        rc = path ? io_open(&fd, path, O_RDONLY, 0, "the load's partition")
+                  : ltr_fail(LTR_ENOMEM, "out of memory");
+        if (!rc)
+            rc = io_pread(fd, to, (size_t)p->spilled, 0, path);
+        io_close(fd);
         free(path);
     }
     if (!rc && p->buf.len)
@@ -470,7 +471,7 @@ static int unit_done(ltr_load *l, uint32_t i)
     for (uint32_t k = first; !rc && k < first + per; k++) {
         char *path = spill_path(l, k);
         if (path)
-            unlink(path);
+            io_unlink(path);
         free(path);
     }
     if (!rc)
@@ -600,8 +601,8 @@ static int link_tables(ltr_load *l)
         char *to = store_file(s->dir, l->tables[i].number, "ht");
         if (!from || !to)
             rc = ltr_fail(LTR_ENOMEM, "out of memory");
-        else if (unlink(to), link(from, to) != 0) /* (a name an interrupted install left) */
-            rc = ltr_fail_errno(errno, "cannot link the loaded table %s as %s", from, to);
+        else if (!(rc = io_unlink(to))) /* (a name an interrupted install left) */
+            rc = io_link(from, to);
         free(from);
         free(to);
     }
@@ -661,7 +662,7 @@ static int build_node_cluster(ltr_load *l, node_add *na)
         if (src[i])
             ltr_htable_close(src[i]);
     if (rc && path)
-        unlink(path);
+        io_unlink(path);
     free(src);
     free(path);
     return rc;
@@ -746,7 +747,7 @@ static int install_tables(ltr_load *l)
     }
     for (size_t j = 0; j < nn; j++) {
         if (rc && na[j].bc) /* not installed */
-            unlink(na[j].bc->path);
+            io_unlink(na[j].bc->path);
         cluster_unref(na[j].bc);
     }
     for (size_t i = 0; refs && i < l->ntables; i++)
@@ -795,24 +796,35 @@ static int install(ltr_load *l)
 
 /* ---- the API ---- */
 
-/* Empties a directory of the files a load left (it holds nothing else), then removes it. */
-static void remove_dir(const char *dir)
+typedef struct in_dir {
+    const char *dir;
+    const char *prefix, *suffix;
+} in_dir;
+
+/* Unlinks one of the load's own files (name: prefix...suffix) of a directory. */
+static int remove_own(void *arg, const char *name)
 {
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (e->d_name[0] == '.')
-            continue;
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
-        char *p = malloc(len);
-        if (p) {
-            snprintf(p, len, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-        free(p);
+    const in_dir *w = arg;
+    size_t n = strlen(name), ls = strlen(w->suffix);
+    if (strncmp(name, w->prefix, strlen(w->prefix)) != 0 || n < ls ||
+        strcmp(name + n - ls, w->suffix) != 0)
+        return LTR_OK;
+    char *p = malloc(strlen(w->dir) + n + 2);
+    if (p) {
+        sprintf(p, "%s/%s", w->dir, name);
+        io_unlink(p);
     }
-    if (d)
-        closedir(d);
-    rmdir(dir);
+    free(p);
+    return LTR_OK;
+}
+
+/* Removes the load's files of a kind from dir (and temporary ones), then dir when empty. */
+static void remove_dir(const char *dir, const char *prefix, const char *suffix)
+{
+    in_dir own = {dir, prefix, suffix}, tmp = {dir, "", ".tmp"};
+    io_list_dir(dir, remove_own, &own); /* (unreadable: they stay) */
+    io_list_dir(dir, remove_own, &tmp);
+    io_rmdir(dir); /* (not empty: a failure left something, or it is another's too) */
 }
 
 /* Everything the load wrote goes: the journal first (a resume then finds no load). */
@@ -820,18 +832,33 @@ static void remove_all(ltr_load *l)
 {
     char *j = load_journal_path(l);
     if (j)
-        unlink(j);
+        io_unlink(j);
     free(j);
-    if (strcmp(l->spill_dir, l->dir) != 0)
-        remove_dir(l->spill_dir);
-    remove_dir(l->dir);
+    remove_dir(l->spill_dir, "P", ".spill");
+    remove_dir(l->dir, "T", ".ht");
 }
 
 static int make_dir(const char *dir, const char *what)
 {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    if (io_mkdir(dir, 0755) != 0 && errno != EEXIST)
         return ltr_fail_errno(errno, "cannot create the load's %s directory %s", what, dir);
     return LTR_OK;
+}
+
+/* Where the partitions go: the load's directory, or with tmp_dir a subdirectory of it named
+ * after the store (so that loads of two stores may share tmp_dir, and only the load's own
+ * files are ever removed from it). */
+static char *spill_dir_of(const ltr_store *s, const char *tmp_dir, const char *dir)
+{
+    if (!tmp_dir)
+        return strdup(dir);
+    uint8_t d[16];
+    ltr_murmur3_128((const uint8_t *)s->dir, strlen(s->dir), 0, d);
+    size_t len = strlen(tmp_dir) + 48;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "%s/lsmtrie-load-%016llx", tmp_dir, (unsigned long long)get_u64(d));
+    return p;
 }
 
 /* A load's handle over store s, with its directories (not yet created). */
@@ -849,7 +876,7 @@ static int load_new(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
     l->dir = malloc(strlen(s->dir) + sizeof LOAD_DIR + 2);
     if (l->dir)
         sprintf(l->dir, "%s/" LOAD_DIR, s->dir);
-    l->spill_dir = l->dir ? strdup(o && o->tmp_dir ? o->tmp_dir : l->dir) : NULL;
+    l->spill_dir = l->dir ? spill_dir_of(s, o && o->tmp_dir ? o->tmp_dir : NULL, l->dir) : NULL;
     l->identity = strdup(o && o->identity ? o->identity : "");
     *out = l;
     return l->dir && l->spill_dir && l->identity ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
@@ -890,12 +917,15 @@ static int restore_parts(ltr_load *l)
         if (!path)
             return ltr_fail(LTR_ENOMEM, "out of memory");
         if (l->parts[i].built) {
-            unlink(path);
+            io_unlink(path);
         } else if (l->parts[i].spilled) {
-            if (truncate(path, (off_t)l->parts[i].spilled) != 0)
-                rc = ltr_fail_errno(errno, "cannot resume the load: its partition %s", path);
+            int fd = -1;
+            rc = io_open(&fd, path, O_WRONLY, 0, "the load's partition");
+            if (!rc)
+                rc = io_ftruncate(fd, l->parts[i].spilled, path);
+            io_close(fd);
         } else {
-            unlink(path);
+            io_unlink(path);
         }
         free(path);
     }

@@ -187,16 +187,17 @@ int load_journal_read(ltr_load *l)
     char *path = load_journal_path(l);
     if (!path)
         return ltr_fail(LTR_ENOMEM, "out of memory");
-    uint8_t *data = NULL;
+    char *text = NULL;
     size_t len = 0;
-    int rc = io_read_file(path, JOURNAL_MAX, &data, &len);
+    int rc = io_read_file(path, JOURNAL_MAX, &text, &len);
+    const uint8_t *data = (const uint8_t *)text;
     if (rc && ltr_last_errno() == ENOENT)
         rc = ltr_fail(LTR_EINVAL, "there is no unfinished load in %s to resume", l->dir);
     if (!rc)
         rc = decode(l, data, len, path);
     if (!rc)
         l->journaled = 1;
-    free(data);
+    free(text);
     free(path);
     return rc;
 }

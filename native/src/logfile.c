@@ -1,6 +1,7 @@
 /* logfile.c: writing and reading record logs (docs/format/log.md). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,26 +15,26 @@
 int logw_open(logw *w, const char *path, uint64_t size)
 {
     memset(w, 0, sizeof *w);
-    w->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (w->fd < 0)
-        return ltr_fail_errno(errno, "cannot open log %s", path);
+    int rc = io_open(&w->fd, path, O_WRONLY | O_CREAT, 0644, "log");
+    if (rc)
+        return rc;
     w->path = strdup(path);
     if (!w->path) {
         logw_close(w);
         return ltr_fail(LTR_ENOMEM, "out of memory");
     }
     /* Drop anything past the good records (a torn tail), so it can never be read as data. */
-    struct stat sb;
-    if (fstat(w->fd, &sb) == 0 && (uint64_t)sb.st_size != size) {
-        if (ftruncate(w->fd, (off_t)size) != 0 || fsync(w->fd) != 0) {
-            int rc = ltr_fail_errno(errno, "cannot truncate log %s to %llu bytes", path,
-                                    (unsigned long long)size);
+    uint64_t have;
+    if (io_fsize(w->fd, path, &have) == LTR_OK && have != size) {
+        rc = io_ftruncate(w->fd, size, path);
+        if (!rc)
+            rc = io_fsync_fd(w->fd, path);
+        if (rc) {
             logw_close(w);
             return rc;
         }
     }
-    if (lseek(w->fd, (off_t)size, SEEK_SET) < 0) {
-        int rc = ltr_fail_errno(errno, "cannot seek in log %s", path);
+    if ((rc = io_seek(w->fd, size, path))) {
         logw_close(w);
         return rc;
     }
@@ -45,9 +46,15 @@ int logw_open(logw *w, const char *path, uint64_t size)
 static int take_back(logw *w, int rc)
 {
     w->part_at = w->part_len = 0;
-    if (ftruncate(w->fd, (off_t)w->size) != 0 || lseek(w->fd, (off_t)w->size, SEEK_SET) < 0)
-        return ltr_fail_errno(errno, "log %s is in an unknown state after a failed append",
-                              w->path);
+    int err = io_ftruncate(w->fd, w->size, w->path);
+    if (!err)
+        err = io_seek(w->fd, w->size, w->path);
+    if (err) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", ltr_last_error());
+        return ltr_fail_as(err, ltr_last_errno(), "log %s is in an unknown state after a failed "
+                           "append (%s)", w->path, why);
+    }
     return rc;
 }
 
@@ -111,8 +118,7 @@ int logw_sync(logw *w)
 
 void logw_close(logw *w)
 {
-    if (w->fd >= 0)
-        close(w->fd);
+    io_close(w->fd);
     w->fd = -1;
     free(w->path);
     w->path = NULL;
@@ -122,16 +128,13 @@ int logr_open(logr *r, const char *path)
 {
     memset(r, 0, sizeof *r);
     r->path = path;
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r->fd < 0)
-        return ltr_fail_errno(errno, "cannot open log %s", path);
-    struct stat sb;
-    if (fstat(r->fd, &sb) != 0) {
-        int rc = ltr_fail_errno(errno, "cannot stat %s", path);
+    int rc = io_open(&r->fd, path, O_RDONLY, 0, "log");
+    if (rc)
+        return rc;
+    if ((rc = io_fsize(r->fd, path, &r->len))) {
         logr_close(r);
         return rc;
     }
-    r->len = (uint64_t)sb.st_size;
     return LTR_OK;
 }
 
@@ -221,8 +224,7 @@ int logr_next(logr *r, uint8_t *type, const uint8_t **payload, uint32_t *len)
 
 void logr_close(logr *r)
 {
-    if (r->fd >= 0)
-        close(r->fd);
+    io_close(r->fd);
     free(r->buf);
     memset(r, 0, sizeof *r);
     r->fd = -1;

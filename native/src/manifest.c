@@ -181,7 +181,7 @@ int manifest_create(manifest *m, const char *dir, uint64_t number, const ltr_sto
         manifest_close(m);
         return ltr_fail(LTR_ENOMEM, "out of memory");
     }
-    unlink(p); /* a leftover of a crashed rotation holds nothing CURRENT refers to */
+    io_unlink(p); /* a leftover of a crashed rotation holds nothing CURRENT refers to */
     int rc = logw_open(&m->w, p, 0);
     if (!rc)
         rc = logw_append(&m->w, MF_TYPE_OPTIONS, opt, encode_options(opt, o, clusters_elsewhere));
@@ -207,17 +207,17 @@ static int read_current(const char *dir, uint64_t *number)
     char *p = path_join(dir, "CURRENT");
     if (!p)
         return ltr_fail(LTR_ENOMEM, "out of memory");
-    FILE *f = fopen(p, "r");
-    int rc = LTR_OK;
+    char *text = NULL;
+    size_t len;
+    int rc = io_read_file(p, 1u << 20, &text, &len);
     unsigned long long n;
-    if (!f)
-        rc = ltr_fail_errno(errno, "cannot open %s", p);
-    else if (fscanf(f, "MANIFEST-%llu\n", &n) != 1)
+    if (rc)
+        ;
+    else if (sscanf(text, "MANIFEST-%llu\n", &n) != 1)
         rc = ltr_fail(LTR_ECORRUPT, "%s does not name a manifest", p);
     else
         *number = n;
-    if (f)
-        fclose(f);
+    free(text);
     free(p);
     return rc;
 }

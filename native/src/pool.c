@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
+#include "ltr_int.h"
 #include "pool.h"
 
 #define PEND_MAX 8192 /* durable files waiting for their second event; more are unlinked */
@@ -66,7 +68,7 @@ static void unlink_file(const tpool *p, uint64_t file)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%08llu.ht", p->dir, (unsigned long long)file);
-    unlink(path);
+    io_unlink(path); /* (a failure leaves it for the next open's sweep) */
 }
 
 /* Keeps file for reuse (mu held); 0 when it must be unlinked instead. */
@@ -139,7 +141,7 @@ int tpool_take(tpool *p, const char *path)
         return 0;
     char from[4096];
     snprintf(from, sizeof from, "%s/%08llu.ht", p->dir, (unsigned long long)file);
-    int ok = rename(from, path) == 0;
+    int ok = io_rename(from, path) == LTR_OK; /* (else the caller writes a new file) */
     pthread_mutex_lock(&p->mu);
     p->taken += ok;
     p->taken_durable += ok && durable;

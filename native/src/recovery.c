@@ -2,7 +2,6 @@
  * manifest replayed into the first version, every table and cluster it names opened, the logs at
  * or above the floor replayed into memtables, and files nothing refers to removed. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "coding.h"
+#include "io.h"
 #include "store_int.h"
 
 typedef struct loaded {
@@ -258,37 +258,46 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+typedef struct numbered {
+    const char *ext;
+    uint64_t *v;
+    size_t n, cap;
+} numbered;
+
+static int on_numbered(void *arg, const char *name)
+{
+    numbered *l = arg;
+    const char *dot = strchr(name, '.');
+    char *endp;
+    unsigned long long num = strtoull(name, &endp, 10);
+    if (!dot || endp != dot || dot == name || strcmp(dot + 1, l->ext) != 0)
+        return LTR_OK;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        uint64_t *p = realloc(l->v, cap * sizeof *p);
+        if (!p)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        l->v = p;
+        l->cap = cap;
+    }
+    l->v[l->n++] = num;
+    return LTR_OK;
+}
+
 /* Numbers of the files in dir named <digits>.<ext>, sorted. */
 static int list_files(const char *dir, const char *ext, uint64_t **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return ltr_fail_errno(errno, "cannot list %s", dir);
-    size_t cap = 0;
-    struct dirent *e;
-    int rc = LTR_OK;
-    while (!rc && (e = readdir(d))) {
-        char *dot = strchr(e->d_name, '.');
-        char *endp;
-        unsigned long long num = strtoull(e->d_name, &endp, 10);
-        if (!dot || endp != dot || dot == e->d_name || strcmp(dot + 1, ext) != 0)
-            continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            uint64_t *p = realloc(*out, cap * sizeof *p);
-            if (!p) {
-                rc = ltr_fail(LTR_ENOMEM, "out of memory");
-                break;
-            }
-            *out = p;
-        }
-        (*out)[(*n)++] = num;
+    numbered l = {ext, NULL, 0, 0};
+    int rc = io_list_dir(dir, on_numbered, &l);
+    if (!rc && l.n > 1)
+        qsort(l.v, l.n, sizeof *l.v, cmp_u64);
+    if (rc) {
+        free(l.v);
+        l.v = NULL;
+        l.n = 0;
     }
-    closedir(d);
-    if (!rc && *n > 1)
-        qsort(*out, *n, sizeof **out, cmp_u64);
+    *out = l.v;
+    *n = l.n;
     return rc;
 }
 
@@ -308,7 +317,7 @@ void recovery_free_logs(loglist *l)
 int recovery_take_logs(ltr_store *s, loglist *l, int read)
 {
     memset(l, 0, sizeof *l);
-    if (access(s->dir, F_OK) != 0)
+    if (!io_exists(s->dir))
         return LTR_OK; /* no store yet: open_state reports it */
     int rc = list_files(s->dir, "wal", &l->files, &l->n);
     if (!rc && read && l->n && !(l->logs = calloc(l->n, sizeof *l->logs)))
@@ -407,26 +416,32 @@ static int referenced_cluster(const ltr_store *s, uint64_t num)
     return 0;
 }
 
+/* Unlinks name in dir (a failure leaves the file for the next open's sweep). */
+static void remove_in(const char *dir, const char *name)
+{
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    if (p) {
+        sprintf(p, "%s/%s", dir, name);
+        io_unlink(p);
+        free(p);
+    }
+}
+
+static int on_cluster_file(void *arg, const char *name)
+{
+    ltr_store *s = arg;
+    const char *dot = strrchr(name, '.');
+    unsigned long long num = strtoull(name, NULL, 10);
+    int bc = dot && strcmp(dot, ".bc") == 0, tmp = dot && strcmp(dot, ".tmp") == 0;
+    if ((bc && !referenced_cluster(s, num)) || (tmp && strstr(name, ".bc.tmp")))
+        remove_in(cluster_dir(s), name);
+    return LTR_OK;
+}
+
 /* Clusters no node refers to, and temporary files, in the cluster directory. */
 static void remove_orphan_clusters(ltr_store *s)
 {
-    DIR *d = opendir(cluster_dir(s));
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        const char *dot = strrchr(e->d_name, '.');
-        unsigned long long num = strtoull(e->d_name, NULL, 10);
-        int bc = dot && strcmp(dot, ".bc") == 0, tmp = dot && strcmp(dot, ".tmp") == 0;
-        if ((bc && !referenced_cluster(s, num)) || (tmp && strstr(e->d_name, ".bc.tmp"))) {
-            char *p = malloc(strlen(cluster_dir(s)) + strlen(e->d_name) + 2);
-            if (p) {
-                sprintf(p, "%s/%s", cluster_dir(s), e->d_name);
-                unlink(p);
-                free(p);
-            }
-        }
-    }
-    if (d)
-        closedir(d);
+    io_list_dir(cluster_dir(s), on_cluster_file, s); /* (unreadable: they stay) */
 }
 
 /* The numbers of the current version's tables, sorted (NULL when out of memory: keep all). */
@@ -447,44 +462,43 @@ static uint64_t *live_tables(const ltr_store *s, size_t *n)
     return v;
 }
 
+typedef struct sweep {
+    ltr_store *s;
+    uint64_t *live;
+    size_t nlive;
+    char current[40];
+} sweep;
+
+static int on_store_file(void *arg, const char *name)
+{
+    sweep *w = arg;
+    const char *dot = strrchr(name, '.');
+    unsigned long long num = strtoull(name, NULL, 10);
+    int drop = 0;
+    if (dot && strcmp(dot, ".tmp") == 0)
+        drop = 1;
+    else if (strncmp(name, "MANIFEST-", 9) == 0)
+        drop = strcmp(name, w->current) != 0;
+    else if (dot && strcmp(dot, ".wal") == 0)
+        drop = num < w->s->log_floor;
+    else if (dot && strcmp(dot, ".ht") == 0) {
+        uint64_t f = num;
+        drop = !bsearch(&f, w->live, w->nlive, sizeof *w->live, cmp_u64);
+    }
+    if (drop)
+        remove_in(w->s->dir, name);
+    return LTR_OK;
+}
+
 void recovery_remove_orphans(ltr_store *s)
 {
     remove_orphan_clusters(s);
-    size_t nlive;
-    uint64_t *live = live_tables(s, &nlive);
-    DIR *d = live ? opendir(s->dir) : NULL;
-    if (!d) {
-        free(live);
-        return;
-    }
-    char cur[40];
-    snprintf(cur, sizeof cur, "MANIFEST-%08llu", (unsigned long long)s->ckpt.mf.number);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *name = e->d_name, *dot = strrchr(name, '.');
-        unsigned long long num = strtoull(name, NULL, 10);
-        int drop = 0;
-        if (dot && strcmp(dot, ".tmp") == 0)
-            drop = 1;
-        else if (strncmp(name, "MANIFEST-", 9) == 0)
-            drop = strcmp(name, cur) != 0;
-        else if (dot && strcmp(dot, ".wal") == 0)
-            drop = num < s->log_floor;
-        else if (dot && strcmp(dot, ".ht") == 0) {
-            uint64_t f = num;
-            drop = !bsearch(&f, live, nlive, sizeof *live, cmp_u64);
-        }
-        if (drop) {
-            char *p = malloc(strlen(s->dir) + strlen(name) + 2);
-            if (p) {
-                sprintf(p, "%s/%s", s->dir, name);
-                unlink(p);
-                free(p);
-            }
-        }
-    }
-    closedir(d);
-    free(live);
+    sweep w = {.s = s};
+    w.live = live_tables(s, &w.nlive);
+    snprintf(w.current, sizeof w.current, "MANIFEST-%08llu", (unsigned long long)s->ckpt.mf.number);
+    if (w.live) /* (out of memory: every table file stays) */
+        io_list_dir(s->dir, on_store_file, &w);
+    free(w.live);
 }
 
 static int create_store(ltr_store *s)
@@ -513,7 +527,7 @@ int recovery_load_state(ltr_store *s)
     if (!cur)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     sprintf(cur, "%s/CURRENT", s->dir);
-    int exists = access(cur, F_OK) == 0;
+    int exists = io_exists(cur);
     free(cur);
     if (!exists)
         return s->o.read_only ? ltr_fail_errno(ENOENT, "no store at %s", s->dir) : create_store(s);

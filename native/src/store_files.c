@@ -23,7 +23,7 @@ void store_remove_file(char *path, tfile *tf)
     if (tf) {
         tfile_doom(tf, path);
     } else {
-        unlink(path);
+        io_unlink(path);
         free(path);
     }
 }
@@ -59,7 +59,7 @@ void store_bury(ltr_store *s, char *path, uint64_t pooled, tfile *tf)
  * (they take LOCK_SH on the directory before they read the manifest). */
 static int no_readers(ltr_store *s)
 {
-    return s->files.dir_fd >= 0 && flock(s->files.dir_fd, LOCK_EX | LOCK_NB) == 0;
+    return s->files.dir_fd >= 0 && io_flock(s->files.dir_fd, LOCK_EX | LOCK_NB) == 0;
 }
 
 /* Hands the tables among the buried files to the pool at once when no reader process holds the
@@ -98,7 +98,7 @@ void store_reap(ltr_store *s, int all)
         }
     }
     if (reuse)
-        flock(s->files.dir_fd, LOCK_UN);
+        io_flock(s->files.dir_fd, LOCK_UN);
     free(due);
 }
 
@@ -155,8 +155,10 @@ int store_files_open(ltr_store *s)
     /* A reader holds LOCK_SH on the directory while it is open, taken before it reads the
      * manifest: the writer reuses the files of durable dropped tables only when it can take
      * LOCK_EX (no reader could have them open, and none can start meanwhile). */
-    s->files.dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->o.read_only && s->files.dir_fd >= 0 && flock(s->files.dir_fd, LOCK_SH) != 0)
+    if (io_open_dir(&s->files.dir_fd, s->dir) != LTR_OK)
+        s->files.dir_fd = -1; /* a writer then never reuses durable files; a reader finds no
+                                 store (recovery says so) */
+    if (s->o.read_only && s->files.dir_fd >= 0 && io_flock(s->files.dir_fd, LOCK_SH) != 0)
         return ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
     return open_cache(s);
 }
@@ -181,5 +183,5 @@ void store_files_close(ltr_store *s)
     }
     free(s->files.grave);
     if (s->files.dir_fd >= 0)
-        close(s->files.dir_fd); /* a reader's LOCK_SH goes with it */
+        io_close(s->files.dir_fd); /* a reader's LOCK_SH goes with it */
 }

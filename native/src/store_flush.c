@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "store_int.h"
 
 /* Installs table r (file) of memtable m as the newest table of the root, with the log floor
@@ -58,7 +59,7 @@ int store_flush_oldest(ltr_store *s)
         tref_unref(r);
     }
     if (rc)
-        unlink(path); /* not installed */
+        io_unlink(path); /* not installed */
     free(path);
     if (!rc) { /* in the version: the memtable can go (readers search the version after it) */
         memtable_drop(s, m);

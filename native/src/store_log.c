@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bucket.h"
@@ -43,7 +42,7 @@ int store_log_open_new(ltr_store *s)
     char *p = store_file(s->dir, file, "wal");
     if (!p)
         return ltr_fail(LTR_ENOMEM, "out of memory");
-    unlink(p);
+    io_unlink(p);
     logw w;
     rc = logw_open(&w, p, store_log_base());
     if (!rc)
@@ -89,15 +88,15 @@ int store_log_sync_to(ltr_store *s, uint64_t file, uint64_t end)
         if (__atomic_load_n(&s->log.resync, __ATOMIC_ACQUIRE)) {
             rc = wal_sync_locked(s, s->log.wal.fd); /* rarely: after a failure, writers wait */
         } else {
-            fd = dup(s->log.wal.fd); /* the log may be rotated and closed while we sync */
-            rc = fd < 0 ? ltr_fail_errno(errno, "cannot sync the log") : LTR_OK;
+            rc = io_dup(s->log.wal.fd, &fd, s->log.wal.path); /* the log may be rotated and
+                                                                 closed while we sync */
         }
         pthread_mutex_unlock(&s->write_mu);
         if (fd >= 0) {
             rc = io_fsync_fd(fd, "the log");
             if (rc) /* the next sync writes the log again first */
                 __atomic_store_n(&s->log.resync, 1, __ATOMIC_RELEASE);
-            close(fd);
+            io_close(fd);
         }
         pthread_mutex_lock(&s->log.sync_mu);
         s->log.syncing = 0;
@@ -230,10 +229,9 @@ void store_log_release_below(ltr_store *s, uint64_t floor)
 void store_log_recovered(ltr_store *s, uint64_t file)
 {
     char *p = store_file(s->dir, file, "wal");
-    struct stat sb;
-    uint64_t base = store_log_base(); /* (tests: the hole before the first record) */
-    if (p && stat(p, &sb) == 0)
-        walset_add(&s->log.set, file, (uint64_t)sb.st_size > base ? (uint64_t)sb.st_size - base : 0);
+    uint64_t size = 0, base = store_log_base(); /* (tests: the hole before the first record) */
+    if (p && io_size_path(p, &size) == 0)
+        walset_add(&s->log.set, file, size > base ? size - base : 0);
     free(p);
 }
 
@@ -254,8 +252,7 @@ int store_log_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     s->log.logged += end - start;
     store_count(s, C_WRITTEN_LOG, end - start);
     if (end - s->log.hinted >= LOG_WRITEBACK_STEP) {
-        sync_file_range(s->log.wal.fd, (off_t)s->log.hinted, (off_t)(end - s->log.hinted),
-                        SYNC_FILE_RANGE_WRITE);
+        io_sync_range(s->log.wal.fd, s->log.hinted, end - s->log.hinted);
         s->log.hinted = end;
     }
     return rc;

@@ -21,14 +21,11 @@ static int take_lock(ltr_store *s)
     if (!p)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     sprintf(p, "%s/LOCK", s->dir);
-    s->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    int rc = LTR_OK;
-    if (s->lock_fd < 0)
-        rc = ltr_fail_errno(errno, "cannot open the lock file %s", p);
-    else {
+    int rc = io_open(&s->lock_fd, p, O_RDWR | O_CREAT, 0644, "lock file");
+    if (!rc) {
         /* flock, not fcntl: its lock belongs to this open file, so a second open of the store
          * in the same process conflicts too, and closing one never releases another's lock. */
-        if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        if (io_flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
             rc = (errno == EWOULDBLOCK || errno == EACCES)
                      ? ltr_fail(LTR_ELOCKED, "store %s is already open for writing (its lock %s is held)",
                                 s->dir, p)
@@ -42,7 +39,7 @@ static int take_lock(ltr_store *s)
  * not vanish with its directory in a power cut. */
 static int make_dir(const char *dir, const char *what)
 {
-    if (mkdir(dir, 0755) != 0)
+    if (io_mkdir(dir, 0755) != 0)
         return errno == EEXIST ? LTR_OK
                                : ltr_fail_errno(errno, "cannot create the %s directory %s", what, dir);
     return io_fsync_dir(dir);
@@ -134,7 +131,7 @@ static void store_free(ltr_store *s)
     store_ckpt_free(s);
     free(s->llq.nodes);
     if (s->lock_fd >= 0)
-        close(s->lock_fd); /* releases the lock */
+        io_close(s->lock_fd); /* releases the lock */
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->write_cv);
     pthread_mutex_destroy(&s->log.sync_mu);
@@ -155,7 +152,7 @@ static int has_current(const char *dir)
     if (!p)
         return 0;
     sprintf(p, "%s/CURRENT", dir);
-    int yes = access(p, F_OK) == 0;
+    int yes = io_exists(p);
     free(p);
     return yes;
 }

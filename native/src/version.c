@@ -3,6 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "htable_read.h"
 #include "version.h"
 
@@ -50,7 +51,7 @@ void tfile_release(tfile *f)
     if (!f || __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     if (f->unlink)
-        unlink(f->unlink);
+        io_unlink(f->unlink); /* (a failure leaves it for the next open's sweep) */
     free(f->unlink);
     free(f);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "walset.h"
 
 void walset_init(walset *w)
@@ -90,7 +91,7 @@ size_t walset_unlink_dead(walset *w, const char *dir)
     char path[4096];
     while (take_dead(w, &f)) {
         snprintf(path, sizeof path, "%s/%08llu.wal", dir, (unsigned long long)f.number);
-        unlink(path); /* (a failure leaves it for the next writer open, which removes it) */
+        io_unlink(path); /* (a failure leaves it for the next writer open, which removes it) */
         pthread_mutex_lock(&w->mu);
         w->bytes -= f.bytes; /* counted until it has left the disk */
         pthread_mutex_unlock(&w->mu);

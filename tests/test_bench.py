@@ -1,0 +1,85 @@
+"""The benchmarks' measuring code (bench/measure.py), which bench/store.py and bench/htable.py
+print: its figures are there, checked, and sane on tiny loads (no figure is compared with a
+target here: speed is the benchmarks' business)."""
+
+import os
+import sys
+
+import pytest
+
+import lsmtrie
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import measure  # noqa: E402
+
+from test_store_api import corrupt_first_buckets, open_tiny  # noqa: E402
+
+
+def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
+    """bench/store.py's measurement on a tiny load: every level holds data, every value read
+    back was checked (measure_reads raises otherwise), and the reads are measured twice, in
+    the loading process and in a new one that opens the store read-only afterwards."""
+    r = measure.measure_store(n=20_000, levels=3, reads=2_000, single=500, directory=str(tmp_path))
+    assert all(t > 0 for t in r["tables_per_level"][1:]), r["tables_per_level"]
+    assert r["reads_per_get_miss"] <= 1.05
+    for figures in (r, r["reopened"]):
+        assert figures["get_hit_per_s_batched"] > 0 and figures["get_hit_per_s_single"] > 0
+        assert figures["get_miss_per_s_batched"] > 0
+        assert figures["floor_reads_per_s"] > 0 and figures["floor_cpu_us_per_read"] > 0
+        assert "get_hit_cpu_us_above_floor" in figures
+    assert "reopened by a new process" in measure.store_summary(r)
+    assert "bucket reads alone" in measure.store_summary(r)
+    # the hypervisor's steal time beside the rates: counted on Linux, and never negative
+    for steal in (r["load_steal_cores"], r["get_hit_steal_cores_batched"],
+                  r["reopened"]["get_hit_steal_cores_batched"]):
+        assert steal is not None and steal >= 0
+    assert "the hypervisor took" in measure.store_summary(r)
+
+
+def test_steal_time_readings():
+    a = measure.steal_seconds()
+    b = measure.steal_seconds()
+    assert a is not None and 0 <= a <= b
+    assert measure.steal_cores(1.0, 1.5, 2.0) == 0.25
+    assert measure.steal_cores(None, 1.5, 2.0) is None and measure.steal_cores(1.0, 1.5, 0) is None
+
+
+def test_read_floor_reads_and_checks_random_buckets(tmp_path):
+    """measure.read_floor, the benchmark's floor under batched hits, reads random buckets of the
+    store's tables as lookups do, CRC checked (a corrupt first bucket in each table, among 200
+    or so buckets, fails it when 20,000 reads are asked), on the threads asked for, and leaves
+    the statistics alone."""
+    path = tmp_path / "db"
+    with open_tiny(path) as db:
+        db.put_many([b"floor-%d" % i for i in range(4000)], [b"v" * 30] * 4000)
+        db.flush()
+        before = db.stats()
+        wall, cpu = measure.read_floor(db, 20_000, 2)
+        assert wall > 0 and cpu > 0
+        after = db.stats()
+        for k in ("gets", "bucket_reads", "cluster_reads"):
+            assert after[k] == before[k], k
+        with pytest.raises(lsmtrie.InvalidArgumentError, match="threads must be 1..8"):
+            measure.read_floor(db, 10, 0)
+        with pytest.raises(OverflowError):  # n is unsigned
+            measure.read_floor(db, -1)
+        tables = sum(before["tables_per_level"])
+    assert 3 <= tables <= 40, tables
+    corrupt_first_buckets(path)
+    with lsmtrie.open(str(path), read_only=True) as db:
+        with pytest.raises(lsmtrie.CorruptionError):
+            measure.read_floor(db, 20_000, 1)
+    with pytest.raises(lsmtrie.ClosedError):
+        measure.read_floor(db, 10)
+    with lsmtrie.open(str(tmp_path / "empty"), create=True) as db:
+        with pytest.raises(lsmtrie.InvalidArgumentError, match="no tables"):
+            measure.read_floor(db, 10)
+
+
+
+def test_the_demo_checks_the_store_it_loaded(tmp_path):
+
+    r = measure.measure_store(n=20_000, levels=3, reads=2_000, single=500, directory=str(tmp_path),
+                           verify=True)
+    assert r["verified"]["items"] >= 20_000 and r["verified"]["tables"] == sum(r["tables_per_level"])
+    assert "verified            sound:" in measure.store_summary(r)
