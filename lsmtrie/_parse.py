@@ -1,7 +1,7 @@
 """Streaming parsers of bulk-load input and their formatters, over native/src/parse.c
 (docs/format/load-input.md). Used by tests now and by `lsmtrie load`/`dump` later.
 
-Status: only the tsv format is implemented in C; the others raise InvalidArgumentError."""
+Status: tsv, fixed and lenprefix are implemented in C; csv and jsonl raise InvalidArgumentError."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The load-input parsers and formatters (lsmtrie/_parse.py, native/src/parse.c).
-So far tsv only, as the C side implements only tsv."""
+So far tsv, fixed and lenprefix (csv and jsonl are not implemented yet)."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -84,3 +84,48 @@ def test_reset_restarts_numbering():
     assert p.bad_lines == 0
     assert p.feed(b"bad\n", final=True) == []
     assert p.bad_line_descriptions == ["line 1: no tab"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(items=items_st, data=st.data())
+def test_lenprefix_round_trip_chunked(items, data):
+    raw = format_items(items, "lenprefix")
+    p = Parser("lenprefix")
+    got, i = [], 0
+    while i < len(raw):
+        n = data.draw(st.integers(0, 11))
+        got += p.feed(raw[i:i + n])
+        i += n
+    got += p.feed(b"", final=True)
+    assert got == items
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 10), ks=st.integers(0, 5), vs=st.integers(1, 5), data=st.data())
+def test_fixed_round_trip_chunked(n, ks, vs, data):
+    items = [(data.draw(st.binary(min_size=ks, max_size=ks)), data.draw(st.binary(min_size=vs, max_size=vs)))
+             for _ in range(n)]
+    raw = format_items(items, "fixed", key_size=ks, value_size=vs)
+    assert len(raw) == n * (ks + vs)
+    cut = data.draw(st.integers(0, len(raw)))
+    p = Parser("fixed", key_size=ks, value_size=vs)
+    assert p.feed(raw[:cut]) + p.feed(raw[cut:], final=True) == items
+
+
+def test_binary_bad_records():
+    with pytest.raises(InvalidArgumentError, match="offset 4: truncated record"):
+        Parser("fixed", key_size=2, value_size=2).feed(b"abcdab", final=True)
+    p = Parser("fixed", key_size=2, value_size=2, on_bad_line="skip")
+    assert p.feed(b"abcdab", final=True) == [(b"ab", b"cd")]
+    assert p.bad_line_descriptions == ["offset 4: truncated record (2 bytes at the end)"]
+    good = format_items([(b"k", b"v")], "lenprefix")
+    bad = (70000).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    for mode in ("fail", "skip"):  # framing is lost: an error even in skip mode
+        with pytest.raises(InvalidArgumentError, match="offset 10: key length 70000 over the limit"):
+            Parser("lenprefix", on_bad_line=mode).feed(good + bad, final=True)
+    with pytest.raises(InvalidArgumentError, match="only the utf8"):
+        Parser("lenprefix", "hex", "utf8")
+    with pytest.raises(InvalidArgumentError, match="fixed format wants"):
+        format_items([(b"abc", b"")], "fixed", key_size=2, value_size=0)
+    with pytest.raises(InvalidArgumentError, match="key_size \\+ value_size > 0"):
+        Parser("fixed", key_size=0, value_size=0)

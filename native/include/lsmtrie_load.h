@@ -1,6 +1,6 @@
 /* lsmtrie_load.h: streaming parsers of bulk-load input (chunks of bytes to packed batches of
  * items) and their inverse formatters (docs/format/load-input.md). Conventions of lsmtrie.h.
- * STATUS: only the tsv format is implemented so far; the others are refused with LTR_EINVAL. */
+ * STATUS: tsv, fixed and lenprefix are implemented; csv and jsonl are refused with LTR_EINVAL. */
 #ifndef LSMTRIE_LOAD_H
 #define LSMTRIE_LOAD_H
 

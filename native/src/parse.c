@@ -1,10 +1,11 @@
 /* parse.c: streaming parsers of bulk-load input and their formatters (lsmtrie_load.h,
- * docs/format/load-input.md). So far the tsv format only. */
+ * docs/format/load-input.md). tsv, fixed and lenprefix so far; csv and jsonl not yet. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lsmtrie_load.h"
+#include "coding.h"
 #include "ltr_int.h"
 
 struct ltr_parser {
@@ -13,6 +14,7 @@ struct ltr_parser {
     ltr_buf kf, vf;         /* unescaped fields */
     ltr_buf kd, vd;         /* decoded fields */
     uint64_t line;          /* lines consumed so far */
+    uint64_t off;           /* binary formats: bytes consumed so far */
     uint64_t bad;
     char kept[LTR_BAD_KEPT][160];
 };
@@ -21,8 +23,14 @@ static int check_opts(const ltr_parser_opts *o)
 {
     if (!o)
         return ltr_fail(LTR_EINVAL, "missing parser options");
-    if (o->format != LTR_FMT_TSV)
-        return ltr_fail(LTR_EINVAL, "format %d is not implemented yet (tsv only)", o->format);
+    if (o->format != LTR_FMT_TSV && o->format != LTR_FMT_FIXED && o->format != LTR_FMT_LENPREFIX)
+        return ltr_fail(LTR_EINVAL, "format %d is not implemented yet", o->format);
+    if (o->format != LTR_FMT_TSV && (o->key_encoding || o->value_encoding))
+        return ltr_fail(LTR_EINVAL, "binary formats take only the utf8 (raw) encoding");
+    if (o->format == LTR_FMT_FIXED && (o->key_size > LTR_MAX_KEY || o->value_size > LTR_MAX_VALUE))
+        return ltr_fail(LTR_EINVAL, "fixed sizes over the key/value limits");
+    if (o->format == LTR_FMT_FIXED && o->key_size + o->value_size == 0)
+        return ltr_fail(LTR_EINVAL, "fixed records need key_size + value_size > 0");
     if (o->key_encoding < 0 || o->key_encoding > 2 || o->value_encoding < 0 ||
         o->value_encoding > 2)
         return ltr_fail(LTR_EINVAL, "unknown encoding");
@@ -48,6 +56,7 @@ void ltr_parser_reset(ltr_parser *p)
 {
     p->pend.len = 0;
     p->line = 0;
+    p->off = 0;
     p->bad = 0;
 }
 
@@ -268,11 +277,92 @@ static int tsv_line(ltr_parser *p, const uint8_t *s, size_t n, int had_lf, ltr_i
     return push(out, kd, kdl, vd, vdl);
 }
 
+/* Binary formats: the length of the record starting at s (avail bytes there), 0 when its
+ * header is incomplete, or a negative status for a bad length (framing is lost: an error even
+ * in skip mode). */
+static int64_t bin_len(ltr_parser *p, const uint8_t *s, size_t avail)
+{
+    if (p->o.format == LTR_FMT_FIXED)
+        return (int64_t)p->o.key_size + p->o.value_size;
+    if (avail < 8)
+        return 0;
+    uint32_t kl = get_u32(s), vl = get_u32(s + 4);
+    if (kl > LTR_MAX_KEY || vl > LTR_MAX_VALUE) {
+        p->bad++;
+        return ltr_fail(LTR_EINVAL, "offset %llu: %s length %u over the limit (framing lost)",
+                        (unsigned long long)p->off, kl > LTR_MAX_KEY ? "key" : "value",
+                        kl > LTR_MAX_KEY ? kl : vl);
+    }
+    return 8 + (int64_t)kl + vl;
+}
+
+static int bin_push(ltr_parser *p, const uint8_t *s, size_t n, ltr_items *out)
+{
+    size_t h = p->o.format == LTR_FMT_FIXED ? 0 : 8;
+    size_t kl = h ? get_u32(s) : p->o.key_size;
+    p->off += n;
+    return push(out, s + h, kl, s + h + kl, n - h - kl);
+}
+
+static int bin_feed(ltr_parser *p, const uint8_t *s, size_t len, int final, ltr_items *out)
+{
+    const uint8_t *end = s + len;
+    int rc;
+    while (p->pend.len) { /* complete the split record first */
+        int64_t need = bin_len(p, p->pend.data, p->pend.len);
+        if (need < 0)
+            return (int)need;
+        size_t want = need ? (size_t)need - p->pend.len : 8 - p->pend.len;
+        size_t take = want < (size_t)(end - s) ? want : (size_t)(end - s);
+        if ((rc = buf_append(&p->pend, s, take)))
+            return rc;
+        s += take;
+        if (take < want)
+            break;
+        if (need) {
+            rc = bin_push(p, p->pend.data, p->pend.len, out);
+            p->pend.len = 0;
+            if (rc)
+                return rc;
+        }
+    }
+    while (!p->pend.len && s < end) {
+        int64_t need = bin_len(p, s, (size_t)(end - s));
+        if (need < 0)
+            return (int)need;
+        if (!need || need > end - s) {
+            if ((rc = buf_append(&p->pend, s, (size_t)(end - s))))
+                return rc;
+            break;
+        }
+        if ((rc = bin_push(p, s, (size_t)need, out)))
+            return rc;
+        s += need;
+    }
+    if (final && p->pend.len) {
+        uint64_t at = p->off;
+        size_t n = p->pend.len;
+        p->pend.len = 0;
+        p->off += n;
+        if (p->o.on_bad_line == LTR_BAD_FAIL)
+            return ltr_fail(LTR_EINVAL, "offset %llu: truncated record (%zu bytes at the end)",
+                            (unsigned long long)at, n);
+        if (p->bad < LTR_BAD_KEPT)
+            snprintf(p->kept[p->bad], sizeof p->kept[0],
+                     "offset %llu: truncated record (%zu bytes at the end)",
+                     (unsigned long long)at, n);
+        p->bad++;
+    }
+    return LTR_OK;
+}
+
 int ltr_parser_feed(ltr_parser *p, const uint8_t *data, size_t len, int final, ltr_items *out)
 {
     int rc = items_start(out);
     if (rc)
         return rc;
+    if (p->o.format != LTR_FMT_TSV)
+        return bin_feed(p, data, len, final, out);
     const uint8_t *s = data, *end = data + len;
     if (p->pend.len) {
         const uint8_t *nl = len ? memchr(s, '\n', len) : NULL;
@@ -376,6 +466,25 @@ int ltr_format_items(const ltr_parser_opts *o, const uint8_t *kdata, const int64
     for (size_t i = 0; i < n; i++) {
         const uint8_t *k = kdata + koffs[i], *v = vdata + voffs[i];
         size_t kl = (size_t)(koffs[i + 1] - koffs[i]), vl = (size_t)(voffs[i + 1] - voffs[i]);
+        if (o->format == LTR_FMT_FIXED) {
+            if (kl != o->key_size || vl != o->value_size)
+                return ltr_fail(LTR_EINVAL, "item %zu: sizes %zu/%zu, fixed format wants %u/%u",
+                                i, kl, vl, o->key_size, o->value_size);
+            if ((rc = buf_append(out, k, kl)) || (rc = buf_append(out, v, vl)))
+                return rc;
+            continue;
+        }
+        if (o->format == LTR_FMT_LENPREFIX) {
+            if (kl > LTR_MAX_KEY || vl > LTR_MAX_VALUE)
+                return ltr_fail(LTR_EINVAL, "item %zu: over the key/value limits", i);
+            uint8_t h[8];
+            put_u32(h, (uint32_t)kl);
+            put_u32(h + 4, (uint32_t)vl);
+            if ((rc = buf_append(out, h, 8)) || (rc = buf_append(out, k, kl)) ||
+                (rc = buf_append(out, v, vl)))
+                return rc;
+            continue;
+        }
         if ((rc = put_field(out, o->key_encoding, k, kl)) || (rc = buf_append(out, "\t", 1)) ||
             (rc = put_field(out, o->value_encoding, v, vl)) || (rc = buf_append(out, "\n", 1)))
             return rc;
