@@ -61,6 +61,13 @@ class Loader:
         self._call(lib.ltr_load_add, b.ptr_u8(kdata), b.ptr_i64(koffs), kdata.size,
                    b.ptr_u8(vdata), b.ptr_i64(voffs), vdata.size, n)
 
+    def add_items(self, it) -> None:
+        """Adds a C batch (ltr_items, as a parser fills it) without copying it."""
+        if it.n:
+            self._call(lib.ltr_load_add, it.keys.data, ffi.cast("int64_t *", it.koffs.data),
+                       it.keys.len, it.values.data, ffi.cast("int64_t *", it.voffs.data),
+                       it.values.len, it.n)
+
     def checkpoint(self, position: bytes) -> None:
         self._call(lib.ltr_load_checkpoint, position, len(position))
 

@@ -69,6 +69,26 @@ class Parser:
         voffs = np.frombuffer(_bytes(it.voffs), dtype=np.int64) if it.voffs.len else np.zeros(1, np.int64)
         return Batch(_bytes(it.keys), koffs, _bytes(it.values), voffs)
 
+    def feed_c(self, data, final: bool = False):
+        """Parses a chunk into the parser's own C batch (ltr_items, valid until the next call)
+        and returns it: the loader hands it to C as it is, with no copy."""
+        it = self._items
+        for b in (it.keys, it.values, it.koffs, it.voffs, it.deleted):
+            b.len = 0
+        it.n = 0
+        check(lib.ltr_parser_feed(self._p, ffi.from_buffer(data), len(data), int(final), it))
+        return it
+
+    def position(self) -> tuple[int, int]:
+        """(bytes held of a record split across chunks, lines or bytes consumed before them)."""
+        pending, consumed = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        lib.ltr_parser_position(self._p, pending, consumed)
+        return pending[0], consumed[0]
+
+    def seek(self, consumed: int) -> None:
+        """Continues the numbering from `consumed` (an input resumed at that record)."""
+        lib.ltr_parser_seek(self._p, consumed)
+
     def feed(self, data: bytes, final: bool = False) -> list[tuple[bytes, bytes]]:
         return self.feed_packed(data, final).items()
 

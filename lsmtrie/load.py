@@ -308,8 +308,11 @@ class _Run:
 
     def __init__(self, db, o: LoadOptions, identity: str, data: int, progress: Progress):
         self.o, self.progress = o, progress
+        # --resume with no journal: the load was killed before its first checkpoint, and
+        # nothing of it is durable; it starts over
+        resume = o.resume and os.path.exists(os.path.join(db.path, "load", "JOURNAL"))
         self.loader = Loader(db, memory=o.memory, tmp=o.tmp, expected_bytes=data,
-                             identity=identity, resume=o.resume)
+                             identity=identity, resume=resume)
         pos = self.loader.position
         self.start = json.loads(pos) if pos else {}
         self.items_read = self.start.get("items_read", 0)
@@ -323,6 +326,9 @@ class _Run:
 
     def add(self, kdata, koffs, vdata, voffs, n: int, nbytes: int) -> None:
         self.loader.add_packed(kdata, koffs, vdata, voffs, n)
+        self.count(n, nbytes)
+
+    def count(self, n: int, nbytes: int) -> None:
         self.items_read += n
         self.since_checkpoint += nbytes
         self.progress.update(nbytes, n, {})
@@ -343,6 +349,62 @@ class _Run:
         return {"items_read": self.items_read, "items_loaded": st["items_loaded"],
                 "bad_lines": self.bad_lines, "duplicates": st["duplicates"],
                 "user_bytes": st["user_bytes"], "bad_line_examples": self.bad_examples}
+
+
+def _skip(f, name: str, n: int) -> None:
+    """Reads past the first n bytes of an input (a resume), by seeking where the file allows."""
+    if name == "-":
+        raise LoadError("cannot resume a load that reads standard input: its data is gone")
+    try:
+        f.seek(n)
+        return
+    except (OSError, io.UnsupportedOperation, AttributeError):
+        pass
+    while n > 0:
+        chunk = f.read(min(n, CHUNK))
+        if not chunk:
+            raise LoadError(f"{name} is shorter than when the load was interrupted")
+        n -= len(chunk)
+
+
+def _load_files(run: _Run, files, o: LoadOptions) -> None:
+    """The inputs, a chunk at a time, through the C parser into the loader. A checkpoint
+    records the input, the byte offset where the parser's pending record starts, and the
+    records before it, so a resume reads on from exactly there."""
+    from ._parse import Parser
+    fixed = o.format == "fixed"
+    parser = Parser(o.format, o.key_encoding, o.value_encoding, o.key_size if fixed else 0,
+                    o.value_size if fixed else 0, o.on_bad_line)
+    first, offset0 = run.start.get("input", 0), run.start.get("offset", 0)
+    for idx in range(first, len(files)):
+        name = files[idx]
+        parser.reset()
+        with open_input(name) as f:
+            offset = 0
+            if idx == first and offset0:
+                _skip(f, name, offset0)
+                parser.seek(run.start.get("consumed", 0))
+                offset = offset0
+            while True:
+                chunk = f.read(CHUNK)
+                try:
+                    it = parser.feed_c(chunk, final=not chunk)
+                except errors.InvalidArgumentError as e:
+                    raise LoadError(f"{name}: {e}") from None
+                run.loader.add_items(it)
+                run.count(it.n, len(chunk))
+                offset += len(chunk)
+                if not chunk:
+                    break
+                if run.checkpoint_due():
+                    pending, consumed = parser.position()
+                    run.checkpoint(input=idx, offset=offset - pending, consumed=consumed,
+                                   file_bad_lines=parser.bad_lines)
+        for d in parser.bad_line_descriptions:
+            if len(run.bad_examples) < 10:
+                run.bad_examples.append(f"{name}: {d}")
+        # (a resumed file's bad lines before the checkpoint were counted then)
+        run.bad_lines += parser.bad_lines + (run.start.get("file_bad_lines", 0) if idx == first else 0)
 
 
 def _load_generated(run: _Run, o: LoadOptions) -> None:

@@ -268,7 +268,9 @@ def run_loader(script, path, cfg, kill_after=None):
     if timer and first.startswith("ready"):
         timer.daemon = True
         timer.start()
-    out, err = p.communicate()
+    out = p.stdout.read()  # (not communicate(): it skips lines already in p.stdout's buffer)
+    p.wait()
+    err = p.stderr.read()
     for t in (timer, watchdog):
         if t:
             t.cancel()

@@ -44,6 +44,12 @@ int ltr_parser_new(const ltr_parser_opts *o, ltr_parser **out);
 int ltr_parser_feed(ltr_parser *p, const uint8_t *data, size_t len, int final, ltr_items *out);
 /* Forgets the pending bytes and restarts the numbering, for the next input file. */
 void ltr_parser_reset(ltr_parser *p);
+/* Where the parser stands: *pending bytes held of a record split across chunks, and *consumed
+ * the lines (text formats) or bytes (binary formats) of the records before them. A resumed
+ * input read again from the byte where those pending bytes start continues with
+ * ltr_parser_seek(consumed). */
+void ltr_parser_position(const ltr_parser *p, uint64_t *pending, uint64_t *consumed);
+void ltr_parser_seek(ltr_parser *p, uint64_t consumed);
 uint64_t ltr_parser_bad_lines(const ltr_parser *p);
 /* Description of kept bad line i (< min(bad lines, LTR_BAD_KEPT)), else NULL. */
 const char *ltr_parser_bad_line(const ltr_parser *p, size_t i);

@@ -1,6 +1,7 @@
 /* parse.c: streaming parsers of bulk-load input and their formatters (lsmtrie_load.h,
  * docs/format/load-input.md). tsv, fixed and lenprefix so far; csv and jsonl not yet. */
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,21 @@ void ltr_parser_reset(ltr_parser *p)
     p->bad = 0;
 }
 
+void ltr_parser_position(const ltr_parser *p, uint64_t *pending, uint64_t *consumed)
+{
+    *pending = p->pend.len;
+    *consumed = p->o.format == LTR_FMT_TSV ? p->line : p->off;
+}
+
+void ltr_parser_seek(ltr_parser *p, uint64_t consumed)
+{
+    p->pend.len = 0;
+    if (p->o.format == LTR_FMT_TSV)
+        p->line = consumed;
+    else
+        p->off = consumed;
+}
+
 uint64_t ltr_parser_bad_lines(const ltr_parser *p) { return p->bad; }
 
 const char *ltr_parser_bad_line(const ltr_parser *p, size_t i)
@@ -91,34 +107,34 @@ static int bad_line(ltr_parser *p, uint64_t line, const char *reason)
     return LTR_OK;
 }
 
+/* Digit values by byte, -1 for a byte that is no digit: filled once, before any parser runs
+ * (pthread_once: parsers of several threads may start together). */
+static int8_t hex_table[256], b64_table[256];
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void fill_tables(void)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    memset(hex_table, -1, sizeof hex_table);
+    memset(b64_table, -1, sizeof b64_table);
+    for (int i = 0; i < 10; i++)
+        hex_table['0' + i] = (int8_t)i;
+    for (int i = 0; i < 6; i++)
+        hex_table['a' + i] = hex_table['A' + i] = (int8_t)(10 + i);
+    for (int i = 0; i < 64; i++)
+        b64_table[(uint8_t)b64[i]] = (int8_t)i;
+}
+
 static const int8_t *hexval(void)
 {
-    static int8_t t[256];
-    static int init;
-    if (!init) {
-        memset(t, -1, sizeof t);
-        for (int i = 0; i < 10; i++)
-            t['0' + i] = (int8_t)i;
-        for (int i = 0; i < 6; i++)
-            t['a' + i] = t['A' + i] = (int8_t)(10 + i);
-        init = 1;
-    }
-    return t;
+    pthread_once(&tables_once, fill_tables);
+    return hex_table;
 }
 
 static const int8_t *b64val(void)
 {
-    static int8_t t[256];
-    static int init;
-    if (!init) {
-        static const char a[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        memset(t, -1, sizeof t);
-        for (int i = 0; i < 64; i++)
-            t[(uint8_t)a[i]] = (int8_t)i;
-        init = 1;
-    }
-    return t;
+    pthread_once(&tables_once, fill_tables);
+    return b64_table;
 }
 
 /* Decodes s[0,n) per enc into *d; returns NULL or the reason it is bad. -ENOMEM as rc. */

@@ -1,0 +1,163 @@
+"""`python -m lsmtrie load` (issue 22's contract): inputs in files, compressed or on stdin, bad
+lines in both modes, the JSON summary, exit statuses, a second writer, and a load killed while it
+reads files, then resumed. The contents are checked against a dict model built from the same
+items (tsv, fixed and lenprefix: the formats the C parsers read today)."""
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import lsmtrie
+from lsmtrie._parse import format_items
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("items_read", "items_loaded", "bad_lines", "duplicates", "seconds", "items_per_s",
+        "user_bytes", "bytes_written", "write_amplification", "store_bytes", "peak_rss_bytes",
+        "peak_disk_bytes")
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def load(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "lsmtrie", "load", *map(str, args)],
+                          input=stdin, capture_output=True, env=env(), timeout=600)
+
+
+def items(seed, n, nkeys=None):
+    rng = random.Random(seed)
+    nkeys = nkeys or n
+    pool = [rng.randbytes(rng.randint(0, 20)) for _ in range(nkeys)]
+    return [(pool[rng.randrange(nkeys)], rng.randbytes(rng.randint(0, 50))) for _ in range(n)]
+
+
+def contents(path):
+    with lsmtrie.open(str(path), read_only=True) as db:
+        return dict(db.items())
+
+
+def test_tsv_files_compressed_and_plain_load_with_later_items_winning(tmp_path):
+    a, b = items(1, 3000, 2000), items(2, 3000, 2000)
+    a += [(b"\t\n\r\\", b"all the escapes\t\\"), (b"", b"empty key"), (b"empty value", b"")]
+    files = []
+    for i, (opener, suffix) in enumerate([(open, ""), (gzip.open, ".gz"), (bz2.open, ".bz2"),
+                                          (lzma.open, ".xz")]):
+        f = tmp_path / f"in{i}.tsv{suffix}"
+        with opener(f, "wb") as out:
+            out.write(format_items(a if i % 2 == 0 else b, "tsv").replace(b"\n", b"\r\n", 5))
+        files.append(f)
+    r = load(tmp_path / "db", *files, "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert sorted(summary) == sorted(KEYS)
+    model = {}
+    for its in (a, b, a, b):
+        model.update(its)
+    assert summary["items_read"] == 2 * (len(a) + len(b))
+    assert summary["items_loaded"] == len(model)
+    assert summary["duplicates"] == summary["items_read"] - len(model)
+    assert contents(tmp_path / "db") == model
+
+
+def test_stdin_and_binary_formats(tmp_path):
+    its = items(3, 2000)
+    r = load(tmp_path / "t", "-", "--no-progress", stdin=format_items(its, "tsv"))
+    assert r.returncode == 0, r.stderr
+    assert contents(tmp_path / "t") == dict(its)
+    r = load(tmp_path / "l", "--format", "lenprefix", "--no-progress",
+             stdin=format_items(its, "lenprefix"))
+    assert r.returncode == 0, r.stderr
+    assert contents(tmp_path / "l") == dict(its)
+    fixed = [(bytes([i % 256]) * 4, bytes([i % 7]) * 3) for i in range(600)]
+    r = load(tmp_path / "f", "--format", "fixed", "--key-size", "4", "--value-size", "3",
+             "--no-progress", stdin=format_items(fixed, "fixed", key_size=4, value_size=3))
+    assert r.returncode == 0, r.stderr
+    assert contents(tmp_path / "f") == dict(fixed)
+
+
+def test_a_bad_line_fails_the_load_and_leaves_the_store_as_it_was(tmp_path):
+    old = items(4, 500)
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        db.put_many([k for k, _ in old], [v for _, v in old])
+    good = format_items(items(5, 400), "tsv")
+    (tmp_path / "in.tsv").write_bytes(good + b"no tab here\n" + good)
+    r = load(tmp_path / "db", tmp_path / "in.tsv", "--no-progress")
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert f"{tmp_path / 'in.tsv'}: line 401: " in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert contents(tmp_path / "db") == dict(old)
+    assert not os.path.exists(tmp_path / "db" / "load")
+    r = load(tmp_path / "db", tmp_path / "in.tsv", "--on-bad-line", "skip", "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bad_lines"] == 1
+    assert "line 401" in r.stderr.decode()
+    assert contents(tmp_path / "db") == {**dict(old), **dict(items(5, 400))}
+
+
+def test_usage_errors_and_a_second_writer(tmp_path):
+    assert load(tmp_path / "db", "--format", "xml").returncode == 2
+    assert load(tmp_path / "db", "--memory", "lots").returncode == 2
+    r = load(tmp_path / "db", tmp_path / "missing.tsv", "--no-progress")
+    assert r.returncode == 1 and "missing.tsv" in r.stderr.decode()
+    (tmp_path / "in.tsv").write_bytes(b"k\tv\n")
+    with lsmtrie.open(str(tmp_path / "db")):
+        r = load(tmp_path / "db", tmp_path / "in.tsv", "--no-progress")
+    assert r.returncode == 1 and "LOCK" in r.stderr.decode()
+
+
+def test_a_load_of_files_killed_while_reading_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Checkpoints every 256 KiB of input (the hook below) while four files are read; the
+    loader is killed at random moments, resumed (maybe killed again), and ends with the
+    model's contents. A resume with other arguments is refused."""
+    files, model = [], {}
+    for i in range(4):
+        its = items(10 + i, 40_000, 30_000)
+        model.update(its)
+        f = tmp_path / f"in{i}.tsv.gz"
+        with gzip.open(f, "wb", compresslevel=1) as out:
+            out.write(format_items(its, "tsv"))
+        files.append(str(f))
+    hook = tmp_path / "sitecustomize.py"
+    hook.write_text("import lsmtrie.load as L\nL.CHECKPOINT_BYTES = 256 << 10\n")
+    e = dict(env(), PYTHONPATH=str(tmp_path) + os.pathsep + env()["PYTHONPATH"])
+    cmd = [sys.executable, "-m", "lsmtrie", "load", str(tmp_path / "db"), *files, "--no-progress",
+           "--memory", "16M"]
+    rng = random.Random(5)
+    started = time.monotonic()
+    whole = subprocess.run(cmd[:4] + [str(tmp_path / "calibration")] + cmd[5:], env=e,
+                           capture_output=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    seconds = time.monotonic() - started
+    for attempt in range(4):
+        p = subprocess.Popen(cmd + (["--resume"] if attempt else []), env=e,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        timer = threading.Timer(rng.uniform(0.3, 1.0) * seconds, p.kill)
+        timer.start()
+        out, err = p.communicate(timeout=600)
+        timer.cancel()
+        if p.returncode == 0:
+            break
+        assert p.returncode == -signal.SIGKILL, err
+        if os.path.exists(tmp_path / "db" / "CURRENT"):
+            with lsmtrie.open(str(tmp_path / "db"), read_only=True) as db:
+                assert dict(db.items()) == {}  # nothing of the load until it installs
+        if os.path.exists(tmp_path / "db" / "load" / "JOURNAL"):
+            other = cmd[:5] + files[:-1] + ["--no-progress", "--resume"]  # one file fewer
+            r = subprocess.run(other, env=e, capture_output=True)
+            assert r.returncode == 1 and b"other arguments" in r.stderr, r.stderr
+    else:
+        r = subprocess.run(cmd + ["--resume"], env=e, capture_output=True)
+        assert r.returncode == 0, r.stderr
+    assert contents(tmp_path / "db") == model
