@@ -33,13 +33,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Runs in each engine's process: the generator of lsmtrie.load (the command's own), so every
+# Runs in each engine's process: the generator of lsmtrie.bulk (the command's own), so every
 # engine gets the same items in the same order.
 COMMON = textwrap.dedent(r'''
     import json, os, sys, time, threading
     import numpy as np
     sys.path.insert(0, ROOT)
-    from lsmtrie.load import LoadOptions, _generated, _dir_bytes
+    from lsmtrie.bulk import LoadOptions, _generated, _dir_bytes
 
     def io_written():
         f = dict(line.split(":") for line in open("/proc/self/io"))

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .htable import BuildStats, HTable, HTableBuilder, Lookup, TableOptions, build_htable
 from .store import Store, WriteBatch, open  # noqa: A001 - lsmtrie.open is the API
+from .bulk import load
 
 __version__ = "0.1.0"
 
@@ -33,7 +34,7 @@ MAX_VALUE_BYTES = _binding.lib.LTR_MAX_VALUE
 
 __all__ = [
     "BUCKET_SIZE", "BUCKET_PAYLOAD", "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
-    "open", "Store", "WriteBatch",
+    "open", "Store", "WriteBatch", "load",
     "BuildStats", "HTable", "HTableBuilder", "Lookup", "TableOptions", "build_htable",
     "ClosedError", "CorruptionError", "DiskFullError", "Error", "InvalidArgumentError",
     "ItemTooLargeError", "LockError", "ReadOnlyError", "StorageError", "VersionError",

@@ -28,7 +28,7 @@ import time
 
 from . import demo
 from . import errors
-from . import load
+from . import bulk
 from . import store
 
 
@@ -149,8 +149,8 @@ def main(argv=None) -> int:
         p.add_argument("--json", action="store_true", help=json_help)
         p.set_defaults(func=func)
     p = sub.add_parser("load", help="load a data set into a store, straight into the trie")
-    load.add_arguments(p)
-    p.set_defaults(func=load.run_command)
+    bulk.add_arguments(p)
+    p.set_defaults(func=bulk.run_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

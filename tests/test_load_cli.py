@@ -130,7 +130,7 @@ def test_a_load_of_files_killed_while_reading_resumes_from_its_checkpoint(tmp_pa
             out.write(format_items(its, "tsv"))
         files.append(str(f))
     hook = tmp_path / "sitecustomize.py"
-    hook.write_text("import lsmtrie.load as L\nL.CHECKPOINT_BYTES = 256 << 10\n")
+    hook.write_text("import lsmtrie.bulk as L\nL.CHECKPOINT_BYTES = 256 << 10\n")
     e = dict(env(), PYTHONPATH=str(tmp_path) + os.pathsep + env()["PYTHONPATH"])
     cmd = [sys.executable, "-m", "lsmtrie", "load", str(tmp_path / "db"), *files, "--no-progress",
            "--memory", "16M"]
@@ -161,3 +161,19 @@ def test_a_load_of_files_killed_while_reading_resumes_from_its_checkpoint(tmp_pa
         r = subprocess.run(cmd + ["--resume"], env=e, capture_output=True)
         assert r.returncode == 0, r.stderr
     assert contents(tmp_path / "db") == model
+
+
+def test_the_python_call_takes_arrays_and_batch_iterators(tmp_path):
+    import numpy as np
+    keys = np.random.default_rng(1).integers(0, 256, (5000, 12), dtype=np.uint8)
+    values = np.random.default_rng(2).integers(0, 256, (5000, 7), dtype=np.uint8)
+    s = lsmtrie.load(str(tmp_path / "a"), (keys, values))
+    assert s["items_loaded"] == 5000 and s["items_read"] == 5000
+    its = items(6, 3000, 2000)
+    batches = ([[k for k, _ in its[i:i + 500]], [v for _, v in its[i:i + 500]]] for i in range(0, 3000, 500))
+    s = lsmtrie.load(str(tmp_path / "b"), (tuple(b) for b in batches))
+    assert s["duplicates"] == 3000 - len(dict(its))
+    assert contents(tmp_path / "a") == {bytes(k): bytes(v) for k, v in zip(keys, values)}
+    assert contents(tmp_path / "b") == dict(its)
+    s = lsmtrie.load(str(tmp_path / "g"), generate=10_000, key_size=8, value_size=4, seed=3)
+    assert s["items_read"] == 10_000 and s["user_bytes"] == 120_000
