@@ -236,7 +236,7 @@ int ltr_store_verify(ltr_store *s, ltr_verify_stats *out, char *report, size_t c
  * and installs all of them in one manifest edit: until ltr_load_finish returns, the store
  * (and any reader) shows its state before the load; then all of the load at once. A later item
  * of a key replaces an earlier one, and the load's items replace what the store held. The
- * store must be open for writing; other writes meanwhile are allowed but older than the load. */
+ * store must be open for writing; a write made while a load runs lands before or after it. */
 
 typedef struct ltr_load_opts {
     uint64_t memory_bytes;   /* working memory; 0: 1 GiB */
