@@ -152,7 +152,8 @@ def test_a_load_of_files_killed_while_reading_resumes_from_its_checkpoint(tmp_pa
         assert p.returncode == -signal.SIGKILL, err
         if os.path.exists(tmp_path / "db" / "CURRENT"):
             with lsmtrie.open(str(tmp_path / "db"), read_only=True) as db:
-                assert dict(db.items()) == {}  # nothing of the load until it installs
+                seen = dict(db.items())  # nothing of the load until it installs, then all
+            assert seen == {} or seen == model
         if os.path.exists(tmp_path / "db" / "load" / "JOURNAL"):
             other = cmd[:5] + files[:-1] + ["--no-progress", "--resume"]  # one file fewer
             r = subprocess.run(other, env=e, capture_output=True)

@@ -61,10 +61,7 @@ void ltr_load_plan_options(uint64_t expected_bytes, uint64_t expected_items, ltr
     o->given |= LTR_OPT_LEVELS | LTR_OPT_TABLE_BUCKETS;
 }
 
-static uint64_t table_capacity(const ltr_store *s)
-{
-    return (uint64_t)(s->o.fill * s->o.table_buckets * LTR_BUCKET_PAYLOAD);
-}
+static uint64_t table_capacity(const ltr_store *s) { return store_table_capacity(&s->o); }
 
 /* The partition depth: partitions of at most a sixth of the memory each (a partition is held
  * whole while two threads build, with about twice its size in builders), at most 4,096 of them
@@ -184,29 +181,22 @@ int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t
 {
     if (l->finished)
         return ltr_fail(LTR_EINVAL, "the load was already finished");
-    int rc = batch_check(koffs, n, klen_total, "keys");
-    if (!rc)
-        rc = batch_check(voffs, n, vlen_total, "values");
-    for (size_t i = 0; !rc && i < n; i++) {
-        int64_t kl = koffs[i + 1] - koffs[i], vl = voffs[i + 1] - voffs[i];
-        if (kl > LTR_MAX_KEY)
-            return ltr_fail(LTR_ETOOBIG, "key %zu is %lld bytes; the limit is %d bytes", i,
-                            (long long)kl, LTR_MAX_KEY);
-        if (vl > LTR_MAX_VALUE)
-            return ltr_fail(LTR_ETOOBIG, "value %zu is %lld bytes; the limit is %d bytes", i,
-                            (long long)vl, LTR_MAX_VALUE);
-    }
     uint64_t user = 0;
-    for (size_t i = 0; !rc && i < n; i++) {
+    int rc = store_check_batch(koffs, klen_total, voffs, vlen_total, NULL, n, &user);
+    if (rc) /* (nothing of the batch was added) */
+        return rc;
+    size_t i = 0;
+    for (; i < n && !rc; i++) {
         const uint8_t *key = kdata + koffs[i], *val = vdata + voffs[i];
         uint32_t kl = (uint32_t)(koffs[i + 1] - koffs[i]), vl = (uint32_t)(voffs[i + 1] - voffs[i]);
         uint8_t d[16];
         ltr_murmur3_128(key, kl, l->s->o.hash_seed, d);
-        uint32_t at = l->depth ? (uint32_t)(hb_trie_path(hb_from_digest(d)) >> (HB_TRIE_BITS - 3 * l->depth)) : 0;
+        uint64_t path = hb_trie_path(hb_from_digest(d));
+        uint32_t at = l->depth ? (uint32_t)(path >> (HB_TRIE_BITS - 3 * l->depth)) : 0;
         rc = part_add(l, at, key, kl, val, vl);
-        user += kl + vl;
     }
-    count(&l->st.items_added, n);
+    /* A failure (a full disk) ends the load: its counters matter no more, but stay whole. */
+    count(&l->st.items_added, rc ? i - 1 : n);
     count(&l->st.user_bytes, user);
     return rc;
 }

@@ -381,6 +381,10 @@ void store_ckpt_free(ltr_store *s);
 int store_flush_oldest(ltr_store *s);
 
 /* ---- store_write.c ---- */
+/* Checks a packed batch: offsets, and each key and value (deleted[i]: no value) within the
+ * limits; *user grows by their bytes. */
+int store_check_batch(const int64_t *koffs, size_t klen_total, const int64_t *voffs,
+                      size_t vlen_total, const uint8_t *deleted, size_t n, uint64_t *user);
 /* Stages the n items of a log record that starts at offset log_off of log file log_file. */
 int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n,
                       uint64_t log_file, uint64_t log_off, int *swapped);

@@ -143,7 +143,7 @@ static int apply_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     return rc;
 }
 
-static int check_batch(const int64_t *koffs, size_t klen_total, const int64_t *voffs,
+int store_check_batch(const int64_t *koffs, size_t klen_total, const int64_t *voffs,
                        size_t vlen_total, const uint8_t *deleted, size_t n, uint64_t *user)
 {
     int rc = batch_check(koffs, n, klen_total, "keys");
@@ -172,7 +172,7 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
     uint64_t user = 0;
     if (s->o.read_only)
         return ltr_fail(LTR_EREADONLY, "store %s was opened read-only", s->dir);
-    int rc = check_batch(koffs, klen_total, voffs, vlen_total, deleted, n, &user);
+    int rc = store_check_batch(koffs, klen_total, voffs, vlen_total, deleted, n, &user);
     if (rc || n == 0)
         return rc;
     kdata = kdata ? kdata : none;
