@@ -20,6 +20,7 @@ from .errors import (
 from .htable import BuildStats, HTable, HTableBuilder, Lookup, TableOptions, build_htable
 from .store import Store, WriteBatch, open  # noqa: A001 - lsmtrie.open is the API
 from .bulk import load
+from .export import dump
 
 __version__ = "0.1.0"
 
@@ -34,7 +35,7 @@ MAX_VALUE_BYTES = _binding.lib.LTR_MAX_VALUE
 
 __all__ = [
     "BUCKET_SIZE", "BUCKET_PAYLOAD", "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
-    "open", "Store", "WriteBatch", "load",
+    "open", "Store", "WriteBatch", "load", "dump",
     "BuildStats", "HTable", "HTableBuilder", "Lookup", "TableOptions", "build_htable",
     "ClosedError", "CorruptionError", "DiskFullError", "Error", "InvalidArgumentError",
     "ItemTooLargeError", "LockError", "ReadOnlyError", "StorageError", "VersionError",

@@ -1,7 +1,6 @@
-"""Streaming parsers of bulk-load input and their formatters, over native/src/parse.c
-(docs/format/load-input.md). Used by tests now and by `lsmtrie load`/`dump` later.
-
-Status: tsv, fixed and lenprefix are implemented in C; csv and jsonl raise InvalidArgumentError."""
+"""Streaming parsers of bulk-load input and their formatters, over native/src/parse.c and
+parse_json.c (docs/format/load-input.md): `lsmtrie load` reads through Parser, `lsmtrie dump`
+writes through Formatter."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import numpy as np
 
 from ._binding import check, ffi, lib
 
-__all__ = ["Parser", "Batch", "format_items", "FORMATS", "ENCODINGS"]
+__all__ = ["Parser", "Batch", "Formatter", "format_items", "FORMATS", "ENCODINGS"]
 
 FORMATS = {"tsv": lib.LTR_FMT_TSV, "csv": lib.LTR_FMT_CSV, "jsonl": lib.LTR_FMT_JSONL,
            "fixed": lib.LTR_FMT_FIXED, "lenprefix": lib.LTR_FMT_LENPREFIX}
@@ -105,6 +104,22 @@ class Parser:
 
     def reset(self) -> None:
         lib.ltr_parser_reset(self._p)
+
+
+class Formatter:
+    """Formats C batches (ltr_items, as a store's scan yields them) into one reused buffer."""
+
+    def __init__(self, format: str = "tsv", key_encoding: str = "utf8", value_encoding: str = "utf8"):
+        self._opts = _opts(format, key_encoding, value_encoding, 0, 0, "fail")
+        self._buf = ffi.gc(ffi.new("ltr_buf *"), lib.ltr_buf_free)
+
+    def format_c(self, it):
+        """The batch's bytes (a buffer valid until the next call)."""
+        self._buf.len = 0
+        check(lib.ltr_format_items(self._opts, it.keys.data, ffi.cast("int64_t *", it.koffs.data),
+                                   it.values.data, ffi.cast("int64_t *", it.voffs.data), it.n,
+                                   self._buf))
+        return ffi.buffer(self._buf.data, self._buf.len)
 
 
 def format_items(items, format: str = "tsv", key_encoding: str = "utf8", value_encoding: str = "utf8",

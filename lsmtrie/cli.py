@@ -3,6 +3,9 @@
 usage: lsmtrie demo [--n N] [--levels L] [--htable] [--json]
        lsmtrie verify PATH [--metadata-path DIR] [--json]
        lsmtrie stats PATH [--metadata-path DIR] [--json]
+       lsmtrie load STORE [INPUT ...] [options]            (lsmtrie load --help)
+       lsmtrie dump STORE [--format tsv|csv|jsonl|lenprefix] [-o FILE]
+       lsmtrie get STORE KEY / put STORE KEY VALUE / delete STORE KEY
        python -m lsmtrie demo ...
 
 Commands:
@@ -17,16 +20,31 @@ Commands:
   stats  open the store at PATH read-only and print what it holds by level (tables, items,
          bytes) and what writing it cost (bytes written by kind, write amplification): the
          byte counters are the store's own, kept across reopens (Store.stats).
+  load   a data set into a store, straight into the trie (lsmtrie/bulk.py).
+  dump   every live item of a store (opened read-only) in a format load reads back; to FILE
+         (compressed by its suffix .gz .bz2 .xz .zst; written whole, then renamed into place)
+         or standard output. --key-encoding/--value-encoding utf8, hex or base64 (text
+         formats). Exit status 0 done; 1 failed (one line on stderr); 2 usage.
+  get    one key's value, then a newline, in --value-encoding (utf8: the bytes as they are).
+         Exit status 0 found; 1 not found; 2 usage or failure (one line on stderr).
+  put    one item, durable (fsync) before the command returns; the store is created when
+         missing. delete: one key, durably (absent keys are fine). KEY and VALUE are taken in
+         --key-encoding/--value-encoding (utf8: the argument's bytes). Exit status 0 done;
+         1 failed (for example the store is open for writing elsewhere); 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
+import os
 import sys
 import time
 
 from . import demo
+from . import export
 from . import errors
 from . import bulk
 from . import store
@@ -127,6 +145,88 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_dump(args) -> int:
+    try:
+        export.dump(args.store, args.output, format=args.format, key_encoding=args.key_encoding,
+                  value_encoding=args.value_encoding, metadata_path=args.metadata_path)
+    except (errors.Error, OSError) as e:
+        print(f"lsmtrie dump: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader (head, a pager) stopped: not a failure of the store
+        return 1
+    return 0
+
+
+def _arg_bytes(text: str, encoding: str, what: str) -> bytes:
+    """A KEY or VALUE argument's bytes: utf8 the argument as given (os.fsencode: bytes that
+    are not UTF-8 come back as they were), else decoded from hex or base64."""
+    try:
+        if encoding == "hex":
+            return binascii.unhexlify(text)
+        if encoding == "base64":
+            return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise errors.InvalidArgumentError(f"{what} is not valid {encoding}") from None
+    return os.fsencode(text)
+
+
+def _shown(value: bytes, encoding: str) -> bytes:
+    if encoding == "hex":
+        return value.hex().encode()
+    if encoding == "base64":
+        return base64.b64encode(value)
+    return value
+
+
+def cmd_get(args) -> int:
+    try:
+        key = _arg_bytes(args.key, args.key_encoding, "KEY")
+        with store.open(args.store, create=False, read_only=True,
+                        metadata_path=args.metadata_path) as db:
+            value = db.get(key)
+    except (errors.Error, OSError) as e:
+        print(f"lsmtrie get: {e}", file=sys.stderr)
+        return 2
+    if value is None:
+        print("lsmtrie get: not found", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(_shown(value, args.value_encoding) + b"\n")
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_put_delete(args) -> int:
+    try:
+        key = _arg_bytes(args.key, args.key_encoding, "KEY")
+        value = _arg_bytes(args.value, args.value_encoding, "VALUE") if args.command == "put" else None
+        with store.open(args.store, metadata_path=args.metadata_path) as db:
+            if value is None:
+                db.delete(key, sync=True)
+            else:
+                db.put(key, value, sync=True)
+    except (errors.Error, OSError) as e:
+        print(f"lsmtrie {args.command}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_one_key_commands(sub) -> None:
+    encodings = ("utf8", "hex", "base64")
+    for name, func, what in (("get", cmd_get, "print one key's value"),
+                             ("put", cmd_put_delete, "write one item, durably"),
+                             ("delete", cmd_put_delete, "delete one key, durably")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("store", metavar="STORE")
+        p.add_argument("key", metavar="KEY")
+        if name == "put":
+            p.add_argument("value", metavar="VALUE")
+        p.add_argument("--key-encoding", choices=encodings, default="utf8")
+        if name != "delete":
+            p.add_argument("--value-encoding", choices=encodings, default="utf8")
+        p.add_argument("--metadata-path", default=None, metavar="DIR")
+        p.set_defaults(func=func)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lsmtrie", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +251,16 @@ def main(argv=None) -> int:
     p = sub.add_parser("load", help="load a data set into a store, straight into the trie")
     bulk.add_arguments(p)
     p.set_defaults(func=bulk.run_command)
+    p = sub.add_parser("dump", help="every live item of a store, in a format load reads back")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--format", choices=export.FORMATS, default="tsv")
+    p.add_argument("-o", "--output", default="-", metavar="FILE",
+                   help="the output file (default: standard output)")
+    p.add_argument("--key-encoding", choices=("utf8", "hex", "base64"), default="utf8")
+    p.add_argument("--value-encoding", choices=("utf8", "hex", "base64"), default="utf8")
+    p.add_argument("--metadata-path", default=None, metavar="DIR")
+    p.set_defaults(func=cmd_dump)
+    _add_one_key_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

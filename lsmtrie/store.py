@@ -273,9 +273,9 @@ class Store:
             return b.get_many_streamed(self._use(), k)
         return b.get_many_list(lib.ltr_store_get_many, self._use(), k)[1]
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every live item once (newest version, no deleted keys), in no particular order, as
-        of the call."""
+    def _scan_batches(self, max_items: int = 65536):
+        """Every live item once, as C batches (ltr_items, each valid until the next is asked
+        for): for callers that hand the batches on to C whole (`lsmtrie dump`)."""
         out = ffi.new("ltr_sscan **")
         with self._use() as h:
             b.check(lib.ltr_store_scan_new(h, out))
@@ -284,19 +284,25 @@ class Store:
         try:
             while True:
                 with self._use(), scan as sc:
-                    b.check(lib.ltr_store_scan_next(sc, 65536, items))
-                n = items.n
-                if n == 0:
+                    b.check(lib.ltr_store_scan_next(sc, max_items, items))
+                if items.n == 0:
                     return
-                keys = bytes(ffi.buffer(items.keys.data, items.keys.len))
-                values = bytes(ffi.buffer(items.values.data, items.values.len))
-                ko = np.frombuffer(ffi.buffer(items.koffs.data, 8 * (n + 1)), dtype=np.int64).tolist()
-                vo = np.frombuffer(ffi.buffer(items.voffs.data, 8 * (n + 1)), dtype=np.int64).tolist()
-                for i in range(n):
-                    yield keys[ko[i]:ko[i + 1]], values[vo[i]:vo[i + 1]]
+                yield items
         finally:
             scan.close()
             lib.ltr_items_free(items)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every live item once (newest version, no deleted keys), in no particular order, as
+        of the call."""
+        for items in self._scan_batches():
+            n = items.n
+            keys = bytes(ffi.buffer(items.keys.data, items.keys.len))
+            values = bytes(ffi.buffer(items.values.data, items.values.len))
+            ko = np.frombuffer(ffi.buffer(items.koffs.data, 8 * (n + 1)), dtype=np.int64).tolist()
+            vo = np.frombuffer(ffi.buffer(items.voffs.data, 8 * (n + 1)), dtype=np.int64).tolist()
+            for i in range(n):
+                yield keys[ko[i]:ko[i + 1]], values[vo[i]:vo[i + 1]]
 
     def __iter__(self):
         return (k for k, _ in self.items())

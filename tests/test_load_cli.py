@@ -1,7 +1,7 @@
 """`python -m lsmtrie load` (issue 22's contract): inputs in files, compressed or on stdin, bad
 lines in both modes, the JSON summary, exit statuses, a second writer, and a load killed while it
 reads files, then resumed. The contents are checked against a dict model built from the same
-items (tsv, fixed and lenprefix: the formats the C parsers read today)."""
+items (the text formats' round trips are tests/test_dump_cli.py's)."""
 
 import bz2
 import gzip

@@ -1,6 +1,5 @@
 /* lsmtrie_load.h: streaming parsers of bulk-load input (chunks of bytes to packed batches of
- * items) and their inverse formatters (docs/format/load-input.md). Conventions of lsmtrie.h.
- * STATUS: tsv, fixed and lenprefix are implemented; csv and jsonl are refused with LTR_EINVAL. */
+ * items) and their inverse formatters (docs/format/load-input.md). Conventions of lsmtrie.h. */
 #ifndef LSMTRIE_LOAD_H
 #define LSMTRIE_LOAD_H
 

@@ -1,5 +1,6 @@
 /* parse.c: streaming parsers of bulk-load input and their formatters (lsmtrie_load.h,
- * docs/format/load-input.md). tsv, fixed and lenprefix so far; csv and jsonl not yet. */
+ * docs/format/load-input.md): the parser object, records framed across chunks, the tsv and
+ * csv fields, the encodings and the binary formats; JSON itself is parse_json.c's. */
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -8,25 +9,42 @@
 #include "lsmtrie_load.h"
 #include "coding.h"
 #include "ltr_int.h"
+#include "parse_int.h"
+
+/* The most bytes a text record can take before its end is seen: room for the largest key and
+ * value in the widest escaping (\\u00XX, six bytes a byte). Past it the framing is taken as lost:
+ * a file in the wrong format must not grow the pending bytes to its whole size. */
+#define TEXT_RECORD_MAX (6 * ((uint64_t)LTR_MAX_KEY + LTR_MAX_VALUE) + 64)
+
+/* Where a csv scan stands: a quote opens a quoted field only at a field's start, and a quote
+ * right after a closing one (a "" escape) enters it again. */
+enum { CSV_FIELD_START = 0, CSV_IN_FIELD, CSV_QUOTED, CSV_CLOSED };
 
 struct ltr_parser {
     ltr_parser_opts o;
     ltr_buf pend;           /* bytes of a record split across chunks */
     ltr_buf kf, vf;         /* unescaped fields */
     ltr_buf kd, vd;         /* decoded fields */
+    ltr_buf scratch;        /* jsonl: member names and ignored strings */
+    int csv_state;          /* csv: where the scan of the pending record stands (CSV_*) */
     uint64_t line;          /* lines consumed so far */
     uint64_t off;           /* binary formats: bytes consumed so far */
     uint64_t bad;
     char kept[LTR_BAD_KEPT][160];
 };
 
+static int is_binary(int format)
+{
+    return format == LTR_FMT_FIXED || format == LTR_FMT_LENPREFIX;
+}
+
 static int check_opts(const ltr_parser_opts *o)
 {
     if (!o)
         return ltr_fail(LTR_EINVAL, "missing parser options");
-    if (o->format != LTR_FMT_TSV && o->format != LTR_FMT_FIXED && o->format != LTR_FMT_LENPREFIX)
-        return ltr_fail(LTR_EINVAL, "format %d is not implemented yet", o->format);
-    if (o->format != LTR_FMT_TSV && (o->key_encoding || o->value_encoding))
+    if (o->format < LTR_FMT_TSV || o->format > LTR_FMT_LENPREFIX)
+        return ltr_fail(LTR_EINVAL, "unknown format %d", o->format);
+    if (is_binary(o->format) && (o->key_encoding || o->value_encoding))
         return ltr_fail(LTR_EINVAL, "binary formats take only the utf8 (raw) encoding");
     if (o->format == LTR_FMT_FIXED && (o->key_size > LTR_MAX_KEY || o->value_size > LTR_MAX_VALUE))
         return ltr_fail(LTR_EINVAL, "fixed sizes over the key/value limits");
@@ -56,6 +74,7 @@ int ltr_parser_new(const ltr_parser_opts *o, ltr_parser **out)
 void ltr_parser_reset(ltr_parser *p)
 {
     p->pend.len = 0;
+    p->csv_state = CSV_FIELD_START;
     p->line = 0;
     p->off = 0;
     p->bad = 0;
@@ -64,16 +83,17 @@ void ltr_parser_reset(ltr_parser *p)
 void ltr_parser_position(const ltr_parser *p, uint64_t *pending, uint64_t *consumed)
 {
     *pending = p->pend.len;
-    *consumed = p->o.format == LTR_FMT_TSV ? p->line : p->off;
+    *consumed = is_binary(p->o.format) ? p->off : p->line;
 }
 
 void ltr_parser_seek(ltr_parser *p, uint64_t consumed)
 {
     p->pend.len = 0;
-    if (p->o.format == LTR_FMT_TSV)
-        p->line = consumed;
-    else
+    p->csv_state = CSV_FIELD_START;
+    if (is_binary(p->o.format))
         p->off = consumed;
+    else
+        p->line = consumed;
 }
 
 uint64_t ltr_parser_bad_lines(const ltr_parser *p) { return p->bad; }
@@ -92,6 +112,7 @@ void ltr_parser_free(ltr_parser *p)
     ltr_buf_free(&p->vf);
     ltr_buf_free(&p->kd);
     ltr_buf_free(&p->vd);
+    ltr_buf_free(&p->scratch);
     free(p);
 }
 
@@ -259,25 +280,112 @@ static int push(ltr_items *out, const uint8_t *k, size_t kl, const uint8_t *v, s
     return rc;
 }
 
-/* One tsv line without its LF (a CR before the LF is stripped here). */
-static int tsv_line(ltr_parser *p, const uint8_t *s, size_t n, int had_lf, ltr_items *out)
+/* The two fields of a tsv line, unescaped. */
+static const char *tsv_fields(ltr_parser *p, const uint8_t *s, size_t n, const uint8_t **k,
+                              size_t *kl, const uint8_t **v, size_t *vl, int *rc)
 {
-    uint64_t line = ++p->line;
-    if (had_lf && n && s[n - 1] == '\r')
-        n--;
+    *rc = LTR_OK;
     const uint8_t *tab = n ? memchr(s, '\t', n) : NULL;
     if (!tab)
-        return bad_line(p, line, "no tab");
+        return "no tab";
     if (memchr(tab + 1, '\t', (size_t)(s + n - tab - 1)))
-        return bad_line(p, line, "more than one tab");
+        return "more than one tab";
+    const char *why = tsv_unescape(s, (size_t)(tab - s), &p->kf, k, kl, rc);
+    if (why || *rc)
+        return why;
+    return tsv_unescape(tab + 1, (size_t)(s + n - tab - 1), &p->vf, v, vl, rc);
+}
+
+/* One csv field at *ps (up to end), unquoted into f when quoted; *ps moves past it. */
+static const char *csv_field(const uint8_t **ps, const uint8_t *end, ltr_buf *f,
+                             const uint8_t **o, size_t *on, int *rc)
+{
+    const uint8_t *s = *ps;
+    *rc = LTR_OK;
+    if (s == end || *s != '"') {
+        const uint8_t *e = s;
+        while (e < end && *e != ',' && *e != '"')
+            e++;
+        if (e < end && *e == '"')
+            return "quote in an unquoted field";
+        *o = s;
+        *on = (size_t)(e - s);
+        *ps = e;
+        return NULL;
+    }
+    f->len = 0;
+    s++;
+    for (;;) {
+        const uint8_t *q = s < end ? memchr(s, '"', (size_t)(end - s)) : NULL;
+        if (!q)
+            return "unterminated quoted field";
+        if ((*rc = buf_append(f, s, (size_t)(q - s))))
+            return NULL;
+        s = q + 1;
+        if (s == end || *s != '"')
+            break;
+        if ((*rc = buf_append(f, "\"", 1))) /* "" is one quote */
+            return NULL;
+        s++;
+    }
+    if (s < end && *s != ',')
+        return "text after a closing quote";
+    *o = f->data;
+    *on = f->len;
+    *ps = s;
+    return NULL;
+}
+
+/* The two fields of a csv record (RFC 4180). */
+static const char *csv_fields(ltr_parser *p, const uint8_t *s, size_t n, const uint8_t **k,
+                              size_t *kl, const uint8_t **v, size_t *vl, int *rc)
+{
+    const uint8_t *end = s + n;
+    const char *why = csv_field(&s, end, &p->kf, k, kl, rc);
+    if (why || *rc)
+        return why;
+    if (s == end)
+        return "one field, two wanted";
+    s++; /* the comma */
+    if ((why = csv_field(&s, end, &p->vf, v, vl, rc)) || *rc)
+        return why;
+    return s == end ? NULL : "more than two fields";
+}
+
+static const char *jsonl_fields(ltr_parser *p, const uint8_t *s, size_t n, const uint8_t **k,
+                                size_t *kl, const uint8_t **v, size_t *vl, int *rc)
+{
+    json_fields f = {.kbuf = &p->kf, .vbuf = &p->vf, .scratch = &p->scratch};
+    const char *why = json_record(s, n, &f, rc);
+    *k = f.k;
+    *kl = f.kl;
+    *v = f.v;
+    *vl = f.vl;
+    return why;
+}
+
+static uint64_t count_lf(const uint8_t *s, size_t n)
+{
+    uint64_t c = 0;
+    for (const uint8_t *e = s + n; (s = s < e ? memchr(s, '\n', (size_t)(e - s)) : NULL); s++)
+        c++;
+    return c;
+}
+
+/* One text record without its LF (a CR before the LF is stripped here): its fields by format,
+ * then decoded, checked against the limits and appended to out. */
+static int text_record(ltr_parser *p, const uint8_t *s, size_t n, int had_lf, ltr_items *out)
+{
+    uint64_t line = p->line + 1;
+    p->line += 1 + (p->o.format == LTR_FMT_CSV ? count_lf(s, n) : 0); /* csv: quoted LFs */
+    if (had_lf && n && s[n - 1] == '\r')
+        n--;
     int rc;
-    const uint8_t *k, *v, *kd, *vd;
-    size_t kl, vl, kdl, vdl;
-    const char *why = tsv_unescape(s, (size_t)(tab - s), &p->kf, &k, &kl, &rc);
-    if (rc)
-        return rc;
-    if (!why)
-        why = tsv_unescape(tab + 1, (size_t)(s + n - tab - 1), &p->vf, &v, &vl, &rc);
+    const uint8_t *k = NULL, *v = NULL, *kd = NULL, *vd = NULL;
+    size_t kl = 0, vl = 0, kdl = 0, vdl = 0;
+    const char *why = p->o.format == LTR_FMT_TSV ? tsv_fields(p, s, n, &k, &kl, &v, &vl, &rc)
+                    : p->o.format == LTR_FMT_CSV ? csv_fields(p, s, n, &k, &kl, &v, &vl, &rc)
+                    : jsonl_fields(p, s, n, &k, &kl, &v, &vl, &rc);
     if (rc)
         return rc;
     if (!why && (why = decode(p->o.key_encoding, k, kl, &p->kd, &kd, &kdl, &rc)) == NULL && !rc)
@@ -372,46 +480,85 @@ static int bin_feed(ltr_parser *p, const uint8_t *s, size_t len, int final, ltr_
     return LTR_OK;
 }
 
+/* The LF that ends the record at s, or NULL when the chunk ends first. A csv LF inside quotes
+ * ends nothing; the scan's state carries to the next chunk. */
+static const uint8_t *record_end(ltr_parser *p, const uint8_t *s, const uint8_t *end)
+{
+    if (p->o.format != LTR_FMT_CSV)
+        return s < end ? memchr(s, '\n', (size_t)(end - s)) : NULL;
+    int st = p->csv_state;
+    for (; s < end; s++) {
+        if (st == CSV_QUOTED) {
+            const uint8_t *q = memchr(s, '"', (size_t)(end - s));
+            if (!q)
+                break;
+            s = q;
+            st = CSV_CLOSED;
+        } else if (*s == '\n') {
+            p->csv_state = CSV_FIELD_START;
+            return s;
+        } else if (*s == ',') {
+            st = CSV_FIELD_START;
+        } else if (*s == '"' && st != CSV_IN_FIELD) {
+            st = CSV_QUOTED;
+        } else {
+            st = CSV_IN_FIELD;
+        }
+    }
+    p->csv_state = st;
+    return NULL;
+}
+
+static int keep_pending(ltr_parser *p, const uint8_t *s, size_t n)
+{
+    if (p->pend.len + n > TEXT_RECORD_MAX)
+        return ltr_fail(LTR_EINVAL, "line %llu: no record end within %llu bytes (framing lost: "
+                        "is the format right?)", (unsigned long long)p->line + 1,
+                        (unsigned long long)TEXT_RECORD_MAX);
+    return buf_append(&p->pend, s, n);
+}
+
+static int text_feed(ltr_parser *p, const uint8_t *data, size_t len, int final, ltr_items *out)
+{
+    const uint8_t *s = data, *end = data + len;
+    int rc;
+    if (p->pend.len) { /* complete the record split across chunks first */
+        const uint8_t *nl = record_end(p, s, end);
+        if ((rc = keep_pending(p, s, (size_t)((nl ? nl : end) - s))))
+            return rc;
+        if (!nl && !final)
+            return LTR_OK;
+        rc = text_record(p, p->pend.data, p->pend.len, nl != NULL, out);
+        p->pend.len = 0;
+        p->csv_state = CSV_FIELD_START;
+        if (rc || !nl)
+            return rc;
+        s = nl + 1;
+    }
+    while (s < end) {
+        const uint8_t *nl = record_end(p, s, end);
+        if (!nl)
+            break;
+        if ((rc = text_record(p, s, (size_t)(nl - s), 1, out)))
+            return rc;
+        s = nl + 1;
+    }
+    if (s == end)
+        return LTR_OK;
+    if (final) {
+        p->csv_state = CSV_FIELD_START;
+        return text_record(p, s, (size_t)(end - s), 0, out);
+    }
+    return keep_pending(p, s, (size_t)(end - s));
+}
+
 int ltr_parser_feed(ltr_parser *p, const uint8_t *data, size_t len, int final, ltr_items *out)
 {
     int rc = items_start(out);
     if (rc)
         return rc;
-    if (p->o.format != LTR_FMT_TSV)
-        return bin_feed(p, data, len, final, out);
-    const uint8_t *s = data, *end = data + len;
-    if (p->pend.len) {
-        const uint8_t *nl = len ? memchr(s, '\n', len) : NULL;
-        size_t take = nl ? (size_t)(nl - s) : len;
-        if ((rc = buf_append(&p->pend, s, take)))
-            return rc;
-        if (!nl) {
-            if (!final)
-                return LTR_OK;
-            rc = tsv_line(p, p->pend.data, p->pend.len, 0, out);
-            p->pend.len = 0;
-            return rc;
-        }
-        rc = tsv_line(p, p->pend.data, p->pend.len, 1, out);
-        p->pend.len = 0;
-        if (rc)
-            return rc;
-        s = nl + 1;
-    }
-    while (s < end) {
-        const uint8_t *nl = memchr(s, '\n', (size_t)(end - s));
-        if (!nl)
-            break;
-        if ((rc = tsv_line(p, s, (size_t)(nl - s), 1, out)))
-            return rc;
-        s = nl + 1;
-    }
-    if (s < end) {
-        if (final)
-            return tsv_line(p, s, (size_t)(end - s), 0, out);
-        return buf_append(&p->pend, s, (size_t)(end - s));
-    }
-    return LTR_OK;
+    return is_binary(p->o.format) ? bin_feed(p, data, len, final, out)
+                                  : text_feed(p, data, len, final, out);
 }
 
 /* ---- formatters ---- */
@@ -419,8 +566,8 @@ int ltr_parser_feed(ltr_parser *p, const uint8_t *data, size_t len, int final, l
 static const char hexd[] = "0123456789abcdef";
 static const char b64a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Appends s encoded per enc, then tsv-escaped (only utf8 output can need escapes). */
-static int put_field(ltr_buf *b, int enc, const uint8_t *s, size_t n)
+/* Appends s in hex or base64 (ASCII that no text format needs to escape or quote). */
+static int put_encoded(ltr_buf *b, int enc, const uint8_t *s, size_t n)
 {
     int rc;
     if (enc == LTR_ENC_HEX) {
@@ -455,9 +602,14 @@ static int put_field(ltr_buf *b, int enc, const uint8_t *s, size_t n)
             o += 4;
         }
         b->len = (size_t)(o - b->data);
-        return LTR_OK;
     }
-    if ((rc = buf_reserve(b, 2 * n)))
+    return LTR_OK;
+}
+
+static int put_tsv(ltr_buf *b, const uint8_t *s, size_t n)
+{
+    int rc = buf_reserve(b, 2 * n);
+    if (rc)
         return rc;
     uint8_t *o = b->data + b->len;
     for (size_t i = 0; i < n; i++) {
@@ -473,37 +625,99 @@ static int put_field(ltr_buf *b, int enc, const uint8_t *s, size_t n)
     return LTR_OK;
 }
 
+/* A utf8 field in csv: quoted, its quotes doubled, when it holds a comma, quote, CR or LF. */
+static int put_csv(ltr_buf *b, const uint8_t *s, size_t n)
+{
+    int quote = 0;
+    for (size_t i = 0; i < n && !quote; i++)
+        quote = s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n';
+    if (!quote)
+        return buf_append(b, s, n);
+    int rc = buf_reserve(b, 2 * n + 2);
+    if (rc)
+        return rc;
+    uint8_t *o = b->data + b->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            *o++ = '"';
+        *o++ = s[i];
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->data);
+    return LTR_OK;
+}
+
+/* One field of a text format, in its encoding. */
+static int put_field(ltr_buf *b, int format, int enc, const uint8_t *s, size_t n)
+{
+    if (format == LTR_FMT_JSONL) {
+        if (enc == LTR_ENC_UTF8)
+            return json_put_string(b, s, n);
+        int rc = buf_append(b, "\"", 1);
+        if (!rc)
+            rc = put_encoded(b, enc, s, n);
+        return rc ? rc : buf_append(b, "\"", 1);
+    }
+    if (enc != LTR_ENC_UTF8)
+        return put_encoded(b, enc, s, n);
+    return format == LTR_FMT_CSV ? put_csv(b, s, n) : put_tsv(b, s, n);
+}
+
+static int put_binary(const ltr_parser_opts *o, size_t i, const uint8_t *k, size_t kl,
+                      const uint8_t *v, size_t vl, ltr_buf *out)
+{
+    int rc;
+    if (o->format == LTR_FMT_FIXED) {
+        if (kl != o->key_size || vl != o->value_size)
+            return ltr_fail(LTR_EINVAL, "item %zu: sizes %zu/%zu, fixed format wants %u/%u", i,
+                            kl, vl, o->key_size, o->value_size);
+        return (rc = buf_append(out, k, kl)) ? rc : buf_append(out, v, vl);
+    }
+    if (kl > LTR_MAX_KEY || vl > LTR_MAX_VALUE)
+        return ltr_fail(LTR_EINVAL, "item %zu: over the key/value limits", i);
+    uint8_t h[8];
+    put_u32(h, (uint32_t)kl);
+    put_u32(h + 4, (uint32_t)vl);
+    if ((rc = buf_append(out, h, 8)) || (rc = buf_append(out, k, kl)))
+        return rc;
+    return buf_append(out, v, vl);
+}
+
+static int put_text(const ltr_parser_opts *o, size_t i, const uint8_t *k, size_t kl,
+                    const uint8_t *v, size_t vl, ltr_buf *out)
+{
+    int f = o->format, rc;
+    if (f == LTR_FMT_JSONL) { /* JSON strings are Unicode: other bytes need hex or base64 */
+        if (o->key_encoding == LTR_ENC_UTF8 && !utf8_valid(k, kl))
+            return ltr_fail(LTR_EINVAL, "item %zu: the key is not UTF-8, which jsonl cannot "
+                            "hold as it is: use the hex or base64 key encoding", i);
+        if (o->value_encoding == LTR_ENC_UTF8 && !utf8_valid(v, vl))
+            return ltr_fail(LTR_EINVAL, "item %zu: the value is not UTF-8, which jsonl cannot "
+                            "hold as it is: use the hex or base64 value encoding", i);
+    }
+    const char *open = f == LTR_FMT_JSONL ? "{\"key\":" : "";
+    const char *mid = f == LTR_FMT_JSONL ? ",\"value\":" : f == LTR_FMT_CSV ? "," : "\t";
+    const char *close = f == LTR_FMT_JSONL ? "}\n" : "\n";
+    if ((rc = buf_append(out, open, strlen(open))) ||
+        (rc = put_field(out, f, o->key_encoding, k, kl)) ||
+        (rc = buf_append(out, mid, strlen(mid))) ||
+        (rc = put_field(out, f, o->value_encoding, v, vl)))
+        return rc;
+    return buf_append(out, close, strlen(close));
+}
+
 int ltr_format_items(const ltr_parser_opts *o, const uint8_t *kdata, const int64_t *koffs,
                      const uint8_t *vdata, const int64_t *voffs, size_t n, ltr_buf *out)
 {
     int rc = check_opts(o);
     if (rc)
         return rc;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !rc; i++) {
         const uint8_t *k = kdata + koffs[i], *v = vdata + voffs[i];
         size_t kl = (size_t)(koffs[i + 1] - koffs[i]), vl = (size_t)(voffs[i + 1] - voffs[i]);
-        if (o->format == LTR_FMT_FIXED) {
-            if (kl != o->key_size || vl != o->value_size)
-                return ltr_fail(LTR_EINVAL, "item %zu: sizes %zu/%zu, fixed format wants %u/%u",
-                                i, kl, vl, o->key_size, o->value_size);
-            if ((rc = buf_append(out, k, kl)) || (rc = buf_append(out, v, vl)))
-                return rc;
-            continue;
-        }
-        if (o->format == LTR_FMT_LENPREFIX) {
-            if (kl > LTR_MAX_KEY || vl > LTR_MAX_VALUE)
-                return ltr_fail(LTR_EINVAL, "item %zu: over the key/value limits", i);
-            uint8_t h[8];
-            put_u32(h, (uint32_t)kl);
-            put_u32(h + 4, (uint32_t)vl);
-            if ((rc = buf_append(out, h, 8)) || (rc = buf_append(out, k, kl)) ||
-                (rc = buf_append(out, v, vl)))
-                return rc;
-            continue;
-        }
-        if ((rc = put_field(out, o->key_encoding, k, kl)) || (rc = buf_append(out, "\t", 1)) ||
-            (rc = put_field(out, o->value_encoding, v, vl)) || (rc = buf_append(out, "\n", 1)))
-            return rc;
+        rc = is_binary(o->format) ? put_binary(o, i, k, kl, v, vl, out)
+                                  : put_text(o, i, k, kl, v, vl, out);
     }
-    return LTR_OK;
+    return rc;
 }
