@@ -1,7 +1,8 @@
 """The bulk loader's benchmark: `lsmtrie load` against the peers' own bulk paths, same items.
 
     bench/load.py --n N [--key-size 16 --value-size 16] [--dir DIR] [--json]
-                  [--input FILE --format tsv] [--peers rocksdb,leveldb | none] [--reads 200000]
+                  [--input FILE [--make-input] --format tsv] [--peers rocksdb,leveldb | none]
+                  [--reads 200000]
 
 lsmtrie loads through the command itself (`python -m lsmtrie load STORE --generate N --json`,
 or `--input FILE`), in a process of its own; its JSON gives the load rate, the process's
@@ -12,6 +13,12 @@ BloomCluster reads per GET. The peers (RocksDB through rocksdict, LevelDB throug
 with a 10-bit Bloom filter and otherwise defaults, no WAL, written in batches of 100,000 from the
 same generator) load and read the same way in processes of their own. Stores are made inside DIR
 (a temporary directory by default) and removed afterwards.
+
+`--input FILE` times loading a file instead (lsmtrie only; `load_items_per_s` is then lines
+per second and `load_input_bytes_per_s` the file's bytes per second). With `--make-input` the
+file is first written (untimed) from the generator's N items in --format, through the C
+formatter: a tsv of raw 16-byte keys and values is about 34.5 bytes a line (escapes included),
+and since it holds the generator's items the reads are measured as after --generate.
 
 Prints one JSON object (--json) or a short table: per engine load_items_per_s, wa_os,
 peak_rss_bytes, peak_disk_bytes, store_bytes, reads_per_hit, reads_per_miss (lsmtrie: data and
@@ -215,8 +222,9 @@ def header(path: str, a) -> str:
 
 
 def run_lsmtrie(path: str, a) -> dict:
-    cmd = [sys.executable, "-m", "lsmtrie", "load", path, "--json", "--no-progress"]
-    cmd += ([a.input, "--format", a.format] if a.input else
+    cmd = [sys.executable, "-m", "lsmtrie", "load", path] + ([a.input] if a.input else [])
+    cmd += ["--json", "--no-progress"]
+    cmd += (["--format", a.format] if a.input else
             ["--generate", str(a.n), "--key-size", str(a.key_size), "--value-size", str(a.value_size),
              "--seed", str(a.seed)])
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -225,12 +233,26 @@ def run_lsmtrie(path: str, a) -> dict:
         raise SystemExit(f"bench/load.py: lsmtrie load failed: {r.stderr.strip()}")
     s = json.loads(r.stdout)
     out = {"load_items_per_s": s["items_per_s"], "load_seconds": s["seconds"],
+           "load_input_bytes_per_s": os.path.getsize(a.input) / s["seconds"] if a.input else None,
            "wa_os": s["write_amplification"], "peak_rss_bytes": s["peak_rss_bytes"],
            "peak_disk_bytes": s["peak_disk_bytes"], "store_bytes": s["store_bytes"],
            "items_loaded": s["items_loaded"], "command": " ".join(cmd[1:])}
-    if not a.input:
+    if not a.input or a.make_input:
         out.update(child(header(path, a) + LSMTRIE_READ + READ))
     return out
+
+
+def make_input(a) -> None:
+    """Writes the generator's N items to a.input in a.format (the C formatter, a batch at a
+    time), so that a file load can be timed on the same items as --generate."""
+    sys.path.insert(0, ROOT)
+    from lsmtrie._parse import Batch, format_items
+    from lsmtrie.bulk import LoadOptions, _generated
+    o = LoadOptions(generate=a.n, key_size=a.key_size, value_size=a.value_size, seed=a.seed)
+    with open(a.input, "wb") as f:
+        for _, k, ko, v, vo, _ in _generated(a.n, o, 0):
+            f.write(format_items(Batch(k.tobytes(), ko, v.tobytes(), vo), a.format,
+                                 key_size=a.key_size, value_size=a.value_size))
 
 
 def run_peer(name: str, path: str, a) -> dict:
@@ -254,10 +276,16 @@ def main() -> int:
     p.add_argument("--reads", type=int, default=200_000)
     p.add_argument("--dir", default=None, help="where the stores are made (default: a temporary directory)")
     p.add_argument("--input", default=None, help="time loading this file instead (lsmtrie only)")
+    p.add_argument("--make-input", action="store_true",
+                   help="first write --input from the generator's N items (not timed)")
     p.add_argument("--format", default="tsv")
     p.add_argument("--peers", default="rocksdb,leveldb", help="rocksdb,leveldb or none")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
+    if a.make_input:
+        if not a.input:
+            p.error("--make-input needs --input FILE")
+        make_input(a)
     base = tempfile.mkdtemp(prefix="lsmtrie-bench-load-", dir=a.dir)
     result = {"n": a.n, "key_size": a.key_size, "value_size": a.value_size, "seed": a.seed,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -83,3 +83,24 @@ def test_the_demo_checks_the_store_it_loaded(tmp_path):
                            verify=True)
     assert r["verified"]["items"] >= 20_000 and r["verified"]["tables"] == sum(r["tables_per_level"])
     assert "verified            sound:" in measure.store_summary(r)
+
+
+def test_the_load_benchmark_prints_the_issue_keys_for_generated_and_file_input(tmp_path):
+    """bench/load.py on a tiny load (no peers: they are the [bench] extra's): its JSON names
+    every figure the loader's issue asks for, from --generate and from a file it made."""
+    import json
+    import subprocess
+    bench = os.path.join(os.path.dirname(measure.__file__), "load.py")
+    keys = {"load_items_per_s", "wa_os", "peak_rss_bytes", "peak_disk_bytes", "store_bytes",
+            "reads_per_hit", "reads_per_miss", "data_reads_per_hit", "cluster_reads_per_hit",
+            "single_gets_per_s", "batched_gets_per_s", "last_level_item_fraction"}
+    for extra in ([], ["--input", str(tmp_path / "in.tsv"), "--make-input"]):
+        r = subprocess.run([sys.executable, bench, "--n", "30000", "--reads", "2000", "--peers", "none",
+                            "--dir", str(tmp_path), "--json", *extra], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)["engines"]["lsmtrie"]
+        assert keys <= set(out), keys - set(out)
+        assert out["items_loaded"] == 30000 and out["last_level_item_fraction"] == 1.0
+        assert out["data_reads_per_hit"] >= 1.0 and out["cluster_reads_per_miss"] == 1.0
+    assert out["load_input_bytes_per_s"] > 0
+    assert [p for p in os.listdir(tmp_path) if p.startswith("lsmtrie-bench")] == []  # removed
