@@ -17,12 +17,12 @@ PHASES = {lib.LTR_LOAD_ADDING: "adding", lib.LTR_LOAD_BUILDING: "building",
 
 def plan_options(expected_bytes: int, expected_items: int = 0) -> dict:
     """Options for a new store that is to receive about expected_bytes (encoded: keys, values
-    and two to eight bytes each) in one load: the levels and table size that put the load in
-    the last level, a table a node."""
+    and two to eight bytes each) in one load: the table size that puts the load in the last
+    level, a table a node (the store's trie, which grows, is deepened to it by the load)."""
     o = ffi.new("ltr_store_opts *")
     lib.ltr_store_opts_default(o)
     lib.ltr_load_plan_options(int(expected_bytes), int(expected_items), o)
-    return {"levels": o.levels, "table_buckets": o.table_buckets}
+    return {"table_buckets": o.table_buckets}
 
 
 class Loader:

@@ -96,7 +96,8 @@ def human_bytes(n: float) -> str:
 
 
 _SHOWN = {"tables_per_level", "items_per_level", "table_bytes_per_level", "bytes_written",
-          "user_bytes_written", "write_amplification", "bytes_written_by_kind", "load_unfinished"}
+          "user_bytes_written", "write_amplification", "bytes_written_by_kind", "load_unfinished",
+          "levels"}
 
 
 def stats_text(path: str, st: dict) -> str:

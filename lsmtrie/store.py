@@ -370,6 +370,7 @@ def _stats_dict(st) -> dict:
                              if isinstance(value, list) else value)
         else:
             out[name] = value
+    out["levels"] = levels  # in use: a growing trie's depth now
     user = out["user_bytes_written"]
     out["write_amplification"] = out["bytes_written"] / user if user else None
     out["bytes_written_by_kind"] = by_kind

@@ -119,15 +119,22 @@ def test_tables_go_to_the_deepest_level_where_each_node_gets_half_a_table(tmp_pa
 
 
 def test_plan_options_put_a_load_in_the_last_level(tmp_path):
+    """A new store with the planned table size: the load deepens its growing trie to the
+    level where each node gets about one table, and every item lands there."""
     its = items(6, 50_000, vmax=60)
     size = sum(len(k) + len(v) + 3 for k, v in its)
     opts = plan_options(size)
+    assert set(opts) == {"table_buckets"}
     with lsmtrie.Store(str(tmp_path / "db"), **opts) as db:
         st = load(db, its)
-        assert st["target_level"] == opts["levels"] - 1
+        stats = db.stats()
+        assert st["target_level"] == stats["levels"] - 1 >= 1
+        assert stats["items_per_level"][-1] == len(dict(its))
+        nodes = 8 ** (stats["levels"] - 1)
+        assert nodes / 2 < stats["tables_per_level"][-1] <= 1.25 * nodes
         check(db, dict(its))
-    assert plan_options(36 * 10**9)["levels"] == 5  # 1 B items of 16 + 16 bytes
-    assert plan_options(10**3)["levels"] == 2
+    # the 1 B plan of the benchmarks: 4,096 nodes of about 2,200 buckets
+    assert 2000 < plan_options(36 * 10**9)["table_buckets"] < 2400
 
 
 def test_a_reader_sees_the_old_state_until_it_reopens(tmp_path):

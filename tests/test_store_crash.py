@@ -337,6 +337,15 @@ def test_kill_during_writes_flushes_and_compactions(tmp_path):
         assert st["flushes"] > 10 and st["compactions"] > 0
 
 
+def test_kill_while_the_trie_deepens(tmp_path):
+    """A growing trie (levels=0) of tiny tables: kills land while it deepens and while the
+    level it outgrew is compacted, its clusters skipping the tables gone."""
+    opts = dict(table_buckets=16, node_tables=2, levels=0, memtable_bytes=1500, **FAST)
+    crash_trials(tmp_path, opts, trials=8, n=2000, seed=21, gen=dict(nkeys=20000, vmax=200))
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert db.stats()["levels"] >= 3
+
+
 def test_kill_with_full_size_memtables(tmp_path):
     """memtable_bytes left at its default (one table's capacity): memtables fill up mid-batch."""
     crash_trials(tmp_path, dict(table_buckets=16, node_tables=2, levels=3, **FAST), trials=8,

@@ -291,6 +291,16 @@ def test_power_cut_during_writes_flushes_and_compactions(tmp_path, library):
         assert st["flushes"] > 10 and st["compactions"] > 0, st
 
 
+def test_power_cut_while_the_trie_deepens(tmp_path, library):
+    """A growing trie (levels=0) of tiny tables: cuts land while it deepens and compacts the
+    level it outgrew."""
+    opts = dict(table_buckets=16, node_tables=2, levels=0, memtable_bytes=1500, **FAST)
+    powercut_trials(tmp_path, library, opts, trials=6, n=2000, seed=22,
+                    gen=dict(nkeys=20000, vmax=200))
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert db.stats()["levels"] >= 3
+
+
 def test_power_cut_with_a_sync_store(tmp_path, library):
     """sync=True for the whole store: every acknowledged write survives the cut."""
     kinds = powercut_trials(tmp_path, library, dict(TINY_MEM, sync=True), trials=6, n=300,

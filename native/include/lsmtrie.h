@@ -95,7 +95,7 @@ void ltr_items_free(ltr_items *it);
 /* ---- the store (docs/design.md) ---- */
 
 #define LTR_MAX_LEVELS 12
-#define LTR_DEFAULT_LEVELS 5
+#define LTR_DEFAULT_LEVELS 0 /* the trie grows with the data */
 #define LTR_DEFAULT_NODE_TABLES 8
 
 /* Bits of ltr_store_opts.given: which options the caller chose. On reopen a chosen option must
@@ -113,8 +113,8 @@ typedef struct ltr_store_opts {
     uint32_t given;              /* LTR_OPT_* bits */
     uint32_t table_buckets;      /* default LTR_DEFAULT_BUCKETS */
     double fill;                 /* default LTR_DEFAULT_FILL */
-    uint32_t levels;             /* trie levels, the last one grows by appending; default
-                                    LTR_DEFAULT_LEVELS */
+    uint32_t levels;             /* trie levels, the last one grows by appending; 0 (the
+                                    default): as many as the data needs, deepened as it grows */
     uint32_t node_tables;        /* tables a node holds before it is compacted; default
                                     LTR_DEFAULT_NODE_TABLES */
     uint32_t bloom_bits_per_key; /* default LTR_DEFAULT_BLOOM_BITS */
@@ -165,7 +165,7 @@ typedef struct ltr_store_stats {
     uint64_t files_reused_durable; /* of those, files that a checkpoint had named */
     uint64_t table_files_open;     /* table descriptors open now */
     uint64_t table_file_reopens;   /* tables reopened after max_open_files closed them */
-    uint32_t levels;
+    uint32_t levels;               /* levels in use (a growing trie's depth now) */
     uint32_t load_unfinished;      /* an unfinished load's journal is in the store (--resume) */
 } ltr_store_stats;
 

@@ -82,6 +82,8 @@ size_t ltr_test_varint_decode(const uint8_t *p, size_t len, uint64_t *value);
 /* What the manifest decoder makes of a store's manifest (CURRENT's), with no table opened. */
 typedef struct ltr_manifest_summary {
     uint64_t tables_added, tables_removed, clusters_set;
+    uint64_t clusters_skipping; /* of those, clusters past entries of tables compacted away */
+    uint64_t depth;             /* the last SET_DEPTH (0: none: a store of fixed levels) */
     uint64_t next_file, log_floor, log_offset;
     uint64_t counters[32];   /* the last COUNTERS op's values, */
     uint32_t ncounters;      /* how many it held */

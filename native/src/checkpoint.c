@@ -200,15 +200,17 @@ static void view_take(ltr_store *s, durable_view *d)
         d->counters[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
     if ((d->snapshot = snapshot_due(s))) {
         d->snap_number = s->next_file++;
-        store_encode_snapshot(s->current, s->next_file, d->floor, d->floor_off, d->counters,
-                              &d->snap);
+        store_encode_snapshot(s->current, !s->o.levels, s->next_file, d->floor, d->floor_off,
+                              d->counters, &d->snap);
     }
     d->next_file = s->next_file;
 }
 
-void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
+void store_encode_snapshot(const version *v, int grow, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e)
 {
+    if (grow)
+        medit_value(e, OP_SET_DEPTH, v->depth);
     medit_value(e, OP_NEXT_FILE, next_file);
     medit_value(e, OP_LOG_FLOOR, floor);
     medit_value(e, OP_LOG_OFFSET, floor_off);
@@ -218,7 +220,7 @@ void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
         for (uint32_t j = 0; j < n->n; j++)
             medit_table(e, 1, n->id, n->tables[j]->file);
         if (n->bc)
-            medit_cluster(e, n->id, n->bc->file, n->sealed);
+            medit_cluster(e, n->id, n->bc->file, n->sealed, n->skip);
     }
 }
 

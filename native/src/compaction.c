@@ -26,6 +26,7 @@ typedef struct output {
 typedef struct job {
     ltr_store *s;
     const vnode *src;
+    uint32_t depth;  /* of the version the job read */
     uint32_t nin;    /* inputs: the node's oldest tables */
     int gc;          /* garbage collection: outputs replace the node's own tables */
     read_ctx c;      /* for the liveness checks of gc */
@@ -70,7 +71,7 @@ int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32
 {
     /* The fullest node; among equals the shallowest, then the first (ids are breadth-first). */
     uint32_t best = 0;
-    for (uint32_t l = from; l < limit && l + 1 < s->o.levels; l++) {
+    for (uint32_t l = from; l < limit && l + 1 < v->depth; l++) {
         const vnode *n = fullest(v->lv[l], skip, skip2);
         if (n && n->n >= s->o.node_tables && n->n > best) {
             best = n->n;
@@ -93,7 +94,7 @@ static int new_builder(job *j, ltr_hbuild **b)
      * the load goes on, not while flush() waits. (Starting the level above's too wrote more to
      * the device, no faster: docs/benchmarks.md, "Measurements behind choices in the code".) */
     uint32_t level = j->src->level + !j->gc;
-    to.sync = level + 1 >= j->s->o.levels ? IO_IN_PLACE_WRITEBACK : IO_IN_PLACE;
+    to.sync = level + 1 >= j->depth ? IO_IN_PLACE_WRITEBACK : IO_IN_PLACE;
     int rc = ltr_hbuild_new(&to, b);
     if (!rc && j->by_ref)
         hbuild_by_reference(*b);
@@ -232,7 +233,15 @@ static int install(job *j)
     medit e = {0};
     if (j->gc) { /* the cluster covered the old tables: the outputs start without one */
         ops[k++] = (vedit_op){.add = VOP_CLUSTER, .node = j->src->id, .level = j->src->level};
-        medit_cluster(&e, j->src->id, 0, 0);
+        medit_cluster(&e, j->src->id, 0, 0, 0);
+    } else if (j->src->bc) {
+        /* A node the trie outgrew: its oldest tables leave from under its cluster, which
+         * answers for the rest after skipping their entries (version.c moves it on as the
+         * removes apply; the manifest records where it ends). */
+        uint32_t gone = j->nin < j->src->sealed ? j->nin : j->src->sealed;
+        uint32_t sealed = j->src->sealed - gone;
+        medit_cluster(&e, j->src->id, sealed ? j->src->bc->file : 0, sealed,
+                      sealed ? j->src->skip + gone : 0);
     }
     for (uint32_t i = 0; i < j->nin; i++) {
         ops[k++] = (vedit_op){.add = VOP_REMOVE, .node = j->src->id, .level = j->src->level,
@@ -250,7 +259,7 @@ static int install(job *j)
     int rc = store_install(s, ops, k, &e);
     for (size_t i = 0; !rc && i < j->nout; i++) {
         store_wrote(s, 0, j->out[i].file);
-        if (j->gc || j->src->level + 2 == s->o.levels)
+        if (j->gc || j->src->level + 2 == s->current->depth)
             lastlevel_note(s, j->out[i].node);
     }
     pthread_mutex_unlock(&s->state_mu);
@@ -311,21 +320,47 @@ static int run(job *j)
     /* The inputs are out of the state; open handles keep them readable meanwhile. */
     for (uint32_t i = 0; i < j->nin; i++)
         store_drop(s, 0, j->src->tables[i]->file, j->src->tables[i]);
-    if (j->gc && j->src->bc)
+    if (j->src->bc && (j->gc || j->nin >= j->src->sealed)) /* no table left under it */
         store_drop(s, 1, j->src->bc->file, NULL);
     return LTR_OK;
 }
 
 int compaction_run(ltr_store *s, version *v, uint64_t node)
 {
-    job j = {.s = s, .src = version_node(v, node)};
+    job j = {.s = s, .src = version_node(v, node), .depth = v->depth};
     j.nin = j.src->n < s->o.node_tables ? j.src->n : s->o.node_tables; /* the oldest ones */
     return run(&j);
 }
 
 int gc_run(ltr_store *s, version *v, uint64_t node)
 {
-    job j = {.s = s, .src = version_node(v, node), .gc = 1};
+    job j = {.s = s, .src = version_node(v, node), .gc = 1, .depth = v->depth};
     j.nin = j.src->n;
     return run(&j);
+}
+
+/* ---- a trie as deep as the data ---- */
+
+int compaction_deepen_due(const ltr_store *s, const version *v)
+{
+    if (s->o.levels || v->depth >= LTR_MAX_LEVELS)
+        return 0;
+    const vlevel *last = v->lv[v->depth - 1];
+    uint64_t nodes = UINT64_C(1) << 3 * (v->depth - 1);
+    return last && last->tables >= (uint64_t)DEEPEN_TABLES_PER_NODE * s->o.node_tables * nodes;
+}
+
+/* The last level becomes an upper one: its nodes, each holding about DEEPEN_TABLES_PER_NODE
+ * piles, are compacted into the new level like any other full node (fullest first), their
+ * clusters answering for the tables not yet compacted. Each item is written once more, as it
+ * would have been in a trie this deep from the start. */
+int compaction_deepen(ltr_store *s)
+{
+    uint32_t depth = s->current->depth + 1;
+    vedit_op op = {.add = VOP_DEPTH, .level = depth};
+    medit e = {0};
+    medit_value(&e, OP_SET_DEPTH, depth);
+    int rc = store_install(s, &op, 1, &e);
+    medit_free(&e);
+    return rc;
 }

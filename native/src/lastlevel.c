@@ -29,9 +29,9 @@ static uint64_t fresh_filter_bytes(const ltr_store *s, const vnode *n)
     return bytes;
 }
 
-static int needs_cluster(const ltr_store *s, const vnode *n)
+static int needs_cluster(const ltr_store *s, const version *v, const vnode *n)
 {
-    if (n->level + 1 != s->o.levels || !s->o.bloom_bits_per_key || n->n == n->sealed)
+    if (n->level + 1 != v->depth || !s->o.bloom_bits_per_key || n->n == n->sealed)
         return 0;
     return !n->bc || 4 * fresh_filter_bytes(s, n) >= n->bc->data_bytes;
 }
@@ -56,8 +56,8 @@ static long claimable(const ltr_store *s, int id)
     uint64_t busy = s->bg.compacting[!id], other = s->bg.ll_node[!id];
     for (size_t i = s->llq.n; i-- > 0;) {
         uint64_t node = s->llq.nodes[i];
-        if (node != other && (busy == NO_NODE || s->o.levels < 2 ||
-                              node_parent(node, s->o.levels - 1) != busy))
+        if (node != other && (busy == NO_NODE || node_level(node) == 0 ||
+                              node_parent(node, node_level(node)) != busy))
             return (long)i;
     }
     return -1;
@@ -94,7 +94,7 @@ static int install_cluster(ltr_store *s, const vnode *n, cluster *bc, tref **fre
     ops[nf] = (vedit_op){.add = VOP_CLUSTER, .node = n->id, .level = n->level, .bc = bc,
                          .sealed = n->n};
     medit e = {0};
-    medit_cluster(&e, n->id, bc->file, n->n);
+    medit_cluster(&e, n->id, bc->file, n->n, 0);
     pthread_mutex_lock(&s->state_mu);
     int rc = store_install(s, ops, nf + 1, &e);
     if (!rc)
@@ -267,7 +267,7 @@ int lastlevel_step(ltr_store *s, int id)
     pthread_mutex_unlock(&s->state_mu);
     const vnode *n = have ? version_node(v, node) : NULL;
     int rc = LTR_OK;
-    if (n && n->n) {
+    if (n && n->n && n->level + 1 == v->depth) { /* (a node the trie outgrew is compacted) */
         double ratio = 0;
         uint64_t items = node_items(n);
         if (garbage_may_pass(s, n, items)) {
@@ -278,7 +278,7 @@ int lastlevel_step(ltr_store *s, int id)
         }
         if (!rc && ratio > s->o.gc_threshold)
             rc = gc_run(s, v, node); /* notes the node again: its new table needs a cluster */
-        else if (!rc && needs_cluster(s, n))
+        else if (!rc && needs_cluster(s, v, n))
             rc = build_cluster(s, n);
     }
     if (have) {

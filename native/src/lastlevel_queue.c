@@ -24,7 +24,7 @@ void lastlevel_note(ltr_store *s, uint64_t node)
 
 void lastlevel_note_all(ltr_store *s)
 {
-    viter it = {.level = s->o.levels - 1};
+    viter it = {.level = s->current->depth - 1};
     for (const vnode *n; (n = viter_next(s->current, &it));)
         lastlevel_note(s, n->id);
 }

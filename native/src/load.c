@@ -55,10 +55,11 @@ void ltr_load_plan_options(uint64_t expected_bytes, uint64_t expected_items, ltr
     double spread = items / nodes >= 1 ? 4.0 / sqrt(items / nodes) : 1.0;
     double share = (1.0 + (spread > 0.02 ? spread : 0.02)) * (double)expected_bytes / nodes;
     uint64_t buckets = (uint64_t)(share / (fill * LTR_BUCKET_PAYLOAD)) + 1;
-    o->levels = levels;
+    if (o->levels) /* a fixed trie gets this depth; a growing one (0) reaches it at install */
+        o->levels = levels;
     o->table_buckets = (uint32_t)(buckets < 16 ? 16 : buckets > LTR_DEFAULT_BUCKETS ? LTR_DEFAULT_BUCKETS
                                                                                    : buckets);
-    o->given |= LTR_OPT_LEVELS | LTR_OPT_TABLE_BUCKETS;
+    o->given |= (o->levels ? LTR_OPT_LEVELS : 0) | LTR_OPT_TABLE_BUCKETS;
 }
 
 static uint64_t table_capacity(const ltr_store *s) { return store_table_capacity(&s->o); }
@@ -69,7 +70,7 @@ static uint64_t table_capacity(const ltr_store *s) { return store_table_capacity
  * nodes): enough for a hundred times the memory, and a small load does not spill anyway. */
 static uint32_t plan_depth(const ltr_store *s, uint64_t expected, uint64_t memory)
 {
-    uint32_t d = 0, last = s->o.levels - 1;
+    uint32_t d = 0, last = store_max_levels(s) - 1;
     if (!expected)
         return last < 3 ? last : 3;
     while (d < last && d < 4 && expected / (1ull << 3 * d) > memory / 6)
@@ -78,11 +79,12 @@ static uint32_t plan_depth(const ltr_store *s, uint64_t expected, uint64_t memor
 }
 
 /* The level the loaded tables go to: the deepest whose nodes each get at least half a table's
- * worth (or the last level), so that small loads do not scatter nearly empty tables. */
+ * worth (or the last level), so that small loads do not scatter nearly empty tables. A growing
+ * trie is deepened at install when that level lies below its last one. */
 static uint32_t plan_target(const ltr_store *s, uint64_t bytes)
 {
     uint32_t l = 0;
-    while (l + 1 < s->o.levels && bytes / (1ull << 3 * (l + 1)) >= table_capacity(s) / 2)
+    while (l + 1 < store_max_levels(s) && bytes / (1ull << 3 * (l + 1)) >= table_capacity(s) / 2)
         l++;
     return l;
 }
@@ -560,6 +562,19 @@ static int compact_above(ltr_load *l)
     return rc;
 }
 
+/* A growing trie whose last level lies above the target is deepened to it first (its last
+ * level's nodes are then compacted down like the levels above). Background work is paused. */
+static int deepen_to_target(ltr_load *l)
+{
+    ltr_store *s = l->s;
+    int rc = LTR_OK;
+    pthread_mutex_lock(&s->state_mu);
+    while (!rc && !s->o.levels && s->current->depth < l->target + 1)
+        rc = compaction_deepen(s);
+    pthread_mutex_unlock(&s->state_mu);
+    return rc;
+}
+
 static int by_node_seq(const void *a, const void *b)
 {
     const built *x = a, *y = b;
@@ -676,7 +691,7 @@ static int node_ops(ltr_load *l, node_add *na, vedit_op *ops, size_t *k, medit *
     if (!rc && na->bc) {
         ops[(*k)++] = (vedit_op){.add = VOP_CLUSTER, .node = node, .level = l->target,
                                  .bc = na->bc, .sealed = (uint32_t)na->n};
-        medit_cluster(e, node, na->bc->file, na->n);
+        medit_cluster(e, node, na->bc->file, na->n, 0);
     }
     return rc;
 }
@@ -698,13 +713,12 @@ static int plan_nodes(ltr_load *l, node_add **out, size_t *nout)
     *out = na;
     *nout = n;
     int rc = LTR_OK;
-    int last = l->target + 1 == s->o.levels && s->o.bloom_bits_per_key;
-    version *v = last ? store_pin(s) : NULL; /* background work is paused: it stays current */
+    version *v = store_pin(s); /* background work is paused: it stays current */
+    int last = l->target + 1 == v->depth && s->o.bloom_bits_per_key;
     for (size_t j = 0; last && j < n && !rc; j++)
         if (!version_node(v, l->tables[na[j].first].node))
             rc = build_node_cluster(l, &na[j]);
-    if (v)
-        version_unref(v);
+    version_unref(v);
     return rc;
 }
 
@@ -730,7 +744,7 @@ static int install_tables(ltr_load *l)
         for (size_t j = 0; !rc && j < nn; j++) {
             if (na[j].bc)
                 store_wrote(s, 1, na[j].bc->file);
-            else if (l->target + 1 == s->o.levels)
+            else if (l->target + 1 == s->current->depth)
                 lastlevel_note(s, l->tables[na[j].first].node);
         }
         pthread_mutex_unlock(&s->state_mu);
@@ -772,7 +786,9 @@ static int install(ltr_load *l)
     if (rc)
         return rc;
     store_bg_pause(l->s);
-    rc = compact_above(l);
+    rc = deepen_to_target(l);
+    if (!rc)
+        rc = compact_above(l);
     qsort(l->tables, l->ntables, sizeof *l->tables, by_node_seq);
     if (!rc)
         rc = number_tables(l);

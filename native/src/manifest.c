@@ -10,7 +10,9 @@
 #include "manifest.h"
 
 #define MF_MAGIC "LTRMANI1"
-#define MF_VERSION 1
+#define MF_VERSION 1      /* written for stores with a fixed number of levels */
+#define MF_VERSION_GROW 2 /* written for stores whose trie grows (levels 0): depth and
+                             cluster-offset ops, which version-1 readers must refuse */
 
 /* ---- building edits (sticky failure: medit_failed tells at the end) ---- */
 
@@ -42,12 +44,14 @@ void medit_counters(medit *e, const uint64_t *c)
         put_var(e, c[i]);
 }
 
-void medit_cluster(medit *e, uint64_t node, uint64_t file, uint32_t sealed)
+void medit_cluster(medit *e, uint64_t node, uint64_t file, uint32_t sealed, uint32_t skip)
 {
-    put_var(e, OP_SET_CLUSTER);
+    put_var(e, skip ? OP_SET_CLUSTER_AT : OP_SET_CLUSTER);
     put_var(e, node);
     put_var(e, file);
     put_var(e, sealed);
+    if (skip)
+        put_var(e, skip);
 }
 
 int medit_failed(const medit *e) { return e->b.cap == SIZE_MAX; }
@@ -80,7 +84,7 @@ static size_t encode_options(uint8_t *p, const ltr_store_opts *o, int elsewhere)
 {
     size_t n = 0;
     memcpy(p, MF_MAGIC, 8);
-    put_u16(p + 8, MF_VERSION);
+    put_u16(p + 8, o->levels ? MF_VERSION : MF_VERSION_GROW);
     n = 10;
     n += put_varint(p + n, o->table_buckets);
     put_f64(p + n, o->fill);
@@ -103,9 +107,10 @@ static int decode_options(const uint8_t *p, uint32_t len, ltr_store_opts *o, int
     uint64_t v[6];
     if (len < 10 || memcmp(p, MF_MAGIC, 8) != 0)
         return ltr_fail(LTR_ECORRUPT, "%s is not an lsmtrie manifest", path);
-    if (get_u16(p + 8) != MF_VERSION)
-        return ltr_fail(LTR_EVERSION, "%s: manifest version %u, this build reads %d", path,
-                        get_u16(p + 8), MF_VERSION);
+    uint16_t version = get_u16(p + 8);
+    if (version != MF_VERSION && version != MF_VERSION_GROW)
+        return ltr_fail(LTR_EVERSION, "%s: manifest version %u, this build reads %d and %d",
+                        path, version, MF_VERSION, MF_VERSION_GROW);
     size_t k;
     memset(o, 0, sizeof *o);
     if (!(k = get_varint(q, end, &v[0])) || end - (q += k) < 8)
@@ -126,6 +131,8 @@ static int decode_options(const uint8_t *p, uint32_t len, ltr_store_opts *o, int
     *elsewhere = q[8];
     o->table_buckets = (uint32_t)v[0];
     o->levels = (uint32_t)v[1];
+    if ((o->levels == 0) != (version == MF_VERSION_GROW))
+        goto bad;
     o->node_tables = (uint32_t)v[2];
     o->bloom_bits_per_key = (uint32_t)v[3];
     o->memtable_bytes = v[4];
@@ -224,13 +231,13 @@ static int read_current(const char *dir, uint64_t *number)
 
 static int replay_edit(const uint8_t *p, uint32_t len, const manifest_sink *s, const char *path)
 {
-    static const int nargs[] = {0, 2, 2, 1, 1, 0, 3, 1}; /* per op (counters: own form) */
+    static const int nargs[] = {0, 2, 2, 1, 1, 0, 3, 1, 1, 4}; /* per op (counters: own form) */
     const uint8_t *end = p + len;
-    uint64_t c[C_COUNT], a[3];
+    uint64_t c[C_COUNT], a[4];
     while (p < end) {
         uint64_t op;
         size_t k = get_varint(p, end, &op);
-        if (!k || op < OP_ADD_TABLE || op > OP_LOG_OFFSET)
+        if (!k || op < OP_ADD_TABLE || op > OP_SET_CLUSTER_AT)
             goto bad;
         p += k;
         if (op == OP_COUNTERS) {
@@ -347,6 +354,8 @@ static int summary_op(void *ctx, int op, const uint64_t *a, const uint64_t *coun
     case OP_ADD_TABLE: m->tables_added++; break;
     case OP_REMOVE_TABLE: m->tables_removed++; break;
     case OP_SET_CLUSTER: m->clusters_set++; break;
+    case OP_SET_CLUSTER_AT: m->clusters_set++; m->clusters_skipping++; break;
+    case OP_SET_DEPTH: m->depth = a[0]; break;
     case OP_NEXT_FILE: m->next_file = a[0]; break;
     case OP_LOG_FLOOR: m->log_floor = a[0]; m->log_offset = 0; break;
     case OP_LOG_OFFSET: m->log_offset = a[0]; break;

@@ -13,7 +13,9 @@
 
 enum {
     OP_ADD_TABLE = 1, OP_REMOVE_TABLE = 2, OP_LOG_FLOOR = 3, OP_NEXT_FILE = 4, OP_COUNTERS = 5,
-    OP_SET_CLUSTER = 6, OP_LOG_OFFSET = 7
+    OP_SET_CLUSTER = 6, OP_LOG_OFFSET = 7,
+    /* manifest version 2 (stores whose trie grows with the data, option levels 0) */
+    OP_SET_DEPTH = 8, OP_SET_CLUSTER_AT = 9
 };
 
 /* Counters persisted with every edit (index order is part of the format). */
@@ -31,7 +33,9 @@ typedef struct medit {
 void medit_table(medit *e, int add, uint64_t node, uint64_t file);
 void medit_value(medit *e, int op, uint64_t value);
 void medit_counters(medit *e, const uint64_t *c);
-void medit_cluster(medit *e, uint64_t node, uint64_t file, uint32_t sealed);
+/* A node's cluster: `file` (0: none) covering its oldest `sealed` tables after its first `skip`
+ * entries (skip > 0 only in a growing store: OP_SET_CLUSTER_AT). */
+void medit_cluster(medit *e, uint64_t node, uint64_t file, uint32_t sealed, uint32_t skip);
 int medit_failed(const medit *e);
 void medit_free(medit *e);
 

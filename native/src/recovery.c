@@ -20,6 +20,7 @@ typedef struct loaded {
     size_t nops, cap;
     vedit_op *clusters; /* SET_CLUSTER ops in manifest order; then the last of each node, by node */
     size_t nclusters, clusters_cap;
+    uint32_t depth;     /* the last SET_DEPTH (0: none) */
 } loaded;
 
 static int on_options(void *ctx, const ltr_store_opts *rec, int elsewhere)
@@ -42,13 +43,14 @@ static int grow_ops(vedit_op **ops, size_t n, size_t *cap)
     return LTR_OK;
 }
 
-static int on_cluster(loaded *l, uint64_t node, uint64_t file, uint64_t sealed)
+static int on_cluster(loaded *l, uint64_t node, uint64_t file, uint64_t sealed, uint64_t skip)
 {
     int rc = grow_ops(&l->clusters, l->nclusters, &l->clusters_cap);
     if (!rc)
         l->clusters[l->nclusters++] = (vedit_op){.add = VOP_CLUSTER, .node = node,
                                                  .level = node_level(node), .file = file,
-                                                 .sealed = (uint32_t)sealed};
+                                                 .sealed = (uint32_t)sealed,
+                                                 .skip = (uint32_t)skip};
     return rc;
 }
 
@@ -58,8 +60,12 @@ static int op_in_range(const ltr_store *s, int op, const uint64_t *a)
 {
     switch (op) {
     case OP_ADD_TABLE:
-    case OP_REMOVE_TABLE: return a[0] < node_count(s->o.levels);
-    case OP_SET_CLUSTER: return a[0] < node_count(s->o.levels) && a[2] <= UINT32_MAX;
+    case OP_REMOVE_TABLE: return a[0] < node_count(store_max_levels(s));
+    case OP_SET_CLUSTER: return a[0] < node_count(store_max_levels(s)) && a[2] <= UINT32_MAX;
+    case OP_SET_CLUSTER_AT:
+        return !s->o.levels && a[0] < node_count(LTR_MAX_LEVELS) && a[2] <= UINT32_MAX &&
+               a[3] <= UINT32_MAX;
+    case OP_SET_DEPTH: return !s->o.levels && a[0] >= 1 && a[0] <= LTR_MAX_LEVELS;
     default: return 1;
     }
 }
@@ -70,13 +76,15 @@ static int on_op(void *ctx, int op, const uint64_t *a, const uint64_t *counters)
     ltr_store *s = l->s;
     if (!op_in_range(s, op, a))
         return ltr_fail(LTR_ECORRUPT, "%s: manifest op %d is out of range (node %llu in a trie of %u levels)",
-                        s->dir, op, (unsigned long long)a[0], s->o.levels);
+                        s->dir, op, (unsigned long long)a[0], store_max_levels(s));
     switch (op) {
     case OP_LOG_FLOOR: s->log_floor = a[0]; s->log_floor_off = 0; return LTR_OK;
     case OP_LOG_OFFSET: s->log_floor_off = a[0]; return LTR_OK;
     case OP_NEXT_FILE: s->next_file = a[0]; return LTR_OK;
     case OP_COUNTERS: memcpy(s->counters, counters, sizeof s->counters); return LTR_OK;
-    case OP_SET_CLUSTER: return on_cluster(l, a[0], a[1], a[2]);
+    case OP_SET_CLUSTER: return on_cluster(l, a[0], a[1], a[2], 0);
+    case OP_SET_CLUSTER_AT: return on_cluster(l, a[0], a[1], a[2], a[3]);
+    case OP_SET_DEPTH: l->depth = (uint32_t)a[0]; return LTR_OK;
     default: break;
     }
     int rc = grow_ops(&l->ops, l->nops, &l->cap);
@@ -241,9 +249,17 @@ static int load_tables(ltr_store *s, loaded *l)
     version *v = NULL;
     if (!rc)
         rc = version_apply(s->current, l->ops, k, &v);
+    if (!rc) /* still private: no reader has it yet */
+        v->depth = s->o.levels ? s->o.levels : l->depth ? l->depth : GROW_START_DEPTH;
+    for (uint32_t lv = v ? v->depth : 0; !rc && lv < LTR_MAX_LEVELS; lv++)
+        if (v->lv[lv])
+            rc = ltr_fail(LTR_ECORRUPT, "%s: tables at level %u of a trie %u levels deep",
+                          s->dir, lv, v->depth);
     if (!rc) {
         version_unref(s->current);
         s->current = v;
+    } else if (v) {
+        version_unref(v);
     }
     for (size_t i = 0; i < tables; i++) /* the version holds its own references */
         tref_unref(l->ops[i].table);
@@ -512,8 +528,9 @@ static int create_store(ltr_store *s)
         return rc;
     s->next_file = 2;
     s->log_floor = 0;
+    s->current->depth = s->o.levels ? s->o.levels : GROW_START_DEPTH; /* not shared yet */
     medit e = {0};
-    store_encode_snapshot(s->current, s->next_file, s->log_floor, s->log_floor_off, s->counters, &e);
+    store_encode_snapshot(s->current, !s->o.levels, s->next_file, s->log_floor, s->log_floor_off, s->counters, &e);
     uint64_t written = 0;
     rc = manifest_create(&s->ckpt.mf, s->dir, 1, &s->o, s->meta_dir != NULL, &e, &written);
     medit_free(&e);

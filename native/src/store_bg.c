@@ -21,9 +21,17 @@ static int pick(const ltr_store *s, const version *v, int id, uint64_t *node, ui
                 uint32_t limit)
 {
     uint64_t other = s->bg.ll_node[!id];
-    uint64_t busy_parent = other != NO_NODE && s->o.levels > 1
-                         ? node_parent(other, s->o.levels - 1) : NO_NODE;
+    uint64_t busy_parent = other != NO_NODE && node_level(other) > 0
+                         ? node_parent(other, node_level(other)) : NO_NODE;
     return compaction_pick(s, v, node, from, limit, s->bg.compacting[!id], busy_parent);
+}
+
+/* Whether the trie should deepen now (state_mu held): only while no last-level work is claimed,
+ * since the nodes it works on stop being last-level ones and may then be compacted. */
+static int deepen_now(ltr_store *s)
+{
+    return s->bg.ll_node[0] == NO_NODE && s->bg.ll_node[1] == NO_NODE &&
+           compaction_deepen_due(s, s->current);
 }
 
 /* One unit of background work for worker `id`: 1 done, 0 nothing to do, <0 failed. state_mu
@@ -32,18 +40,23 @@ static int pick(const ltr_store *s, const version *v, int id, uint64_t *node, ui
 static int background_step(ltr_store *s, int id)
 {
     pthread_mutex_lock(&s->state_mu);
+    if (deepen_now(s)) {
+        int rc = compaction_deepen(s);
+        pthread_mutex_unlock(&s->state_mu);
+        return rc ? rc : 1;
+    }
     int have_imm = memtable_pending(s);
     version *v = store_pin(s);
     uint64_t node = 0;
     /* Flushes come first unless some node is half again over its table budget: then it is
      * compacted first, so no node's pile (and no lookup's cost) grows without bound. */
-    int compact = pick(s, v, id, &node, 0, s->o.levels - 1);
+    int compact = pick(s, v, id, &node, 0, v->depth - 1);
     const vnode *n = compact ? version_node(v, node) : NULL;
     int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
     int flush = id == 0 && have_imm && !urgent && !s->bg.flusher_started;
     /* The first worker turns to the last level's own work before the compactions of the upper
      * levels, but after those into the last level (which feed it). */
-    uint32_t feed = s->o.levels >= 2 ? s->o.levels - 2 : 0;
+    uint32_t feed = v->depth >= 2 ? v->depth - 2 : 0;
     int last = 0;
     if (id == 0 && s->bg.nworkers > 1 && compact && !urgent && !flush &&
         !pick(s, v, id, &node, feed, feed + 1))
@@ -77,8 +90,8 @@ static int work_available(ltr_store *s, int id)
     uint64_t node;
     if (s->bg.paused)
         return 0;
-    return (id == 0 && !s->bg.flusher_started && memtable_pending(s)) ||
-           pick(s, s->current, id, &node, 0, s->o.levels - 1) ||
+    return (id == 0 && !s->bg.flusher_started && memtable_pending(s)) || deepen_now(s) ||
+           pick(s, s->current, id, &node, 0, s->current->depth - 1) ||
            lastlevel_ready(s, id);
 }
 
@@ -199,11 +212,11 @@ static void *syncer_main(void *arg)
  * flusher starts first, so the worker knows from its start whether it flushes. */
 int store_bg_start(ltr_store *s)
 {
-    if (s->o.levels > 1 && pthread_create(&s->bg.flusher, NULL, flusher_main, s) == 0)
+    if (s->current->depth > 1 && pthread_create(&s->bg.flusher, NULL, flusher_main, s) == 0)
         s->bg.flusher_started = 1;
     if (pthread_create(&s->bg.syncer, NULL, syncer_main, s) == 0)
         s->bg.syncer_started = 1;
-    int want = s->o.levels >= 2 ? 2 : 1; /* a second worker when there are levels to compact */
+    int want = s->current->depth >= 2 ? 2 : 1; /* a second worker when levels compact */
     for (int i = 0; s->bg.syncer_started && i < want && s->bg.nworkers == i; i++) {
         s->bg.wargs[i] = (struct worker_arg){s, i}; /* workers 0 .. nworkers-1 run */
         if (pthread_create(&s->bg.workers[i], NULL, worker_main, &s->bg.wargs[i]) == 0)
@@ -231,8 +244,8 @@ int store_bg_wait_idle(ltr_store *s)
             break;
         uint64_t node;
         if (!memtable_pending(s) && !s->bg.busy && !s->bg.flushing &&
-            !compaction_pick(s, s->current, &node, 0, s->o.levels, NO_NODE, NO_NODE) &&
-            !lastlevel_pending(s))
+            !compaction_pick(s, s->current, &node, 0, LTR_MAX_LEVELS, NO_NODE, NO_NODE) &&
+            !compaction_deepen_due(s, s->current) && !lastlevel_pending(s))
             break;
         pthread_cond_broadcast(&s->state_cv);
         pthread_cond_wait(&s->state_cv, &s->state_mu);

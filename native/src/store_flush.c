@@ -25,7 +25,7 @@ static int install_flushed(ltr_store *s, const memtable *m, uint64_t file, tref 
         s->log_floor = floor;
         s->log_floor_off = off;
     }
-    if (!rc && s->o.levels == 1)
+    if (!rc && s->current->depth == 1)
         lastlevel_note(s, 0);
     pthread_mutex_unlock(&s->state_mu);
     medit_free(&e);

@@ -235,6 +235,16 @@ static inline double store_now(void)
     return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* The levels nodes may occupy: the option, or all of them in a store whose trie grows with
+ * its data (levels 0: a version's depth says how many are in use). */
+static inline uint32_t store_max_levels(const ltr_store *s)
+{
+    return s->o.levels ? s->o.levels : LTR_MAX_LEVELS;
+}
+
+/* A growing store's first depth: the root and eight last-level nodes. */
+#define GROW_START_DEPTH 2
+
 /* The current version, referenced: the caller unrefs it. */
 static inline version *store_pin(ltr_store *s)
 {
@@ -372,7 +382,7 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
 #define CKPT_BACKGROUND 2
 int store_checkpoint(ltr_store *s, int flags);
 int store_checkpoint_due(const ltr_store *s); /* state_mu held */
-void store_encode_snapshot(const version *v, uint64_t next_file, uint64_t floor,
+void store_encode_snapshot(const version *v, int grow, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e);
 void store_ckpt_free(ltr_store *s);
 
@@ -411,6 +421,12 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
 int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32_t from,
                     uint32_t limit, uint64_t skip, uint64_t skip2);
 int compaction_run(ltr_store *s, version *v, uint64_t node);
+/* A growing trie takes one more level once its last level holds DEEPEN_TABLES_PER_NODE x
+ * node_tables tables a node on average (docs/design.md "A trie as deep as the data"). Due:
+ * state_mu held, v pinned. compaction_deepen: state_mu held, no last-level work claimed. */
+#define DEEPEN_TABLES_PER_NODE 3
+int compaction_deepen_due(const ltr_store *s, const version *v);
+int compaction_deepen(ltr_store *s);
 /* Garbage collection of a last-level node: its tables rewritten with only live items. */
 int gc_run(ltr_store *s, version *v, uint64_t node);
 

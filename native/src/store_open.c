@@ -171,7 +171,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     s->dir = strdup(path);
     s->meta_dir = o->metadata_path ? strdup(o->metadata_path) : NULL;
     s->o.metadata_path = NULL;
-    s->current = version_empty();
+    s->current = version_empty(o->levels); /* a growing store's depth: set by recovery */
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->write_cv, NULL);
     pthread_mutex_init(&s->log.sync_mu, NULL);

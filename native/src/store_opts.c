@@ -31,8 +31,9 @@ int store_opts_check(const ltr_store_opts *o)
                         o->table_buckets);
     if (!(o->fill > 0.0 && o->fill <= 1.0))
         return ltr_fail(LTR_EINVAL, "fill must be in (0, 1], got %g", o->fill);
-    if (o->levels < 1 || o->levels > LTR_MAX_LEVELS)
-        return ltr_fail(LTR_EINVAL, "levels must be 1..%d, got %u", LTR_MAX_LEVELS, o->levels);
+    if (o->levels > LTR_MAX_LEVELS)
+        return ltr_fail(LTR_EINVAL, "levels must be 0 (the trie grows with the data) or 1..%d, "
+                        "got %u", LTR_MAX_LEVELS, o->levels);
     if (o->node_tables < 2 || o->node_tables > 1024)
         return ltr_fail(LTR_EINVAL, "node_tables must be 2..1024, got %u", o->node_tables);
     if (o->bloom_bits_per_key > 64)

@@ -80,13 +80,15 @@ static int cluster_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h
 {
     if (!n->bc || n->sealed <= from)
         return LTR_ABSENT;
-    uint8_t small[256], *maybe = n->sealed <= sizeof small ? small : malloc(n->sealed);
+    /* one answer per table of the cluster; table j of the node is the cluster's skip + j */
+    uint32_t covered = n->bc->tables;
+    uint8_t small[256], *maybe = covered <= sizeof small ? small : malloc(covered);
     if (!maybe)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     c->stats[ST_CLUSTER_READS]++;
     int r = cluster_probe(n->bc, c, hb_bucket(h, n->bc->buckets), hb_bloom(h), maybe);
     for (uint32_t j = n->sealed; !r && j-- > from;) {
-        if (!maybe[j])
+        if (!maybe[n->skip + j])
             continue;
         r = htable_lookup(n->flt[j].t, c, h, key, klen, it);
         if (r == LTR_ABSENT)
@@ -145,23 +147,23 @@ static uint32_t plan_filters(const vnode *const *path, uint32_t levels, key_hash
 static void find_path(const ltr_store *s, const version *v, key_hash h, const vnode **path)
 {
     uint64_t trie = hb_trie_path(h);
-    for (uint32_t level = 0; level < s->o.levels; level++)
+    for (uint32_t level = 0; level < v->depth; level++)
         path[level] = version_node_at(v, level, node_id(level, trie));
 }
 
 /* The key's answer through the nodes of its path: *status, and in *it the item when found
  * (pointing into c's buffers or a mapping: valid until the next read with c, while the
  * version is pinned). */
-static int search_path(ltr_store *s, const vnode *const *path, read_ctx *c, key_hash h,
+static int search_path(ltr_store *s, uint32_t depth, const vnode *const *path, read_ctx *c, key_hash h,
                        const uint8_t *key, uint32_t klen, item_view *it, int *status)
 {
     uint64_t before = reads_so_far(c);
-    const vnode *last = path[s->o.levels - 1];
+    const vnode *last = path[depth - 1];
     if (last && last->bc) /* its miss overlaps the upper levels' filter tests */
         cluster_prefetch(last->bc, hb_bucket(h, last->bc->buckets));
     fspan fs[PLAN_MAX];
-    uint32_t planned = plan_filters(path, s->o.levels, h, fs), next = 0;
-    for (uint32_t level = 0; level < s->o.levels; level++) {
+    uint32_t planned = plan_filters(path, depth, h, fs), next = 0;
+    for (uint32_t level = 0; level < depth; level++) {
         const vnode *n = path[level];
         int r = LTR_ABSENT;
         for (uint32_t j = n ? n->n : 0; r == LTR_ABSENT && j && j > n->sealed; next++) {
@@ -201,16 +203,16 @@ static int search_path(ltr_store *s, const vnode *const *path, read_ctx *c, key_
 static void ahead_slots(const ltr_store *s, const version *v, key_hash h)
 {
     uint64_t trie = hb_trie_path(h);
-    for (uint32_t level = 0; level < s->o.levels; level++) {
+    for (uint32_t level = 0; level < v->depth; level++) {
         vnode *const *slot = version_slot_at(v, level, node_id(level, trie));
         if (slot)
             __builtin_prefetch(slot);
     }
 }
 
-static void ahead_nodes(const ltr_store *s, const vnode *const *path)
+static void ahead_nodes(const ltr_store *s, uint32_t depth, const vnode *const *path)
 {
-    for (uint32_t level = 0; level < s->o.levels; level++)
+    for (uint32_t level = 0; level < depth; level++)
         if (path[level]) {
             __builtin_prefetch(path[level]);
             __builtin_prefetch((const char *)path[level] + sizeof(vnode) - 1);
@@ -223,9 +225,9 @@ static uint32_t sealed_ahead_from(const vnode *n)
     return n->sealed > SEALED_AHEAD ? n->sealed - SEALED_AHEAD : 0;
 }
 
-static void ahead_filters(const ltr_store *s, const vnode *const *path)
+static void ahead_filters(const ltr_store *s, uint32_t depth, const vnode *const *path)
 {
-    for (uint32_t level = 0; level < s->o.levels; level++) {
+    for (uint32_t level = 0; level < depth; level++) {
         const vnode *n = path[level];
         if (!n)
             continue;
@@ -237,9 +239,9 @@ static void ahead_filters(const ltr_store *s, const vnode *const *path)
     }
 }
 
-static void ahead_offsets(const ltr_store *s, const vnode *const *path, key_hash h)
+static void ahead_offsets(const ltr_store *s, uint32_t depth, const vnode *const *path, key_hash h)
 {
-    for (uint32_t level = 0; level < s->o.levels; level++) {
+    for (uint32_t level = 0; level < depth; level++) {
         const vnode *n = path[level];
         if (!n)
             continue;
@@ -254,9 +256,9 @@ static void ahead_offsets(const ltr_store *s, const vnode *const *path, key_hash
     }
 }
 
-static void ahead_records(const ltr_store *s, const vnode *const *path)
+static void ahead_records(const ltr_store *s, uint32_t depth, const vnode *const *path)
 {
-    const vnode *n = path[s->o.levels - 1];
+    const vnode *n = path[depth - 1];
     if (n && n->bc)
         for (uint32_t j = sealed_ahead_from(n); j < n->sealed; j++)
             htable_prefetch_records(n->flt[j].t);
@@ -264,9 +266,9 @@ static void ahead_records(const ltr_store *s, const vnode *const *path)
 
 /* Every line of the unsealed tables' filters (their offsets came a step earlier), which
  * search_path's plan_filters would otherwise wait for; a single get leaves them to it. */
-static void ahead_bits(const ltr_store *s, const vnode *const *path, key_hash h)
+static void ahead_bits(const ltr_store *s, uint32_t depth, const vnode *const *path, key_hash h)
 {
-    for (uint32_t level = 0; level < s->o.levels; level++) {
+    for (uint32_t level = 0; level < depth; level++) {
         const vnode *n = path[level];
         for (uint32_t j = n ? n->sealed : 0; n && j < n->n; j++)
             prefetch_span(filter_span(n, j, h));
@@ -284,15 +286,15 @@ static void look_ahead(const ltr_store *s, const version *v, const key_hash *h,
         ahead_slots(s, v, h[i + 5]);
     if (i + 4 < m && ask[i + 4] == -1) {
         find_path(s, v, h[i + 4], paths[(i + 4) % AHEAD]);
-        ahead_nodes(s, paths[(i + 4) % AHEAD]);
+        ahead_nodes(s, v->depth, paths[(i + 4) % AHEAD]);
     }
     if (i + 3 < m && ask[i + 3] == -1)
-        ahead_filters(s, paths[(i + 3) % AHEAD]);
+        ahead_filters(s, v->depth, paths[(i + 3) % AHEAD]);
     if (i + 2 < m && ask[i + 2] == -1)
-        ahead_offsets(s, paths[(i + 2) % AHEAD], h[i + 2]);
+        ahead_offsets(s, v->depth, paths[(i + 2) % AHEAD], h[i + 2]);
     if (i + 1 < m && ask[i + 1] == -1) {
-        ahead_records(s, paths[(i + 1) % AHEAD]);
-        ahead_bits(s, paths[(i + 1) % AHEAD], h[i + 1]);
+        ahead_records(s, v->depth, paths[(i + 1) % AHEAD]);
+        ahead_bits(s, v->depth, paths[(i + 1) % AHEAD], h[i + 1]);
     }
 }
 
@@ -305,11 +307,11 @@ static int search_version(ltr_store *s, const version *v, read_ctx *c, key_hash 
 {
     const vnode *path[LTR_MAX_LEVELS];
     find_path(s, v, h, path);
-    ahead_nodes(s, path);
-    ahead_filters(s, path);
-    ahead_offsets(s, path, h);
-    ahead_records(s, path);
-    return search_path(s, path, c, h, key, klen, it, status);
+    ahead_nodes(s, v->depth, path);
+    ahead_filters(s, v->depth, path);
+    ahead_offsets(s, v->depth, path, h);
+    ahead_records(s, v->depth, path);
+    return search_path(s, v->depth, path, c, h, key, klen, it, status);
 }
 
 static key_hash hash_key(const ltr_store *s, const uint8_t *key, uint32_t klen)
@@ -398,7 +400,7 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
         if (status[i] == -1) {
             int st = LTR_ABSENT;
             item_view it;
-            rc = search_path(s, paths[(i - lo) % AHEAD], c, h[i - lo], kdata + koffs[i],
+            rc = search_path(s, v->depth, paths[(i - lo) % AHEAD], c, h[i - lo], kdata + koffs[i],
                              (uint32_t)kl, &it, &st);
             if (!rc && st == LTR_FOUND)
                 rc = buf_append(values, it.value, it.vlen);

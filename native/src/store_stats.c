@@ -36,7 +36,7 @@ void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets)
                        __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->since_open.false_positives, c->stats[ST_FFP], __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->since_open.cluster_reads, c->stats[ST_CLUSTER_READS], __ATOMIC_RELAXED);
-    for (uint32_t l = 0; l < s->o.levels; l++) {
+    for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) {
         if (c->hits[l])
             __atomic_fetch_add(&s->since_open.hits_per_level[l], c->hits[l], __ATOMIC_RELAXED);
         if (c->hit_reads[l])
@@ -50,7 +50,6 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     uint64_t c[C_COUNT];
     for (int i = 0; i < C_COUNT; i++)
         c[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
-    o->levels = s->o.levels;
     o->user_bytes_written = c[C_USER_BYTES];
     o->written_log = c[C_WRITTEN_LOG];
     o->written_flush = c[C_WRITTEN_FLUSH];
@@ -83,6 +82,7 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     if (s->files.fc)
         fcache_counts(s->files.fc, &o->table_files_open, &o->table_file_reopens);
     version *v = store_pin(s);
+    o->levels = v->depth;
     viter it = {0};
     for (const vnode *n; (n = viter_next(v, &it));) {
         for (uint32_t j = 0; j < n->n; j++) {
@@ -98,7 +98,7 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
             o->metadata_memory_bytes += cluster_memory(n->bc);
     }
     version_unref(v);
-    for (uint32_t l = 0; !s->files.fc && l < s->o.levels; l++) /* no bound: every table is open */
+    for (uint32_t l = 0; !s->files.fc && l < o->levels; l++) /* no bound: every table is open */
         o->table_files_open += o->tables_per_level[l];
     char journal[4096];
     snprintf(journal, sizeof journal, "%s/" LOAD_JOURNAL, s->dir);

@@ -112,11 +112,13 @@ void tref_unref(tref *t)
     }
 }
 
-version *version_empty(void)
+version *version_empty(uint32_t depth)
 {
     version *v = calloc(1, sizeof *v);
-    if (v)
+    if (v) {
         v->refs = 1;
+        v->depth = depth;
+    }
     return v;
 }
 
@@ -337,6 +339,7 @@ static vnode *node_for(builder *b, uint64_t id, uint32_t level)
             tref_ref(d->tables[j]);
         d->bc = o->bc;
         d->sealed = o->sealed;
+        d->skip = o->skip;
         d->gc_ratio = o->gc_ratio;
         d->gc_items = o->gc_items;
         if (d->bc)
@@ -355,8 +358,34 @@ static int find_file(const vnode *d, uint64_t file)
     return -1;
 }
 
+/* Removes table j of d; the oldest table under the cluster moves the cluster on. */
+static int remove_table(vnode *d, uint32_t j, uint64_t file)
+{
+    if (j < d->sealed && j != 0)
+        return ltr_fail(LTR_ECORRUPT, "node %llu: removing table %llu from the middle of its "
+                        "cluster", (unsigned long long)d->id, (unsigned long long)file);
+    if (j < d->sealed) {
+        d->skip++;
+        if (!--d->sealed) {
+            cluster_unref(d->bc);
+            d->bc = NULL;
+            d->skip = 0;
+        }
+    }
+    tref_unref(d->tables[j]);
+    memmove(&d->tables[j], &d->tables[j + 1], sizeof(tref *) * (d->n - j - 1));
+    d->n--;
+    return LTR_OK;
+}
+
 static int apply_op(builder *b, const vedit_op *op)
 {
+    if (op->add == VOP_DEPTH) {
+        if (op->level < 1 || op->level > LTR_MAX_LEVELS)
+            return ltr_fail(LTR_ECORRUPT, "a trie depth of %u", op->level);
+        b->w->depth = op->level;
+        return LTR_OK;
+    }
     if (op->level >= LTR_MAX_LEVELS || op->node < level_base(op->level) ||
         op->node - level_base(op->level) >= UINT64_C(1) << (3 * op->level))
         return ltr_fail(LTR_ECORRUPT, "node %llu is not a node of level %u",
@@ -365,12 +394,13 @@ static int apply_op(builder *b, const vedit_op *op)
     if (!d)
         return LTR_ENOMEM;
     if (op->add == VOP_CLUSTER) {
-        if (op->sealed > d->n || (op->bc && op->bc->tables != op->sealed))
+        if (op->sealed > d->n || (op->bc && op->bc->tables != op->skip + op->sealed))
             return ltr_fail(LTR_ECORRUPT, "node %llu: a cluster of %u tables for %u tables",
                             (unsigned long long)op->node, op->sealed, d->n);
         cluster_unref(d->bc);
         d->bc = op->bc;
-        d->sealed = op->sealed;
+        d->sealed = op->bc ? op->sealed : 0;
+        d->skip = op->bc ? op->skip : 0;
         if (d->bc)
             cluster_ref(d->bc);
         return LTR_OK;
@@ -395,13 +425,7 @@ static int apply_op(builder *b, const vedit_op *op)
         tref_ref(op->table);
         return LTR_OK;
     }
-    if ((uint32_t)j < d->sealed)
-        return ltr_fail(LTR_ECORRUPT, "node %llu: removing table %llu under its cluster",
-                        (unsigned long long)op->node, (unsigned long long)op->file);
-    tref_unref(d->tables[j]);
-    memmove(&d->tables[j], &d->tables[j + 1], sizeof(tref *) * (d->n - j - 1));
-    d->n--;
-    return LTR_OK;
+    return remove_table(d, (uint32_t)j, op->file);
 }
 
 /* A node the edit built, moved into its final block: the node and, right after it, its filter
@@ -439,6 +463,7 @@ static int chunk_filters(vchunk *c)
 static void finish_chunk(vchunk *c)
 {
     c->n = 0;
+    c->tables = 0;
     c->fullest = NULL;
     c->building = 0;
     for (uint32_t k = 0; k < VCHUNK; k++) {
@@ -452,6 +477,7 @@ static void finish_chunk(vchunk *c)
             continue;
         }
         c->n++;
+        c->tables += d->n;
         if (!c->fullest || d->n > c->fullest->n)
             c->fullest = d;
     }
@@ -472,6 +498,7 @@ static int finish(builder *b)
         if (lv && (b->own_levels & (1u << l))) {
             uint32_t k = 0;
             lv->n = 0;
+            lv->tables = 0;
             lv->fullest = NULL;
             for (uint32_t i = 0; i < lv->nchunks; i++) {
                 vchunk *c = lv->chunks[i];
@@ -483,6 +510,7 @@ static int finish(builder *b)
                 }
                 lv->chunks[k++] = c;
                 lv->n += c->n;
+                lv->tables += c->tables;
                 if (!lv->fullest || c->fullest->n > lv->fullest->n)
                     lv->fullest = c->fullest;
             }
@@ -505,6 +533,7 @@ int version_apply(const version *v, const vedit_op *ops, size_t n, version **out
     if (!b.w)
         return ltr_fail(LTR_ENOMEM, "out of memory building a version");
     b.w->refs = 1;
+    b.w->depth = v->depth;
     for (uint32_t l = 0; l < LTR_MAX_LEVELS; l++) {
         b.w->lv[l] = v->lv[l];
         if (v->lv[l])

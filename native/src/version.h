@@ -54,8 +54,11 @@ typedef struct vnode {
     tref **tables;
     vfilter *flt;     /* n entries, one per table, at VNODE_FLT_AT in the node's own block (set
                          when the version is finished) */
-    cluster *bc;      /* last level: the BloomCluster of tables [0, sealed), or NULL */
+    cluster *bc;      /* the BloomCluster of tables [0, sealed), or NULL: a last-level node's,
+                         kept by a node the trie outgrew until its tables are compacted away */
     uint32_t sealed;  /* those tables are open without filters; the rest keep theirs */
+    uint32_t skip;    /* the cluster's first entries, of tables compacted away: table j < sealed
+                         is the cluster's table skip + j */
     uint8_t building; /* made by the version_apply under way: private to it, mutable */
     /* last level: the latest garbage estimate and the node's items then (0: none), kept by the
      * worker holding the node's claim (lastlevel.c) and carried to the node's next copies */
@@ -74,6 +77,7 @@ typedef struct vchunk {
     int refs;         /* atomic: the levels that hold this chunk */
     uint32_t idx;
     uint32_t n;       /* non-empty nodes */
+    uint64_t tables;  /* of those nodes */
     uint8_t building; /* made by the version_apply under way: private to it, mutable */
     const vnode *fullest;   /* the node with the most tables (the first of equals) */
     vnode *node[VCHUNK];    /* by id; NULL: an empty node */
@@ -85,6 +89,7 @@ typedef struct vchunk {
 typedef struct vlevel {
     int refs;         /* atomic */
     uint32_t n;       /* non-empty nodes */
+    uint64_t tables;  /* of those nodes */
     uint32_t nchunks;
     vchunk **chunks;
     const vnode *fullest; /* the node with the most tables (the first of equals) */
@@ -93,6 +98,8 @@ typedef struct vlevel {
 typedef struct version {
     int refs;         /* atomic */
     uint32_t nnodes;  /* non-empty nodes in all levels */
+    uint32_t depth;   /* levels in use: depth - 1 is the last level (appended to, under
+                         BloomClusters); deeper levels are empty */
     vlevel *lv[LTR_MAX_LEVELS]; /* NULL: an empty level */
 } version;
 
@@ -104,18 +111,22 @@ typedef struct viter {
 
 const vnode *viter_next(const version *v, viter *it);
 
-enum { VOP_REMOVE = 0, VOP_ADD = 1, VOP_REPLACE = 2, VOP_CLUSTER = 3 };
+enum { VOP_REMOVE = 0, VOP_ADD = 1, VOP_REPLACE = 2, VOP_CLUSTER = 3, VOP_DEPTH = 4 };
 
 typedef struct vedit_op {
     int add;          /* VOP_ADD: `table` becomes the newest of `node`; VOP_REMOVE: file `file`
                          leaves it; VOP_REPLACE: `table` takes the place of the table with its
-                         file; VOP_CLUSTER: the node's cluster becomes `bc` covering `sealed` */
+                         file; VOP_CLUSTER: the node's cluster becomes `bc` covering `sealed`
+                         tables after its first `skip` entries; VOP_DEPTH: the version's depth
+                         becomes `level` (node unused). Removing a node's oldest table under its
+                         cluster moves the cluster on: sealed - 1, skip + 1 (none left: no
+                         cluster) */
     uint64_t node;
     uint32_t level;
     tref *table;
     uint64_t file;
     cluster *bc;
-    uint32_t sealed;
+    uint32_t sealed, skip;
 } vedit_op;
 
 /* Node ids number the trie breadth-first: level L holds ids base(L) .. base(L) + 8^L - 1. */
@@ -131,7 +142,7 @@ tref *tref_new_sharing(const tref *from, uint32_t level, ltr_htable *t);
 void tref_ref(tref *t);
 void tref_unref(tref *t);
 
-version *version_empty(void);
+version *version_empty(uint32_t depth);
 void version_ref(version *v);
 void version_unref(version *v);
 const vnode *version_node(const version *v, uint64_t id);
