@@ -347,7 +347,9 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
                   metadata=False, seed=1, directory=None, keep=False, verify=False) -> dict:
     """Loads n items into a new store and measures it (see the module docstring). With
     verify, the store is then read whole and checked (Store.verify), after the measurements."""
-    buckets = buckets or choose_buckets(n, levels, 8, 0.95)
+    # a growing trie (levels 0) takes the default table size; a fixed one is sized so that
+    # every level holds data
+    buckets = buckets or (8191 if not levels else choose_buckets(n, levels, 8, 0.95))
     base = directory or tempfile.mkdtemp(prefix="lsmtrie-")
     os.makedirs(base, exist_ok=True)
     path = os.path.join(base, "store")
@@ -384,6 +386,9 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         metadata_memory_bytes_per_item=st["metadata_memory_bytes"] / n,
         tables_per_level=st["tables_per_level"], items_per_level=st["items_per_level"],
+        depth=st["levels"],
+        last_level_item_fraction=(st["items_per_level"][-1] / sum(st["items_per_level"])
+                                  if sum(st["items_per_level"]) else None),
         flushes=st["flushes"], compactions=st["compactions"], gcs=st["gcs"],
         write_stalls=st["write_stalls"], **r, reopened=reopened,
     )

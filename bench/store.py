@@ -43,7 +43,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--bulk", action="store_true", help="load without the write-ahead log")
-    p.add_argument("--levels", type=int, default=5)
+    p.add_argument("--levels", type=int, default=5,
+                   help="trie levels (0: the trie grows with the data, with 32 MB tables)")
     p.add_argument("--buckets", type=int, default=None, help="table size (default: chosen from n)")
     p.add_argument("--reads", type=int, default=200_000, help="present and absent keys to read")
     p.add_argument("--single", type=int, default=50_000, help="gets one by one")

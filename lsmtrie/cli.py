@@ -149,11 +149,14 @@ def cmd_stats(args) -> int:
 def cmd_dump(args) -> int:
     try:
         export.dump(args.store, args.output, format=args.format, key_encoding=args.key_encoding,
-                  value_encoding=args.value_encoding, metadata_path=args.metadata_path)
+                    value_encoding=args.value_encoding, metadata_path=args.metadata_path)
+    except BrokenPipeError:
+        # the reader (head, a pager) stopped: quietly, as other commands do; stdout goes to
+        # /dev/null so that Python's flush at exit does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (errors.Error, OSError) as e:
         print(f"lsmtrie dump: {e}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # the reader (head, a pager) stopped: not a failure of the store
         return 1
     return 0
 

@@ -59,6 +59,15 @@ def configs(lib):
                                                            **crash.FAST),
                                              trials=6, n=1500, seed=s,
                                              hooks={"ltr_test_manifest_rotation": 2048}),
+        "deepening": lambda tp, s: t(tp, lib, dict(table_buckets=16, node_tables=2, levels=0,
+                                                   memtable_bytes=1500, **crash.FAST),
+                                     trials=6, n=2000, seed=s, gen=dict(nkeys=20000, vmax=200)),
+        "deepening_rotation": lambda tp, s: t(tp, lib, dict(table_buckets=4, node_tables=2,
+                                                            levels=0, memtable_bytes=300,
+                                                            **crash.FAST),
+                                              trials=6, n=1500, seed=s,
+                                              gen=dict(nkeys=20000, vmax=100),
+                                              hooks={"ltr_test_manifest_rotation": 2048}),
     }
 
 

@@ -169,3 +169,16 @@ def test_put_and_delete_refuse_a_store_open_for_writing_elsewhere(tmp_path):
         r = command("get", tmp_path / "db", "k")  # a reader beside the writer is fine
         assert (r.returncode, r.stdout) == (0, b"v\n")
     assert contents(tmp_path / "db") == {b"k": b"v"}
+
+
+def test_a_dump_into_a_closed_pipe_stops_quietly(tmp_path):
+    rng = random.Random(9)  # 300,000 items: far more than a pipe holds
+    fill(tmp_path / "a", {rng.randbytes(16): rng.randbytes(60) for _ in range(300_000)})
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-m", "lsmtrie", "dump", str(tmp_path / "a")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.read(100)
+    p.stdout.close()  # like `| head`
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 1
+    assert err == b""
