@@ -27,6 +27,7 @@ import numpy as np
 
 import lsmtrie.store as _store
 from lsmtrie import _binding
+from lsmtrie.bulk import _DiskPeak, _dir_bytes
 from lsmtrie.htable import HTable, HTableBuilder, Lookup, TableOptions
 
 KEY_BYTES = 16
@@ -356,7 +357,10 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     meta = os.path.join(base, "meta") if metadata else None
     shutil.rmtree(path, ignore_errors=True)
     io0 = proc_io()
+    disk = None
     try:
+        os.makedirs(path)
+        disk = _DiskPeak([p for p in (path, meta) if p])  # sampled every half second
         with _store.open(path, metadata_path=meta, bulk=bulk, table_buckets=buckets,
                          levels=levels) as db:
             s0 = steal_seconds()
@@ -371,8 +375,12 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
                 t = time.perf_counter()
                 r["verified"] = db.verify()
                 r["verified"]["seconds"] = time.perf_counter() - t
+        peak_disk = disk.stop()  # up to close(), whose checkpoint releases the logs
+        at_rest = _dir_bytes([p for p in (path, meta) if p])
         reopened = measure_reopened(path, meta, n, seed, min(reads, n), single)
     finally:
+        if disk:
+            disk.stop()
         if not keep:
             shutil.rmtree(base if not directory else path, ignore_errors=True)
     user = st["user_bytes_written"]
@@ -386,7 +394,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         metadata_memory_bytes_per_item=st["metadata_memory_bytes"] / n,
         tables_per_level=st["tables_per_level"], items_per_level=st["items_per_level"],
-        depth=st["levels"],
+        depth=st["levels"], peak_disk_bytes=peak_disk, disk_bytes_at_rest=at_rest,
         last_level_item_fraction=(st["items_per_level"][-1] / sum(st["items_per_level"])
                                   if sum(st["items_per_level"]) else None),
         flushes=st["flushes"], compactions=st["compactions"], gcs=st["gcs"],

@@ -27,6 +27,8 @@ def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
         assert figures["get_miss_per_s_batched"] > 0
         assert figures["floor_reads_per_s"] > 0 and figures["floor_cpu_us_per_read"] > 0
         assert "get_hit_cpu_us_above_floor" in figures
+    assert r["disk_bytes_at_rest"] > 0 and r["peak_disk_bytes"] >= r["disk_bytes_at_rest"]
+    assert r["depth"] == 3 and 0 < r["last_level_item_fraction"] < 1
     assert "reopened by a new process" in measure.store_summary(r)
     assert "bucket reads alone" in measure.store_summary(r)
     # the hypervisor's steal time beside the rates: counted on Linux, and never negative
