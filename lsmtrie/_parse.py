@@ -68,10 +68,15 @@ class Parser:
         voffs = np.frombuffer(_bytes(it.voffs), dtype=np.int64) if it.voffs.len else np.zeros(1, np.int64)
         return Batch(_bytes(it.keys), koffs, _bytes(it.values), voffs)
 
-    def feed_c(self, data, final: bool = False):
-        """Parses a chunk into the parser's own C batch (ltr_items, valid until the next call)
-        and returns it: the loader hands it to C as it is, with no copy."""
-        it = self._items
+    @staticmethod
+    def new_items():
+        """A C batch (ltr_items) for feed_c, freed with its last reference."""
+        return ffi.gc(ffi.new("ltr_items *"), lib.ltr_items_free)
+
+    def feed_c(self, data, final: bool = False, items=None):
+        """Parses a chunk into a C batch (ltr_items: `items`, or the parser's own, valid until
+        the next call) and returns it: the loader hands it to C as it is, with no copy."""
+        it = self._items if items is None else items
         for b in (it.keys, it.values, it.koffs, it.voffs, it.deleted):
             b.len = 0
         it.n = 0

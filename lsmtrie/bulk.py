@@ -16,6 +16,7 @@ import json
 import lzma
 import os
 import shutil
+import queue
 import sys
 import threading
 import time
@@ -106,13 +107,13 @@ def _input_size(name: str) -> tuple[int | None, bool]:
 
 @dataclass
 class Progress:
-    """The load's counters as it runs, and the live line on stderr (tqdm)."""
+    """The load's live line on stderr (tqdm): the phase, input bytes read (with percent and ETA
+    when the input's size is known), items and items/s, bytes written and the write
+    amplification so far."""
     enabled: bool
     total_bytes: int | None
-    phase: str = "reading"
-    bytes_read: int = 0
+    written0: int = 0
     items_read: int = 0
-    bad_lines: int = 0
     started: float = field(default_factory=time.monotonic)
     bar: object = None
 
@@ -122,23 +123,70 @@ class Progress:
             self.bar = tqdm(total=self.total_bytes, unit="B", unit_scale=True, file=sys.stderr,
                             desc="reading", dynamic_ncols=True, mininterval=1.0)
 
-    def update(self, nbytes: int, items: int, extra: dict) -> None:
-        self.bytes_read += nbytes
+    def update(self, nbytes: int, items: int, user_bytes: int) -> None:
         self.items_read += items
         if self.bar is not None:
             rate = self.items_read / max(time.monotonic() - self.started, 1e-9)
-            self.bar.set_postfix(items=f"{self.items_read:,}", items_s=f"{rate:,.0f}", **extra,
-                                 refresh=False)
+            written = _write_bytes() - self.written0
+            wa = f"{written / user_bytes:.2f}" if user_bytes else "-"
+            self.bar.set_postfix(items=f"{self.items_read:,}", items_s=f"{rate:,.0f}",
+                                 written=f"{written / 1e6:,.0f}MB", wa=wa, refresh=False)
             self.bar.update(nbytes)
 
     def set_phase(self, phase: str) -> None:
-        self.phase = phase
         if self.bar is not None:
             self.bar.set_description(phase)
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _pipelined(produce):
+    """The items of the generator `produce`, made on a thread of its own while the caller
+    works on the one before: reading and parsing (C, the GIL released) overlap the loader's
+    hashing and partitioning (C, the GIL released) on the other core. At most one item waits;
+    an exception of the producer is raised here, and the producer stops when the caller does."""
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop, done = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in produce():
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer as it is
+            put(_Failure(e))
+
+    t = threading.Thread(target=work, name="lsmtrie-load-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 # ---- the load ----
@@ -243,6 +291,16 @@ def _check_space(store_path: str, tmp: str | None, data: int) -> None:
                         "(give --expected-items if the estimate from the input's size is wrong)")
 
 
+def _progress_total(files, o: LoadOptions) -> int | None:
+    """The bytes the progress line counts to: the generated keys and values, or the input
+    files when none is compressed or standard input (else unknown: no percent, no ETA)."""
+    if o.generate is not None:
+        return o.generate * (o.key_size + o.value_size)
+    if not files or any(_input_size(f)[0] is None or _input_size(f)[1] for f in files):
+        return None
+    return sum(_input_size(f)[0] for f in files)
+
+
 def load(path: str, inputs=None, **options) -> dict:
     """Loads a data set into the store at `path` (created when missing, with options chosen
     for the data) and returns the summary (the command's --json): items_read, items_loaded,
@@ -274,7 +332,7 @@ def load(path: str, inputs=None, **options) -> dict:
     written0 = _write_bytes()
     db = Store(path, metadata_path=o.metadata_path, **store_opts)
     disk = _DiskPeak([p for p in (path, o.tmp) if p])
-    progress = Progress(o.progress, None)
+    progress = Progress(o.progress, _progress_total(files, o), written0)
     try:
         summary = _run(db, files, inputs, o, data, progress)
     except BaseException:
@@ -331,7 +389,8 @@ class _Run:
     def count(self, n: int, nbytes: int) -> None:
         self.items_read += n
         self.since_checkpoint += nbytes
-        self.progress.update(nbytes, n, {})
+        if self.progress.bar is not None:
+            self.progress.update(nbytes, n, self.loader.stats()["user_bytes"])
 
     def checkpoint_due(self) -> bool:
         return self.since_checkpoint >= CHECKPOINT_BYTES
@@ -367,15 +426,18 @@ def _skip(f, name: str, n: int) -> None:
         n -= len(chunk)
 
 
-def _load_files(run: _Run, files, o: LoadOptions) -> None:
-    """The inputs, a chunk at a time, through the C parser into the loader. A checkpoint
-    records the input, the byte offset where the parser's pending record starts, and the
-    records before it, so a resume reads on from exactly there."""
+def _parsed(files, o: LoadOptions, start: dict):
+    """The inputs read a chunk at a time and parsed by the C parser (on the reader thread):
+    ("batch", items, input bytes, position after them) and, at the end of each file,
+    ("file", name, bad lines, their descriptions). Three C batches take turns: the one being
+    filled, the one waiting and the one the loader is adding."""
     from ._parse import Parser
     fixed = o.format == "fixed"
     parser = Parser(o.format, o.key_encoding, o.value_encoding, o.key_size if fixed else 0,
                     o.value_size if fixed else 0, o.on_bad_line)
-    first, offset0 = run.start.get("input", 0), run.start.get("offset", 0)
+    turns = [parser.new_items() for _ in range(3)]
+    first, offset0 = start.get("input", 0), start.get("offset", 0)
+    k = 0
     for idx in range(first, len(files)):
         name = files[idx]
         parser.reset()
@@ -383,33 +445,49 @@ def _load_files(run: _Run, files, o: LoadOptions) -> None:
             offset = 0
             if idx == first and offset0:
                 _skip(f, name, offset0)
-                parser.seek(run.start.get("consumed", 0))
+                parser.seek(start.get("consumed", 0))
                 offset = offset0
             while True:
                 chunk = f.read(CHUNK)
                 try:
-                    it = parser.feed_c(chunk, final=not chunk)
+                    it = parser.feed_c(chunk, final=not chunk, items=turns[k % 3])
                 except errors.InvalidArgumentError as e:
                     raise LoadError(f"{name}: {e}") from None
-                run.loader.add_items(it)
-                run.count(it.n, len(chunk))
+                k += 1
                 offset += len(chunk)
+                pending, consumed = parser.position()
+                yield ("batch", it, len(chunk), dict(input=idx, offset=offset - pending,
+                                                     consumed=consumed,
+                                                     file_bad_lines=parser.bad_lines))
                 if not chunk:
                     break
-                if run.checkpoint_due():
-                    pending, consumed = parser.position()
-                    run.checkpoint(input=idx, offset=offset - pending, consumed=consumed,
-                                   file_bad_lines=parser.bad_lines)
-        for d in parser.bad_line_descriptions:
+        yield ("file", idx, name, parser.bad_lines, parser.bad_line_descriptions)
+
+
+def _load_files(run: _Run, files, o: LoadOptions) -> None:
+    """The inputs through the C parser (a thread of their own) into the loader. A checkpoint
+    records the input, the byte offset where the parser's pending record starts, and the
+    records before it, so a resume reads on from exactly there."""
+    first = run.start.get("input", 0)
+    for event in _pipelined(lambda: _parsed(files, o, run.start)):
+        if event[0] == "batch":
+            _, it, nbytes, where = event
+            run.loader.add_items(it)
+            run.count(it.n, nbytes)
+            if nbytes and run.checkpoint_due():
+                run.checkpoint(**where)
+            continue
+        _, idx, name, bad, described = event
+        for d in described:
             if len(run.bad_examples) < 10:
                 run.bad_examples.append(f"{name}: {d}")
         # (a resumed file's bad lines before the checkpoint were counted then)
-        run.bad_lines += parser.bad_lines + (run.start.get("file_bad_lines", 0) if idx == first else 0)
+        run.bad_lines += bad + (run.start.get("file_bad_lines", 0) if idx == first else 0)
 
 
 def _load_generated(run: _Run, o: LoadOptions) -> None:
     first = run.start.get("batch", 0)
-    for b, k, ko, v, vo, m in _generated(o.generate, o, first):
+    for b, k, ko, v, vo, m in _pipelined(lambda: _generated(o.generate, o, first)):
         run.add(k, ko, v, vo, m, k.size + v.size)
         if run.checkpoint_due():
             run.checkpoint(batch=b + 1)

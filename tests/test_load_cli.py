@@ -178,3 +178,16 @@ def test_the_python_call_takes_arrays_and_batch_iterators(tmp_path):
     assert contents(tmp_path / "b") == dict(its)
     s = lsmtrie.load(str(tmp_path / "g"), generate=10_000, key_size=8, value_size=4, seed=3)
     assert s["items_read"] == 10_000 and s["user_bytes"] == 120_000
+
+
+def test_the_progress_line_shows_percent_rates_and_write_amplification(tmp_path):
+    its = items(21, 200_000)
+    (tmp_path / "in.tsv").write_bytes(format_items(its, "tsv"))
+    r = load(tmp_path / "db", tmp_path / "in.tsv", "--progress")
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.decode()
+    assert "100%" in err and "items_s=" in err and "wa=" in err and "written=" in err, err
+    assert "building" in err
+    r = load(tmp_path / "g", "--generate", "100000", "--progress")
+    assert r.returncode == 0 and "100%" in r.stderr.decode()
+    assert contents(tmp_path / "db") == dict(its)
