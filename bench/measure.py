@@ -341,6 +341,13 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
         reads_per_get_hit_by_level=by_level,
         hits_by_level=hits,
         reads_per_get_miss=miss_reads / len(misses),
+        # the data device's reads (buckets, overflow) apart from the BloomClusters' (which
+        # metadata_path puts on another device)
+        # (per hit answered by a table, as reads_per_get_hit: a memtable's answer reads nothing)
+        data_reads_per_hit=delta(st1, st0, "bucket_reads") / sum(hits),
+        cluster_reads_per_hit=delta(st1, st0, "cluster_reads") / sum(hits),
+        data_reads_per_miss=delta(st2, st1, "bucket_reads") / len(misses),
+        cluster_reads_per_miss=delta(st2, st1, "cluster_reads") / len(misses),
     )
 
 

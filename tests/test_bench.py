@@ -29,6 +29,8 @@ def test_benchmark_measures_the_loading_and_a_new_process(tmp_path):
         assert "get_hit_cpu_us_above_floor" in figures
     assert r["disk_bytes_at_rest"] > 0 and r["peak_disk_bytes"] >= r["disk_bytes_at_rest"]
     assert r["depth"] == 3 and 0 < r["last_level_item_fraction"] < 1
+    assert 1.0 <= r["data_reads_per_hit"] <= 1.05 and r["data_reads_per_miss"] <= 0.05
+    assert r["cluster_reads_per_hit"] + r["data_reads_per_hit"] == pytest.approx(r["reads_per_get_hit"])
     assert "reopened by a new process" in measure.store_summary(r)
     assert "bucket reads alone" in measure.store_summary(r)
     # the hypervisor's steal time beside the rates: counted on Linux, and never negative
