@@ -214,11 +214,13 @@ def _value_pool(seed: int) -> np.ndarray:
     return _POOLS[seed]
 
 
-def chunk(seed: int, c: int, n: int):
-    """Items [c*CHUNK, c*CHUNK + n): keys uint8[n,16], value data, value offsets."""
+def chunk(seed: int, c: int, n: int, value_size: int | None = None):
+    """Items [c*CHUNK, c*CHUNK + n): keys uint8[n,16], value data, value offsets. Values are
+    uniform in 1..VALUE_MAX bytes, or all value_size bytes."""
     rng = np.random.default_rng([seed, c])
     keys = np.frombuffer(rng.bytes(16 * n), np.uint8).reshape(n, 16)
-    lengths = rng.integers(1, VALUE_MAX + 1, size=n)
+    lengths = (rng.integers(1, VALUE_MAX + 1, size=n) if value_size is None
+               else np.full(n, value_size, dtype=np.int64))
     voffs = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=voffs[1:])
     total, pool = int(voffs[-1]), _value_pool(seed)
@@ -257,21 +259,21 @@ def process_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def load(db, n: int, seed: int) -> tuple[float, float]:
+def load(db, n: int, seed: int, value_size: int | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the store) to load n items and flush; the CPU time spent
     generating the items is left out."""
     t0, c0, gen = time.perf_counter(), process_cpu(), 0.0
     for c in range((n + CHUNK - 1) // CHUNK):
         m = min(CHUNK, n - c * CHUNK)
         g0 = time.thread_time()
-        keys, vdata, voffs = chunk(seed, c, m)
+        keys, vdata, voffs = chunk(seed, c, m, value_size)
         gen += time.thread_time() - g0
         db.put_many(keys, (vdata, voffs))
     db.flush()
     return time.perf_counter() - t0, process_cpu() - c0 - gen
 
 
-def sample_present(n: int, seed: int, count: int):
+def sample_present(n: int, seed: int, count: int, value_size: int | None = None):
     """count present keys with their values, drawn from random chunks."""
     rng = np.random.default_rng(seed + 7)
     chunks = (n + CHUNK - 1) // CHUNK
@@ -279,7 +281,7 @@ def sample_present(n: int, seed: int, count: int):
     per = max(1, count // min(chunks, 20))
     for c in rng.choice(chunks, size=min(chunks, 20), replace=False):
         m = min(CHUNK, n - c * CHUNK)
-        k, vd, vo = chunk(seed, int(c), m)
+        k, vd, vo = chunk(seed, int(c), m, value_size)
         for i in rng.choice(m, size=min(per, m), replace=False):
             keys.append(k[i].tobytes())
             values.append(vd[vo[i]:vo[i + 1]].tobytes())
@@ -352,7 +354,8 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
 
 
 def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, single=50_000,
-                  metadata=False, seed=1, directory=None, keep=False, verify=False) -> dict:
+                  metadata=False, seed=1, directory=None, keep=False, verify=False,
+                  value_size=None) -> dict:
     """Loads n items into a new store and measures it (see the module docstring). With
     verify, the store is then read whole and checked (Store.verify), after the measurements."""
     # a growing trie (levels 0) takes the default table size; a fixed one is sized so that
@@ -371,11 +374,11 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         with _store.open(path, metadata_path=meta, bulk=bulk, table_buckets=buckets,
                          levels=levels) as db:
             s0 = steal_seconds()
-            load_s, load_cpu = load(db, n, seed)
+            load_s, load_cpu = load(db, n, seed, value_size)
             load_steal = steal_cores(s0, steal_seconds(), load_s)
             io1 = proc_io()
             st = db.stats()
-            keys, values = sample_present(n, seed, min(reads, n))
+            keys, values = sample_present(n, seed, min(reads, n), value_size)
             misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
             r = measure_reads(db, keys, values, misses, single)
             if verify:
@@ -384,7 +387,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
                 r["verified"]["seconds"] = time.perf_counter() - t
         peak_disk = disk.stop()  # up to close(), whose checkpoint releases the logs
         at_rest = _dir_bytes([p for p in (path, meta) if p])
-        reopened = measure_reopened(path, meta, n, seed, min(reads, n), single)
+        reopened = measure_reopened(path, meta, n, seed, min(reads, n), single, value_size)
     finally:
         if disk:
             disk.stop()
@@ -393,7 +396,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     user = st["user_bytes_written"]
     os_bytes = (io1["write_bytes"] - io0["write_bytes"]) - (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"])
     return dict(
-        n=n, bulk=bulk, levels=levels, table_buckets=buckets,
+        n=n, bulk=bulk, levels=levels, table_buckets=buckets, value_size=value_size,
         load_items_per_s=n / load_s, load_seconds=load_s, load_cpu_us_per_item=load_cpu / n * 1e6,
         load_steal_cores=load_steal,
         wa_engine=st["write_amplification"], wa_os=os_bytes / user,
@@ -414,16 +417,18 @@ _READ_RATES = ("get_hit_per_s_batched", "get_hit_cpu_us_batched", "get_hit_per_s
                "floor_cpu_us_per_read", "get_hit_cpu_us_above_floor", "get_hit_steal_cores_batched")
 
 
-def reads_of_store(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
+def reads_of_store(path, meta, n: int, seed: int, reads: int, single: int,
+                   value_size: int | None = None) -> dict:
     """The read rates of an existing store (measure_reads), opened read-only."""
     with _store.open(path, metadata_path=meta, read_only=True) as db:
-        keys, values = sample_present(n, seed, reads)
+        keys, values = sample_present(n, seed, reads, value_size)
         misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
         r = measure_reads(db, keys, values, misses, single)
     return {k: r[k] for k in _READ_RATES}
 
 
-def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int) -> dict:
+def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int,
+                     value_size: int | None = None) -> dict:
     """The same reads by a new process that opens the store afterwards, as a user of an
     existing store sees them. (In the process that loaded it they cost somewhat more CPU per
     key: the metadata a lookup walks was allocated piecemeal over the load, see the README.)"""
@@ -433,7 +438,7 @@ def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int) -> 
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [here, os.path.dirname(here), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    args = json.dumps([path, meta, n, seed, reads, single])
+    args = json.dumps([path, meta, n, seed, reads, single, value_size])
     out = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])

@@ -46,6 +46,8 @@ def main() -> int:
     p.add_argument("--levels", type=int, default=5,
                    help="trie levels (0: the trie grows with the data, with 32 MB tables)")
     p.add_argument("--buckets", type=int, default=None, help="table size (default: chosen from n)")
+    p.add_argument("--value-size", type=int, default=None,
+                   help="every value this many bytes (default: uniform in 1..200)")
     p.add_argument("--reads", type=int, default=200_000, help="present and absent keys to read")
     p.add_argument("--single", type=int, default=50_000, help="gets one by one")
     p.add_argument("--metadata", action="store_true", help="BloomClusters in a separate directory")
@@ -56,7 +58,7 @@ def main() -> int:
     a = p.parse_args()
     r = demo.measure_store(n=a.n, bulk=a.bulk, levels=a.levels, buckets=a.buckets, reads=a.reads,
                            single=a.single, metadata=a.metadata, seed=a.seed, directory=a.dir,
-                           keep=a.keep)
+                           keep=a.keep, value_size=a.value_size)
     print(json.dumps(r) if a.json else demo.store_summary(r), end="\n" if a.json else "")
     return 0
 
