@@ -300,17 +300,24 @@ static int unit_sort(ltr_load *l, uint32_t i, unit *u)
     for (uint64_t k = 0; k < u->n; k++) {
         item_view it;
         size_t used = item_decode(p, end, &it);
-        if (!used)
+        if (!used || it.deleted) /* (a partition holds no tombstones: zeroed bytes decode so) */
             return ltr_fail(LTR_ECORRUPT, "a partition of the load holds a malformed item");
         uint8_t d[16];
         ltr_murmur3_128(it.key, it.klen, l->s->o.hash_seed, d);
         u->hash[k] = hb_from_digest(d);
         uint64_t idx = hb_trie_path(u->hash[k]) >> (HB_TRIE_BITS - 3 * l->target);
+        /* A damaged partition (bytes a crash or the disk changed) may hold an item of another
+         * node: its node_of would index past starts[] and corrupt the heap. */
+        if (l->target && (idx < first || idx - first >= u->nodes))
+            return ltr_fail(LTR_ECORRUPT, "a partition of the load holds an item of another node");
         u->node_of[k] = (uint32_t)(l->target ? idx - first : 0);
         u->at[k] = p;
         u->starts[u->node_of[k] + 1]++;
         p += used;
     }
+    if (p != end) /* (its items counted, bytes remain: it was damaged, the items are not these) */
+        return ltr_fail(LTR_ECORRUPT, "a partition of the load holds %zu bytes more than its items",
+                        (size_t)(end - p));
     for (uint32_t j = 0; j < u->nodes; j++)
         u->starts[j + 1] += u->starts[j];
     uint64_t *fill = malloc(((size_t)u->nodes + 1) * sizeof *fill);
@@ -926,7 +933,16 @@ static int restore_parts(ltr_load *l)
             io_unlink(path);
         } else if (l->parts[i].spilled) {
             int fd = -1;
+            uint64_t size = 0;
             rc = io_open(&fd, path, O_WRONLY, 0, "the load's partition");
+            if (!rc)
+                rc = io_fsize(fd, path, &size);
+            /* Shorter than its journal says (a disk that lost synced bytes, a cleaner of the tmp
+             * directory): ftruncate would fill it with zeros, which are no items. */
+            if (!rc && size < l->parts[i].spilled)
+                rc = ltr_fail(LTR_ECORRUPT, "%s holds %llu bytes, fewer than the %llu the load's "
+                              "journal recorded; start the load over", path,
+                              (unsigned long long)size, (unsigned long long)l->parts[i].spilled);
             if (!rc)
                 rc = io_ftruncate(fd, l->parts[i].spilled, path);
             io_close(fd);
