@@ -65,8 +65,8 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
     Args:
         path: the store's directory.
         create: create the store when it does not exist.
-        metadata_path: a directory, ideally on a small fast device, for the last level's
-            BloomClusters. A store created with one must always be opened with one.
+        metadata_path: a directory, ideally on a small fast device, for the BloomClusters (the
+            last level's filters). A store created with one must always be opened with one.
         sync: default durability of writes: when True each write returns only once it is on disk.
         read_only: read from another process without taking the writer lock; the store is seen
             as it was when opened (later writes of a writer process are not visible).
@@ -86,7 +86,8 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             Not recorded.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
-            must equal the recorded value.
+            must equal the recorded value. levels=0 (the default) lets the trie deepen as the
+            data grows (`stats()["levels"]` is its depth); 1..12 fixes the depth.
 
     Raises:
         LockError: another process has the store open for writing.
