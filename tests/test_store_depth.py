@@ -34,6 +34,13 @@ def manifest(path):
     return out
 
 
+def grow(db, model, seed, steps):
+    """put_many of `steps` batches of 3,000 new items, recorded in model."""
+    for ks, vs in batches(seed, steps, 3000):
+        db.put_many(ks, vs)
+        model.update(zip(ks, vs))
+
+
 def check(db, model):
     assert dict(db.items()) == model
     keys = list(model)[:3000]
@@ -67,15 +74,13 @@ def test_the_trie_deepens_as_the_data_grows_and_keeps_every_item(tmp_path):
 
 
 def test_a_level_the_trie_outgrew_answers_through_its_clusters_until_compacted(tmp_path):
-    """Workers held while the store deepens: the last level's nodes, with their clusters,
-    become upper ones; readers (and a reopen) find every item while their oldest tables are
-    compacted away a pile at a time, the clusters skipping the tables gone."""
+    """Across a deepening the last level's nodes, with their clusters, become upper ones;
+    readers (and a reopen) find every item while their oldest tables are compacted away a pile
+    at a time, the clusters skipping the tables gone (the manifest records such clusters)."""
     path = str(tmp_path / "db")
     model = {}
     with lsmtrie.open(path, **GROW) as db:
-        for ks, vs in batches(2, 6, 3000):
-            db.put_many(ks, vs)
-            model.update(zip(ks, vs))
+        grow(db, model, 2, 6)
         db.flush()
         st = db.stats()
         depth = st["levels"]
@@ -124,9 +129,7 @@ def test_manifest_rotations_record_the_depth_and_the_clusters_offsets(tmp_path):
     _binding.lib.ltr_test_manifest_rotation(2048)
     try:
         with lsmtrie.open(path, **GROW) as db:
-            for ks, vs in batches(5, 12, 3000):
-                db.put_many(ks, vs)
-                model.update(zip(ks, vs))
+            grow(db, model, 5, 12)
             db.flush()
             depth = db.stats()["levels"]
     finally:
@@ -155,9 +158,7 @@ def test_a_load_deepens_a_growing_store_that_holds_items(tmp_path):
     path = str(tmp_path / "db")
     old = {}
     with lsmtrie.open(path, **GROW) as db:
-        for ks, vs in batches(7, 3, 3000):
-            db.put_many(ks, vs)
-            old.update(zip(ks, vs))
+        grow(db, old, 7, 3)
         db.flush()
         depth = db.stats()["levels"]
     rng = random.Random(8)
