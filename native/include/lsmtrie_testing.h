@@ -61,6 +61,10 @@ void ltr_test_syncfs_min(int64_t files);
 /* Threads a batch get starts (at most 2); 0: the caller's thread looks each segment up as it
  * asks for it, as when no thread can start; negative restores the default. Process-wide. */
 void ltr_test_batch_threads(int n);
+/* A compaction streams its inputs and outputs this many buckets at a time (at least 1);
+ * 0: it stages whole tables instead (as garbage collection does); negative restores the
+ * default (512). Process-wide. */
+void ltr_test_compaction_window(int64_t buckets);
 /* While on, no worker starts work on the last level (cluster builds, garbage collection); work
  * already noted waits, and flush() does not wait for it. Process-wide. */
 void ltr_test_hold_last_level(int on);

@@ -3,24 +3,50 @@
  * node's depth; a later version of a key replaces an earlier one. The outputs become the newest
  * tables of the children; data already in the children is never rewritten.
  *
+ * A compaction streams: it reads its inputs a window of home buckets at a time (window_read.h)
+ * and writes each child's table the same window at a time (ltr_hstream), so it holds a window
+ * of each input and output, not whole tables (docs/design.md, "Memory"). An item's home bucket
+ * is the same in every table of the store (same bucket count), so a window of the inputs makes
+ * exactly that window of the outputs.
+ *
  * Garbage collection of a last-level node (which never compacts downward) uses the same
- * machinery with one output, the node itself: its tables are read newest first and only live
- * items are kept: no shadowed versions, no tombstones (nothing lies below the last level). */
+ * machinery with one output, the node itself, a table at a time: its tables are read newest
+ * first and only live items are kept: no shadowed versions, no tombstones (nothing lies below
+ * the last level). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bucket.h"
+#include "htable_build.h"
 #include "htable_read.h"
 #include "io.h"
 #include "store_int.h"
+#include "window_read.h"
 
+/* Buckets of each input and output a compaction holds at once: 2 MiB each. Larger windows cost
+ * memory; smaller ones more read calls, and balancing among fewer buckets. */
+#define WINDOW_BUCKETS 512
+
+static uint32_t window_buckets = WINDOW_BUCKETS; /* ltr_test_compaction_window */
+
+void ltr_test_compaction_window(int64_t buckets)
+{
+    __atomic_store_n(&window_buckets, buckets < 0 ? WINDOW_BUCKETS
+                                     : buckets > LTR_MAX_BUCKETS ? LTR_MAX_BUCKETS
+                                                                 : (uint32_t)buckets,
+                     __ATOMIC_RELAXED);
+}
 
 typedef struct output {
     uint64_t node;
     uint64_t file;
     char *path;
     tref *table;
+    /* while a streamed compaction writes it: */
+    ltr_hstream *hs;
+    ltr_hbuild *wb; /* its items of the current window */
+    int32_t next;   /* the child's next output (one more when a window overfills), or -1 */
 } output;
 
 typedef struct job {
@@ -35,12 +61,9 @@ typedef struct job {
     output *out;
     size_t nout, cap;
     uint64_t bytes;
-    /* Compaction stages items by reference into the inputs, read whole and held until the
-     * outputs are written: copying them into the builders cost a measurable share of a load's CPU
-     * (docs/benchmarks.md, "Measurements behind choices in the code"). (gc copies:
-     * its inputs are a whole last-level node.) */
-    int by_ref;
-    ltr_scan **held; /* nin scans, or NULL */
+    /* a streamed compaction: per child its first output, and the one taking the window's items */
+    int32_t head[8], cur[8];
+    uint64_t budget; /* bytes an output takes from one window */
 } job;
 
 /* The fullest node of level l other than skip and skip2 (the chunks' own fullest, and a scan of
@@ -81,25 +104,62 @@ int compaction_pick(const ltr_store *s, const version *v, uint64_t *node, uint32
     return best > 0;
 }
 
-static int new_builder(job *j, ltr_hbuild **b)
+static void output_opts(const job *j, ltr_table_opts *to)
 {
-    ltr_table_opts to;
-    store_table_opts(j->s, &to);
+    store_table_opts(j->s, to);
     /* Outputs may fill a table's whole payload: a child's share of node_tables tables at the
      * fill target varies a little, and a second, nearly empty table per child would double the
      * bytes written. The fill target still leaves room on average for balancing. */
-    to.fill = 1.0;
+    to->fill = 1.0;
     /* The next checkpoint fsyncs the outputs still alive then. The last level's live long (they
      * are most of the data): their writeback starts at once, so the device works on them while
      * the load goes on, not while flush() waits. (Starting the level above's too wrote more to
      * the device, no faster: docs/benchmarks.md, "Measurements behind choices in the code".) */
     uint32_t level = j->src->level + !j->gc;
-    to.sync = level + 1 >= j->depth ? IO_IN_PLACE_WRITEBACK : IO_IN_PLACE;
+    to->sync = level + 1 >= j->depth ? IO_IN_PLACE_WRITEBACK : IO_IN_PLACE;
+}
+
+static int new_builder(job *j, ltr_hbuild **b)
+{
+    ltr_table_opts to;
+    output_opts(j, &to);
     int rc = ltr_hbuild_new(&to, b);
-    if (!rc && j->by_ref)
-        hbuild_by_reference(*b);
     if (!rc) /* sized once for its share of the inputs, instead of doubling as items come */
         rc = hbuild_reserve(*b, (size_t)j->share_items, (size_t)j->share_bytes);
+    return rc;
+}
+
+/* A new output of child d (of the node itself for gc), with its file's name, at the end of
+ * j->out (which may move). */
+static int new_output(job *j, uint32_t d, output **out)
+{
+    if (j->nout == j->cap) {
+        size_t cap = j->cap ? 2 * j->cap : 16;
+        output *o = realloc(j->out, cap * sizeof *o);
+        if (!o)
+            return ltr_fail(LTR_ENOMEM, "out of memory");
+        j->out = o;
+        j->cap = cap;
+    }
+    output *o = &j->out[j->nout++];
+    memset(o, 0, sizeof *o);
+    o->next = -1;
+    o->node = j->gc ? j->src->id : node_child(j->src->id, j->src->level, d);
+    *out = o;
+    return store_new_table(j->s, &o->file, &o->path);
+}
+
+/* Opens a written output as a table of the store. */
+static int open_output(job *j, output *o, const ltr_build_stats *st)
+{
+    ltr_htable *t = NULL;
+    int rc = store_open_table(j->s, o->path, 0, &t);
+    if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
+        ltr_htable_close(t);
+        rc = ltr_fail(LTR_ENOMEM, "out of memory");
+    }
+    if (!rc)
+        j->bytes += st->file_bytes;
     return rc;
 }
 
@@ -112,35 +172,13 @@ static int emit(job *j, uint32_t d)
         return LTR_OK;
     int rc = LTR_OK;
     if (ltr_hbuild_items(b)) {
-        if (j->nout == j->cap) {
-            size_t cap = j->cap ? 2 * j->cap : 16;
-            output *o = realloc(j->out, cap * sizeof *o);
-            if (!o)
-                rc = ltr_fail(LTR_ENOMEM, "out of memory");
-            else {
-                j->out = o;
-                j->cap = cap;
-            }
-        }
-        output *o = rc ? NULL : &j->out[j->nout];
+        output *o = NULL;
         ltr_build_stats st;
-        if (o) {
-            memset(o, 0, sizeof *o);
-            o->node = j->gc ? j->src->id : node_child(j->src->id, j->src->level, d);
-            rc = store_new_table(j->s, &o->file, &o->path);
-            j->nout++;
-        }
+        rc = new_output(j, d, &o);
         if (!rc)
             rc = ltr_hbuild_finish(b, o->path, &st);
-        ltr_htable *t = NULL;
         if (!rc)
-            rc = store_open_table(j->s, o->path, 0, &t);
-        if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
-            ltr_htable_close(t);
-            rc = ltr_fail(LTR_ENOMEM, "out of memory");
-        }
-        if (!rc)
-            j->bytes += st.file_bytes;
+            rc = open_output(j, o, &st);
     }
     ltr_hbuild_free(b);
     return rc;
@@ -196,31 +234,179 @@ static int feed_table(job *j, uint32_t t)
     ltr_scan *sc;
     feed f = {j, t};
     int rc = ltr_scan_new(j->src->tables[t]->t, &sc);
-    if (rc)
-        return rc;
-    if (j->by_ref) {
-        j->held[t] = sc; /* freed by run(), once the outputs are written */
-        rc = scan_hold(sc);
-    }
     if (!rc)
         rc = scan_each(sc, feed_item, &f);
-    if (!j->by_ref)
-        ltr_scan_free(sc);
+    ltr_scan_free(sc);
     return rc;
 }
 
-/* Whether the inputs can be held and referenced (then j->held is allocated for them): not for
- * gc, nor for mapped tables (a read of a mapping must run under a guard, and the builders read
- * their items later). */
-static int can_reference(job *j)
+/* ---- a compaction streamed by windows of home buckets ---- */
+
+/* Whether the inputs can be streamed: they share the outputs' bucket count (so a window of
+ * theirs makes the same window of the outputs) and are read with pread. Not for gc, whose
+ * liveness checks look items up across the node's tables. */
+static int can_stream(const job *j)
 {
-    if (j->gc)
+    if (j->gc || !__atomic_load_n(&window_buckets, __ATOMIC_RELAXED))
         return 0;
-    for (uint32_t i = 0; i < j->nin; i++)
-        if (j->src->tables[i]->t->map)
+    for (uint32_t i = 0; i < j->nin; i++) {
+        const ltr_htable *t = j->src->tables[i]->t;
+        if (t->buckets != j->s->o.table_buckets || t->map)
             return 0;
-    j->held = calloc(j->nin ? j->nin : 1, sizeof *j->held);
-    return j->held != NULL;
+    }
+    return 1;
+}
+
+/* One more output for child d, after its last one: its file, and a builder for its windows. */
+static int add_stream(job *j, uint32_t d, int32_t *idx)
+{
+    output *o;
+    ltr_table_opts to;
+    output_opts(j, &to);
+    int rc = new_output(j, d, &o);
+    if (!rc)
+        rc = hstream_new(&to, o->path, &o->hs);
+    if (!rc)
+        rc = ltr_hbuild_new(&to, &o->wb);
+    if (rc)
+        return rc;
+    hbuild_by_reference(o->wb); /* the window's input pages outlive its items */
+    hbuild_clear(o->wb, j->budget);
+    *idx = (int32_t)(o - j->out);
+    if (j->head[d] < 0) {
+        j->head[d] = *idx;
+    } else {
+        int32_t last = j->head[d];
+        while (j->out[last].next >= 0)
+            last = j->out[last].next;
+        j->out[last].next = *idx;
+    }
+    return LTR_OK;
+}
+
+/* Stages an item of the window in its child's output. When that output's share of the window
+ * is full, the rest of the window's items for the child go to its next output (made on
+ * demand), which is installed after it: a newer version there shadows an older one left
+ * behind, as with tables filled one after another. */
+static int stage_window_item(void *ctx, key_hash h, const item_view *it)
+{
+    job *j = ctx;
+    uint32_t d = hb_trie_digit(h, j->src->level);
+    static const uint8_t none[1];
+    const uint8_t *value = it->deleted || !it->value ? none : it->value;
+    uint32_t vlen = it->deleted ? 0 : it->vlen;
+    for (;;) {
+        int32_t i = j->cur[d] >= 0 ? j->cur[d] : j->head[d];
+        int rc = i >= 0 ? LTR_OK : add_stream(j, d, &i);
+        if (rc)
+            return rc;
+        j->cur[d] = i;
+        int r = hbuild_stage(j->out[i].wb, h, it->key, it->klen, value, vlen, it->deleted);
+        if (r != 0)
+            return r < 0 ? r : LTR_OK;
+        i = j->out[i].next; /* full: an empty builder always takes its first item */
+        if (i < 0 && (rc = add_stream(j, d, &i)))
+            return rc;
+        j->cur[d] = i;
+    }
+}
+
+/* Writes the window [first, first + n) of every output that has items in it. */
+static int write_window(job *j, uint32_t first, uint32_t n)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; !rc && i < j->nout; i++) {
+        output *o = &j->out[i];
+        if (ltr_hbuild_items(o->wb))
+            rc = hstream_window(o->hs, o->wb, first, n);
+        hbuild_clear(o->wb, j->budget);
+    }
+    return rc;
+}
+
+static int finish_streams(job *j)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; !rc && i < j->nout; i++) {
+        ltr_build_stats st;
+        rc = hstream_finish(j->out[i].hs, &st);
+        if (!rc)
+            rc = open_output(j, &j->out[i], &st);
+    }
+    return rc;
+}
+
+/* Reads the inputs a window at a time, oldest first within each (a newer version replaces an
+ * older one in the builders), and writes each window of the outputs before the next. */
+static int stream(job *j)
+{
+    uint32_t nb = j->s->o.table_buckets, w = __atomic_load_n(&window_buckets, __ATOMIC_RELAXED);
+    w = w ? w : WINDOW_BUCKETS; /* changed since can_stream */
+    wread **in = calloc(j->nin ? j->nin : 1, sizeof *in);
+    int rc = in ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
+    for (uint32_t i = 0; !rc && i < j->nin; i++)
+        rc = wread_new(j->src->tables[i]->t, &in[i]);
+    for (uint32_t d = 0; d < 8; d++)
+        j->head[d] = -1;
+    for (uint32_t first = 0; !rc && first < nb; first += w) {
+        uint32_t n = nb - first < w ? nb - first : w;
+        j->budget = (uint64_t)n * LTR_BUCKET_PAYLOAD; /* outputs fill to 1.0 (output_opts) */
+        for (size_t i = 0; i < j->nout; i++)
+            hbuild_clear(j->out[i].wb, j->budget);
+        for (uint32_t d = 0; d < 8; d++)
+            j->cur[d] = -1;
+        for (uint32_t i = 0; !rc && i < j->nin; i++)
+            rc = wread_items(in[i], first, n, stage_window_item, j);
+        if (!rc)
+            rc = write_window(j, first, n);
+    }
+    for (uint32_t i = 0; !rc && i < j->nin; i++) /* every item was found in some window */
+        if (wread_returned(in[i]) != j->src->tables[i]->t->items)
+            rc = ltr_fail(LTR_ECORRUPT, "%s holds %llu items, but its buckets lead to %llu",
+                          j->src->tables[i]->t->path,
+                          (unsigned long long)j->src->tables[i]->t->items,
+                          (unsigned long long)wread_returned(in[i]));
+    for (uint32_t i = 0; in && i < j->nin; i++)
+        wread_free(in[i]);
+    free(in);
+    return rc ? rc : finish_streams(j);
+}
+
+/* Each output's expected share of the inputs: an eighth (compaction) or all (gc), plus 10%,
+ * capped by what a table holds. */
+static void estimate_shares(job *j)
+{
+    uint64_t items = 0, bytes = 0;
+    for (uint32_t i = 0; i < j->nin; i++) {
+        ltr_table_info info;
+        ltr_htable_info(j->src->tables[i]->t, &info);
+        items += info.items;
+        bytes += info.data_bytes;
+    }
+    uint64_t parts = j->gc ? 1 : 8, cap = (uint64_t)j->s->o.table_buckets * LTR_BUCKET_PAYLOAD;
+    j->share_items = items / parts + items / parts / 10 + 16;
+    j->share_bytes = bytes / parts + bytes / parts / 10 + 256;
+    if (j->share_bytes > cap)
+        j->share_bytes = cap;
+    if (j->share_items > cap / 3)
+        j->share_items = cap / 3; /* an item takes at least 3 bytes */
+}
+
+/* The whole-table path: gc, and inputs that cannot be streamed. Each output is staged whole. */
+static int feed_whole(job *j)
+{
+    estimate_shares(j);
+    int rc = read_ctx_init(&j->c);
+    /* Compaction feeds oldest first (newer versions replace older ones in the builders); gc
+     * reads newest first and keeps only what nothing newer shadows. */
+    for (uint32_t i = 0; i < j->nin && !rc; i++)
+        rc = feed_table(j, j->gc ? j->nin - 1 - i : i);
+    for (uint32_t d = 0; d < 8; d++) {
+        int r = rc ? (ltr_hbuild_free(j->b[d]), LTR_OK) : emit(j, d);
+        rc = rc ? rc : r;
+    }
+    read_ctx_free(&j->c);
+    return rc;
 }
 
 static int install(job *j)
@@ -268,53 +454,21 @@ static int install(job *j)
     return rc;
 }
 
-/* Each output's expected share of the inputs: an eighth (compaction) or all (gc), plus 10%,
- * capped by what a table holds. */
-static void estimate_shares(job *j)
-{
-    uint64_t items = 0, bytes = 0;
-    for (uint32_t i = 0; i < j->nin; i++) {
-        ltr_table_info info;
-        ltr_htable_info(j->src->tables[i]->t, &info);
-        items += info.items;
-        bytes += info.data_bytes;
-    }
-    uint64_t parts = j->gc ? 1 : 8, cap = (uint64_t)j->s->o.table_buckets * LTR_BUCKET_PAYLOAD;
-    j->share_items = items / parts + items / parts / 10 + 16;
-    j->share_bytes = bytes / parts + bytes / parts / 10 + 256;
-    if (j->share_bytes > cap)
-        j->share_bytes = cap;
-    if (j->share_items > cap / 3)
-        j->share_items = cap / 3; /* an item takes at least 3 bytes */
-}
-
 static int run(job *j)
 {
     ltr_store *s = j->s;
-    estimate_shares(j);
-    j->by_ref = can_reference(j);
-    int rc = read_ctx_init(&j->c);
-    /* Compaction feeds oldest first (newer versions replace older ones in the builders); gc
-     * reads newest first and keeps only what nothing newer shadows. */
-    for (uint32_t i = 0; i < j->nin && !rc; i++)
-        rc = feed_table(j, j->gc ? j->nin - 1 - i : i);
-    for (uint32_t d = 0; d < 8; d++) {
-        int r = rc ? (ltr_hbuild_free(j->b[d]), LTR_OK) : emit(j, d);
-        rc = rc ? rc : r;
-    }
+    int rc = can_stream(j) ? stream(j) : feed_whole(j);
     if (!rc)
         rc = install(j);
     for (size_t i = 0; i < j->nout; i++) {
+        hstream_free(j->out[i].hs);
+        ltr_hbuild_free(j->out[i].wb);
         if (rc && j->out[i].path)
             io_unlink(j->out[i].path); /* never installed */
         tref_unref(j->out[i].table);
         free(j->out[i].path);
     }
     free(j->out);
-    read_ctx_free(&j->c);
-    for (uint32_t i = 0; j->held && i < j->nin; i++)
-        ltr_scan_free(j->held[i]);
-    free(j->held);
     if (rc)
         return rc;
     /* The inputs are out of the state; open handles keep them readable meanwhile. */

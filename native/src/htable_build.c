@@ -192,6 +192,17 @@ void hbuild_by_reference(ltr_hbuild *b)
         b->by_ref = 1;
 }
 
+void hbuild_clear(ltr_hbuild *b, uint64_t capacity)
+{
+    if (b->nslots)
+        memset(b->slots, 0, b->nslots * sizeof *b->slots);
+    b->arena.len = 0;
+    b->n = 0;
+    b->data_bytes = 0;
+    b->finished = 0;
+    b->capacity = capacity;
+}
+
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes)
 {
     int rc = grow_items(b, b->n + items);

@@ -65,6 +65,24 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
                  const uint8_t *val, uint32_t vlen, int del);
 /* Room for `items` more items holding `bytes` of keys and values, made at once. */
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes);
+/* Empties the builder for reuse (its arrays stay allocated) with a new fill budget in bytes:
+ * a compaction stages each window of a table in one builder. */
+void hbuild_clear(ltr_hbuild *b, uint64_t capacity);
+
+/* A table written window by window (htable_write.c): a compaction's output, built while only
+ * a window of its inputs is in memory. Windows come in ascending order; each is staged in a
+ * builder (of the same bucket count) whose items all have their home bucket in it, and is
+ * balanced among its own buckets. Buckets no window covered are written empty. */
+typedef struct ltr_hstream ltr_hstream;
+/* Creates the table's file at path (o->sync as for ltr_hbuild_finish, or IO_IN_PLACE*). */
+int hstream_new(const ltr_table_opts *o, const char *path, ltr_hstream **out);
+/* Writes buckets [first, first + n) from b's items (and the empty buckets before them). */
+int hstream_window(ltr_hstream *hs, ltr_hbuild *b, uint32_t first, uint32_t n);
+/* Writes the empty buckets left, the trailer and the footer, and commits the file. */
+int hstream_finish(ltr_hstream *hs, ltr_build_stats *st);
+/* Frees the stream; an unfinished file is closed but left for the caller to remove. */
+void hstream_free(ltr_hstream *hs);
+
 /* The staged item with this key, or NULL (its bytes: staged_key, staged_value). */
 const staged *hbuild_find(const ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen);
 

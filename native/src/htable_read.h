@@ -90,10 +90,6 @@ const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_foote
  * area (no copies: `it` points into the scan's buffers, valid during the call); stops at the
  * first non-zero return of fn and returns it. */
 int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx);
-/* Reads the whole table (buckets and overflow area) at once, before scan_each: the items the
- * scan then returns stay valid until it is freed (compaction stages them by reference). A
- * mapped table's items point into its map, valid while it is open. */
-int scan_hold(ltr_scan *s);
 /* One key with a known hash: LTR_FOUND, LTR_DELETED or LTR_ABSENT, or <0. *it stays valid until
  * the next read with c. Counts go to c->stats. */
 int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,

@@ -378,6 +378,14 @@ int io_write(wfile *w, const void *p, size_t n)
     return rc;
 }
 
+int io_write_at(wfile *w, const void *p, size_t n, uint64_t at)
+{
+    int rc = io_pwrite_fd(w->fd, p, n, w->tmp ? w->tmp : w->path, w->base + at);
+    if (!rc && at + n > w->bytes)
+        w->bytes = at + n;
+    return rc;
+}
+
 static int fsync_dir_of(const char *path);
 
 /* fsync, or fdatasync (data_only), through the fault-injection hook. */

@@ -36,6 +36,10 @@ int io_create(wfile *w, const char *path, int sync);
  * garbage until it commits something there); name names the file in errors. */
 int io_create_extent(wfile *w, int fd, const char *name, uint64_t base);
 int io_write(wfile *w, const void *p, size_t n);
+/* Writes n bytes at offset `at` of the file (of the extent), wherever the writes before went:
+ * for files written out of order (a table written window by window). w->bytes becomes the end
+ * of the furthest write. Not to be mixed with io_write on one file. */
+int io_write_at(wfile *w, const void *p, size_t n, uint64_t at);
 /* fsync (sync 1 or 2), close, rename to the final name, fsync the directory (sync 1 only: with
  * 2 the caller fsyncs the directory once for several files; with 3 nothing is synced, writeback
  * only starts, and the caller fsyncs the file and the directory itself; with 0 nothing is

@@ -125,11 +125,13 @@ static int by_rank_desc(const void *a, const void *b)
     return before(a, b) ? -1 : before(b, a);
 }
 
-int plan_init(plan *p, uint32_t buckets, uint32_t nitems, const key_hash *hash,
-              const uint32_t *size)
+int plan_init(plan *p, uint32_t table_buckets, uint32_t base, uint32_t buckets, uint32_t nitems,
+              const key_hash *hash, const uint32_t *size)
 {
     memset(p, 0, sizeof *p);
     p->buckets = buckets;
+    p->base = base;
+    p->table_buckets = table_buckets;
     p->nitems = nitems;
     p->hash = hash;
     p->size = size;
@@ -154,7 +156,11 @@ int plan_init(plan *p, uint32_t buckets, uint32_t nitems, const key_hash *hash,
             p->overflow[p->noverflow++] = i;
             continue;
         }
-        uint32_t b = hb_bucket(hash[i], buckets);
+        uint32_t b = hb_bucket(hash[i], table_buckets) - base;
+        if (b >= buckets) {
+            plan_free(p);
+            return ltr_fail(LTR_EINVAL, "an item's home bucket lies outside the window planned");
+        }
         p->next[i] = p->head[b];
         p->head[b] = i;
         p->load[b] += size[i];
@@ -181,7 +187,7 @@ static uint32_t collect_ranked(const plan *p, uint32_t s, ranked *out)
 {
     uint32_t n = 0;
     for (uint32_t i = p->head[s]; i != PLAN_END; i = p->next[i]) {
-        out[n].rank = hb_rank(p->hash[i], s);
+        out[n].rank = hb_rank(p->hash[i], p->base + s);
         out[n].item = i;
         n++;
     }
@@ -238,8 +244,8 @@ static void move_items(plan *p, uint32_t s, uint32_t t, const ranked *r, uint32_
         p->max_chain = p->depth[t];
     p->migrated += k;
     mig_record *rec = &p->records[p->nrecords++];
-    rec->source = (uint16_t)s;
-    rec->target = (uint16_t)t;
+    rec->source = (uint16_t)(p->base + s);
+    rec->target = (uint16_t)(p->base + t);
     rec->hashmark = r[k - 1].rank;
     rec->flow = k;
 }

@@ -17,11 +17,14 @@ typedef struct mig_record {
 } mig_record;
 
 typedef struct plan {
-    uint32_t buckets;
+    uint32_t buckets;     /* of the window planned: buckets [base, base + buckets) */
+    uint32_t base;
+    uint32_t table_buckets;
     uint32_t nitems;
     const key_hash *hash; /* per item */
     const uint32_t *size; /* encoded size per item */
     uint32_t *next;       /* per item: next item of the same bucket, PLAN_END ends the list */
+    /* Per-bucket arrays count from the window's first bucket; records name table buckets. */
     uint32_t *head;       /* per bucket: first item */
     uint32_t *load;       /* per bucket: bytes of the items in it */
     uint32_t *nitems_in;  /* per bucket: number of items in it */
@@ -37,9 +40,11 @@ typedef struct plan {
 } plan;
 
 /* Allocates the per-bucket and per-item arrays and files every item under its home bucket
- * (or in the overflow area when it is larger than a bucket). */
-int plan_init(plan *p, uint32_t buckets, uint32_t nitems, const key_hash *hash,
-              const uint32_t *size);
+ * (or in the overflow area when it is larger than a bucket). The plan covers the window
+ * [base, base + buckets) of a table of table_buckets buckets: every item's home lies in it, and
+ * balancing moves items only inside it (a table written window by window, htable_write.c). */
+int plan_init(plan *p, uint32_t table_buckets, uint32_t base, uint32_t buckets, uint32_t nitems,
+              const key_hash *hash, const uint32_t *size);
 /* Greedy paired migration (docs/format/htable.md "Migration and the HashMark"). */
 int plan_balance(plan *p);
 void plan_free(plan *p);

@@ -18,7 +18,6 @@ struct ltr_scan {
     read_ctx c;
     uint8_t *chunk;       /* buckets [chunk_first, chunk_first + chunk_n) */
     uint32_t chunk_first, chunk_n;
-    int held;             /* chunk is the whole table, overflow area included (scan_hold) */
 };
 
 int ltr_scan_new(ltr_htable *t, ltr_scan **out)
@@ -70,29 +69,6 @@ static const uint8_t *scan_page(ltr_scan *s, uint32_t k, bucket_footer *f, int *
     s->c.stats[ST_BUCKET_READS]++;
     *rc = bucket_check(page, k, t->buckets, f, t->path);
     return *rc ? NULL : page;
-}
-
-int scan_hold(ltr_scan *s)
-{
-    ltr_htable *t = s->t;
-    if (t->map || s->held)
-        return LTR_OK;
-    uint64_t n = t->ovf_off + t->ovf_bytes; /* the footer checks keep this inside the file */
-    uint8_t *all = malloc(n ? n : 1);
-    if (!all)
-        return ltr_fail(LTR_ENOMEM, "out of memory reading %s (%llu bytes)", t->path,
-                        (unsigned long long)n);
-    int rc = table_pread(t, all, n, 0);
-    if (rc) {
-        free(all);
-        return rc;
-    }
-    free(s->chunk);
-    s->chunk = all;
-    s->chunk_first = 0;
-    s->chunk_n = t->buckets;
-    s->held = 1;
-    return LTR_OK;
 }
 
 void ltr_items_free(ltr_items *it)
@@ -167,13 +143,7 @@ int scan_each(ltr_scan *s, int (*fn)(void *ctx, const item_view *it), void *ctx)
         rc = bucket_each(s, fn, ctx);
     while (!rc && s->next_overflow < t->ovf_items) {
         item_view it;
-        uint32_t j = s->next_overflow;
-        if (s->held) {
-            s->c.stats[ST_OVF_READS]++;
-            rc = table_overflow_check(t, j, s->chunk + t->ovf_at[j], &it);
-        } else {
-            rc = table_overflow_item(t, &s->c, j, &it);
-        }
+        rc = table_overflow_item(t, &s->c, s->next_overflow, &it);
         if (!rc && !(rc = fn(ctx, &it)))
             s->next_overflow++;
     }
