@@ -59,7 +59,7 @@ def _c_options(options: dict):
 
 def open(path, create: bool = True, metadata_path=None, sync: bool = False, read_only: bool = False,
          bulk: bool = False, checkpoint_interval: float = 1.0, max_open_files=None,
-         **options) -> "Store":
+         working_memory=None, **options) -> "Store":
     """Opens (or creates) the store at path.
 
     Args:
@@ -84,6 +84,15 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             next read. None (the default): the soft limit on open files (`ulimit -n`) at open
             less a quarter of it, or less 64 when that is more (at least 16); -1: no bound.
             Not recorded.
+        working_memory: bytes the store's working memory may take: its memtables and the
+            buffers of flushes and compactions (docs/design.md, "Memory"; what grows with the
+            data, the filters above the last level and the cached HashMarks, is apart). The
+            store then sizes its memtables (by bytes and by items: small items cost more index
+            than bytes), its compaction windows and how many compactions run at once to fit.
+            A cap below what default memtables need makes them smaller than a table: fewer
+            bytes a flush, more writes. None (the default): memtables of memtable_bytes and two
+            compactions at once (about 200 MB with the default options). Too small a value
+            raises ValueError naming the least. Not recorded.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
             must equal the recorded value. levels=0 (the default) lets the trie deepen as the
@@ -96,14 +105,15 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
     """
     return Store(path, create=create, metadata_path=metadata_path, sync=sync, read_only=read_only,
                  bulk=bulk, checkpoint_interval=checkpoint_interval,
-                 max_open_files=max_open_files, **options)
+                 max_open_files=max_open_files, working_memory=working_memory, **options)
 
 
 class Store:
     """A store opened with `lsmtrie.open`. See that function for the arguments."""
 
     def __init__(self, path, *, create=True, metadata_path=None, sync=False, read_only=False,
-                 bulk=False, checkpoint_interval=1.0, max_open_files=None, **options):
+                 bulk=False, checkpoint_interval=1.0, max_open_files=None, working_memory=None,
+                 **options):
         o = _c_options(options)
         o.create, o.read_only, o.sync, o.use_log = bool(create), bool(read_only), bool(sync), not bulk
         if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)):
@@ -118,6 +128,13 @@ class Store:
                 raise ValueError("max_open_files must be -1 (no bound) or at least 1, got "
                                  f"{max_open_files}")
             o.max_open_files = max_open_files
+        if working_memory is not None:
+            if isinstance(working_memory, bool) or not isinstance(working_memory, int):
+                raise TypeError("working_memory must be an int (bytes) or None, not "
+                                f"{type(working_memory).__name__}")
+            if working_memory < 1 or working_memory >= 2**63:
+                raise ValueError(f"working_memory must be a positive number of bytes, got {working_memory}")
+            o.working_memory = working_memory
         self.path = os.fspath(path)
         meta = ffi.new("char[]", os.fsencode(metadata_path)) if metadata_path is not None else ffi.NULL
         o.metadata_path = meta

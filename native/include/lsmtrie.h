@@ -129,6 +129,10 @@ typedef struct ltr_store_opts {
     double checkpoint_interval;  /* seconds between checkpoints of the state; default 1 (not
                                     recorded: a property of this open) */
     const char *metadata_path;   /* directory for BloomClusters; NULL keeps them in the store */
+    uint64_t working_memory;     /* bytes the store's working memory may take: memtables and
+                                    the buffers of flushes and compactions (docs/design.md,
+                                    "Memory"); 0 (default): memtable_bytes memtables and two
+                                    compactions at once. Not recorded */
     int64_t max_open_files;      /* table files kept open at once: 0 (default) the soft
                                     RLIMIT_NOFILE less a quarter of it (at least 64 less, at
                                     least 16 left), -1 no bound (not recorded) */

@@ -39,6 +39,8 @@ static int read_unit(cluster *bc, uint32_t u, ltr_buf *buf, int check, int guard
         if (!rc)
             rc = bc->map ? map_copy(buf->data, bc->map + at, (size_t)len, bc->path)
                          : io_pread(bc->fd, buf->data, (size_t)len, at, bc->path);
+        if (!rc && bc->map) /* read once (rebuild, verify): not to stay resident */
+            io_map_forget(bc->map, at, (size_t)len);
         if (!rc)
             buf->len = (size_t)len;
         *p = buf->data;

@@ -24,18 +24,23 @@
 #include "store_int.h"
 #include "window_read.h"
 
-/* Buckets of each input and output a compaction holds at once: 2 MiB each. Larger windows cost
- * memory; smaller ones more read calls, and balancing among fewer buckets. */
-#define WINDOW_BUCKETS 512
-
-static uint32_t window_buckets = WINDOW_BUCKETS; /* ltr_test_compaction_window */
+/* The buckets of each input and output a compaction holds at once come from the working
+ * memory's budget (store_budget_plan; COMPACTION_WINDOW, 1 MiB, by default): larger windows
+ * cost memory, smaller ones more read calls and balancing among fewer buckets. The testing knob
+ * overrides it: -1 (default) the store's, 0 whole tables (as gc). */
+static int64_t test_window = -1; /* ltr_test_compaction_window */
 
 void ltr_test_compaction_window(int64_t buckets)
 {
-    __atomic_store_n(&window_buckets, buckets < 0 ? WINDOW_BUCKETS
-                                     : buckets > LTR_MAX_BUCKETS ? LTR_MAX_BUCKETS
-                                                                 : (uint32_t)buckets,
+    __atomic_store_n(&test_window, buckets < 0 ? -1 : buckets > LTR_MAX_BUCKETS
+                                                     ? LTR_MAX_BUCKETS : buckets,
                      __ATOMIC_RELAXED);
+}
+
+static uint32_t window_of(const ltr_store *s)
+{
+    int64_t w = __atomic_load_n(&test_window, __ATOMIC_RELAXED);
+    return w < 0 ? s->mem.budget.window : (uint32_t)w;
 }
 
 typedef struct output {
@@ -64,6 +69,7 @@ typedef struct job {
     /* a streamed compaction: per child its first output, and the one taking the window's items */
     int32_t head[8], cur[8];
     uint64_t budget; /* bytes an output takes from one window */
+    uint32_t window; /* buckets a window: 0, whole tables */
 } job;
 
 /* The fullest node of level l other than skip and skip2 (the chunks' own fullest, and a scan of
@@ -247,7 +253,7 @@ static int feed_table(job *j, uint32_t t)
  * liveness checks look items up across the node's tables. */
 static int can_stream(const job *j)
 {
-    if (j->gc || !__atomic_load_n(&window_buckets, __ATOMIC_RELAXED))
+    if (j->gc || !j->window)
         return 0;
     for (uint32_t i = 0; i < j->nin; i++) {
         const ltr_htable *t = j->src->tables[i]->t;
@@ -340,8 +346,7 @@ static int finish_streams(job *j)
  * older one in the builders), and writes each window of the outputs before the next. */
 static int stream(job *j)
 {
-    uint32_t nb = j->s->o.table_buckets, w = __atomic_load_n(&window_buckets, __ATOMIC_RELAXED);
-    w = w ? w : WINDOW_BUCKETS; /* changed since can_stream */
+    uint32_t nb = j->s->o.table_buckets, w = j->window;
     wread **in = calloc(j->nin ? j->nin : 1, sizeof *in);
     int rc = in ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
     for (uint32_t i = 0; !rc && i < j->nin; i++)
@@ -481,7 +486,7 @@ static int run(job *j)
 
 int compaction_run(ltr_store *s, version *v, uint64_t node)
 {
-    job j = {.s = s, .src = version_node(v, node), .depth = v->depth};
+    job j = {.s = s, .src = version_node(v, node), .depth = v->depth, .window = window_of(s)};
     j.nin = j.src->n < s->o.node_tables ? j.src->n : s->o.node_tables; /* the oldest ones */
     return run(&j);
 }

@@ -275,6 +275,13 @@ const void *io_map_read(int fd, uint64_t off, size_t len, int random)
     return m;
 }
 
+void io_map_forget(const void *map, uint64_t off, size_t len)
+{
+    uint64_t page = 4096, start = off / page * page, end = (off + len + page - 1) / page * page;
+    if (map && end > start)
+        madvise((uint8_t *)map + start, end - start, MADV_DONTNEED);
+}
+
 void io_unmap(const void *map, size_t len)
 {
     if (map)

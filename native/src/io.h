@@ -105,6 +105,11 @@ int io_rmdir(const char *dir);
  * with errno set when the kernel refuses (the caller reads with io_pread instead). */
 const void *io_map_read(int fd, uint64_t off, size_t len, int random);
 void io_unmap(const void *map, size_t len);
+/* Takes the pages around [off, off + len) of a shared read-only mapping out of the process: they
+ * stay in the page cache, and a later access maps them again. For ranges read once through a
+ * long-lived mapping (a cluster's units copied for a rebuild), which would otherwise count in
+ * the process's resident memory for as long as the mapping lives. */
+void io_map_forget(const void *map, uint64_t off, size_t len);
 /* write() all of p to fd, through the fault-injection hook. */
 int io_write_fd(int fd, const void *p, size_t n, const char *path, uint64_t at);
 /* pwrite of all n bytes at offset `at` (fault injection as for writes). */

@@ -2,6 +2,7 @@
  * immutable ones waiting to be flushed, newest first. Depends on store_opts.c only. */
 #include <stdlib.h>
 
+#include "htable_build.h"
 #include "store_int.h"
 
 int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **out)
@@ -11,10 +12,18 @@ int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **ou
     memtable *m = calloc(1, sizeof *m);
     if (!m)
         return ltr_fail(LTR_ENOMEM, "out of memory");
+    const store_budget *b = &s->mem.budget;
     int rc = ltr_hbuild_new(&to, &m->b);
+    /* Under a working_memory cap the memtable refuses items past its share even within a
+     * batch (it is then rotated, store_write.c); else past a table's fill budget. */
+    if (!rc && s->o.working_memory && b->memtable_bytes < ltr_hbuild_capacity(m->b))
+        hbuild_clear(m->b, b->memtable_bytes);
     /* sized for a full memtable of ~100-byte items at once (growing by doubling copies it) */
-    if (!rc && (rc = hbuild_reserve(m->b, (size_t)(s->o.memtable_bytes / 100 + 64),
-                                    (size_t)(s->o.memtable_bytes + s->o.memtable_bytes / 8))))
+    size_t items = (size_t)(b->memtable_bytes / 100 + 64);
+    if (b->memtable_items && items > b->memtable_items)
+        items = (size_t)b->memtable_items;
+    if (!rc && (rc = hbuild_reserve(m->b, items,
+                                    (size_t)(b->memtable_bytes + b->memtable_bytes / 8))))
         ltr_hbuild_free(m->b);
     if (rc) {
         free(m);

@@ -50,7 +50,9 @@ static int background_step(ltr_store *s, int id)
     uint64_t node = 0;
     /* Flushes come first unless some node is half again over its table budget: then it is
      * compacted first, so no node's pile (and no lookup's cost) grows without bound. */
-    int compact = pick(s, v, id, &node, 0, v->depth - 1);
+    /* Under a working_memory cap that leaves room for one compaction, one runs at a time. */
+    int compact = (s->mem.budget.compactions > 1 || s->bg.compacting[!id] == NO_NODE) &&
+                  pick(s, v, id, &node, 0, v->depth - 1);
     const vnode *n = compact ? version_node(v, node) : NULL;
     int urgent = n && 2 * n->n >= 3 * s->o.node_tables;
     int flush = id == 0 && have_imm && !urgent && !s->bg.flusher_started;

@@ -44,7 +44,19 @@
 #include "version.h"
 #include "walset.h"
 
-#define MAX_IMMUTABLE 2 /* memtables waiting to be flushed before writers stall */
+#define MAX_IMMUTABLE 1 /* memtables waiting to be flushed before writers stall */
+
+/* The working memory's shape (docs/design.md, "Memory"): how large a memtable grows and how
+ * compactions run, from the options (store_budget_plan). */
+typedef struct store_budget {
+    uint64_t memtable_bytes; /* item bytes a memtable takes before it is rotated */
+    uint64_t memtable_items; /* items a memtable takes before it is rotated; 0: no bound */
+    uint32_t window;         /* buckets a compaction holds of each input and output */
+    uint32_t compactions;    /* compactions running at once: 1 or 2 */
+} store_budget;
+/* Compaction windows: the default, and the least a working_memory cap may shrink them to. */
+#define COMPACTION_WINDOW 256
+#define COMPACTION_WINDOW_MIN 16
 #define POOL_BYTES (512u << 20) /* dead table files kept for reuse: about this much disk */
 #define LOG_ROTATE_MAX (64u << 20) /* a log is rotated at this size (or 32 memtables) */
 /* Writers wait while the logs on disk hold more than this (and some of them could go): the
@@ -136,6 +148,7 @@ struct store_mem {
     memtable *active;
     memtable *imm;           /* newest first */
     uint32_t nimm;
+    store_budget budget;     /* what the working memory allows (store_opts.c) */
 };
 
 /* store_log.c: the write-ahead log (write_mu guards all but the group commit's fields). */
@@ -281,6 +294,8 @@ static inline int store_bg_error(const ltr_store *s)
 int store_opts_check(const ltr_store_opts *o);
 int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec);
 uint64_t store_table_capacity(const ltr_store_opts *o); /* item bytes one table takes */
+/* The working memory's shape for these options; LTR_EINVAL when working_memory is too small. */
+int store_budget_plan(const ltr_store_opts *o, store_budget *b);
 /* Options of the tables this store writes (memtables, compaction outputs). */
 void store_table_opts(const ltr_store *s, ltr_table_opts *to);
 

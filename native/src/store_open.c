@@ -67,6 +67,8 @@ static int recover(ltr_store *s)
     s->ckpt.durable_floor = s->log_floor;
     if (!rc && !s->o.read_only) /* the options are the store's now */
         store_files_start_pool(s);
+    if (!rc) /* the options are final: the working memory's shape follows */
+        rc = store_budget_plan(&s->o, &s->mem.budget);
     if (!rc)
         rc = memtable_new(s, s->log_floor, s->log_floor_off, &s->mem.active);
     if (!rc)

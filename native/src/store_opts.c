@@ -50,7 +50,81 @@ int store_opts_check(const ltr_store_opts *o)
                         "open files) or at least 1, got %lld", (long long)o->max_open_files);
     if (!(o->gc_threshold > 0.0 && o->gc_threshold < 1.0))
         return ltr_fail(LTR_EINVAL, "gc_threshold must be in (0, 1), got %g", o->gc_threshold);
-    return LTR_OK;
+    store_budget b;
+    return store_budget_plan(o, &b);
+}
+
+/* ---- the working memory (docs/design.md, "Memory") ---- */
+
+/* A memtable item's index (staged entry 32 bytes, hash 16, open-addressing slots up to 16) and
+ * its share of the flush's plan (24): the memory an item takes besides its bytes. */
+#define MEM_ITEM_BYTES 88
+
+/* One compaction: a window of each input and of the buckets its records lead to (about a third
+ * more), each output's items of the window (their index takes about a window's bytes), each
+ * output's filters (the whole table's, written last: at ~40-byte items), and a write chunk. */
+static uint64_t job_bytes(const ltr_store_opts *o, uint32_t window)
+{
+    uint64_t win = (uint64_t)window * LTR_BUCKET_SIZE;
+    uint64_t filters = store_table_capacity(o) / 40 * o->bloom_bits_per_key / 8;
+    return win * (o->node_tables * 4 / 3 + 8) + 8 * filters + (1 << 20);
+}
+
+static uint64_t memtable_need(uint64_t bytes, uint64_t items)
+{
+    return bytes * 9 / 8 + items * MEM_ITEM_BYTES; /* the arena keeps an eighth to spare */
+}
+
+/* The least a memtable may be under a cap: a quarter of a table (a flush writes a whole table
+ * whatever it holds: smaller memtables would multiply what flushes write), or memtable_bytes. */
+static uint64_t least_memtable(const ltr_store_opts *o)
+{
+    uint64_t q = store_table_capacity(o) / 4;
+    return o->memtable_bytes < q ? o->memtable_bytes : q;
+}
+
+/* The shape for a cap of w bytes: 1 when it fits, 0 when w is too small. */
+static int plan_for(const ltr_store_opts *o, uint64_t w, store_budget *b)
+{
+    b->memtable_bytes = o->memtable_bytes;
+    b->memtable_items = 0;
+    b->window = COMPACTION_WINDOW;
+    b->compactions = 2;
+    if (!w)
+        return 1;
+    /* Compactions take up to a third: two at once with windows down to 64 buckets, else one
+     * with windows down to COMPACTION_WINDOW_MIN. The memtables share the rest. */
+    while (b->compactions * job_bytes(o, b->window) > w / 3) {
+        if (b->window > 64 || (b->compactions == 1 && b->window > COMPACTION_WINDOW_MIN))
+            b->window /= 2;
+        else if (b->compactions == 2)
+            b->compactions = 1, b->window = COMPACTION_WINDOW;
+        else
+            break;
+    }
+    uint64_t jobs = b->compactions * job_bytes(o, b->window);
+    uint64_t each = jobs < w ? (w - jobs) / (1 + MAX_IMMUTABLE) : 0;
+    uint64_t bytes = each / 2 * 8 / 9; /* item bytes take half a memtable's share at most */
+    if (bytes < b->memtable_bytes)
+        b->memtable_bytes = bytes;
+    b->memtable_items = (each - memtable_need(b->memtable_bytes, 0)) / MEM_ITEM_BYTES;
+    return jobs <= w && b->memtable_bytes >= least_memtable(o) && b->memtable_items >= 1024;
+}
+
+int store_budget_plan(const ltr_store_opts *o, store_budget *b)
+{
+    if (plan_for(o, o->working_memory, b))
+        return LTR_OK;
+    uint64_t lo = o->working_memory, hi = (uint64_t)1 << 50; /* the least that fits */
+    while (hi - lo > (1 << 20)) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        store_budget t;
+        *(plan_for(o, mid, &t) ? &hi : &lo) = mid;
+    }
+    return ltr_fail(LTR_EINVAL, "working_memory=%llu bytes is less than this store needs: at "
+                    "least %llu MiB with its table_buckets, fill, node_tables, memtable_bytes "
+                    "and bloom_bits_per_key", (unsigned long long)o->working_memory,
+                    (unsigned long long)((hi + (1 << 20) - 1) >> 20));
 }
 
 /* Options the caller chose must equal the recorded ones; the rest come from the store. */

@@ -24,14 +24,22 @@ int store_rotate(ltr_store *s)
     return rc;
 }
 
+/* Whether the active memtable holds as many items as a working_memory cap lets it. */
+static int memtable_counted_full(const ltr_store *s)
+{
+    uint64_t cap = s->mem.budget.memtable_items;
+    return cap && ltr_hbuild_items(s->mem.active->b) >= cap;
+}
+
 /* Whether the active memtable should be rotated before the next write: it is full, or the log
  * written since it started is MEMTABLE_LOG_SPAN times its size (it would hold the log floor
  * while the log grows: rewrites of the same keys fill the log, not the memtable). */
 static int memtable_due(const ltr_store *s)
 {
     const memtable *a = s->mem.active;
-    return ltr_hbuild_data_bytes(a->b) >= s->o.memtable_bytes ||
-           (store_logging(s) && s->log.logged - a->log_mark >= MEMTABLE_LOG_SPAN * s->o.memtable_bytes);
+    const store_budget *b = &s->mem.budget;
+    return ltr_hbuild_data_bytes(a->b) >= b->memtable_bytes || memtable_counted_full(s) ||
+           (store_logging(s) && s->log.logged - a->log_mark >= MEMTABLE_LOG_SPAN * b->memtable_bytes);
 }
 
 /* Before a write (write_mu held): a due memtable is rotated (with the log when that is full), a
@@ -88,7 +96,7 @@ static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint
     uint8_t d[16];
     ltr_murmur3_128(key, klen, s->o.hash_seed, d);
     key_hash h = hb_from_digest(d);
-    int r = hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, del);
+    int r = memtable_counted_full(s) ? 0 : hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, del);
     if (r != 0)
         return r < 0 ? r : LTR_OK;
     /* The fresh memtable's items start with this batch's record: once the full memtable is in
