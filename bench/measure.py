@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -248,6 +249,39 @@ def read_floor(db, n: int, threads: int = 2, seed: int = 0) -> tuple[float, floa
     return wall[0], cpu[0]
 
 
+def _status(*fields) -> dict:
+    """Fields of /proc/self/status, in bytes."""
+    out = {}
+    for line in open("/proc/self/status"):
+        name = line.split(":")[0]
+        if name in fields:
+            out[name] = int(line.split()[1]) * 1024
+    return out
+
+
+class _MemPeak:
+    """Samples the process's resident memory every 0.2 s: its anonymous part (what the store
+    and Python allocated) apart from its file-backed part (mapped files: the BloomClusters'
+    pages a probe touched, which are the page cache's and go when the kernel needs them)."""
+
+    def __init__(self):
+        self.anon = self.file = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            st = _status("RssAnon", "RssFile")
+            self.anon = max(self.anon, st.get("RssAnon", 0))
+            self.file = max(self.file, st.get("RssFile", 0))
+
+    def stop(self) -> tuple[int, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.anon, self.file
+
+
 def proc_io() -> dict:
     with open("/proc/self/io") as f:
         return {k: int(v) for k, v in (line.split(": ") for line in f)}
@@ -273,9 +307,9 @@ def load(db, n: int, seed: int, value_size: int | None = None) -> tuple[float, f
     return time.perf_counter() - t0, process_cpu() - c0 - gen
 
 
-def sample_present(n: int, seed: int, count: int, value_size: int | None = None):
-    """count present keys with their values, drawn from random chunks."""
-    rng = np.random.default_rng(seed + 7)
+def sample_present(n: int, seed: int, count: int, value_size: int | None = None, salt: int = 7):
+    """count present keys with their values, drawn from random chunks (salt: another draw)."""
+    rng = np.random.default_rng(seed + salt)
     chunks = (n + CHUNK - 1) // CHUNK
     keys, values = [], []
     per = max(1, count // min(chunks, 20))
@@ -288,25 +322,69 @@ def sample_present(n: int, seed: int, count: int, value_size: int | None = None)
     return keys[:count], values[:count]
 
 
+def fresh_keys(n: int, seed: int, count: int, value_size, keys) -> tuple[list, list]:
+    """Present keys other than `keys`, with their values: a first pass of single gets."""
+    seen = set(keys)
+    fk, fv = sample_present(n, seed, count, value_size, salt=11)
+    pairs = [(k, v) for k, v in zip(fk, fv) if k not in seen]
+    return [k for k, _ in pairs], [v for _, v in pairs]
+
+
 def delta(after: dict, before: dict, key: str):
     a, b = after[key], before[key]
     return [x - y for x, y in zip(a, b)] if isinstance(a, list) else a - b
 
 
-def measure_reads(db, keys, values, misses, single: int) -> dict:
-    """Read counts from one pass over the keys (which also checks every value); rates from the
-    median of three more passes, as bench/htable.py does (the first pass warms the caches)."""
-    st0 = db.stats()
-    got = db.get_many(keys)
+BATCH = 1_000  # the common batch size of a user's get_many (issue 23)
+
+
+def in_batches(get_many, keys, size: int = BATCH) -> list:
+    out = []
+    for i in range(0, len(keys), size):
+        out.extend(get_many(keys[i:i + size]))
+    return out
+
+
+def first_pass(get, get_many, keys, values, fresh, fresh_values) -> dict:
+    """The first reads of present keys after the load: `keys` in batches of BATCH, then
+    `fresh` (other keys) one by one, each checked against its value. A store just loaded has
+    the page cache full of what the load wrote; these passes show what a user's first reads
+    meet (issue 23, part 5)."""
+    t = time.perf_counter()
+    got = in_batches(get_many, keys)
+    batched_s = time.perf_counter() - t
     if got != values:
         raise AssertionError("a present key did not read back its value")
+    t = time.perf_counter()
+    got = [get(k) for k in fresh]
+    single_s = time.perf_counter() - t
+    if got != fresh_values:
+        raise AssertionError("a present key did not read back its value")
+    return dict(get_hit_per_s_batched_first_pass=len(keys) / batched_s,
+                get_hit_per_s_single_first_pass=len(fresh) / single_s if fresh else None)
+
+
+def measure_reads(db, keys, values, misses, single: int, fresh=None) -> dict:
+    """Read counts from one pass over the keys in batches of BATCH (which also checks every
+    value, and with `fresh` = (keys, values) is timed as the first pass, with a first pass of
+    single gets over those other keys); rates from the median of three more passes, as
+    bench/htable.py does (the first pass warms the caches)."""
+    st0 = db.stats()
+    if fresh:
+        r0 = first_pass(db.get, db.get_many, keys, values, *fresh)
+    else:
+        r0 = {}
+        if in_batches(db.get_many, keys) != values:
+            raise AssertionError("a present key did not read back its value")
     st1 = db.stats()
+    # (the fresh keys' single gets read too: their counts go with the hits')
     status, _, _ = db.get_many_packed(misses)
     if status.any():
         raise AssertionError("an absent key was found")
     st2 = db.stats()
     hit_cpu, single_cpu, hit_steal = [], [], []
     hit_s = statistics.median(_timed(lambda: db.get_many(keys), 3, hit_cpu, hit_steal))
+    hit_1000_s = statistics.median(_timed(lambda: in_batches(db.get_many, keys), 3))
     miss_s = statistics.median(_timed(lambda: db.get_many_packed(misses), 3))
     get = db.get
     one = keys[:single]
@@ -322,13 +400,15 @@ def measure_reads(db, keys, values, misses, single: int) -> dict:
     floor = [read_floor(db, len(keys), 2, seed=r) for r in range(3)]
     floor_s = statistics.median(w for w, _ in floor)
     floor_cpu = statistics.median(c for _, c in floor)
-    hits = delta(st1, st0, "hits_per_level")
+    hits = delta(st1, st0, "hits_per_level")  # table hits of the batched pass and the fresh keys
     hreads = delta(st1, st0, "hit_reads_per_level")
     miss_reads = delta(st2, st1, "bucket_reads") + delta(st2, st1, "cluster_reads")
     by_level = [round(r / h, 4) if h else None for r, h in zip(hreads, hits)]
     upper_h, upper_r = sum(hits[:-1]), sum(hreads[:-1])
     return dict(
+        **r0,
         get_hit_per_s_batched=len(keys) / hit_s,
+        get_hit_per_s_batched_1000=len(keys) / hit_1000_s,
         get_hit_steal_cores_batched=_median_or_none(hit_steal),
         get_miss_per_s_batched=len(misses) / miss_s,
         floor_reads_per_s=len(keys) / floor_s,
@@ -371,21 +451,25 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     try:
         os.makedirs(path)
         disk = _DiskPeak([p for p in (path, meta) if p])  # sampled every half second
+        mem = _MemPeak()
         with _store.open(path, metadata_path=meta, bulk=bulk, table_buckets=buckets,
                          levels=levels) as db:
             s0 = steal_seconds()
             load_s, load_cpu = load(db, n, seed, value_size)
             load_steal = steal_cores(s0, steal_seconds(), load_s)
+            rss_load = _status("VmHWM")["VmHWM"]
             io1 = proc_io()
             st = db.stats()
             keys, values = sample_present(n, seed, min(reads, n), value_size)
+            fresh = fresh_keys(n, seed, single, value_size, keys)
             misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
-            r = measure_reads(db, keys, values, misses, single)
+            r = measure_reads(db, keys, values, misses, single, fresh)
             if verify:
                 t = time.perf_counter()
                 r["verified"] = db.verify()
                 r["verified"]["seconds"] = time.perf_counter() - t
         peak_disk = disk.stop()  # up to close(), whose checkpoint releases the logs
+        rss_anon, rss_file = mem.stop()
         at_rest = _dir_bytes([p for p in (path, meta) if p])
         reopened = measure_reopened(path, meta, n, seed, min(reads, n), single, value_size)
     finally:
@@ -402,6 +486,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         wa_engine=st["write_amplification"], wa_os=os_bytes / user,
         bytes_written_by_kind=st["bytes_written_by_kind"],
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes_load=rss_load, peak_rss_anon_bytes=rss_anon, peak_rss_file_bytes=rss_file,
         metadata_memory_bytes_per_item=st["metadata_memory_bytes"] / n,
         tables_per_level=st["tables_per_level"], items_per_level=st["items_per_level"],
         depth=st["levels"], peak_disk_bytes=peak_disk, disk_bytes_at_rest=at_rest,
@@ -412,7 +497,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
     )
 
 
-_READ_RATES = ("get_hit_per_s_batched", "get_hit_cpu_us_batched", "get_hit_per_s_single",
+_READ_RATES = ("get_hit_per_s_batched", "get_hit_per_s_batched_1000", "get_hit_cpu_us_batched", "get_hit_per_s_single",
                "get_hit_cpu_us_single", "get_miss_per_s_batched", "floor_reads_per_s",
                "floor_cpu_us_per_read", "get_hit_cpu_us_above_floor", "get_hit_steal_cores_batched")
 

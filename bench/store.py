@@ -32,11 +32,45 @@ level (clusters are read from disk or page cache, never from a user-space cache)
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's idle BLAS threads share our 2 cores
 
 import measure as demo  # noqa: E402 (bench/measure.py, beside this script)
+
+
+def first_pass_ratios(r: dict) -> dict:
+    """Issue 23, part 5: the first pass after a load against a warm one (>= 0.8), and batches
+    of 1,000 keys against the same keys one by one (>= 1)."""
+    single = r["get_hit_per_s_single_first_pass"]  # None when every key was read already
+    return dict(
+        first_pass_vs_warm_single=single / r["get_hit_per_s_single"] if single else None,
+        first_pass_vs_warm_batched=(r["get_hit_per_s_batched_first_pass"] /
+                                    r["get_hit_per_s_batched_1000"]),
+        batched_1000_vs_single=r["get_hit_per_s_batched_1000"] / r["get_hit_per_s_single"])
+
+
+def peer_ratios(r: dict, peer: dict) -> dict:
+    """lsmtrie over RocksDB, same reads (issue 23, part 5: batches of 1,000 >= 3 x)."""
+    return {f"{k}_vs_rocksdb": r[k] / peer[k] if r[k] and peer[k] else None for k in (
+        "load_items_per_s", "get_hit_per_s_batched_1000", "get_hit_per_s_batched_first_pass",
+        "get_hit_per_s_single", "get_hit_per_s_single_first_pass")}
+
+
+def run_peer(a) -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    base = a.dir or tempfile.mkdtemp(prefix="lsmtrie-peer-")
+    args = [sys.executable, os.path.join(here, "store_peer.py"), "--n", str(a.n), "--seed",
+            str(a.seed), "--reads", str(a.reads), "--single", str(a.single), "--dir", base]
+    if a.value_size is not None:
+        args += ["--value-size", str(a.value_size)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.path.dirname(here)]))
+    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"the RocksDB run failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -54,11 +88,17 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", default=None, help="where to put the store (default: a temp dir under $TMPDIR)")
     p.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    p.add_argument("--peers", default="none",
+                   help="rocksdb: the same items and reads through rocksdict, in its own process")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     r = demo.measure_store(n=a.n, bulk=a.bulk, levels=a.levels, buckets=a.buckets, reads=a.reads,
                            single=a.single, metadata=a.metadata, seed=a.seed, directory=a.dir,
                            keep=a.keep, value_size=a.value_size)
+    r.update(first_pass_ratios(r))
+    if a.peers == "rocksdb":
+        r["peers"] = {"rocksdb": run_peer(a)}
+        r.update(peer_ratios(r, r["peers"]["rocksdb"]))
     print(json.dumps(r) if a.json else demo.store_summary(r), end="\n" if a.json else "")
     return 0
 
