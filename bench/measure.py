@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+import lsmtrie
 import lsmtrie.store as _store
 from lsmtrie import _binding
 from lsmtrie.bulk import _DiskPeak, _dir_bytes
@@ -495,6 +496,117 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         flushes=st["flushes"], compactions=st["compactions"], gcs=st["gcs"],
         write_stalls=st["write_stalls"], **r, reopened=reopened,
     )
+
+
+# ---- a store of real files (issue 23, part 6: mixed value sizes) ----
+
+FILE_BATCH = 2_000
+
+
+def _regular_files(root: str):
+    """Every regular file under root (symbolic links not followed), in a sorted walk."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for f in sorted(filenames):
+            p = os.path.join(dirpath, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                yield p
+
+
+def file_batches(root: str, skipped: dict, batch: int = FILE_BATCH):
+    """(keys, values) batches: paths relative to root, and contents. Unreadable files and
+    files over the value limit are counted in `skipped`, not stored."""
+    keys, values = [], []
+    for p in _regular_files(root):
+        try:
+            if os.path.getsize(p) > lsmtrie.MAX_VALUE_BYTES:
+                skipped["too_large"] = skipped.get("too_large", 0) + 1
+                continue
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError:
+            skipped["unreadable"] = skipped.get("unreadable", 0) + 1
+            continue
+        keys.append(os.fsencode(os.path.relpath(p, root)))
+        values.append(data)
+        if len(keys) == batch:
+            yield keys, values
+            keys, values = [], []
+    if keys:
+        yield keys, values
+
+
+def measure_files(root: str, directory=None, keep=False) -> dict:
+    """Every regular file under root into a new store with default options (paths as keys,
+    contents as values, put_many in batches of 2,000, the log on): load rate, write
+    amplification, space at rest after close() against the bytes stored, the peak while
+    loading; then a new process's read-only open reads every file back and compares it."""
+    base = directory or tempfile.mkdtemp(prefix="lsmtrie-files-")
+    path = os.path.join(base, "store")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    io0, skipped, files, put_s = proc_io(), {}, 0, 0.0
+    disk = _DiskPeak([path])
+    try:
+        with _store.open(path) as db:
+            for keys, values in file_batches(root, skipped):
+                t = time.perf_counter()
+                db.put_many(keys, values)
+                put_s += time.perf_counter() - t
+                files += len(keys)
+            t = time.perf_counter()
+            db.flush()
+            put_s += time.perf_counter() - t
+            st = db.stats()
+            io1 = proc_io()
+        peak_disk = disk.stop()
+        at_rest = _dir_bytes([path])
+        checked = check_files(root, path)
+    finally:
+        disk.stop()
+        if not keep:
+            shutil.rmtree(base if not directory else path, ignore_errors=True)
+    user = st["user_bytes_written"]
+    os_bytes = ((io1["write_bytes"] - io0["write_bytes"]) -
+                (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"]))
+    return dict(
+        values=f"files:{root}", files=files, skipped=skipped, user_bytes=user,
+        load_items_per_s=files / put_s, load_mb_per_s=user / put_s / 1e6, load_seconds=put_s,
+        wa_engine=st["write_amplification"], wa_os=os_bytes / user,
+        bytes_written_by_kind=st["bytes_written_by_kind"],
+        disk_bytes_at_rest=at_rest, space_amplification=at_rest / user,
+        peak_disk_bytes=peak_disk, tables_per_level=st["tables_per_level"],
+        items_per_level=st["items_per_level"],
+        table_bytes_per_level=st.get("table_bytes_per_level"), depth=st["levels"],
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        read_back=checked)
+
+
+def check_files(root: str, path: str) -> dict:
+    """Reads every file back through a new process's read-only open and compares it."""
+    code = ("import json, sys; import measure; "
+            "print(json.dumps(measure.compare_files(*json.loads(sys.argv[1]))))")
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.path.dirname(here),
+                                                    env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run([sys.executable, "-c", code, json.dumps([root, path])], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def compare_files(root: str, path: str) -> dict:
+    """(in the new process) Every file's contents against the store's value for its path."""
+    files = differ = 0
+    t = time.perf_counter()
+    with _store.open(path, read_only=True) as db:
+        for keys, values in file_batches(root, {}):
+            got = db.get_many(keys)
+            differ += sum(g != v for g, v in zip(got, values))
+            files += len(keys)
+    if differ:
+        raise AssertionError(f"{differ} of {files} files read back differently")
+    return dict(files=files, identical=files, seconds=time.perf_counter() - t)
 
 
 _READ_RATES = ("get_hit_per_s_batched", "get_hit_per_s_batched_1000", "get_hit_cpu_us_batched", "get_hit_per_s_single",

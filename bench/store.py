@@ -91,7 +91,16 @@ def main() -> int:
     p.add_argument("--peers", default="none",
                    help="rocksdb: the same items and reads through rocksdict, in its own process")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--values", default=None,
+                   help="files:DIR: every regular file under DIR, paths as keys, contents as "
+                        "values (--n and the read options do not apply)")
     a = p.parse_args()
+    if a.values:
+        if not a.values.startswith("files:"):
+            p.error("--values takes files:DIR")
+        r = demo.measure_files(a.values[len("files:"):], directory=a.dir, keep=a.keep)
+        print(json.dumps(r) if a.json else json.dumps(r, indent=1))
+        return 0
     r = demo.measure_store(n=a.n, bulk=a.bulk, levels=a.levels, buckets=a.buckets, reads=a.reads,
                            single=a.single, metadata=a.metadata, seed=a.seed, directory=a.dir,
                            keep=a.keep, value_size=a.value_size)
