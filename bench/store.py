@@ -23,6 +23,16 @@ load_steal_cores and get_hit_steal_cores_batched are the cores the hypervisor to
 machine meanwhile (/proc/stat "steal"; null where it is not counted): a slow rate beside a high
 steal figure was a slow machine, not a slow store.
 
+First reads after the load (issue 23, part 5): get_hit_per_s_batched_first_pass is that
+first pass, in batches of 1,000 keys (the common size); get_hit_per_s_single_first_pass reads
+other keys one by one for the first time; get_hit_per_s_batched_1000 is the warm rate in such
+batches; first_pass_vs_warm_* and batched_1000_vs_single are their ratios. --peers rocksdb runs
+the same items and reads through RocksDB (bench/store_peer.py, a process of its own) and adds
+*_vs_rocksdb ratios. Memory: peak_rss_bytes (the whole run), peak_rss_bytes_load (up to the
+end of the load), and the peaks of the anonymous and file-backed parts (mapped BloomCluster
+pages are the page cache's). --values files:DIR stores every regular file under DIR instead
+(paths as keys, contents as values; issue 23, part 6) and reports space and write amplification.
+
 Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <= 6 with the log,
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last
 level (clusters are read from disk or page cache, never from a user-space cache); reads per miss
