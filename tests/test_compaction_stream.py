@@ -137,6 +137,29 @@ def test_a_window_that_overfills_spills_into_another_table(tmp_path, window):
         check(db, model)
 
 
+def test_large_values_do_not_spill_windows(tmp_path, window):
+    """Values larger than a bucket go to the overflow area: a window's budget counts only what
+    its buckets hold, so a window with a few large values takes no second table (each would be
+    a whole table of empty buckets). The children hold every large value in one table each."""
+    window(4)
+    path, model = str(tmp_path / "db"), {}
+    rng = random.Random(8)
+    with lsmtrie.open(path, table_buckets=64, node_tables=4, levels=3) as db:
+        for r in range(4):
+            ks = [rng.randbytes(16) for _ in range(300)]
+            vs = [rng.randbytes(rng.randint(5000, 30000)) if i % 3 == 0 else rng.randbytes(50)
+                  for i in range(len(ks))]
+            db.put_many(ks, vs)
+            model.update(zip(ks, vs))
+            db.flush()
+        st = db.stats()
+        assert st["compactions"] >= 1
+        assert st["tables_per_level"][1] <= 8, st["tables_per_level"]
+        check(db, model)
+    with lsmtrie.open(path) as db:
+        check(db, model)
+
+
 def test_whole_table_and_streamed_compactions_agree(tmp_path, window):
     """The same writes through both paths leave the same contents (the tables differ: a window
     that overfills spills where a whole table would not)."""

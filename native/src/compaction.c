@@ -277,6 +277,7 @@ static int add_stream(job *j, uint32_t d, int32_t *idx)
     if (rc)
         return rc;
     hbuild_by_reference(o->wb); /* the window's input pages outlive its items */
+    hbuild_count_resident(o->wb); /* the window's budget is its buckets' payload */
     hbuild_clear(o->wb, j->budget);
     *idx = (int32_t)(o - j->out);
     if (j->head[d] < 0) {

@@ -151,6 +151,12 @@ static int validate(const uint8_t *kdata, const int64_t *koffs, size_t klen_tota
     return LTR_OK;
 }
 
+/* What an item of this encoded size counts against the fill budget. */
+static uint64_t counted_size(const ltr_hbuild *b, uint32_t size)
+{
+    return b->resident_only && size > LTR_BUCKET_PAYLOAD ? 0 : size;
+}
+
 int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
                  const uint8_t *val, uint32_t vlen, int del)
 {
@@ -161,7 +167,8 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
     size_t j = find_slot(b, h, key, klen);
     staged *old = b->slots[j] ? &b->items[b->slots[j] - 1] : NULL;
     uint64_t after = b->data_bytes - (old ? old->size : 0) + size;
-    if (after > b->capacity && b->n > 0 && (!old || size > old->size))
+    uint64_t counted = b->counted - (old ? counted_size(b, old->size) : 0) + counted_size(b, size);
+    if (counted > b->capacity && b->n > 0 && (!old || size > old->size))
         return 0;
     if (!b->by_ref && (rc = buf_reserve(&b->arena, (uint64_t)klen + (del ? 0 : vlen))))
         return rc;
@@ -183,7 +190,14 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
     if (!del && !b->by_ref)
         buf_append(&b->arena, val, vlen);
     b->data_bytes = after;
+    b->counted = counted;
     return 1;
+}
+
+void hbuild_count_resident(ltr_hbuild *b)
+{
+    if (!b->n)
+        b->resident_only = 1;
 }
 
 void hbuild_by_reference(ltr_hbuild *b)
@@ -199,6 +213,7 @@ void hbuild_clear(ltr_hbuild *b, uint64_t capacity)
     b->arena.len = 0;
     b->n = 0;
     b->data_bytes = 0;
+    b->counted = 0;
     b->finished = 0;
     b->capacity = capacity;
 }
@@ -214,7 +229,7 @@ int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes)
 /* Sizes the arrays once for the part of a batch that can fit, instead of doubling per item. */
 static int reserve_for(ltr_hbuild *b, size_t n, size_t bytes)
 {
-    uint64_t room = b->capacity > b->data_bytes ? b->capacity - b->data_bytes : 0;
+    uint64_t room = b->capacity > b->counted ? b->capacity - b->counted : 0;
     uint64_t avg = n ? bytes / n + 2 : 1;
     uint64_t fit = room / avg + room / avg / 4 + 64;
     size_t want = n < fit ? n : (size_t)fit;

@@ -25,6 +25,9 @@ struct ltr_hbuild {
     size_t nslots;       /* power of two, at least twice n */
     uint64_t data_bytes; /* sum of encoded sizes of the live items */
     uint64_t capacity;   /* fill budget in bytes */
+    uint64_t counted;    /* the bytes the budget counts: data_bytes, or (resident_only) those
+                            of the items that fit a bucket */
+    int resident_only;   /* items larger than a bucket (overflow records) are not counted */
     int finished;
     int by_ref;          /* items are the caller's bytes, not copies in the arena */
 };
@@ -65,6 +68,12 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
                  const uint8_t *val, uint32_t vlen, int del);
 /* Room for `items` more items holding `bytes` of keys and values, made at once. */
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes);
+/* From now on the fill budget counts only items that fit a bucket: a window of a streamed
+ * compaction's output budgets its buckets, while larger items go to the overflow area whatever
+ * their number (counting them would spill a window holding one large value into a table of
+ * its own). Only for a builder with no items yet. */
+void hbuild_count_resident(ltr_hbuild *b);
+
 /* Empties the builder for reuse (its arrays stay allocated) with a new fill budget in bytes:
  * a compaction stages each window of a table in one builder. */
 void hbuild_clear(ltr_hbuild *b, uint64_t capacity);
