@@ -373,7 +373,9 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t
         size_t k = get_varint(pl, pl + len, &count);
         rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
                                : store_apply_items(s, pl + k, pl + len, count, file, at, &swapped);
-        while (!rc && !s->o.read_only && s->mem.nimm > RECOVERY_IMMUTABLE)
+        /* (a working_memory cap holds replay to the memtables it has room for) */
+        while (!rc && !s->o.read_only &&
+               s->mem.nimm > (s->o.working_memory ? MAX_IMMUTABLE : RECOVERY_IMMUTABLE))
             rc = store_flush_oldest(s);
     }
     if (!rc && got < 0)
