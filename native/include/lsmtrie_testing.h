@@ -48,6 +48,9 @@ int ltr_store_read_floor(ltr_store *s, uint64_t n, uint32_t threads, uint64_t se
 /* After `after` more successful operations of kind op, fail the next ones with errno err until
  * cleared with err = 0. Process-wide. */
 void ltr_fault_set(int op, int64_t after, int err);
+/* While on, every open with O_DIRECT fails with EINVAL, as on a file system without direct
+ * I/O (tmpfs before Linux 6.6): direct_io's refusal, testable on any file system. Process-wide. */
+void ltr_test_refuse_direct(int on);
 /* A manifest is replaced by a snapshot once it has grown past this many bytes (and four times
  * its snapshot); 0 restores the default, 1 MiB. Process-wide. */
 void ltr_test_manifest_rotation(uint64_t min_bytes);
