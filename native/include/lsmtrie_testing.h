@@ -61,8 +61,9 @@ void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes);
 /* A checkpoint someone waits for syncs whole filesystems (syncfs) from this many files on;
  * negative restores the default (1,024). Process-wide. */
 void ltr_test_syncfs_min(int64_t files);
-/* Threads a batch get starts (at most 2); 0: the caller's thread looks each segment up as it
- * asks for it, as when no thread can start; negative restores the default. Process-wide. */
+/* At most n threads for a batch get (which takes 2, or with direct_io LTR_BATCH_READ_DEPTH, of
+ * its store's pool); 0: the caller's thread looks each segment up as it asks for it, as when no
+ * thread can start; negative restores the default. Process-wide. */
 void ltr_test_batch_threads(int n);
 /* While on, no worker starts work on the last level (cluster builds, garbage collection); work
  * already noted waits, and flush() does not wait for it. Process-wide. */

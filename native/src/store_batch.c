@@ -1,24 +1,40 @@
-/* store_batch.c: a batch get whose answers come out in segments while it runs. Two threads
- * look the keys up, a segment at a time in key order; the caller takes the finished segments in
- * order (ltr_batch_next) and can turn their values into objects of its own while the threads go
- * on. From Python that overlaps the making of a bytes object per value (the GIL's work, a tenth
- * of a batched hit) with the lookups. ltr_store_get_many (at the end) runs small batches on the
- * caller's thread and large ones through a streamed batch, gathering its segments into the
- * caller's buffer. Depends on store_read.c and store_stats.c. */
+/* store_batch.c: a batch get whose answers come out in segments while it runs. Threads of the
+ * store's pool (taskpool.h) look the keys up, a segment at a time in key order; the caller takes
+ * the finished segments in order (ltr_batch_next) and can turn their values into objects of its
+ * own while the threads go on. From Python that overlaps the making of a bytes object per value
+ * (the GIL's work, a tenth of a batched hit) with the lookups.
+ *
+ * A store read through the page cache uses two threads (its lookups wait for memory, not the
+ * device: more threads than cores would only take turns). With direct_io every bucket read waits
+ * for the device, so a batch runs on LTR_BATCH_READ_DEPTH threads, each with one read in flight:
+ * the device sees that queue depth. Threads doing preads, not io_uring: on the project machine
+ * 32 threads doing O_DIRECT preads of random 4 KB blocks of a 2 GB file got 51,700 to 58,800
+ * reads/s, one io_uring kept 32 deep by one thread 40,700 to 43,400, two rings of 16 on two
+ * threads 40,800 to 57,800 (alternated, three times each; docs/design.md "Reads without the page
+ * cache"); and the threads need no second way of looking a key up: each runs the lookups a
+ * single get runs, so the answers are the same by construction. io_uring took less CPU per read
+ * (2.7 to 3.8 us against 5.0 to 5.5), which matters less while the device is what a batch
+ * waits for.
+ *
+ * ltr_store_get_many (at the end) runs small batches on the caller's thread and large ones (with
+ * direct_io: all of more than one key) through a streamed batch, gathering its segments into
+ * the caller's buffer. Depends on store_read.c and store_stats.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_int.h"
 
-#define BATCH_THREADS 2
-static int batch_threads = BATCH_THREADS; /* ltr_test_batch_threads */
+static int batch_threads = -1; /* ltr_test_batch_threads: a cap on a batch's threads, or none */
 
 void ltr_test_batch_threads(int n)
 {
-    __atomic_store_n(&batch_threads, n < 0 || n > BATCH_THREADS ? BATCH_THREADS : n,
-                     __ATOMIC_RELAXED);
+    __atomic_store_n(&batch_threads, n < 0 ? -1 : n, __ATOMIC_RELAXED);
 }
 #define SEG_KEYS 2048 /* keys per segment: the last one's values are made after the lookups */
+/* With direct_io a segment's keys wait for their reads one after the other: segments of at most
+ * this many keys give each thread several (of a batch of 4 * depth * this many keys or more), so
+ * that the threads finish together instead of a few reading alone at the end. */
+#define DIRECT_SEG_KEYS 64
 #define SEG_SKIPPED 1 /* a segment not looked up, after another one failed */
 
 typedef struct segment {
@@ -38,8 +54,9 @@ struct ltr_batch {
     size_t next_seg;  /* atomic: the next segment a thread takes */
     int stop;         /* atomic: a segment failed; the rest are not looked up */
     size_t taken;     /* segments handed to the caller */
-    pthread_t thread[BATCH_THREADS];
-    int threads;
+    size_t seg_keys;  /* keys per segment */
+    taskgroup group;  /* the threads' runs of batch_worker */
+    unsigned threads; /* runs posted (0: the caller looks each segment up) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ltr_error err;    /* the first failure, under mu */
@@ -47,8 +64,8 @@ struct ltr_batch {
 
 static void seg_bounds(const ltr_batch *b, size_t i, size_t *lo, size_t *hi)
 {
-    *lo = i * SEG_KEYS;
-    *hi = *lo + SEG_KEYS < b->n ? *lo + SEG_KEYS : b->n;
+    *lo = i * b->seg_keys;
+    *hi = *lo + b->seg_keys < b->n ? *lo + b->seg_keys : b->n;
 }
 
 static int run_segment(ltr_batch *b, read_ctx *c, ltr_buf *mem, size_t i)
@@ -79,7 +96,7 @@ static void finish_segment(ltr_batch *b, size_t i, int rc)
     pthread_mutex_unlock(&b->mu);
 }
 
-static void *batch_worker(void *arg)
+static void batch_worker(void *arg)
 {
     ltr_batch *b = arg;
     read_ctx c;
@@ -102,7 +119,6 @@ static void *batch_worker(void *arg)
     ltr_buf_free(&mem);
     store_count_reads(b->s, &c, keys);
     read_ctx_free(&c);
-    return NULL;
 }
 
 /* Segment i on the caller's thread, for a batch whose threads could not start. */
@@ -135,6 +151,25 @@ static void batch_free(ltr_batch *b)
     free(b);
 }
 
+/* Keys per segment: with direct_io, few enough that each thread gets four segments or more. */
+static size_t segment_keys(const ltr_store *s, size_t n)
+{
+    if (!s->o.direct_io)
+        return SEG_KEYS;
+    size_t k = n / (4 * LTR_BATCH_READ_DEPTH);
+    return k < 1 ? 1 : k > DIRECT_SEG_KEYS ? DIRECT_SEG_KEYS : k;
+}
+
+/* Threads for a batch of nseg segments: the pool's, at most one per segment. */
+static unsigned batch_runs(const ltr_store *s, size_t nseg)
+{
+    int cap = __atomic_load_n(&batch_threads, __ATOMIC_RELAXED);
+    size_t want = s->o.direct_io ? LTR_BATCH_READ_DEPTH : BATCH_THREADS;
+    if (cap >= 0 && (size_t)cap < want)
+        want = (size_t)cap;
+    return (unsigned)(want < nseg ? want : nseg);
+}
+
 int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                           size_t klen_total, size_t n, int8_t *status, ltr_batch **out)
 {
@@ -143,7 +178,7 @@ int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *kof
     if (rc)
         return rc;
     ltr_batch *b = calloc(1, sizeof *b);
-    size_t nseg = (n + SEG_KEYS - 1) / SEG_KEYS;
+    size_t per = segment_keys(s, n), nseg = (n + per - 1) / per;
     if (b)
         b->seg = calloc(nseg ? nseg : 1, sizeof(segment));
     if (!b || !b->seg) {
@@ -151,14 +186,13 @@ int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *kof
         return ltr_fail(LTR_ENOMEM, "out of memory starting a batch get");
     }
     *b = (ltr_batch){.s = s, .kdata = kdata, .koffs = koffs, .n = n, .nseg = nseg,
-                     .status = status, .seg = b->seg};
+                     .status = status, .seg = b->seg, .seg_keys = per};
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
-    /* none started: ltr_batch_next looks each segment up itself */
-    int want = __atomic_load_n(&batch_threads, __ATOMIC_RELAXED);
-    for (int i = 0; i < want && (size_t)i < nseg; i++)
-        if (pthread_create(&b->thread[b->threads], NULL, batch_worker, b) == 0)
-            b->threads++;
+    /* 0 (no thread could start): ltr_batch_next looks each segment up itself */
+    unsigned runs = batch_runs(s, nseg);
+    b->threads = runs && s->batch_pool ? taskpool_post(s->batch_pool, &b->group, batch_worker, b, runs)
+                                       : 0;
     *out = b;
     return LTR_OK;
 }
@@ -199,8 +233,10 @@ void ltr_batch_free(ltr_batch *b)
     if (!b)
         return;
     __atomic_store_n(&b->stop, 1, __ATOMIC_RELAXED); /* the caller may have given up early */
-    for (int i = 0; i < b->threads; i++)
-        pthread_join(b->thread[i], NULL);
+    if (b->threads) {
+        taskpool_cancel(b->s->batch_pool, &b->group); /* runs not started: nothing left for them */
+        taskpool_wait(b->s->batch_pool, &b->group);
+    }
     batch_free(b);
 }
 
@@ -245,7 +281,10 @@ static int get_streamed(ltr_store *s, const uint8_t *kdata, const int64_t *koffs
     return rc;
 }
 
-#define PARALLEL_MIN 4096 /* smaller batches are not worth the batch's threads */
+/* Smaller batches are not worth the batch's threads; with direct_io each key may wait for the
+ * device, and two keys already gain from reading at once. */
+#define PARALLEL_MIN 4096
+#define PARALLEL_MIN_DIRECT 2
 
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
@@ -255,6 +294,7 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     if (rc)
         return rc;
     voffs[0] = (int64_t)values->len;
-    return n >= PARALLEL_MIN ? get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values)
-                             : get_inline(s, kdata, koffs, n, status, voffs, values);
+    size_t min = s->o.direct_io ? PARALLEL_MIN_DIRECT : PARALLEL_MIN;
+    return n >= min ? get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values)
+                    : get_inline(s, kdata, koffs, n, status, voffs, values);
 }

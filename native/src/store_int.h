@@ -41,6 +41,7 @@
 #include "logfile.h"
 #include "manifest.h"
 #include "pool.h"
+#include "taskpool.h"
 #include "version.h"
 #include "walset.h"
 
@@ -59,6 +60,7 @@
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
  * touched in the process's resident memory, and the page cache keeps them anyway. */
 #define TABLE_FLAGS LTR_OPEN_PREAD
+#define BATCH_THREADS 2 /* a batched get's threads when the store reads through the page cache */
 
 #define CKPT_SECONDS 1.0 /* default checkpoint_interval */
 /* A background checkpoint waits, after the previous checkpoint, this many times as long as that
@@ -224,7 +226,16 @@ struct ltr_store {
     struct store_log log;
     struct store_ckpt ckpt;
     struct store_bg bg;
+    /* the threads of batched gets (store_batch.c), started when a batch first needs them:
+     * BATCH_THREADS, or with direct_io LTR_BATCH_READ_DEPTH (made and freed by store_open.c) */
+    taskpool *batch_pool;
 };
+
+/* The flags of the store's table opens: pread, and O_DIRECT with direct_io. */
+static inline uint32_t store_table_flags(const ltr_store *s)
+{
+    return TABLE_FLAGS | (s->o.direct_io ? LTR_OPEN_DIRECT : 0);
+}
 
 /* ---- shared by all: the state's clock, version pins, wake-ups, background errors ---- */
 

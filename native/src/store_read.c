@@ -349,7 +349,7 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
         return rc;
     }
     read_ctx c;
-    uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(64)));
+    uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(LTR_BUCKET_SIZE))); /* direct reads */
     read_ctx_init_page(&c, page);
     item_view it;
     int status, r = search_version(s, v, &c, h, key, (uint32_t)klen, &it, &status);
