@@ -51,7 +51,7 @@ struct ltr_batch {
     size_t n, nseg;
     int8_t *status;
     segment *seg;
-    size_t next_seg;  /* atomic: the next segment a thread takes */
+    size_t next_seg;  /* atomic: the next segment a thread (or the caller: claim) takes */
     int stop;         /* atomic: a segment failed; the rest are not looked up */
     size_t taken;     /* segments handed to the caller */
     size_t seg_keys;  /* keys per segment */
@@ -121,7 +121,7 @@ static void batch_worker(void *arg)
     read_ctx_free(&c);
 }
 
-/* Segment i on the caller's thread, for a batch whose threads could not start. */
+/* Segment i on the caller's thread. */
 static void run_inline(ltr_batch *b, size_t i)
 {
     read_ctx c;
@@ -137,6 +137,19 @@ static void run_inline(ltr_batch *b, size_t i)
     ltr_buf_free(&mem);
     read_ctx_free(&c);
     finish_segment(b, i, rc);
+}
+
+/* The caller's next segment, i, is looked up on its thread when no thread of the pool has taken
+ * it yet: none could start, or none is awake yet (a small batch then does not wait for them to
+ * wake, and answers as fast as on the caller's thread alone). The threads take segments in
+ * order, so once one has taken i the caller waits for it: no more than the pool's threads read
+ * at once while they keep up. */
+static void claim(ltr_batch *b, size_t i)
+{
+    size_t next = i;
+    if (__atomic_compare_exchange_n(&b->next_seg, &next, i + 1, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+        run_inline(b, i);
 }
 
 static void batch_free(ltr_batch *b)
@@ -213,8 +226,7 @@ int ltr_batch_next(ltr_batch *b, size_t *lo, size_t *hi, const uint8_t **values,
         return LTR_OK;
     }
     segment *g = &b->seg[b->taken];
-    if (!b->threads)
-        run_inline(b, b->taken);
+    claim(b, b->taken);
     pthread_mutex_lock(&b->mu);
     while (!g->done)
         pthread_cond_wait(&b->cv, &b->mu);
