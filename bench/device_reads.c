@@ -7,7 +7,8 @@
  * one read: what the store's batched gets do) and `uring` (one thread keeping DEPTH reads
  * queued in one io_uring, raw system calls). DEPTH 1 with `threads` is one synchronous reader.
  *
- * usage: device_reads SECONDS DEPTH threads|uring FILE...
+ * usage: device_reads SECONDS DEPTH threads|uring < FILES (one name a line: a store has
+ * thousands of tables)
  * prints: reads<TAB>seconds<TAB>cpu_seconds (every thread of the process) */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -67,22 +68,30 @@ static int pick(uint64_t *s, uint64_t *off)
     return fds[lo];
 }
 
-static void open_files(char **names, int n)
+/* Opens each file named on standard input for O_DIRECT reads. */
+static void open_files(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    fds = malloc(sizeof(int) * (size_t)n);
-    upto = malloc(sizeof(uint64_t) * (size_t)n);
-    if (!fds || !upto)
-        die("malloc");
-    for (int i = 0; i < n; i++) {
+    char name[4096];
+    for (int cap = 0; fgets(name, sizeof name, stdin);) {
+        name[strcspn(name, "\n")] = 0;
+        if (!name[0])
+            continue;
+        if (nfiles == cap) {
+            cap = cap ? 2 * cap : 1024;
+            fds = realloc(fds, sizeof(int) * (size_t)cap);
+            upto = realloc(upto, sizeof(uint64_t) * (size_t)cap);
+            if (!fds || !upto)
+                die("realloc");
+        }
         struct stat st;
-        int fd = open(names[i], O_RDONLY | O_DIRECT);
+        int fd = open(name, O_RDONLY | O_DIRECT);
         if (fd < 0 || fstat(fd, &st) != 0)
-            die(names[i]);
+            die(name);
         uint64_t blocks = (uint64_t)st.st_size / BLOCK; /* whole blocks only */
         if (!blocks) {
             close(fd);
@@ -160,11 +169,16 @@ static uint64_t run_uring(int depth)
         die("posix_memalign");
     for (int i = 0; i < depth; i++)
         free_[i] = i;
+    unsigned unsubmitted = 0; /* queued in the ring, not yet taken by the kernel */
     while (inflight || now(CLOCK_MONOTONIC) < deadline) {
         unsigned k = now(CLOCK_MONOTONIC) < deadline ? submit(&r, bufs, free_, &nfree, &s) : 0;
         inflight += (int)k;
-        if (syscall(__NR_io_uring_enter, r.fd, k, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+        unsubmitted += k;
+        long took = syscall(__NR_io_uring_enter, r.fd, unsubmitted, 1, IORING_ENTER_GETEVENTS,
+                            NULL, 0);
+        if (took < 0)
             die("io_uring_enter");
+        unsubmitted -= (unsigned)took; /* the kernel may take fewer than offered */
         unsigned head = *r.cq_head, tail = __atomic_load_n(r.cq_tail, __ATOMIC_ACQUIRE);
         for (; head != tail; head++) {
             struct io_uring_cqe *c = &r.cqes[head & *r.cq_mask];
@@ -184,8 +198,8 @@ static uint64_t run_uring(int depth)
 
 int main(int argc, char **argv)
 {
-    if (argc < 5) {
-        fprintf(stderr, "usage: %s SECONDS DEPTH threads|uring FILE...\n", argv[0]);
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s SECONDS DEPTH threads|uring < FILES\n", argv[0]);
         return 2;
     }
     double seconds = atof(argv[1]);
@@ -195,7 +209,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "DEPTH must be 1..%d and the mode threads or uring\n", MAX_DEPTH);
         return 2;
     }
-    open_files(argv + 4, argc - 4);
+    open_files();
     double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
     deadline = t0 + seconds;
     uint64_t reads = uring ? run_uring(depth) : run_threads(depth);

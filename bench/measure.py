@@ -476,9 +476,12 @@ def device_read_rate(exe: str, directory: str, files: list, depth: int, mode: st
     """(reads/s, CPU us per read) of random 4 KB O_DIRECT reads of whole blocks of files (names
     in directory, picked by size) at queue depth `depth` for `seconds`: `threads` (as many
     threads, each waiting for one pread) or `uring` (one io_uring kept that deep)."""
-    out = subprocess.run([exe, str(seconds), str(depth), mode, *files], cwd=directory,
-                         check=True, capture_output=True, text=True).stdout
-    reads, wall, cpu = out.split()
+    run = subprocess.run([exe, str(seconds), str(depth), mode], cwd=directory,
+                         input="\n".join(files), capture_output=True, text=True,
+                         timeout=10 * seconds + 60)
+    if run.returncode:
+        raise RuntimeError(f"device_reads {depth} {mode} failed: {run.stderr.strip()}")
+    reads, wall, cpu = run.stdout.split()
     return int(reads) / float(wall), float(cpu) / max(1, int(reads)) * 1e6
 
 
