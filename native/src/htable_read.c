@@ -457,6 +457,10 @@ const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_foote
 {
     const uint8_t *page = c->page;
     uint64_t at = (uint64_t)k * LTR_BUCKET_SIZE;
+    if (c->defer && !t->map) {
+        *rc = LTR_EDEFER;
+        return NULL;
+    }
     c->stats[ST_BUCKET_READS]++;
     if (t->map)
         page = t->map + at;
@@ -468,6 +472,8 @@ const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_foote
 
 int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it)
 {
+    if (c->defer && !t->map)
+        return LTR_EDEFER;
     c->stats[ST_OVF_READS]++;
     if (t->map)
         return table_overflow_check(t, j, t->map + t->ovf_at[j], it);

@@ -73,6 +73,11 @@ typedef struct abuf {
 int abuf_reserve(abuf *b, size_t n);
 void abuf_free(abuf *b);
 
+/* What a lookup with read_ctx.defer set returns when it must read a table: not a failure (a
+ * batch's first pass leaves such keys to its threads, store_batch.c); never returned to callers
+ * of the library. */
+#define LTR_EDEFER (-1000)
+
 /* Scratch space of one lookup or scan: a page buffer for pread, room for overflow records and
  * counters, added to the shared ones once per call (atomics per key would make the threads of
  * one batch fight over a cache line). Both buffers are aligned for direct reads. */
@@ -81,6 +86,7 @@ typedef struct read_ctx {
     int own_page;      /* page is allocated by read_ctx_init (else the caller's) */
     abuf span;         /* overflow records (a direct table's: the blocks covering them) */
     ltr_buf scratch;   /* for other readers' use (a BloomCluster's unit copied out) */
+    int defer;         /* a read of a table (not of a mapping) stops the lookup: LTR_EDEFER */
     uint64_t stats[ST_N];
     uint64_t hits[LTR_MAX_LEVELS], hit_reads[LTR_MAX_LEVELS]; /* store lookups, by level */
 } read_ctx;

@@ -420,8 +420,11 @@ int store_flush_all_now(ltr_store *s);
 int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
                 uint32_t klen, item_view *it);
 /* Keys [lo, hi) of a batch, at most GET_CHUNK: status[i], found values appended to values and
- * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. */
+ * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. With c->defer,
+ * a key whose lookup must read a table gets GET_DEFERRED (and no value; its partial counts are
+ * taken back), for the batch to look it up again elsewhere. */
 #define GET_CHUNK 256
+#define GET_DEFERRED 3
 int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
                     ltr_buf *values, ltr_buf *mem);
