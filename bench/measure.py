@@ -34,6 +34,7 @@ from lsmtrie.htable import HTable, HTableBuilder, Lookup, TableOptions
 
 KEY_BYTES = 16
 VALUE_MAX = 200
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def generate(n: int, seed: int):
@@ -308,9 +309,9 @@ def load(db, n: int, seed: int, value_size: int | None = None) -> tuple[float, f
     return time.perf_counter() - t0, process_cpu() - c0 - gen
 
 
-def sample_present(n: int, seed: int, count: int, value_size: int | None = None, salt: int = 7):
-    """count present keys with their values, drawn from random chunks (salt: another draw)."""
-    rng = np.random.default_rng(seed + salt)
+def sample_present(n: int, seed: int, count: int, value_size: int | None = None, draw: int = 0):
+    """count present keys with their values, drawn from random chunks (another draw: others)."""
+    rng = np.random.default_rng(seed + 7 + draw)
     chunks = (n + CHUNK - 1) // CHUNK
     keys, values = [], []
     per = max(1, count // min(chunks, 20))
@@ -326,7 +327,7 @@ def sample_present(n: int, seed: int, count: int, value_size: int | None = None,
 def fresh_keys(n: int, seed: int, count: int, value_size, keys) -> tuple[list, list]:
     """Present keys other than `keys`, with their values: a first pass of single gets."""
     seen = set(keys)
-    fk, fv = sample_present(n, seed, count, value_size, salt=11)
+    fk, fv = sample_present(n, seed, count, value_size, draw=4)
     pairs = [(k, v) for k, v in zip(fk, fv) if k not in seen]
     return [k for k, _ in pairs], [v for _, v in pairs]
 
@@ -436,9 +437,11 @@ def measure_reads(db, keys, values, misses, single: int, fresh=None) -> dict:
 
 def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, single=50_000,
                   metadata=False, seed=1, directory=None, keep=False, verify=False,
-                  value_size=None) -> dict:
+                  value_size=None, direct=False, direct_rounds=3, device_seconds=2.0) -> dict:
     """Loads n items into a new store and measures it (see the module docstring). With
-    verify, the store is then read whole and checked (Store.verify), after the measurements."""
+    verify, the store is then read whole and checked (Store.verify), after the measurements.
+    With direct, a new process then reads it with direct_io against the device's own rate
+    (measure_direct)."""
     # a growing trie (levels 0) takes the default table size; a fixed one is sized so that
     # every level holds data
     buckets = buckets or (8191 if not levels else choose_buckets(n, levels, 8, 0.95))
@@ -473,6 +476,8 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         rss_anon, rss_file = mem.stop()
         at_rest = _dir_bytes([p for p in (path, meta) if p])
         reopened = measure_reopened(path, meta, n, seed, min(reads, n), single, value_size)
+        uncached = (measure_direct(path, meta, n, seed, min(reads, n), single, value_size,
+                                   direct_rounds, device_seconds) if direct else {})
     finally:
         if disk:
             disk.stop()
@@ -494,7 +499,7 @@ def measure_store(n=200_000, bulk=False, levels=5, buckets=None, reads=200_000, 
         last_level_item_fraction=(st["items_per_level"][-1] / sum(st["items_per_level"])
                                   if sum(st["items_per_level"]) else None),
         flushes=st["flushes"], compactions=st["compactions"], gcs=st["gcs"],
-        write_stalls=st["write_stalls"], **r, reopened=reopened,
+        write_stalls=st["write_stalls"], **r, reopened=reopened, **uncached,
     )
 
 
@@ -624,21 +629,164 @@ def reads_of_store(path, meta, n: int, seed: int, reads: int, single: int,
     return {k: r[k] for k in _READ_RATES}
 
 
+def _in_new_process(function: str, *args) -> dict:
+    """measure.<function>(*args) run by a new Python process; its JSON result."""
+    code = ("import json, sys; import measure; "
+            f"print(json.dumps(measure.{function}(*json.loads(sys.argv[1]))))")
+    env = dict(os.environ)
+    paths = [HERE, os.path.dirname(HERE), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env,
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"measure.{function} failed in its process:\n{run.stderr}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def measure_reopened(path, meta, n: int, seed: int, reads: int, single: int,
                      value_size: int | None = None) -> dict:
     """The same reads by a new process that opens the store afterwards, as a user of an
     existing store sees them. (In the process that loaded it they cost somewhat more CPU per
     key: the metadata a lookup walks was allocated piecemeal over the load, see the README.)"""
-    code = ("import json, sys; import measure; "
-            "print(json.dumps(measure.reads_of_store(*json.loads(sys.argv[1]))))")
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.abspath(__file__))
-    paths = [here, os.path.dirname(here), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    args = json.dumps([path, meta, n, seed, reads, single, value_size])
-    out = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return _in_new_process("reads_of_store", path, meta, n, seed, reads, single, value_size)
+
+
+# ---- uncached reads: direct_io against the device's own rate (issue 23) ----
+
+READS_COUNTED_BY = ("the engine's counters: stats() bucket_reads (bucket pages and overflow "
+                    "records read from table files, with O_DIRECT: the data device) and "
+                    "cluster_reads (BloomCluster columns, mapped: the page cache, or the device "
+                    "of metadata_path); device_reads_per_*_sysfs beside them count every read "
+                    "the block device holding the store completed meanwhile, other processes' too")
+
+
+def device_tool(directory: str) -> str:
+    """bench/device_reads.c built into directory (needs gcc)."""
+    exe = os.path.join(directory, "device_reads")
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(HERE, "device_reads.c"), "-lpthread"],
+                   check=True)
+    return exe
+
+
+def device_read_rate(exe: str, directory: str, files: list, depth: int, mode: str,
+                     seconds: float) -> tuple[float, float]:
+    """(reads/s, CPU us per read) of random 4 KB O_DIRECT reads of whole blocks of files (names
+    in directory, picked by size) at queue depth `depth` for `seconds`: `threads` (as many
+    threads, each waiting for one pread) or `uring` (one io_uring kept that deep)."""
+    run = subprocess.run([exe, str(seconds), str(depth), mode], cwd=directory,
+                         input="\n".join(files), capture_output=True, text=True,
+                         timeout=10 * seconds + 60)
+    if run.returncode:
+        raise RuntimeError(f"device_reads {depth} {mode} failed: {run.stderr.strip()}")
+    reads, wall, cpu = run.stdout.split()
+    return int(reads) / float(wall), float(cpu) / max(1, int(reads)) * 1e6
+
+
+def block_device_reads(path: str) -> int | None:
+    """Reads completed so far by the block device holding path (/sys/dev/block/M:m/stat), or
+    None where it cannot be told."""
+    st = os.stat(path)
+    try:
+        with open(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _per(delta, count):
+    return None if delta is None or not count else delta / count
+
+
+def _direct_counts(db, path, keys, values, misses) -> dict:
+    """Reads per hit and per miss of a direct_io store: the engine's counters (bucket pages
+    and overflow records, BloomCluster columns) and the block device's own count."""
+    st0, d0 = db.stats(), block_device_reads(path)
+    if db.get_many(keys) != values:
+        raise AssertionError("a present key did not read back its value (direct_io)")
+    st1, d1 = db.stats(), block_device_reads(path)
+    if db.get_many_packed(misses)[0].any():
+        raise AssertionError("an absent key was found (direct_io)")
+    st2, d2 = db.stats(), block_device_reads(path)
+    hits = sum(delta(st1, st0, "hits_per_level"))
+    return dict(
+        data_reads_per_hit_direct=delta(st1, st0, "bucket_reads") / hits,
+        cluster_reads_per_hit_direct=delta(st1, st0, "cluster_reads") / hits,
+        data_reads_per_miss_direct=delta(st2, st1, "bucket_reads") / len(misses),
+        cluster_reads_per_miss_direct=delta(st2, st1, "cluster_reads") / len(misses),
+        device_reads_per_hit_sysfs=_per(None if d0 is None else d1 - d0, len(keys)),
+        device_reads_per_miss_sysfs=_per(None if d1 is None else d2 - d1, len(misses)),
+        reads_counted_by=READS_COUNTED_BY,
+    )
+
+
+def _device_round(exe, path, files, depth, seconds, rates, cpus):
+    """One measurement of each way of reading at depth `depth`, appended to rates and cpus."""
+    for mode in ("threads", "uring"):
+        rate, cpu = device_read_rate(exe, path, files, depth, mode, seconds)
+        rates.setdefault(mode, []).append(rate)
+        cpus.setdefault(mode, []).append(cpu)
+
+
+def direct_reads_of_store(path, meta, n: int, seed: int, reads: int, single: int,
+                          value_size: int | None = None, rounds: int = 3,
+                          seconds: float = 2.0) -> dict:
+    """The uncached figures of bench/store.py --direct: the store opened read-only with
+    direct_io; a first pass checks every value and counts reads per hit and per miss; then
+    `rounds` rounds, each of the device's random 4 KB O_DIRECT reads over the store's table
+    files at queue depth 1, single gets, the device's reads at the batched gets' depth, and
+    batched gets, each round with keys of its own (the same blocks read again could come from
+    a cache below the guest: this machine's disk is cached by its host). Rates are medians over
+    the rounds; the device's rate at a depth is, each round, the better of its two ways
+    (threads or io_uring)."""
+    depth = _binding.lib.LTR_BATCH_READ_DEPTH
+    files = sorted(f for f in os.listdir(path) if f.endswith(".ht"))
+    keys, values = sample_present(n, seed, reads, value_size)
+    misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
+    singles = [sample_present(n, seed, single, value_size, draw=1000 + r)[0] for r in range(rounds)]
+    batches = [sample_present(n, seed, reads, value_size, draw=2000 + r)[0] for r in range(rounds)]
+    dev = {1: ({}, {}), depth: ({}, {})}  # depth: (reads/s by way, CPU us by way)
+    single_rates, single_cpu, batch_rates, batch_cpu = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp, \
+            _store.open(path, metadata_path=meta, read_only=True, direct_io=True) as db:
+        exe = device_tool(tmp)
+        r = _direct_counts(db, path, keys, values, misses)
+        get = db.get
+        for rnd in range(rounds):
+            _device_round(exe, path, files, 1, seconds, *dev[1])
+            one = singles[rnd]
+            wall = _timed(lambda: [get(k) for k in one], 1, single_cpu)[0]
+            single_rates.append(len(one) / wall)
+            _device_round(exe, path, files, depth, seconds, *dev[depth])
+            batch = batches[rnd]
+            wall = _timed(lambda: db.get_many(batch), 1, batch_cpu)[0]
+            batch_rates.append(len(batch) / wall)
+    best = {d: [max(pair) for pair in zip(*dev[d][0].values())] for d in dev}
+    med = statistics.median
+    single_s, batched, qd1, qdd = med(single_rates), med(batch_rates), med(best[1]), med(best[depth])
+    r.update({
+        "batch_read_depth": depth,
+        "get_hit_per_s_single_direct": single_s,
+        "get_hit_per_s_batched_direct": batched,
+        "get_hit_cpu_us_single_direct": med(single_cpu) / single * 1e6,
+        "get_hit_cpu_us_batched_direct": med(batch_cpu) / reads * 1e6,
+        "device_read_iops_qd1": qd1,
+        f"device_read_iops_qd{depth}": qdd,
+        "single_direct_vs_device_qd1": single_s / qd1,
+        f"batched_direct_vs_device_qd{depth}": batched / qdd,
+        "direct_rounds": {"single": single_rates, "batched": batch_rates},
+        "device_read_iops_by_way": {f"qd{d}": dev[d][0] for d in dev},
+        "device_read_cpu_us_by_way": {f"qd{d}": dev[d][1] for d in dev},
+        "device_files": len(files),
+        "device_file_bytes": sum(os.path.getsize(os.path.join(path, f)) for f in files),
+    })
+    return r
+
+
+def measure_direct(path, meta, n: int, seed: int, reads: int, single: int,
+                   value_size: int | None = None, rounds: int = 3, seconds: float = 2.0) -> dict:
+    """direct_reads_of_store in a new process (its page cache holds no table it read)."""
+    return _in_new_process("direct_reads_of_store", path, meta, n, seed, reads, single,
+                           value_size, rounds, seconds)
 
 
 STORE_SUMMARY = """\
@@ -670,7 +818,24 @@ def store_summary(r: dict) -> str:
                                 hit_steal=_steal_note(r["get_hit_steal_cores_batched"]), **r)
     if "verified" in r:
         text += VERIFIED.format(**r["verified"])
+    if "get_hit_per_s_single_direct" in r:
+        text += direct_summary(r)
     return text
+
+
+def direct_summary(r: dict) -> str:
+    d = r["batch_read_depth"]
+    return DIRECT.format(d=d, qdd=r[f"device_read_iops_qd{d}"],
+                         batched_vs=r[f"batched_direct_vs_device_qd{d}"],
+                         rounds=len(r["direct_rounds"]["single"]), **r)
+
+
+DIRECT = """\
+  direct_io (new process, read-only; medians of {rounds} rounds against the device's own random 4 KB O_DIRECT reads over the store's {device_files:,} table files)
+    single gets       {get_hit_per_s_single_direct:>12,.0f} /s  ({get_hit_cpu_us_single_direct:.2f} us CPU/key); device at queue depth 1 {device_read_iops_qd1:,.0f} /s: {single_direct_vs_device_qd1:.1%}
+    batched gets      {get_hit_per_s_batched_direct:>12,.0f} /s  ({get_hit_cpu_us_batched_direct:.2f} us CPU/key); device at queue depth {d} {qdd:,.0f} /s: {batched_vs:.1%}
+    data reads        {data_reads_per_hit_direct:.4f} per hit, {data_reads_per_miss_direct:.4f} per miss (engine counters; BloomCluster columns {cluster_reads_per_hit_direct:.4f} / {cluster_reads_per_miss_direct:.4f})
+"""
 
 
 VERIFIED = """\

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "uring.h"
+
 #define PAGE 4096
 #define MAX_BATCH 256
 
@@ -80,47 +82,12 @@ static void drop_files(const char *dir, int *fds, int files)
     free(fds);
 }
 
-typedef struct ring {
-    int fd;
-    unsigned *sq_tail, *sq_mask, *cq_head, *cq_tail, *cq_mask;
-    struct io_uring_sqe *sqes;
-    struct io_uring_cqe *cqes;
-} ring;
+static void die(const char *what) { ring_die(what); }
 
-static void die(const char *what)
-{
-    perror(what);
-    exit(1);
-}
-
-/* A ring of MAX_BATCH entries with the files registered (raw system calls: no liburing). */
+/* A ring of MAX_BATCH entries with the files registered. */
 static void ring_open(ring *r, int *fds, int files)
 {
-    struct io_uring_params p;
-    memset(&p, 0, sizeof p);
-    if ((r->fd = (int)syscall(__NR_io_uring_setup, MAX_BATCH, &p)) < 0)
-        die("io_uring_setup");
-    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
-    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
-    if (!(p.features & IORING_FEAT_SINGLE_MMAP)) {
-        fprintf(stderr, "io_uring without IORING_FEAT_SINGLE_MMAP\n");
-        exit(1);
-    }
-    char *q = mmap(NULL, sq_len > cq_len ? sq_len : cq_len, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQ_RING);
-    r->sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
-    if (q == MAP_FAILED || r->sqes == MAP_FAILED)
-        die("mmap of the ring");
-    r->sq_tail = (unsigned *)(q + p.sq_off.tail);
-    r->sq_mask = (unsigned *)(q + p.sq_off.ring_mask);
-    r->cq_head = (unsigned *)(q + p.cq_off.head);
-    r->cq_tail = (unsigned *)(q + p.cq_off.tail);
-    r->cq_mask = (unsigned *)(q + p.cq_off.ring_mask);
-    r->cqes = (struct io_uring_cqe *)(q + p.cq_off.cqes);
-    unsigned *array = (unsigned *)(q + p.sq_off.array);
-    for (unsigned i = 0; i < p.sq_entries; i++)
-        array[i] = i;
+    ring_setup(r, MAX_BATCH);
     if (syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_FILES, fds, files) < 0)
         die("io_uring_register");
 }

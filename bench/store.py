@@ -37,6 +37,15 @@ Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <=
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last
 level (clusters are read from disk or page cache, never from a user-space cache); reads per miss
 <= 1.05; batched hits >= 500,000/s; single gets >= 200,000/s; peak RSS < 1 GB.
+
+--direct (issue 23) adds the uncached figures: a new process opens the store read-only with
+direct_io and, in alternated rounds, measures single and batched GET hits against the device's
+own random 4 KB O_DIRECT reads over the store's table files (bench/device_reads.c) at queue
+depth 1 and at the batched path's depth (LTR_BATCH_READ_DEPTH): get_hit_per_s_single_direct,
+get_hit_per_s_batched_direct, device_read_iops_qd1, device_read_iops_qd32, their ratios
+(single_direct_vs_device_qd1, batched_direct_vs_device_qd32), and data reads per hit and miss
+(data_reads_per_hit_direct, ..., counted by the engine: reads_counted_by says how; the block
+device's own count beside them). Targets: single >= 90% of qd1, batched >= 90% of qd32.
 """
 
 import argparse
@@ -104,6 +113,12 @@ def main() -> int:
     p.add_argument("--values", default=None,
                    help="files:DIR: every regular file under DIR, paths as keys, contents as "
                         "values (--n and the read options do not apply)")
+    p.add_argument("--direct", action="store_true",
+                   help="also read the store with direct_io (uncached) against the device's own "
+                        "random 4 KB O_DIRECT reads at the same queue depths (needs gcc)")
+    p.add_argument("--direct-rounds", type=int, default=3, help="alternated rounds of --direct")
+    p.add_argument("--device-seconds", type=float, default=2.0,
+                   help="each measurement of the device's rate (--direct)")
     a = p.parse_args()
     if a.values:
         if not a.values.startswith("files:"):
@@ -113,7 +128,8 @@ def main() -> int:
         return 0
     r = demo.measure_store(n=a.n, bulk=a.bulk, levels=a.levels, buckets=a.buckets, reads=a.reads,
                            single=a.single, metadata=a.metadata, seed=a.seed, directory=a.dir,
-                           keep=a.keep, value_size=a.value_size)
+                           keep=a.keep, value_size=a.value_size, direct=a.direct,
+                           direct_rounds=a.direct_rounds, device_seconds=a.device_seconds)
     r.update(first_pass_ratios(r))
     if a.peers == "rocksdb":
         r["peers"] = {"rocksdb": run_peer(a)}

@@ -245,11 +245,15 @@ class HTable:
         use_mmap: read buckets through a read-only mapping advised MADV_RANDOM (default) or
             with pread. Either way only the buckets a lookup needs are touched.
         max_cached_records: migration records kept in memory; None keeps the builder's choice.
+        direct_io: read with O_DIRECT into aligned buffers, bypassing the page cache (never
+            mapped: use_mmap is then ignored); not for a table at an offset. A file system that
+            refuses O_DIRECT raises InvalidArgumentError.
     """
 
     def __init__(self, path, *, offset=None, length=None, load_filters=True, use_mmap=True,
-                 max_cached_records=None):
-        flags = (0 if load_filters else lib.LTR_OPEN_NO_FILTERS) | (0 if use_mmap else lib.LTR_OPEN_PREAD)
+                 max_cached_records=None, direct_io=False):
+        flags = ((0 if load_filters else lib.LTR_OPEN_NO_FILTERS) | (0 if use_mmap else lib.LTR_OPEN_PREAD)
+                 | (lib.LTR_OPEN_DIRECT if direct_io else 0))
         cached = -1 if max_cached_records is None else max_cached_records
         _int_option("max_cached_records", cached, -1, 2**31 - 1)
         if (offset is None) != (length is None):

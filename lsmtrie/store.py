@@ -59,7 +59,7 @@ def _c_options(options: dict):
 
 def open(path, create: bool = True, metadata_path=None, sync: bool = False, read_only: bool = False,
          bulk: bool = False, checkpoint_interval: float = 1.0, max_open_files=None,
-         working_memory=None, **options) -> "Store":
+         working_memory=None, direct_io: bool = False, **options) -> "Store":
     """Opens (or creates) the store at path.
 
     Args:
@@ -93,6 +93,14 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             bytes a flush, more writes. None (the default): memtables of memtable_bytes and two
             compactions at once (about 200 MB with the default options). Too small a value
             raises ValueError naming the least. Not recorded.
+        direct_io: read the table files with O_DIRECT, bypassing the page cache (for data much
+            larger than memory, where caching random buckets only evicts what is worth keeping):
+            every get, batch, scan and verify reads tables into aligned buffers, a get costing
+            one device read in the common case; the BloomClusters stay mapped (cached). Batched
+            gets then keep `LTR_BATCH_READ_DEPTH` (32) reads in flight on as many threads. A
+            file system that refuses O_DIRECT fails the open with InvalidArgumentError (never a
+            silent fallback). Compactions still read their inputs through the cache. Not
+            recorded: a store may be opened with and without it.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
             must equal the recorded value. levels=0 (the default) lets the trie deepen as the
@@ -105,7 +113,8 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
     """
     return Store(path, create=create, metadata_path=metadata_path, sync=sync, read_only=read_only,
                  bulk=bulk, checkpoint_interval=checkpoint_interval,
-                 max_open_files=max_open_files, working_memory=working_memory, **options)
+                 max_open_files=max_open_files, working_memory=working_memory,
+                 direct_io=direct_io, **options)
 
 
 class Store:
@@ -113,9 +122,11 @@ class Store:
 
     def __init__(self, path, *, create=True, metadata_path=None, sync=False, read_only=False,
                  bulk=False, checkpoint_interval=1.0, max_open_files=None, working_memory=None,
+                 direct_io=False,
                  **options):
         o = _c_options(options)
         o.create, o.read_only, o.sync, o.use_log = bool(create), bool(read_only), bool(sync), not bulk
+        o.direct_io = bool(direct_io)
         if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)):
             raise TypeError("checkpoint_interval must be a number of seconds, not "
                             f"{type(checkpoint_interval).__name__}")
@@ -149,6 +160,7 @@ class Store:
         lib.ltr_store_options(out[0], eff)
         self.options = {name: getattr(eff, name) for name in _OPTIONS}
         self.read_only, self.bulk, self.sync = bool(read_only), bool(bulk), bool(sync)
+        self.direct_io = bool(direct_io)
 
     # ---- handle ----
 
@@ -280,12 +292,15 @@ class Store:
 
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
-        batches run on two cores."""
+        batches run on two cores (with direct_io, the keys that must read a table run on 32
+        threads, each with a read in flight)."""
         return b.get_many_packed(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))
 
     def get_many(self, keys) -> list:
         """Values in key order; None where a key is absent. From 4,096 keys on, two threads
-        look the keys up while this one makes the values' bytes objects."""
+        look the keys up while this one makes the values' bytes objects (with direct_io, 32
+        threads each keep a read in flight; in smaller batches, only the keys that must read a
+        table go to them, the others are answered first on this thread)."""
         k = pack(keys, "keys")
         if k.n >= _STREAM_MIN:
             return b.get_many_streamed(self._use(), k)

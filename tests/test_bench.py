@@ -108,3 +108,31 @@ def test_the_load_benchmark_prints_the_issue_keys_for_generated_and_file_input(t
         assert out["data_reads_per_hit"] >= 1.0 and out["cluster_reads_per_miss"] == 1.0
     assert out["load_input_bytes_per_s"] > 0
     assert [p for p in os.listdir(tmp_path) if p.startswith("lsmtrie-bench")] == []  # removed
+
+
+def test_the_direct_benchmark_sets_direct_reads_against_the_device(tmp_path):
+    """bench/store.py --direct on a tiny store: every figure the issue names is there (the
+    device's rate at depth 1 and at the batched gets' depth, both ways, and the ratios), every
+    value was checked (direct_reads_of_store raises otherwise), and the reads per hit and miss
+    are counted. Rates are not judged."""
+    from lsmtrie import _binding
+    depth = _binding.lib.LTR_BATCH_READ_DEPTH
+    path = str(tmp_path / "db")
+    with open_tiny(path) as db:
+        measure.load(db, 3000, 1)  # the benchmark's own items, which it samples again
+    r = measure.measure_direct(path, None, 3000, 1, 500, 200, None, 1, 0.2)
+    for key in ("get_hit_per_s_single_direct", "get_hit_per_s_batched_direct",
+                "device_read_iops_qd1", f"device_read_iops_qd{depth}",
+                "single_direct_vs_device_qd1", f"batched_direct_vs_device_qd{depth}"):
+        assert r[key] > 0, key
+    assert r["batch_read_depth"] == depth == 32
+    assert r["single_direct_vs_device_qd1"] == pytest.approx(
+        r["get_hit_per_s_single_direct"] / r["device_read_iops_qd1"])
+    for d in (1, depth):
+        ways = r["device_read_iops_by_way"][f"qd{d}"]
+        assert set(ways) == {"threads", "uring"} and r[f"device_read_iops_qd{d}"] == max(
+            ways["threads"][0], ways["uring"][0])
+    assert 1.0 <= r["data_reads_per_hit_direct"] <= 1.5 and r["data_reads_per_miss_direct"] < 0.2
+    assert "engine" in r["reads_counted_by"]
+    assert r["device_files"] == len([f for f in os.listdir(path) if f.endswith(".ht")])
+    assert "device at queue depth 32" in measure.direct_summary(r)

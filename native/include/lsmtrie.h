@@ -136,7 +136,16 @@ typedef struct ltr_store_opts {
     int64_t max_open_files;      /* table files kept open at once: 0 (default) the soft
                                     RLIMIT_NOFILE less a quarter of it (at least 64 less, at
                                     least 16 left), -1 no bound (not recorded) */
+    int direct_io;               /* read table files with O_DIRECT into aligned buffers,
+                                    bypassing the page cache (BloomClusters stay mapped);
+                                    batched gets then keep LTR_BATCH_READ_DEPTH reads in
+                                    flight. A file system that refuses O_DIRECT fails the open
+                                    (LTR_EINVAL). Default 0 (not recorded: a property of this
+                                    open) */
 } ltr_store_opts;
+
+/* Reads a batched get keeps in flight with direct_io: as many threads, each waiting for one. */
+#define LTR_BATCH_READ_DEPTH 32
 
 typedef struct ltr_store_stats {
     uint64_t user_bytes_written;   /* key + value bytes handed to writes */

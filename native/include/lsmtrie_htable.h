@@ -96,6 +96,10 @@ void ltr_hbuild_free(ltr_hbuild *b);
 
 #define LTR_OPEN_NO_FILTERS 1  /* do not load the per-bucket filters (last-level tables) */
 #define LTR_OPEN_PREAD 2       /* read buckets with pread instead of an mmap */
+#define LTR_OPEN_DIRECT 4      /* read with O_DIRECT into aligned buffers, bypassing the page
+                                  cache (never mapped: implies LTR_OPEN_PREAD); a file whose
+                                  file system refuses O_DIRECT fails the open (LTR_EINVAL); not
+                                  for ltr_htable_open_at */
 
 typedef struct ltr_table_info {
     uint32_t buckets;

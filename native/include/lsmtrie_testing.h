@@ -48,6 +48,9 @@ int ltr_store_read_floor(ltr_store *s, uint64_t n, uint32_t threads, uint64_t se
 /* After `after` more successful operations of kind op, fail the next ones with errno err until
  * cleared with err = 0. Process-wide. */
 void ltr_fault_set(int op, int64_t after, int err);
+/* While on, every open with O_DIRECT fails with EINVAL, as on a file system without direct
+ * I/O (tmpfs before Linux 6.6): direct_io's refusal, testable on any file system. Process-wide. */
+void ltr_test_refuse_direct(int on);
 /* A manifest is replaced by a snapshot once it has grown past this many bytes (and four times
  * its snapshot); 0 restores the default, 1 MiB. Process-wide. */
 void ltr_test_manifest_rotation(uint64_t min_bytes);
@@ -58,8 +61,9 @@ void ltr_test_checkpoint_policy(double spacing, int64_t log_bytes);
 /* A checkpoint someone waits for syncs whole filesystems (syncfs) from this many files on;
  * negative restores the default (1,024). Process-wide. */
 void ltr_test_syncfs_min(int64_t files);
-/* Threads a batch get starts (at most 2); 0: the caller's thread looks each segment up as it
- * asks for it, as when no thread can start; negative restores the default. Process-wide. */
+/* At most n threads for a batch get (which takes 2, or with direct_io LTR_BATCH_READ_DEPTH, of
+ * its store's pool); 0: the caller's thread looks each segment up as it asks for it, as when no
+ * thread can start; negative restores the default. Process-wide. */
 void ltr_test_batch_threads(int n);
 /* A compaction streams its inputs and outputs this many buckets at a time (at least 1);
  * 0: it stages whole tables instead (as garbage collection does); negative restores the

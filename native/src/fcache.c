@@ -105,19 +105,21 @@ int fcache_admit(fcache *c, ltr_htable *t)
     return rc;
 }
 
-/* Opens t's file again and checks it is the file the table was opened from. */
-static int reopen_file(ltr_htable *t, int *out)
+int fcache_open_again(const ltr_htable *t, int direct, const char *why, int *out)
 {
-    int fd = io_open_read(t->path);
+    *out = -1;
+    int fd = io_open_read_as(t->path, direct);
+    if (fd < 0 && direct && errno == EINVAL)
+        return io_direct_refused(t->path);
     if (fd < 0)
-        return ltr_fail_errno(errno, "cannot reopen %s (closed to stay within max_open_files)%s",
-                              t->path, errno == ENOENT ? "; a read-only store whose writer "
-                              "dropped the table since it was opened must be opened again" : "");
+        return ltr_fail_errno(errno, "cannot open %s again (%s)%s", t->path, why,
+                              errno == ENOENT ? "; a read-only store whose writer dropped the "
+                              "table since it was opened must be opened again" : "");
     io_stat sb;
     int rc = io_fstat(fd, t->path, &sb);
     if (!rc && (sb.dev != t->dev || sb.ino != t->ino || sb.size != t->file_bytes))
-        rc = ltr_fail(LTR_ECORRUPT, "%s was replaced while closed to stay within max_open_files",
-                      t->path);
+        rc = ltr_fail(LTR_ECORRUPT, "%s was replaced since it was opened (opened again %s)",
+                      t->path, why);
     if (rc)
         io_close(fd);
     else
@@ -132,7 +134,8 @@ int fcache_reopen(fcache *c, ltr_htable *t, int *fd)
     int f = __atomic_load_n(&t->fd, __ATOMIC_SEQ_CST);
     if (f < 0) { /* still closed (another reader may have reopened it meanwhile) */
         make_room(c);
-        rc = reopen_file(t, &f);
+        rc = fcache_open_again(t, (t->flags & LTR_OPEN_DIRECT) != 0,
+                               "after max_open_files closed it", &f);
         if (!rc && (rc = ring_add(c, t)))
             io_close(f);
         if (!rc) {

@@ -31,6 +31,10 @@ void fcache_unref(fcache *c);
 int fcache_admit(fcache *c, ltr_htable *t);
 /* The descriptor of t, reopened when the cache closed it; the caller holds t->users. */
 int fcache_reopen(fcache *c, ltr_htable *t, int *fd);
+/* Opens t's file again by its path (with O_DIRECT when direct) into *fd, checking that it is
+ * the file t was opened from (device, inode, size); why says in errors what for. Also for a
+ * table outside any cache. */
+int fcache_open_again(const ltr_htable *t, int direct, const char *why, int *fd);
 /* Before t is closed: it leaves the cache (no reader may be using it). */
 void fcache_forget(fcache *c, ltr_htable *t);
 /* Descriptors open now, and reopens since the cache was made. */

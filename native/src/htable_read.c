@@ -142,17 +142,16 @@ static int carve_arrays(ltr_htable *t, uint32_t keep, size_t nbits)
     return LTR_OK;
 }
 
-static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc, int32_t max_cached)
+static int load_trailer(ltr_htable *t, abuf *b, uint64_t trailer_at, uint32_t trailer_crc,
+                        int32_t max_cached)
 {
     uint64_t len = t->file_bytes - HT_FOOTER_SIZE - trailer_at;
     uint64_t fixed = (uint64_t)t->records * HT_RECORD_SIZE +
                      (uint64_t)t->ovf_items * HT_OVF_ENTRY_SIZE + 4ull * (t->buckets + 1);
     if (len < fixed)
         return ltr_fail(LTR_ECORRUPT, "%s: trailer is too short", t->path);
-    uint8_t *tr = malloc(len ? len : 1);
-    if (!tr)
-        return ltr_fail(LTR_ENOMEM, "out of memory reading the trailer of %s", t->path);
-    int rc = io_pread(t->fd, tr, len, t->base + trailer_at, t->path);
+    uint8_t *tr;
+    int rc = table_read_range(t, b, trailer_at, len, &tr);
     if (!rc && ltr_crc32c(0, tr, len) != trailer_crc)
         rc = ltr_fail(LTR_ECORRUPT, "%s: trailer checksum mismatch", t->path);
     uint32_t keep = max_cached < 0 ? t->built_cached
@@ -168,7 +167,6 @@ static int load_trailer(ltr_htable *t, uint64_t trailer_at, uint32_t trailer_crc
         rc = load_overflow_index(t, ovf);
     if (!rc)
         rc = load_filters(t, offs, bits, len - fixed);
-    free(tr);
     return rc;
 }
 
@@ -179,13 +177,15 @@ static int load_table(ltr_htable *t, int32_t max_cached)
     if (t->file_bytes < LTR_BUCKET_SIZE + HT_FOOTER_SIZE)
         return ltr_fail(LTR_ECORRUPT, "%s is too small (%llu bytes) to be an HTable", t->path,
                         (unsigned long long)t->file_bytes);
-    uint8_t ft[HT_FOOTER_SIZE];
-    int rc = io_pread(t->fd, ft, sizeof ft, t->base + t->file_bytes - HT_FOOTER_SIZE, t->path);
+    abuf b = {0}; /* the footer's bytes, then the trailer's */
+    uint8_t *ft;
+    int rc = table_read_range(t, &b, t->file_bytes - HT_FOOTER_SIZE, HT_FOOTER_SIZE, &ft);
     if (!rc)
         rc = parse_footer(t, ft);
     if (!rc)
-        rc = load_trailer(t, get_u64(ft + FT_TRAILER_OFFSET), get_u32(ft + FT_TRAILER_CRC),
+        rc = load_trailer(t, &b, get_u64(ft + FT_TRAILER_OFFSET), get_u32(ft + FT_TRAILER_CRC),
                           max_cached);
+    abuf_free(&b);
     if (!rc && !(t->flags & LTR_OPEN_PREAD)) {
         rc = mapguard_install(); /* reads of the mapping run under map guards */
         const void *m = rc ? NULL : io_map_read(t->fd, t->base, t->file_bytes, 1);
@@ -198,11 +198,14 @@ static int load_table(ltr_htable *t, int32_t max_cached)
     return rc;
 }
 
+static int is_direct(const ltr_htable *t) { return (t->flags & LTR_OPEN_DIRECT) != 0; }
+
 static int open_file(ltr_htable *t, int32_t max_cached)
 {
-    t->fd = io_open_read(t->path);
+    t->fd = io_open_read_as(t->path, is_direct(t));
     if (t->fd < 0)
-        return ltr_fail_errno(errno, "cannot open %s", t->path);
+        return is_direct(t) && errno == EINVAL ? io_direct_refused(t->path)
+                                               : ltr_fail_errno(errno, "cannot open %s", t->path);
     io_stat sb;
     int rc = io_fstat(t->fd, t->path, &sb);
     if (rc)
@@ -225,7 +228,8 @@ static ltr_htable *table_new(const char *name, uint32_t flags)
     }
     t->fd = -1;
     t->slot = FC_NO_SLOT;
-    t->flags = flags;
+    /* a mapping reads through the page cache: a direct table reads with pread */
+    t->flags = flags & LTR_OPEN_DIRECT ? flags | LTR_OPEN_PREAD : flags;
     return t;
 }
 
@@ -236,6 +240,9 @@ int ltr_htable_open_at(int fd, const char *name, uint64_t offset, uint64_t lengt
     if (offset % LTR_BUCKET_SIZE)
         return ltr_fail(LTR_EINVAL, "a table's offset in %s must be a multiple of %d, not %llu",
                         name, LTR_BUCKET_SIZE, (unsigned long long)offset);
+    if (flags & LTR_OPEN_DIRECT) /* the descriptor is the caller's, opened as the caller chose */
+        return ltr_fail(LTR_EINVAL, "%s: a table inside a file is not opened with "
+                        "LTR_OPEN_DIRECT", name);
     io_stat sb;
     int rc = io_fstat(fd, name, &sb);
     if (rc)
@@ -340,6 +347,27 @@ void ltr_htable_reset_stats(ltr_htable *t)
 
 /* ---- reading pages and overflow records ---- */
 
+int abuf_reserve(abuf *b, size_t n)
+{
+    if (n <= b->cap)
+        return LTR_OK;
+    size_t cap = (n + IO_DIRECT_ALIGN - 1) & ~(size_t)(IO_DIRECT_ALIGN - 1);
+    uint8_t *p = aligned_alloc(IO_DIRECT_ALIGN, cap);
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory (%zu bytes)", cap);
+    free(b->data);
+    b->data = p;
+    b->cap = cap;
+    return LTR_OK;
+}
+
+void abuf_free(abuf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->cap = 0;
+}
+
 int read_ctx_init(read_ctx *c)
 {
     memset(c, 0, sizeof *c);
@@ -358,6 +386,7 @@ void read_ctx_free(read_ctx *c)
 {
     if (c->own_page)
         free(c->page);
+    abuf_free(&c->span);
     ltr_buf_free(&c->scratch);
 }
 
@@ -368,10 +397,17 @@ static void ctx_flush_stats(ltr_htable *t, read_ctx *c)
             __atomic_fetch_add(&t->stats[i], c->stats[i], __ATOMIC_RELAXED);
 }
 
-int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off)
+static int fd_pread(const ltr_htable *t, int fd, void *p, size_t n, uint64_t off, size_t need)
+{
+    return is_direct(t) ? io_pread_direct(fd, p, n, t->base + off, need, t->path)
+                        : io_pread(fd, p, n, t->base + off, t->path);
+}
+
+/* pread of n bytes at off (at least `need` of them: a direct read may pass the file's end). */
+static int table_io(ltr_htable *t, void *p, size_t n, uint64_t off, size_t need)
 {
     if (!t->fc)
-        return io_pread(t->fd, p, n, t->base + off, t->path);
+        return fd_pread(t, t->fd, p, n, off, need);
     __atomic_add_fetch(&t->users, 1, __ATOMIC_SEQ_CST);
     int fd = __atomic_load_n(&t->fd, __ATOMIC_SEQ_CST);
     int rc = LTR_OK;
@@ -380,15 +416,46 @@ int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off)
     else if (!__atomic_load_n(&t->used, __ATOMIC_RELAXED))
         __atomic_store_n(&t->used, 1, __ATOMIC_RELAXED);
     if (!rc)
-        rc = io_pread(fd, p, n, t->base + off, t->path);
+        rc = fd_pread(t, fd, p, n, off, need);
     __atomic_sub_fetch(&t->users, 1, __ATOMIC_SEQ_CST);
     return rc;
+}
+
+int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off) { return table_io(t, p, n, off, n); }
+
+int table_read_range(ltr_htable *t, abuf *b, uint64_t off, size_t n, uint8_t **p)
+{
+    uint64_t lo = off, len = n;
+    if (is_direct(t)) { /* the whole blocks around them; the file's end may come first */
+        lo = off & ~(uint64_t)(IO_DIRECT_ALIGN - 1);
+        len = (off + n - lo + IO_DIRECT_ALIGN - 1) & ~(uint64_t)(IO_DIRECT_ALIGN - 1);
+    }
+    int rc = abuf_reserve(b, len ? (size_t)len : 1);
+    if (!rc)
+        rc = table_io(t, b->data, (size_t)len, lo, (size_t)(off + n - lo));
+    *p = b->data + (off - lo);
+    return rc;
+}
+
+/* Compaction reads its inputs through the page cache even with direct_io: they are
+ * mostly fresh tables, written since the last checkpoint and still dirty in the cache (most die
+ * before the kernel writes them back: docs/design.md "Checkpoints"), and the kernel writes a
+ * range back before it reads it with O_DIRECT; their pages go when the inputs are unlinked. */
+int table_open_cached(const ltr_htable *t, int *fd)
+{
+    *fd = -1;
+    return is_direct(t) ? fcache_open_again(t, 0, "to read it through the page cache", fd)
+                        : LTR_OK;
 }
 
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc)
 {
     const uint8_t *page = c->page;
     uint64_t at = (uint64_t)k * LTR_BUCKET_SIZE;
+    if (c->defer && !t->map) {
+        *rc = LTR_EDEFER;
+        return NULL;
+    }
     c->stats[ST_BUCKET_READS]++;
     if (t->map)
         page = t->map + at;
@@ -400,21 +467,14 @@ const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_foote
 
 int table_overflow_item(ltr_htable *t, read_ctx *c, uint32_t j, item_view *it)
 {
-    const uint8_t *rec;
-    uint32_t len = t->ovf_len[j];
+    if (c->defer && !t->map)
+        return LTR_EDEFER;
     c->stats[ST_OVF_READS]++;
-    if (t->map) {
-        rec = t->map + t->ovf_at[j];
-    } else {
-        c->scratch.len = 0;
-        int rc = buf_reserve(&c->scratch, len);
-        if (!rc)
-            rc = table_pread(t, c->scratch.data, len, t->ovf_at[j]);
-        if (rc)
-            return rc;
-        rec = c->scratch.data;
-    }
-    return table_overflow_check(t, j, rec, it);
+    if (t->map)
+        return table_overflow_check(t, j, t->map + t->ovf_at[j], it);
+    uint8_t *rec;
+    int rc = table_read_range(t, &c->span, t->ovf_at[j], t->ovf_len[j], &rec);
+    return rc ? rc : table_overflow_check(t, j, rec, it);
 }
 
 int table_overflow_check(const ltr_htable *t, uint32_t j, const uint8_t *rec, item_view *it)

@@ -64,26 +64,52 @@ static inline void htable_prefetch_records(const struct ltr_htable *t)
         __builtin_prefetch(t->rec_src + t->ncached / 2);
 }
 
-/* Scratch space of one lookup or scan: a page buffer for pread and room for overflow records,
- * and counters, added to the shared ones once per call (atomics per key would make the
- * threads of one batch fight over a cache line). */
+/* A buffer aligned to IO_DIRECT_ALIGN that grows on demand (its bytes are not kept). */
+typedef struct abuf {
+    uint8_t *data;
+    size_t cap;
+} abuf;
+
+int abuf_reserve(abuf *b, size_t n);
+void abuf_free(abuf *b);
+
+/* What a lookup with read_ctx.defer set returns when it must read a table: not a failure (a
+ * batch's first pass leaves such keys to its threads, store_batch.c); never returned to callers
+ * of the library. */
+#define LTR_EDEFER (-1000)
+
+/* Scratch space of one lookup or scan: a page buffer for pread, room for overflow records and
+ * counters, added to the shared ones once per call (atomics per key would make the threads of
+ * one batch fight over a cache line). Both buffers are aligned for direct reads. */
 typedef struct read_ctx {
-    uint8_t *page;
-    int own_page;      /* page is malloc'd by read_ctx_init (else the caller's) */
-    ltr_buf scratch;
+    uint8_t *page;     /* LTR_BUCKET_SIZE bytes, aligned to it */
+    int own_page;      /* page is allocated by read_ctx_init (else the caller's) */
+    abuf span;         /* overflow records (a direct table's: the blocks covering them) */
+    ltr_buf scratch;   /* for other readers' use (a BloomCluster's unit copied out) */
+    int defer;         /* a read of a table (not of a mapping) stops the lookup: LTR_EDEFER */
     uint64_t stats[ST_N];
     uint64_t hits[LTR_MAX_LEVELS], hit_reads[LTR_MAX_LEVELS]; /* store lookups, by level */
 } read_ctx;
 
 int read_ctx_init(read_ctx *c);
-/* The same with the caller's page (LTR_BUCKET_SIZE bytes), e.g. on the stack: no allocation. */
+/* The same with the caller's page (LTR_BUCKET_SIZE bytes aligned to LTR_BUCKET_SIZE, which
+ * direct reads need), e.g. on the stack: no allocation. */
 void read_ctx_init_page(read_ctx *c, uint8_t *page);
 void read_ctx_free(read_ctx *c);
 /* Opens a table whose descriptor joins fc (NULL: kept open, as ltr_htable_open does). */
 int htable_open_in(const char *path, uint32_t flags, int32_t max_cached, struct fcache *fc,
                    ltr_htable **out);
-/* pread on the table's file, reopened first when its cache closed it. */
+/* pread on the table's file, reopened first when its cache closed it. A table opened with
+ * LTR_OPEN_DIRECT reads whole aligned blocks: p, n and off multiples of IO_DIRECT_ALIGN, inside
+ * the file (table_read_range takes any range). */
 int table_pread(ltr_htable *t, void *p, size_t n, uint64_t off);
+/* Bytes [off, off + n) of the table read into b (grown as needed), and *p at byte off: for a
+ * table opened with LTR_OPEN_DIRECT, the span of whole blocks covering them. */
+int table_read_range(ltr_htable *t, abuf *b, uint64_t off, size_t n, uint8_t **p);
+/* For a table opened with LTR_OPEN_DIRECT, a second descriptor reading through the page cache
+ * (the caller closes it); -1 for others, which table_pread reads through the cache already:
+ * for a reader of many ranges of one table (a streamed compaction's input). */
+int table_open_cached(const ltr_htable *t, int *fd);
 /* Returns the checked page of bucket k (pointing into the map or c->page), or NULL and *rc. */
 const uint8_t *table_bucket(ltr_htable *t, read_ctx *c, uint32_t k, bucket_footer *f, int *rc);
 /* Calls fn for each item of the scan not yet returned, bucket by bucket, then the overflow

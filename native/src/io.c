@@ -41,10 +41,16 @@ static int fault_hit(int op)
     return __atomic_load_n(&fault_err[op], __ATOMIC_SEQ_CST);
 }
 
+static int refuse_direct; /* ltr_test_refuse_direct: O_DIRECT opens fail */
+
+void ltr_test_refuse_direct(int on) { __atomic_store_n(&refuse_direct, on != 0, __ATOMIC_RELAXED); }
+
 /* open(2) through the hook: a descriptor, or -1 with errno set. */
 static int open_hooked(const char *path, int flags, int mode)
 {
     int err = fault_hit(LTR_FAULT_OPEN);
+    if (!err && (flags & O_DIRECT) && __atomic_load_n(&refuse_direct, __ATOMIC_RELAXED))
+        err = EINVAL; /* what open(2) says to O_DIRECT where the file system has no direct I/O */
     if (err) {
         errno = err;
         return -1;
@@ -532,12 +538,58 @@ int io_write_file_atomic(const char *path, const void *data, size_t n)
     return rc;
 }
 
-int io_open_read(const char *path)
+int io_open_read(const char *path) { return io_open_read_as(path, 0); }
+
+int io_open_read_as(const char *path, int direct)
 {
-    int fd = open_hooked(path, O_RDONLY | O_NOATIME, 0);
+    int flags = O_RDONLY | (direct ? O_DIRECT : 0);
+    int fd = open_hooked(path, flags | O_NOATIME, 0);
     if (fd < 0 && errno == EPERM) /* O_NOATIME needs the file's owner */
-        fd = open_hooked(path, O_RDONLY, 0);
+        fd = open_hooked(path, flags, 0);
     return fd;
+}
+
+int io_direct_refused(const char *path)
+{
+    char *copy = strdup(path);
+    int rc = ltr_fail(LTR_EINVAL, "direct_io: the file system holding %s refuses O_DIRECT reads "
+                      "(open the store without direct_io there)", copy ? dirname(copy) : path);
+    free(copy);
+    return rc;
+}
+
+int io_check_direct(const char *file)
+{
+    int fd = io_open_read_as(file, 1);
+    if (fd >= 0) {
+        close(fd);
+        return LTR_OK;
+    }
+    if (errno == ENOENT)
+        return LTR_OK; /* nothing to try it on: a table's open says it if it comes to that */
+    return errno == EINVAL ? io_direct_refused(file)
+                           : ltr_fail_errno(errno, "cannot open %s with O_DIRECT", file);
+}
+
+int io_pread_direct(int fd, void *p, size_t n, uint64_t off, size_t need, const char *path)
+{
+    uint8_t *q = p;
+    size_t got = 0;
+    while (got < need) {
+        ssize_t r = pread_hooked(fd, q + got, n - got, off + got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return ltr_fail_errno(errno, "read of %s at offset %llu failed (O_DIRECT)", path,
+                                  (unsigned long long)(off + got));
+        got += (size_t)r;
+        if (r == 0 || r % IO_DIRECT_ALIGN)
+            break; /* the end of the file (a read after a part of a block would be unaligned) */
+    }
+    if (got < need)
+        return ltr_fail(LTR_ECORRUPT, "%s is truncated at offset %llu", path,
+                        (unsigned long long)(off + got));
+    return LTR_OK;
 }
 
 int io_rewrite_path(const char *path)

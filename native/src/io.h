@@ -52,6 +52,24 @@ int io_pread(int fd, void *p, size_t n, uint64_t off, const char *path);
 /* open(O_RDONLY), without access-time updates when the file allows it (reads stay cheaper).
  * Errno semantics: a descriptor, or -1 with errno set (callers tell EMFILE apart). */
 int io_open_read(const char *path);
+/* Direct reads (the store's direct_io): a descriptor opened with O_DIRECT reads whole blocks
+ * into memory aligned to them, bypassing the page cache. Buffers, offsets and lengths are
+ * multiples of IO_DIRECT_ALIGN (the largest logical block size of common devices: 4096 bytes
+ * suits those of 512 too). */
+#define IO_DIRECT_ALIGN 4096
+/* io_open_read, with O_DIRECT when direct. Errno semantics (EINVAL with direct: the file system
+ * refuses O_DIRECT, which io_direct_refused reports). */
+int io_open_read_as(const char *path, int direct);
+/* LTR_EINVAL: the file system holding path (its directory is named) refused O_DIRECT. */
+int io_direct_refused(const char *path);
+/* Whether the file system holding `file`, an existing file, opens files with O_DIRECT: LTR_OK
+ * (also when there is no such file: nothing to try), io_direct_refused's LTR_EINVAL, or the
+ * open's failure. Never falls back to buffered reads: a store asked for direct_io fails. */
+int io_check_direct(const char *file);
+/* pread of n bytes at off through a descriptor opened with O_DIRECT (p, n and off multiples of
+ * IO_DIRECT_ALIGN): the end of the file may cut the read short, but at least `need` bytes must
+ * come (else LTR_ECORRUPT: the file is truncated). Fault injection as for io_pread. */
+int io_pread_direct(int fd, void *p, size_t n, uint64_t off, size_t need, const char *path);
 /* open(path, flags | O_CLOEXEC, mode) into *fd (-1 on failure); what names the file in errors
  * ("log", "lock file", ...; NULL: "file"). */
 int io_open(int *fd, const char *path, int flags, int mode, const char *what);

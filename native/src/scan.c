@@ -54,7 +54,9 @@ static const uint8_t *scan_page(ltr_scan *s, uint32_t k, bucket_footer *f, int *
         return table_bucket(t, &s->c, k, f, rc);
     if (k < s->chunk_first || k >= s->chunk_first + s->chunk_n) {
         uint32_t n = t->buckets - k < SCAN_CHUNK ? t->buckets - k : SCAN_CHUNK;
-        if (!s->chunk && !(s->chunk = malloc((size_t)SCAN_CHUNK * LTR_BUCKET_SIZE))) {
+        /* aligned: a table opened with LTR_OPEN_DIRECT reads into it */
+        if (!s->chunk &&
+            !(s->chunk = aligned_alloc(IO_DIRECT_ALIGN, (size_t)SCAN_CHUNK * LTR_BUCKET_SIZE))) {
             *rc = ltr_fail(LTR_ENOMEM, "out of memory scanning %s", t->path);
             return NULL;
         }

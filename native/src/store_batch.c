@@ -1,24 +1,41 @@
-/* store_batch.c: a batch get whose answers come out in segments while it runs. Two threads
- * look the keys up, a segment at a time in key order; the caller takes the finished segments in
- * order (ltr_batch_next) and can turn their values into objects of its own while the threads go
- * on. From Python that overlaps the making of a bytes object per value (the GIL's work, a tenth
- * of a batched hit) with the lookups. ltr_store_get_many (at the end) runs small batches on the
- * caller's thread and large ones through a streamed batch, gathering its segments into the
- * caller's buffer. Depends on store_read.c and store_stats.c. */
+/* store_batch.c: a batch get whose answers come out in segments while it runs. Threads of the
+ * store's pool (taskpool.h) look the keys up, a segment at a time in key order; the caller takes
+ * the finished segments in order (ltr_batch_next) and can turn their values into objects of its
+ * own while the threads go on. From Python that overlaps the making of a bytes object per value
+ * (the GIL's work, a tenth of a batched hit) with the lookups.
+ *
+ * A store read through the page cache uses two threads (its lookups wait for memory, not the
+ * device: more threads than cores would only take turns). With direct_io every bucket read waits
+ * for the device, so a batch runs on LTR_BATCH_READ_DEPTH threads, each with one read in flight:
+ * the device sees that queue depth. Threads doing preads, not io_uring: on the project machine
+ * 32 threads doing O_DIRECT preads of random 4 KB blocks of a 2 GB file got 51,700 to 58,800
+ * reads/s, one io_uring kept 32 deep by one thread 40,700 to 43,400, two rings of 16 on two
+ * threads 40,800 to 57,800 (alternated, three times each; docs/design.md "Reads without the page
+ * cache"); and the threads need no second way of looking a key up: each runs the lookups a
+ * single get runs, so the answers are the same by construction. io_uring took less CPU per read
+ * (2.7 to 3.8 us against 5.0 to 5.5), which matters less while the device is what a batch
+ * waits for.
+ *
+ * ltr_store_get_many (at the end) runs small batches on the caller's thread and large ones through
+ * a streamed batch, gathering its segments into the caller's buffer; with direct_io, a batch of
+ * up to FIRST_PASS_MAX keys first answers on the caller's thread the keys that need no read, and
+ * streams only the others (get_direct). Depends on store_read.c and store_stats.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_int.h"
 
-#define BATCH_THREADS 2
-static int batch_threads = BATCH_THREADS; /* ltr_test_batch_threads */
+static int batch_threads = -1; /* ltr_test_batch_threads: a cap on a batch's threads, or none */
 
 void ltr_test_batch_threads(int n)
 {
-    __atomic_store_n(&batch_threads, n < 0 || n > BATCH_THREADS ? BATCH_THREADS : n,
-                     __ATOMIC_RELAXED);
+    __atomic_store_n(&batch_threads, n < 0 ? -1 : n, __ATOMIC_RELAXED);
 }
 #define SEG_KEYS 2048 /* keys per segment: the last one's values are made after the lookups */
+/* With direct_io a segment's keys wait for their reads one after the other: segments of at most
+ * this many keys give each thread several (of a batch of 4 * depth * this many keys or more), so
+ * that the threads finish together instead of a few reading alone at the end. */
+#define DIRECT_SEG_KEYS 64
 #define SEG_SKIPPED 1 /* a segment not looked up, after another one failed */
 
 typedef struct segment {
@@ -35,11 +52,12 @@ struct ltr_batch {
     size_t n, nseg;
     int8_t *status;
     segment *seg;
-    size_t next_seg;  /* atomic: the next segment a thread takes */
+    size_t next_seg;  /* atomic: the next segment a thread (or the caller: claim) takes */
     int stop;         /* atomic: a segment failed; the rest are not looked up */
     size_t taken;     /* segments handed to the caller */
-    pthread_t thread[BATCH_THREADS];
-    int threads;
+    size_t seg_keys;  /* keys per segment */
+    taskgroup group;  /* the threads' runs of batch_worker */
+    unsigned threads; /* runs posted (0: the caller looks each segment up) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ltr_error err;    /* the first failure, under mu */
@@ -47,8 +65,8 @@ struct ltr_batch {
 
 static void seg_bounds(const ltr_batch *b, size_t i, size_t *lo, size_t *hi)
 {
-    *lo = i * SEG_KEYS;
-    *hi = *lo + SEG_KEYS < b->n ? *lo + SEG_KEYS : b->n;
+    *lo = i * b->seg_keys;
+    *hi = *lo + b->seg_keys < b->n ? *lo + b->seg_keys : b->n;
 }
 
 static int run_segment(ltr_batch *b, read_ctx *c, ltr_buf *mem, size_t i)
@@ -79,7 +97,7 @@ static void finish_segment(ltr_batch *b, size_t i, int rc)
     pthread_mutex_unlock(&b->mu);
 }
 
-static void *batch_worker(void *arg)
+static void batch_worker(void *arg)
 {
     ltr_batch *b = arg;
     read_ctx c;
@@ -102,10 +120,9 @@ static void *batch_worker(void *arg)
     ltr_buf_free(&mem);
     store_count_reads(b->s, &c, keys);
     read_ctx_free(&c);
-    return NULL;
 }
 
-/* Segment i on the caller's thread, for a batch whose threads could not start. */
+/* Segment i on the caller's thread. */
 static void run_inline(ltr_batch *b, size_t i)
 {
     read_ctx c;
@@ -123,6 +140,19 @@ static void run_inline(ltr_batch *b, size_t i)
     finish_segment(b, i, rc);
 }
 
+/* The caller's next segment, i, is looked up on its thread when no thread of the pool has taken
+ * it yet: none could start, or none is awake yet (a small batch then does not wait for them to
+ * wake, and answers as fast as on the caller's thread alone). The threads take segments in
+ * order, so once one has taken i the caller waits for it: no more than the pool's threads read
+ * at once while they keep up. */
+static void claim(ltr_batch *b, size_t i)
+{
+    size_t next = i;
+    if (__atomic_compare_exchange_n(&b->next_seg, &next, i + 1, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+        run_inline(b, i);
+}
+
 static void batch_free(ltr_batch *b)
 {
     for (size_t i = 0; i < b->nseg; i++) {
@@ -135,6 +165,25 @@ static void batch_free(ltr_batch *b)
     free(b);
 }
 
+/* Keys per segment: with direct_io, few enough that each thread gets four segments or more. */
+static size_t segment_keys(const ltr_store *s, size_t n)
+{
+    if (!s->o.direct_io)
+        return SEG_KEYS;
+    size_t k = n / (4 * LTR_BATCH_READ_DEPTH);
+    return k < 1 ? 1 : k > DIRECT_SEG_KEYS ? DIRECT_SEG_KEYS : k;
+}
+
+/* Threads for a batch of nseg segments: the pool's, at most one per segment. */
+static unsigned batch_runs(const ltr_store *s, size_t nseg)
+{
+    int cap = __atomic_load_n(&batch_threads, __ATOMIC_RELAXED);
+    size_t want = s->o.direct_io ? LTR_BATCH_READ_DEPTH : BATCH_THREADS;
+    if (cap >= 0 && (size_t)cap < want)
+        want = (size_t)cap;
+    return (unsigned)(want < nseg ? want : nseg);
+}
+
 int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                           size_t klen_total, size_t n, int8_t *status, ltr_batch **out)
 {
@@ -143,7 +192,7 @@ int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *kof
     if (rc)
         return rc;
     ltr_batch *b = calloc(1, sizeof *b);
-    size_t nseg = (n + SEG_KEYS - 1) / SEG_KEYS;
+    size_t per = segment_keys(s, n), nseg = (n + per - 1) / per;
     if (b)
         b->seg = calloc(nseg ? nseg : 1, sizeof(segment));
     if (!b || !b->seg) {
@@ -151,14 +200,13 @@ int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *kof
         return ltr_fail(LTR_ENOMEM, "out of memory starting a batch get");
     }
     *b = (ltr_batch){.s = s, .kdata = kdata, .koffs = koffs, .n = n, .nseg = nseg,
-                     .status = status, .seg = b->seg};
+                     .status = status, .seg = b->seg, .seg_keys = per};
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
-    /* none started: ltr_batch_next looks each segment up itself */
-    int want = __atomic_load_n(&batch_threads, __ATOMIC_RELAXED);
-    for (int i = 0; i < want && (size_t)i < nseg; i++)
-        if (pthread_create(&b->thread[b->threads], NULL, batch_worker, b) == 0)
-            b->threads++;
+    /* 0 (no thread could start): ltr_batch_next looks each segment up itself */
+    unsigned runs = batch_runs(s, nseg);
+    b->threads = runs && s->batch_pool ? taskpool_post(s->batch_pool, &b->group, batch_worker, b, runs)
+                                       : 0;
     *out = b;
     return LTR_OK;
 }
@@ -179,8 +227,7 @@ int ltr_batch_next(ltr_batch *b, size_t *lo, size_t *hi, const uint8_t **values,
         return LTR_OK;
     }
     segment *g = &b->seg[b->taken];
-    if (!b->threads)
-        run_inline(b, b->taken);
+    claim(b, b->taken);
     pthread_mutex_lock(&b->mu);
     while (!g->done)
         pthread_cond_wait(&b->cv, &b->mu);
@@ -199,25 +246,32 @@ void ltr_batch_free(ltr_batch *b)
     if (!b)
         return;
     __atomic_store_n(&b->stop, 1, __ATOMIC_RELAXED); /* the caller may have given up early */
-    for (int i = 0; i < b->threads; i++)
-        pthread_join(b->thread[i], NULL);
+    if (b->threads) {
+        taskpool_cancel(b->s->batch_pool, &b->group); /* runs not started: nothing left for them */
+        taskpool_wait(b->s->batch_pool, &b->group);
+    }
     batch_free(b);
 }
 
 
-/* A small batch on the caller's thread: keys [0, n) a chunk at a time. */
+/* A small batch on the caller's thread: keys [0, n) a chunk at a time. With defer, the keys that
+ * must read a table are left GET_DEFERRED (not counted: get_direct looks them up again). */
 static int get_inline(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n,
-                      int8_t *status, int64_t *voffs, ltr_buf *values)
+                      int8_t *status, int64_t *voffs, ltr_buf *values, int defer)
 {
     read_ctx c;
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
+    c.defer = defer;
     for (size_t lo = 0; lo < n && !rc; lo += GET_CHUNK)
         rc = store_get_chunk(s, &c, kdata, koffs, lo, lo + GET_CHUNK < n ? lo + GET_CHUNK : n,
                              status, voffs, 0, values, &mem);
     ltr_buf_free(&mem);
+    size_t answered = n;
+    for (size_t i = 0; defer && i < n; i++)
+        answered -= status[i] == GET_DEFERRED;
     if (!rc)
-        store_count_reads(s, &c, n);
+        store_count_reads(s, &c, answered);
     read_ctx_free(&c);
     return rc;
 }
@@ -245,7 +299,107 @@ static int get_streamed(ltr_store *s, const uint8_t *kdata, const int64_t *koffs
     return rc;
 }
 
+/* ---- with direct_io: a first pass on the caller's thread, then the reads on the pool's ---- */
+
+/* The keys a first pass deferred, packed as a batch of their own, and their answers. */
+typedef struct deferred {
+    size_t n;
+    ltr_buf keys;
+    int64_t *koffs;  /* n + 1 */
+    int8_t *status;
+    int64_t *voffs;  /* n + 1, from 0 */
+    ltr_buf values;
+} deferred;
+
+static int defer_collect(deferred *d, const uint8_t *kdata, const int64_t *koffs,
+                         const int8_t *status, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        d->n += status[i] == GET_DEFERRED;
+    d->koffs = malloc(sizeof(int64_t) * (d->n + 1));
+    d->voffs = malloc(sizeof(int64_t) * (d->n + 1));
+    d->status = malloc(d->n ? d->n : 1);
+    if (!d->koffs || !d->voffs || !d->status)
+        return ltr_fail(LTR_ENOMEM, "out of memory in a batch get");
+    d->koffs[0] = d->voffs[0] = 0;
+    int rc = LTR_OK;
+    for (size_t i = 0, j = 0; i < n && !rc; i++)
+        if (status[i] == GET_DEFERRED) {
+            rc = buf_append(&d->keys, kdata + koffs[i], (size_t)(koffs[i + 1] - koffs[i]));
+            d->koffs[++j] = (int64_t)d->keys.len;
+        }
+    return rc;
+}
+
+static void defer_free(deferred *d)
+{
+    ltr_buf_free(&d->keys);
+    ltr_buf_free(&d->values);
+    free(d->koffs);
+    free(d->status);
+    free(d->voffs);
+}
+
+/* Appends bytes [from[k], from[k + 1]) of data to values. */
+static int append_value(ltr_buf *values, const ltr_buf *data, const int64_t *from, size_t k)
+{
+    size_t len = (size_t)(from[k + 1] - from[k]);
+    return len ? buf_append(values, data->data + from[k], len) : LTR_OK;
+}
+
+/* The answers of both passes, in key order, into the caller's status, voffs and values. */
+static int merge_passes(size_t n, int8_t *status, const int64_t *fo, const ltr_buf *first,
+                        const deferred *d, int64_t *voffs, ltr_buf *values)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0, j = 0; i < n && !rc; i++) {
+        if (status[i] == GET_DEFERRED) {
+            status[i] = d->status[j];
+            rc = append_value(values, &d->values, d->voffs, j++);
+        } else {
+            rc = append_value(values, first, fo, i);
+        }
+        voffs[i + 1] = (int64_t)values->len;
+    }
+    return rc;
+}
+
+/* A batch of a direct store (of two keys or more). A first pass on the caller's thread answers
+ * every key that needs no read of a table (memtables, filters, BloomClusters: most misses) and
+ * defers the others, which are then looked up again from the start, by the pool's threads when
+ * two or more can read at once. So a batch waits for threads only when reads can overlap
+ * (started on the pool, a batch of 32 misses took six times as long as the same gets one by
+ * one), and every answer is a single get's. */
+static int get_direct(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n,
+                      int8_t *status, int64_t *voffs, ltr_buf *values)
+{
+    ltr_buf first = {0};
+    deferred d = {0};
+    int64_t *fo = malloc(sizeof(int64_t) * (n + 1));
+    int rc = fo ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory in a batch get");
+    if (!rc) {
+        fo[0] = 0;
+        rc = get_inline(s, kdata, koffs, n, status, fo, &first, 1);
+    }
+    if (!rc)
+        rc = defer_collect(&d, kdata, koffs, status, n);
+    if (!rc && d.n > 1)
+        rc = get_streamed(s, d.keys.data, d.koffs, d.keys.len, d.n, d.status, d.voffs, &d.values);
+    else if (!rc && d.n)
+        rc = get_inline(s, d.keys.data, d.koffs, d.n, d.status, d.voffs, &d.values, 0);
+    if (!rc)
+        rc = merge_passes(n, status, fo, &first, &d, voffs, values);
+    defer_free(&d);
+    ltr_buf_free(&first);
+    free(fo);
+    return rc;
+}
+
 #define PARALLEL_MIN 4096 /* smaller batches are not worth the batch's threads */
+/* With direct_io, batches of two keys up to this many take get_direct's first pass; larger ones
+ * go to the pool at once, where waking its threads costs little beside the batch (1,024 misses
+ * took 0.58 times as long as one by one) and a first pass would delay every read. */
+#define FIRST_PASS_MAX 512
 
 int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
@@ -255,6 +409,9 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     if (rc)
         return rc;
     voffs[0] = (int64_t)values->len;
-    return n >= PARALLEL_MIN ? get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values)
-                             : get_inline(s, kdata, koffs, n, status, voffs, values);
+    if (s->o.direct_io && n > 1 && n <= FIRST_PASS_MAX)
+        return get_direct(s, kdata, koffs, n, status, voffs, values);
+    if (n >= PARALLEL_MIN || (s->o.direct_io && n > 1))
+        return get_streamed(s, kdata, koffs, klen_total, n, status, voffs, values);
+    return get_inline(s, kdata, koffs, n, status, voffs, values, 0);
 }

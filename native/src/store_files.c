@@ -126,7 +126,7 @@ int store_new_table(ltr_store *s, uint64_t *file, char **path)
 
 int store_open_table(ltr_store *s, const char *path, uint32_t flags, ltr_htable **t)
 {
-    return htable_open_in(path, TABLE_FLAGS | flags, -1, s->files.fc, t);
+    return htable_open_in(path, store_table_flags(s) | flags, -1, s->files.fc, t);
 }
 
 /* The bound on open table files: by default the soft limit less a quarter of it, or less 64
@@ -150,6 +150,21 @@ static int open_cache(ltr_store *s)
 
 const char *cluster_dir(const ltr_store *s) { return s->meta_dir ? s->meta_dir : s->dir; }
 
+/* direct_io on a file system that refuses O_DIRECT (tmpfs before Linux 6.6, say) fails the
+ * open, before any table is read, rather than falling back to the page cache unasked. Tried on
+ * a file the store has by now: a writer's lock file, a reader's CURRENT. */
+static int check_direct(ltr_store *s)
+{
+    const char *name = s->o.read_only ? "CURRENT" : "LOCK";
+    char *p = malloc(strlen(s->dir) + strlen(name) + 2);
+    if (!p)
+        return ltr_fail(LTR_ENOMEM, "out of memory");
+    sprintf(p, "%s/%s", s->dir, name);
+    int rc = io_check_direct(p);
+    free(p);
+    return rc;
+}
+
 int store_files_open(ltr_store *s)
 {
     /* A reader holds LOCK_SH on the directory while it is open, taken before it reads the
@@ -160,7 +175,8 @@ int store_files_open(ltr_store *s)
                                  store (recovery says so) */
     if (s->o.read_only && s->files.dir_fd >= 0 && io_flock(s->files.dir_fd, LOCK_SH) != 0)
         return ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
-    return open_cache(s);
+    int rc = s->o.direct_io ? check_direct(s) : LTR_OK;
+    return rc ? rc : open_cache(s);
 }
 
 void store_files_start_pool(ltr_store *s)

@@ -41,6 +41,7 @@
 #include "logfile.h"
 #include "manifest.h"
 #include "pool.h"
+#include "taskpool.h"
 #include "version.h"
 #include "walset.h"
 
@@ -71,6 +72,7 @@ typedef struct store_budget {
 /* Store tables are read with pread: a mapping would count every page a compaction or a lookup
  * touched in the process's resident memory, and the page cache keeps them anyway. */
 #define TABLE_FLAGS LTR_OPEN_PREAD
+#define BATCH_THREADS 2 /* a batched get's threads when the store reads through the page cache */
 
 #define CKPT_SECONDS 1.0 /* default checkpoint_interval */
 /* A background checkpoint waits, after the previous checkpoint, this many times as long as that
@@ -237,7 +239,16 @@ struct ltr_store {
     struct store_log log;
     struct store_ckpt ckpt;
     struct store_bg bg;
+    /* the threads of batched gets (store_batch.c), started when a batch first needs them:
+     * BATCH_THREADS, or with direct_io LTR_BATCH_READ_DEPTH (made and freed by store_open.c) */
+    taskpool *batch_pool;
 };
+
+/* The flags of the store's table opens: pread, and O_DIRECT with direct_io. */
+static inline uint32_t store_table_flags(const ltr_store *s)
+{
+    return TABLE_FLAGS | (s->o.direct_io ? LTR_OPEN_DIRECT : 0);
+}
 
 /* ---- shared by all: the state's clock, version pins, wake-ups, background errors ---- */
 
@@ -424,8 +435,11 @@ int store_flush_all_now(ltr_store *s);
 int node_lookup(const vnode *n, uint32_t from, read_ctx *c, key_hash h, const uint8_t *key,
                 uint32_t klen, item_view *it);
 /* Keys [lo, hi) of a batch, at most GET_CHUNK: status[i], found values appended to values and
- * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. */
+ * their ends in voffs[i + 1 - vbase]; mem is scratch for the memtables' answers. With c->defer,
+ * a key whose lookup must read a table gets GET_DEFERRED (and no value; its partial counts are
+ * taken back), for the batch to look it up again elsewhere. */
 #define GET_CHUNK 256
+#define GET_DEFERRED 3
 int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,
                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
                     ltr_buf *values, ltr_buf *mem);

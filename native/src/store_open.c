@@ -125,6 +125,7 @@ static int start(ltr_store *s)
 
 static void store_free(ltr_store *s)
 {
+    taskpool_free(s->batch_pool); /* no batch runs any more */
     if (s->current)
         version_unref(s->current);
     store_files_close(s);
@@ -184,6 +185,8 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     pthread_mutex_init(&s->ckpt.mu, NULL);
     pthread_cond_init(&s->state_cv, NULL);
     walset_init(&s->log.set);
+    /* (NULL, out of memory: batches then run on the caller's thread) */
+    s->batch_pool = taskpool_new(o->direct_io ? LTR_BATCH_READ_DEPTH : BATCH_THREADS);
     if (!s->dir || !s->current || (o->metadata_path && !s->meta_dir)) {
         store_free(s);
         return NULL;

@@ -349,7 +349,7 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
         return rc;
     }
     read_ctx c;
-    uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(64)));
+    uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(LTR_BUCKET_SIZE))); /* direct reads */
     read_ctx_init_page(&c, page);
     item_view it;
     int status, r = search_version(s, v, &c, h, key, (uint32_t)klen, &it, &status);
@@ -400,10 +400,18 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
         if (status[i] == -1) {
             int st = LTR_ABSENT;
             item_view it;
+            uint64_t counted[ST_N];
+            if (c->defer)
+                memcpy(counted, c->stats, sizeof counted);
             rc = search_path(s, v->depth, paths[(i - lo) % AHEAD], c, h[i - lo], kdata + koffs[i],
                              (uint32_t)kl, &it, &st);
-            if (!rc && st == LTR_FOUND)
+            if (rc == LTR_EDEFER) { /* it must read: looked up again (and counted) elsewhere */
+                memcpy(c->stats, counted, sizeof counted);
+                rc = LTR_OK;
+                st = GET_DEFERRED;
+            } else if (!rc && st == LTR_FOUND) {
                 rc = buf_append(values, it.value, it.vlen);
+            }
             status[i] = (int8_t)st;
         } else if (status[i] == LTR_FOUND) {
             rc = buf_append(values, mem->data + moff[i - lo], (size_t)(moff[i - lo + 1] - moff[i - lo]));

@@ -57,7 +57,8 @@ static int check_table(ltr_store *s, const vnode *n, const tref *r)
 {
     const char *path = r->t->path;
     ltr_htable *fresh = NULL;
-    int rc = ltr_htable_open(path, LTR_OPEN_NO_FILTERS, 0, &fresh);
+    uint32_t direct = s->o.direct_io ? LTR_OPEN_DIRECT : 0;
+    int rc = ltr_htable_open(path, LTR_OPEN_NO_FILTERS | direct, 0, &fresh);
     if (rc == LTR_EIO && ltr_last_errno() == ENOENT && s->o.read_only)
         rc = LTR_OK;
     if (rc)

@@ -11,6 +11,7 @@
 
 #include "htable_format.h"
 #include "htable_read.h"
+#include "io.h"
 #include "window_read.h"
 
 typedef struct ovf_home {
@@ -19,7 +20,7 @@ typedef struct ovf_home {
 
 struct wread {
     ltr_htable *t;
-    read_ctx c;
+    int fd;            /* a direct table's cached descriptor (table_open_cached), or -1 */
     uint8_t *pages;    /* the window's buckets */
     size_t pages_cap;  /* in buckets */
     uint8_t *extra;    /* buckets outside the window that its records lead to */
@@ -30,6 +31,14 @@ struct wread {
     ltr_buf arena;     /* the window's overflow items */
     uint64_t returned;
 };
+
+/* Reads through the page cache: a compaction's inputs are mostly fresh tables not yet written
+ * back, which an O_DIRECT read would first have to write (docs/design.md). */
+static int wpread(wread *r, void *p, size_t n, uint64_t off)
+{
+    return r->fd < 0 ? table_pread(r->t, p, n, off)
+                     : io_pread(r->fd, p, n, r->t->base + off, r->t->path);
+}
 
 static key_hash hash_of(const ltr_htable *t, const item_view *it)
 {
@@ -55,7 +64,12 @@ static int index_overflow(wread *r)
         return ltr_fail(LTR_ENOMEM, "out of memory reading %s", t->path);
     for (uint32_t j = 0; j < t->ovf_items; j++) {
         item_view it;
-        int rc = table_overflow_item(t, &r->c, j, &it);
+        r->arena.len = 0;
+        int rc = buf_reserve(&r->arena, t->ovf_len[j]);
+        if (!rc)
+            rc = wpread(r, r->arena.data, t->ovf_len[j], t->ovf_at[j]);
+        if (!rc)
+            rc = table_overflow_check(t, j, r->arena.data, &it);
         if (rc)
             return rc;
         r->ovf[j] = (ovf_home){hb_bucket(hash_of(t, &it), t->buckets), j};
@@ -68,14 +82,15 @@ int wread_new(ltr_htable *t, wread **out)
 {
     *out = NULL;
     wread *r = calloc(1, sizeof *r);
-    int rc = r ? read_ctx_init(&r->c) : ltr_fail(LTR_ENOMEM, "out of memory reading %s", t->path);
-    if (rc) {
-        free(r);
-        return rc;
-    }
+    if (!r)
+        return ltr_fail(LTR_ENOMEM, "out of memory reading %s", t->path);
     r->t = t;
+    r->fd = -1;
     r->seen = calloc(t->buckets, 1);
-    rc = r->seen ? index_overflow(r) : ltr_fail(LTR_ENOMEM, "out of memory reading %s", t->path);
+    int rc = r->seen ? table_open_cached(t, &r->fd)
+                 : ltr_fail(LTR_ENOMEM, "out of memory reading %s", t->path);
+    if (!rc)
+        rc = index_overflow(r);
     if (rc) {
         wread_free(r);
         return rc;
@@ -88,7 +103,7 @@ void wread_free(wread *r)
 {
     if (!r)
         return;
-    read_ctx_free(&r->c);
+    io_close(r->fd);
     free(r->pages);
     free(r->extra);
     free(r->extra_id);
@@ -109,8 +124,7 @@ static int read_window(wread *r, uint32_t first, uint32_t n)
         if (!r->pages)
             return ltr_fail(LTR_ENOMEM, "out of memory reading %s", r->t->path);
     }
-    int rc = table_pread(r->t, r->pages, (size_t)n * LTR_BUCKET_SIZE,
-                         (uint64_t)first * LTR_BUCKET_SIZE);
+    int rc = wpread(r, r->pages, (size_t)n * LTR_BUCKET_SIZE, (uint64_t)first * LTR_BUCKET_SIZE);
     for (uint32_t i = 0; !rc && i < n; i++) {
         bucket_footer f;
         rc = bucket_check(r->pages + (size_t)i * LTR_BUCKET_SIZE, first + i, r->t->buckets, &f,
@@ -136,7 +150,7 @@ static int read_extra(wread *r, uint32_t k)
     }
     uint8_t *page = r->extra + r->nextra * LTR_BUCKET_SIZE;
     bucket_footer f;
-    int rc = table_pread(r->t, page, LTR_BUCKET_SIZE, (uint64_t)k * LTR_BUCKET_SIZE);
+    int rc = wpread(r, page, LTR_BUCKET_SIZE, (uint64_t)k * LTR_BUCKET_SIZE);
     if (!rc)
         rc = bucket_check(page, k, r->t->buckets, &f, r->t->path);
     if (!rc)
@@ -211,7 +225,7 @@ static int overflow_items(wread *r, uint32_t first, uint32_t n, wread_fn fn, voi
         uint32_t j = r->ovf[e].j, len = t->ovf_len[j];
         uint8_t *rec = r->arena.data + r->arena.len;
         item_view it;
-        rc = table_pread(t, rec, len, t->ovf_at[j]);
+        rc = wpread(r, rec, len, t->ovf_at[j]);
         if (!rc)
             rc = table_overflow_check(t, j, rec, &it);
         r->arena.len += len;
