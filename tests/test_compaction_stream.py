@@ -71,18 +71,26 @@ def check(db, model, absent=()):
 OPTS = dict(table_buckets=32, node_tables=3, levels=4, memtable_bytes=60000)
 
 
+def grow_and_check(db, seed, steps, nkeys, every):
+    """`steps` mixed batches of 600 writes, with a flush and a check every `every` of them;
+    returns the model and the keys deleted (and not written since)."""
+    model, deleted = {}, set()
+    for i, batch in enumerate(mixed_batches(seed, steps, 600, nkeys)):
+        apply(db, model, batch)
+        deleted |= {k for k, v in batch if v is None}
+        deleted -= set(model)
+        if i % every == every - 1:
+            db.flush()
+            check(db, model, deleted)
+    return model, deleted
+
+
 @pytest.mark.parametrize("buckets", [1, 3, 7, 32, 0])
 def test_streamed_compactions_keep_every_item(tmp_path, window, buckets):
     window(buckets)
-    path, model, deleted = str(tmp_path / "db"), {}, set()
+    path = str(tmp_path / "db")
     with lsmtrie.open(path, **OPTS) as db:
-        for i, batch in enumerate(mixed_batches(7, 24, 600, 3000)):
-            apply(db, model, batch)
-            deleted |= {k for k, v in batch if v is None}
-            deleted -= set(model)
-            if i % 6 == 5:
-                db.flush()
-                check(db, model, deleted)
+        model, deleted = grow_and_check(db, 7, 24, 3000, every=6)
         st = db.stats()
         assert st["compactions"] >= 10, st  # the work under test happened
         assert sum(st["tables_per_level"][1:]) > 0
@@ -222,15 +230,9 @@ def test_a_direct_io_store_streams_its_compactions_through_the_cache(tmp_path, w
     compaction reads its inputs (fresh, mostly unwritten tables) through a second, cached
     descriptor per input, windows, migration targets and overflow records alike."""
     window(3)
-    path, model, deleted = str(tmp_path / "db"), {}, set()
+    path = str(tmp_path / "db")
     with lsmtrie.open(path, direct_io=True, **OPTS) as db:
-        for i, batch in enumerate(mixed_batches(12, 12, 600, 2500)):
-            apply(db, model, batch)
-            deleted |= {k for k, v in batch if v is None}
-            deleted -= set(model)
-            if i % 4 == 3:
-                db.flush()
-                check(db, model, deleted)
+        model, deleted = grow_and_check(db, 12, 12, 2500, every=4)
         assert db.stats()["compactions"] >= 5
         assert db.verify()["items"] >= len(model)
     with lsmtrie.open(path, direct_io=True, read_only=True) as db:
