@@ -297,8 +297,8 @@ class Store:
         return b.get_many_packed(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))
 
     def get_many(self, keys) -> list:
-        """Values in key order; None where a key is absent. From 4,096 keys on, two threads
-        look the keys up while this one makes the values' bytes objects (with direct_io, 32
+        """Values in key order; None where a key is absent. From 512 keys on, two threads look
+        the keys up, and from 4,096 this one makes the values' bytes objects meanwhile (with direct_io, 32
         threads each keep a read in flight; in smaller batches, only the keys that must read a
         table go to them, the others are answered first on this thread)."""
         k = pack(keys, "keys")

@@ -184,7 +184,7 @@ def _damage_column_crcs(f):
 
 
 def test_damage_met_by_the_second_thread_of_a_batch_is_reported(tmp_path):
-    """A batch of 4096 keys or more runs on two threads: an error on the second one reaches the
+    """A batch of 512 keys or more runs on two threads: an error on the second one reaches the
     caller with its message (error messages are kept per thread)."""
     path = str(tmp_path / "db")
     model = _store(path, rounds=4)

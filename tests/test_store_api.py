@@ -334,7 +334,7 @@ def test_batches_mixing_memtable_and_table_answers(tmp_path):
             for i in range(6000):
                 pool = list(fresh) if i % spacing == 0 else (old if i % 3 else absent)
                 keys.append(pool[rng.randrange(len(pool))])
-            for batch in (keys[:300], keys):  # one thread; two threads (4,096 keys or more)
+            for batch in (keys[:300], keys[:1000], keys):  # one thread; two threads (512 keys or more)
                 got = db.get_many(batch)
                 want = [model.get(k) for k in batch]
                 wrong = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]

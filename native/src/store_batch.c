@@ -168,8 +168,9 @@ static void batch_free(ltr_batch *b)
 /* Keys per segment: with direct_io, few enough that each thread gets four segments or more. */
 static size_t segment_keys(const ltr_store *s, size_t n)
 {
-    if (!s->o.direct_io)
-        return SEG_KEYS;
+    if (!s->o.direct_io) /* a small batch: eight segments, shared by the caller and the threads */
+        return n >= 4 * BATCH_THREADS * SEG_KEYS ? SEG_KEYS
+                                                 : n / (4 * BATCH_THREADS) + 1;
     size_t k = n / (4 * LTR_BATCH_READ_DEPTH);
     return k < 1 ? 1 : k > DIRECT_SEG_KEYS ? DIRECT_SEG_KEYS : k;
 }
@@ -395,7 +396,11 @@ static int get_direct(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, 
     return rc;
 }
 
-#define PARALLEL_MIN 4096 /* smaller batches are not worth the batch's threads */
+/* Smaller batches are not worth waking the pool's threads. The threads live as long as the
+ * store, so waking them is cheap: batches of 1,000 keys (a common size) gained a fifth to a half
+ * on two threads over the caller's alone (docs/benchmarks.md, "Measurements behind choices in
+ * the code"). */
+#define PARALLEL_MIN 512
 /* With direct_io, batches of two keys up to this many take get_direct's first pass; larger ones
  * go to the pool at once, where waking its threads costs little beside the batch (1,024 misses
  * took 0.58 times as long as one by one) and a first pass would delay every read. */
