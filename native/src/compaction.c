@@ -324,9 +324,8 @@ static int write_window(job *j, uint32_t first, uint32_t n)
     int rc = LTR_OK;
     for (size_t i = 0; !rc && i < j->nout; i++) {
         output *o = &j->out[i];
-        if (ltr_hbuild_items(o->wb))
+        if (ltr_hbuild_items(o->wb)) /* (stream() empties the builders for the next) */
             rc = hstream_window(o->hs, o->wb, first, n);
-        hbuild_clear(o->wb, j->budget);
     }
     return rc;
 }

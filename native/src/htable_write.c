@@ -448,21 +448,27 @@ static int open_dest(twrite *t, const table_dest *d, uint64_t size)
     return rc;
 }
 
-/* Plans b's items as one window, the whole table. */
-static int plan_whole(const ltr_hbuild *b, plan *p)
+/* Plans b's items, all homed in [first, first + n), as that window of the table (balanced);
+ * the plan owns its sizes array (plan_drop frees both). */
+static int plan_window(const ltr_hbuild *b, uint32_t first, uint32_t n, plan *p)
 {
-    uint32_t n = (uint32_t)b->n;
-    uint32_t *sizes = malloc(sizeof(uint32_t) * (n ? n : 1));
+    uint32_t *sizes = malloc(sizeof(uint32_t) * (b->n ? b->n : 1));
     if (!sizes)
         return ltr_fail(LTR_ENOMEM, "out of memory writing a table");
-    for (uint32_t i = 0; i < n; i++)
+    for (size_t i = 0; i < b->n; i++)
         sizes[i] = b->items[i].size;
-    int rc = plan_init(p, b->o.buckets, 0, b->o.buckets, n, b->hash, sizes);
+    int rc = plan_init(p, b->o.buckets, first, n, (uint32_t)b->n, b->hash, sizes);
     if (!rc && (rc = plan_balance(p)))
         plan_free(p);
     if (rc)
         free(sizes);
     return rc;
+}
+
+static void plan_drop(plan *p)
+{
+    free((void *)p->size);
+    plan_free(p);
 }
 
 static int write_table(ltr_hbuild *b, const table_dest *d, ltr_build_stats *st)
@@ -472,7 +478,7 @@ static int write_table(ltr_hbuild *b, const table_dest *d, ltr_build_stats *st)
     int rc = tw_init(&t, &b->o);
     if (rc)
         return rc;
-    if ((rc = plan_whole(b, &p))) {
+    if ((rc = plan_window(b, 0, b->o.buckets, &p))) {
         tw_free(&t);
         return rc;
     }
@@ -488,8 +494,7 @@ static int write_table(ltr_hbuild *b, const table_dest *d, ltr_build_stats *st)
         memset(st, 0, sizeof *st);
         st->file_bytes = size; /* the size it needs */
     }
-    free((void *)p.size);
-    plan_free(&p);
+    plan_drop(&p);
     tw_free(&t);
     return rc;
 }
@@ -539,22 +544,14 @@ int hstream_window(ltr_hstream *hs, ltr_hbuild *b, uint32_t first, uint32_t n)
     twrite *t = &hs->t;
     if (first < t->next || n > t->o.buckets - first || b->o.buckets != t->o.buckets)
         return ltr_fail(LTR_EINVAL, "windows of a table are written in order, inside it");
-    uint32_t *sizes = malloc(sizeof(uint32_t) * (b->n ? b->n : 1));
-    if (!sizes)
-        return ltr_fail(LTR_ENOMEM, "out of memory writing a table");
-    for (size_t i = 0; i < b->n; i++)
-        sizes[i] = b->items[i].size;
     plan p;
-    int rc = plan_init(&p, t->o.buckets, first, n, (uint32_t)b->n, b->hash, sizes);
-    if (!rc) {
-        rc = plan_balance(&p);
-        if (!rc)
-            rc = tw_filters(t, b, &p);
-        if (!rc)
-            rc = tw_window(t, b, &p);
-        plan_free(&p);
-    }
-    free(sizes);
+    int rc = plan_window(b, first, n, &p);
+    if (rc)
+        return rc;
+    rc = tw_filters(t, b, &p);
+    if (!rc)
+        rc = tw_window(t, b, &p);
+    plan_drop(&p);
     return rc;
 }
 
