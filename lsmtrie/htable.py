@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _binding as b
 from ._packing import check_bytes, pack, pack_mask, pack_one
-from .errors import ClosedError
+from .errors import ClosedError, InvalidArgumentError
 
 ffi, lib = b.ffi, b.lib
 
@@ -338,12 +338,17 @@ class HTable:
                 n = items.n
                 if n == 0:
                     return
+                kinds = np.frombuffer(ffi.buffer(items.deleted.data, n), dtype=np.uint8)
+                if (kinds == 2).any():
+                    raise InvalidArgumentError(
+                        f"{self.path}: a value of this table is kept in its store's value log; "
+                        "read it through the store")
                 yield (
                     bytes(ffi.buffer(items.keys.data, items.keys.len)),
                     np.frombuffer(ffi.buffer(items.koffs.data, 8 * (n + 1)), dtype=np.int64).copy(),
                     bytes(ffi.buffer(items.values.data, items.values.len)),
                     np.frombuffer(ffi.buffer(items.voffs.data, 8 * (n + 1)), dtype=np.int64).copy(),
-                    np.frombuffer(ffi.buffer(items.deleted.data, n), dtype=np.uint8).astype(bool),
+                    kinds.astype(bool),
                 )
         finally:
             scan.close()

@@ -59,7 +59,8 @@ def _c_options(options: dict):
 
 def open(path, create: bool = True, metadata_path=None, sync: bool = False, read_only: bool = False,
          bulk: bool = False, checkpoint_interval: float = 1.0, max_open_files=None,
-         working_memory=None, direct_io: bool = False, **options) -> "Store":
+         working_memory=None, direct_io: bool = False, min_blob_size=None,
+         **options) -> "Store":
     """Opens (or creates) the store at path.
 
     Args:
@@ -101,6 +102,13 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             file system that refuses O_DIRECT fails the open with InvalidArgumentError (never a
             silent fallback). Compactions still read their inputs through the cache. Not
             recorded: a store may be opened with and without it.
+        min_blob_size: values of at least this many bytes (32 to 16 MiB) are written to value
+            logs (`NNNNNNNN.vlog`) at put time, and the log, memtables and tables hold a 20-byte
+            pointer in their place (docs/design.md "Value logs"): large values are written
+            once instead of once per level, and tables hold small items only. A get of such a
+            value costs one more read. 0 keeps every value in the tables. None (the default):
+            4096, the values that cannot share a bucket. Not recorded: a store reads both kinds
+            whatever it was opened with.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
             hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
             must equal the recorded value. levels=0 (the default) lets the trie deepen as the
@@ -114,7 +122,7 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
     return Store(path, create=create, metadata_path=metadata_path, sync=sync, read_only=read_only,
                  bulk=bulk, checkpoint_interval=checkpoint_interval,
                  max_open_files=max_open_files, working_memory=working_memory,
-                 direct_io=direct_io, **options)
+                 direct_io=direct_io, min_blob_size=min_blob_size, **options)
 
 
 class Store:
@@ -122,7 +130,7 @@ class Store:
 
     def __init__(self, path, *, create=True, metadata_path=None, sync=False, read_only=False,
                  bulk=False, checkpoint_interval=1.0, max_open_files=None, working_memory=None,
-                 direct_io=False,
+                 direct_io=False, min_blob_size=None,
                  **options):
         o = _c_options(options)
         o.create, o.read_only, o.sync, o.use_log = bool(create), bool(read_only), bool(sync), not bulk
@@ -146,6 +154,14 @@ class Store:
             if working_memory < 1 or working_memory >= 2**63:
                 raise ValueError(f"working_memory must be a positive number of bytes, got {working_memory}")
             o.working_memory = working_memory
+        if min_blob_size is not None:
+            if isinstance(min_blob_size, bool) or not isinstance(min_blob_size, int):
+                raise TypeError("min_blob_size must be an int (bytes) or None, not "
+                                f"{type(min_blob_size).__name__}")
+            if min_blob_size < 0 or min_blob_size >= 2**32:
+                raise ValueError(f"min_blob_size must be 0 or 32..{lib.LTR_MAX_VALUE} bytes, "
+                                 f"got {min_blob_size}")
+            o.min_blob_size = min_blob_size
         self.path = os.fspath(path)
         meta = ffi.new("char[]", os.fsencode(metadata_path)) if metadata_path is not None else ffi.NULL
         o.metadata_path = meta

@@ -814,7 +814,7 @@ def check_layout(t, expected=None, max_cached_records=2048):
 LOG_BATCH, MF_OPTIONS, MF_EDIT = 1, 16, 17
 OP_ADD_TABLE, OP_REMOVE_TABLE, OP_LOG_FLOOR, OP_NEXT_FILE, OP_COUNTERS, OP_SET_CLUSTER, \
     OP_LOG_OFFSET = range(1, 8)
-N_COUNTERS = 22  # 9 kinds, compaction bytes into each of 12 levels, the loader's bytes
+N_COUNTERS = 23  # 9 kinds, compaction bytes into each of 12 levels, the loader's, the value logs'
 _OP_ARGS = {OP_ADD_TABLE: 2, OP_REMOVE_TABLE: 2, OP_LOG_FLOOR: 1, OP_NEXT_FILE: 1,
             OP_SET_CLUSTER: 3, OP_LOG_OFFSET: 1}
 

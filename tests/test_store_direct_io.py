@@ -34,7 +34,9 @@ def _fill(path, seed=1, n=2500, **opts):
     tombstones, and a memtable's worth of fresh writes (when the store is kept open).
     Returns the open store and its model (None: deleted)."""
     rng = random.Random(seed)
-    o = dict(TINY)
+    # values of every size in the tables (overflow areas included): value logs, which would take
+    # the large ones out, are read through the page cache and tested in test_store_blobs.py
+    o = dict(TINY, min_blob_size=0)
     o.update(opts)
     db = lsmtrie.open(path, **o)
     model = {}
@@ -396,6 +398,6 @@ def test_faults_in_a_direct_writer(tmp_path, op, after, err):
     """A store written and read with direct_io while reads, opens (flushes open their new
     tables, compactions open their inputs a second time, through the page cache) or writes
     fail: typed errors, and every acknowledged write after the fault is cleared."""
-    opts = dict(TINY, direct_io=True)
+    opts = dict(TINY, direct_io=True, min_blob_size=0)  # (every value in the tables: _fill)
     run_with_fault(str(tmp_path / "db"), op, after, err, open_opts=opts,
                    reads_during_fault=op == "write")

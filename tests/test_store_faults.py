@@ -469,7 +469,7 @@ _PARTS_WRITER = textwrap.dedent("""
     path, after = sys.argv[1], int(sys.argv[2])
     big = {b"big-%d" % i: bytes([i % 251]) * 150 for i in range(6000)}
     big[b"huge"] = b"h" * 400_000
-    db = lsmtrie.open(path, memtable_bytes=16 << 20)
+    db = lsmtrie.open(path, memtable_bytes=16 << 20, min_blob_size=0)  # values in the log
     db.put(b"before", b"1", sync=True)
     log = sorted(f for f in os.listdir(path) if f.endswith(".wal"))[-1]
     size = os.path.getsize(os.path.join(path, log))

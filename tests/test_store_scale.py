@@ -82,7 +82,7 @@ def summary(path):
 
 
 def counters_of_every_width():
-    """21 counter values whose encodings take every width from 1 to 10 bytes."""
+    """N_COUNTERS counter values whose encodings take every width from 1 to 10 bytes."""
     vals = [v for v in WIDTH_VALUES if v]
     return [vals[(i * 3) % len(vals)] for i in range(fl.N_COUNTERS)]
 

@@ -70,6 +70,9 @@ int ltr_last_errno(void); /* errno behind the last LTR_EIO/LTR_ENOSPC in this th
 #define LTR_DEFAULT_BUCKETS 8191    /* a table of 8191 buckets: 32 MB */
 #define LTR_DEFAULT_BLOOM_BITS 16   /* filter bits per key */
 #define LTR_DEFAULT_MAX_CACHED 2048 /* migration records a reader keeps in memory */
+#define LTR_DEFAULT_MIN_BLOB_SIZE 4096 /* values this large go to value logs: what cannot share
+                                          a bucket (docs/design.md "Value logs") */
+#define LTR_MIN_BLOB_SIZE_LEAST 32   /* the least min_blob_size other than 0 */
 
 /* ---- buffers the core fills for the caller ---- */
 
@@ -142,6 +145,10 @@ typedef struct ltr_store_opts {
                                     flight. A file system that refuses O_DIRECT fails the open
                                     (LTR_EINVAL). Default 0 (not recorded: a property of this
                                     open) */
+    uint32_t min_blob_size;      /* values of at least this many bytes are kept in value logs
+                                    apart from the tables (docs/design.md "Value logs"); 0:
+                                    none. Default LTR_DEFAULT_MIN_BLOB_SIZE (not recorded: a
+                                    property of this open; every store reads both kinds) */
 } ltr_store_opts;
 
 /* Reads a batched get keeps in flight with direct_io: as many threads, each waiting for one. */
@@ -157,6 +164,9 @@ typedef struct ltr_store_stats {
     uint64_t written_gc;           /* last-level garbage collection */
     uint64_t written_manifest;
     uint64_t written_load;         /* the bulk loader's partitions and tables */
+    uint64_t written_blobs;        /* value logs: values of at least min_blob_size bytes */
+    uint64_t blob_files;           /* value logs on disk now, and their bytes */
+    uint64_t blob_bytes;
     uint64_t tables_per_level[LTR_MAX_LEVELS];
     uint64_t items_per_level[LTR_MAX_LEVELS];
     uint64_t table_bytes_per_level[LTR_MAX_LEVELS];

@@ -67,7 +67,7 @@ void ltr_test_syncfs_min(int64_t files);
 void ltr_test_batch_threads(int n);
 /* A compaction streams its inputs and outputs this many buckets at a time (at least 1);
  * 0: it stages whole tables instead (as garbage collection does); negative restores the
- * default (512). Process-wide. */
+ * default (COMPACTION_WINDOW, 256). Process-wide. */
 void ltr_test_compaction_window(int64_t buckets);
 /* While on, no worker starts work on the last level (cluster builds, garbage collection); work
  * already noted waits, and flush() does not wait for it. Process-wide. */
@@ -76,6 +76,10 @@ void ltr_test_hold_last_level(int on);
  * on disk hold more than `disk_bytes`; negative values restore the defaults (64 MiB, 2 GiB).
  * Process-wide. */
 void ltr_test_log_limits(int64_t rotate_bytes, int64_t disk_bytes);
+
+/* The size past which a value log is closed and the next one started (0: the default,
+ * BLOB_FILE_BYTES), so that tests see value logs come and go. */
+void ltr_test_blob_file_bytes(uint64_t bytes);
 /* New logs place their first record at this byte offset (a hole before it), and replay starts
  * every log there: log offsets past 2^35 without writing 32 GiB. 0 (the default) is the real
  * format; a store written with an offset must be reopened with the same one. Process-wide. */

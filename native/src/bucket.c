@@ -6,26 +6,31 @@
 #include "htable_format.h"
 #include "ltr_int.h"
 
-size_t item_size(uint32_t klen, uint32_t vlen, int deleted)
+static uint64_t vfield_of(uint32_t vlen, int kind)
 {
-    uint64_t vfield = deleted ? 0 : (uint64_t)vlen + 1;
-    return varint_len(klen) + varint_len(vfield) + klen + (deleted ? 0 : vlen);
+    return kind == ITEM_TOMBSTONE ? 0 : kind == ITEM_POINTER ? VFIELD_POINTER : (uint64_t)vlen + 1;
 }
 
-size_t item_header(uint8_t *p, uint32_t klen, uint32_t vlen, int deleted)
+size_t item_size(uint32_t klen, uint32_t vlen, int kind)
+{
+    return varint_len(klen) + varint_len(vfield_of(vlen, kind)) + klen +
+           (kind == ITEM_TOMBSTONE ? 0 : vlen);
+}
+
+size_t item_header(uint8_t *p, uint32_t klen, uint32_t vlen, int kind)
 {
     size_t n = put_varint(p, klen);
-    return n + put_varint(p + n, deleted ? 0 : (uint64_t)vlen + 1);
+    return n + put_varint(p + n, vfield_of(vlen, kind));
 }
 
 size_t item_encode(uint8_t *p, const uint8_t *key, uint32_t klen, const uint8_t *value,
-                   uint32_t vlen, int deleted)
+                   uint32_t vlen, int kind)
 {
-    size_t n = item_header(p, klen, vlen, deleted);
+    size_t n = item_header(p, klen, vlen, kind);
     if (klen) /* an empty key may come from a buffer that was never allocated */
         memcpy(p + n, key, klen);
     n += klen;
-    if (!deleted && vlen) {
+    if (kind != ITEM_TOMBSTONE && vlen) {
         memcpy(p + n, value, vlen);
         n += vlen;
     }
@@ -39,16 +44,17 @@ size_t item_decode(const uint8_t *p, const uint8_t *end, item_view *it)
     if (!a || klen > LTR_MAX_KEY)
         return 0;
     size_t b = get_varint(p + a, end, &vfield);
-    if (!b || vfield > (uint64_t)LTR_MAX_VALUE + 1)
+    if (!b || (vfield > (uint64_t)LTR_MAX_VALUE + 1 && vfield != VFIELD_POINTER))
         return 0;
-    uint64_t vlen = vfield ? vfield - 1 : 0;
+    int kind = vfield == 0 ? ITEM_TOMBSTONE : vfield == VFIELD_POINTER ? ITEM_POINTER : ITEM_VALUE;
+    uint64_t vlen = kind == ITEM_POINTER ? BLOB_POINTER_SIZE : vfield ? vfield - 1 : 0;
     const uint8_t *key = p + a + b;
     if ((uint64_t)(end - key) < klen + vlen)
         return 0;
     it->key = key;
     it->klen = (uint32_t)klen;
-    it->deleted = vfield == 0;
-    it->value = it->deleted ? NULL : key + klen;
+    it->kind = kind;
+    it->value = kind == ITEM_TOMBSTONE ? NULL : key + klen;
     it->vlen = (uint32_t)vlen;
     return a + b + klen + vlen;
 }

@@ -139,6 +139,7 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t)
 /* The state a checkpoint makes durable, taken under state_mu. */
 typedef struct durable_view {
     uint64_t next_file, floor, floor_off;
+    uint64_t blob_floor; /* the value logs the logs above the floor may point into start here */
     uint64_t counters[C_COUNT];
     int snapshot;        /* 1: a new manifest holding snap (a failed append broke the old one's
                             tail); 2: the same because the old one grew (else an append will do) */
@@ -196,6 +197,7 @@ static void view_take(ltr_store *s, durable_view *d)
     memset(d, 0, sizeof *d);
     d->floor = s->log_floor;
     d->floor_off = s->log_floor_off;
+    d->blob_floor = s->blobs.floor;
     for (int i = 0; i < C_COUNT; i++)
         d->counters[i] = __atomic_load_n(&s->counters[i], __ATOMIC_RELAXED);
     if ((d->snapshot = snapshot_due(s))) {
@@ -477,6 +479,7 @@ static void work_done(ltr_store *s, ckpt_work *w)
 {
     pthread_mutex_lock(&s->state_mu);
     s->ckpt.durable_floor = w->d.floor;
+    s->blobs.durable_floor = w->d.blob_floor;
     pthread_mutex_unlock(&s->state_mu);
     bury_all(s, &w->doomed);
     pfiles_free(&w->files);
@@ -517,6 +520,8 @@ static int make_durable(ltr_store *s, ckpt_work *w, int flags, int *tried)
     int rc = w->lost ? sync_filesystems(s, &w->files, 1) : LTR_OK;
     if (!rc)
         rc = sync_files(s, &w->files, flags);
+    if (!rc) /* the tables' pointers lead into the value logs (the log's too: it syncs them) */
+        rc = blob_sync(s);
     /* The tables hold the items of records that no sync may have covered yet (a log synced
      * only by writers that asked). Once the manifest names the tables, recovery replays the
      * log from the floor over them; a record lost from the log while later ones sit in those
@@ -545,8 +550,10 @@ static int checkpoint(ltr_store *s, int flags)
     else
         put_back(s, &w, tried);
     medit_free(&w.d.snap);
-    if (!rc)
+    if (!rc) {
         store_log_release_below(s, w.d.floor);
+        blob_collect(s);
+    }
     double ended = store_now();
     pthread_mutex_lock(&s->state_mu);
     double spacing;

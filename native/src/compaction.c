@@ -160,7 +160,7 @@ static int open_output(job *j, output *o, const ltr_build_stats *st)
 {
     ltr_htable *t = NULL;
     int rc = store_open_table(j->s, o->path, 0, &t);
-    if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t))) {
+    if (!rc && !(o->table = tref_new(o->file, j->src->level + !j->gc, t, j->s->blobs.set))) {
         ltr_htable_close(t);
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
     }
@@ -191,16 +191,16 @@ static int emit(job *j, uint32_t d)
 }
 
 static int route(job *j, key_hash h, const uint8_t *key, uint32_t klen, const uint8_t *val,
-                 uint32_t vlen, int del)
+                 uint32_t vlen, int kind)
 {
     uint32_t d = j->gc ? 0 : hb_trie_digit(h, j->src->level);
     int rc = j->b[d] ? LTR_OK : new_builder(j, &j->b[d]);
-    int r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, del);
+    int r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, kind);
     if (r == 0) { /* this child's table is full: it gets one more */
         rc = emit(j, d);
         if (!rc)
             rc = new_builder(j, &j->b[d]);
-        r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, del);
+        r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, kind);
     }
     return r < 0 ? r : LTR_OK;
 }
@@ -227,12 +227,13 @@ static int feed_item(void *ctx, const item_view *it)
     uint8_t dg[16];
     ltr_murmur3_128(it->key, it->klen, j->s->o.hash_seed, dg);
     key_hash h = hb_from_digest(dg);
-    int keep = j->gc ? live(j, f->t, h, it->key, it->klen, it->deleted) : 1;
+    int del = it->kind == ITEM_TOMBSTONE;
+    int keep = j->gc ? live(j, f->t, h, it->key, it->klen, del) : 1;
     if (keep <= 0)
         return keep;
     static const uint8_t none[1];
-    const uint8_t *value = it->deleted || !it->value ? none : it->value;
-    return route(j, h, it->key, it->klen, value, it->deleted ? 0 : it->vlen, it->deleted);
+    const uint8_t *value = del || !it->value ? none : it->value;
+    return route(j, h, it->key, it->klen, value, del ? 0 : it->vlen, it->kind);
 }
 
 static int feed_table(job *j, uint32_t t)
@@ -300,15 +301,16 @@ static int stage_window_item(void *ctx, key_hash h, const item_view *it)
     job *j = ctx;
     uint32_t d = hb_trie_digit(h, j->src->level);
     static const uint8_t none[1];
-    const uint8_t *value = it->deleted || !it->value ? none : it->value;
-    uint32_t vlen = it->deleted ? 0 : it->vlen;
+    int del = it->kind == ITEM_TOMBSTONE;
+    const uint8_t *value = del || !it->value ? none : it->value;
+    uint32_t vlen = del ? 0 : it->vlen;
     for (;;) {
         int32_t i = j->cur[d] >= 0 ? j->cur[d] : j->head[d];
         int rc = i >= 0 ? LTR_OK : add_stream(j, d, &i);
         if (rc)
             return rc;
         j->cur[d] = i;
-        int r = hbuild_stage(j->out[i].wb, h, it->key, it->klen, value, vlen, it->deleted);
+        int r = hbuild_stage(j->out[i].wb, h, it->key, it->klen, value, vlen, it->kind);
         if (r != 0)
             return r < 0 ? r : LTR_OK;
         i = j->out[i].next; /* full: an empty builder always takes its first item */

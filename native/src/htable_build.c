@@ -158,9 +158,10 @@ static uint64_t counted_size(const ltr_hbuild *b, uint32_t size)
 }
 
 int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
-                 const uint8_t *val, uint32_t vlen, int del)
+                 const uint8_t *val, uint32_t vlen, int kind)
 {
-    uint32_t size = (uint32_t)item_size(klen, del ? 0 : vlen, del);
+    int del = kind == ITEM_TOMBSTONE;
+    uint32_t size = (uint32_t)item_size(klen, del ? 0 : vlen, kind);
     int rc = grow_slots(b, b->n + 1);
     if (rc)
         return rc;
@@ -185,7 +186,7 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
     }
     old->voff = b->by_ref ? (uint64_t)(uintptr_t)val : b->arena.len;
     old->vlen = del ? 0 : vlen;
-    old->deleted = (uint8_t)(del != 0);
+    old->kind = (uint8_t)kind;
     old->size = size;
     if (!del && !b->by_ref)
         buf_append(&b->arena, val, vlen);
@@ -272,7 +273,7 @@ int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, si
             size_t i = g + j;
             rc = hbuild_stage(b, h[j], kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
                            vdata + voffs[i], (uint32_t)(voffs[i + 1] - voffs[i]),
-                           deleted && deleted[i]);
+                           deleted && deleted[i] ? ITEM_TOMBSTONE : ITEM_VALUE);
             if (rc < 0)
                 return rc;
             if (rc == 0)

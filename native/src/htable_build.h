@@ -12,7 +12,7 @@ typedef struct staged {
     uint32_t klen;
     uint32_t vlen;
     uint32_t size; /* encoded size */
-    uint8_t deleted;
+    uint8_t kind;  /* ITEM_VALUE, ITEM_TOMBSTONE or ITEM_POINTER (bucket.h) */
 } staged;
 
 struct ltr_hbuild {
@@ -62,10 +62,10 @@ typedef struct table_dest {
 int htable_write_at(ltr_hbuild *b, int fd, const char *name, uint64_t base, uint64_t cap,
                     ltr_build_stats *st);
 
-/* Stages one item whose hash is known: 1 staged, 0 refused (the fill budget is reached), <0
- * error. A repeated key replaces the earlier item. */
+/* Stages one item of this kind (bucket.h) whose hash is known: 1 staged, 0 refused (the fill
+ * budget is reached), <0 error. A repeated key replaces the earlier item. */
 int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
-                 const uint8_t *val, uint32_t vlen, int del);
+                 const uint8_t *val, uint32_t vlen, int kind);
 /* Room for `items` more items holding `bytes` of keys and values, made at once. */
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes);
 /* From now on the fill budget counts only items that fit a bucket: a window of a streamed

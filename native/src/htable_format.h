@@ -5,6 +5,8 @@
 
 #define HT_MAGIC "LTRHTBL1"
 #define HT_VERSION 1
+/* A table holding pointers into value logs (and their list in the trailer): version 2. */
+#define HT_VERSION_BLOBS 2
 
 /* Bucket footer (htable.md "Bucket"). */
 #define BK_COUNT 4080
@@ -18,6 +20,7 @@
 /* Trailer entry sizes (htable.md "Trailer sections"). */
 #define HT_RECORD_SIZE 12
 #define HT_OVF_ENTRY_SIZE 20
+#define HT_BLOB_REF_SIZE 16
 
 /* Footer (htable.md "Footer"): the last HT_FOOTER_SIZE bytes of the file. */
 #define HT_FOOTER_SIZE 104
@@ -37,7 +40,8 @@
 #define FT_OVF_ITEMS 72
 #define FT_RECORDS 76
 #define FT_CACHED 80
-#define FT_RESERVED 84
+#define FT_RESERVED 84 /* version 1: 0 */
+#define FT_BLOB_REFS 84 /* version 2: entries of the value-log references */
 #define FT_TRAILER_OFFSET 88
 #define FT_TRAILER_CRC 96
 #define FT_FOOTER_CRC 100

@@ -27,9 +27,11 @@ static int parse_footer(ltr_htable *t, const uint8_t *ft)
         return ltr_fail(LTR_ECORRUPT, "%s is not an HTable (bad magic)", p);
     if (get_u32(ft + FT_FOOTER_CRC) != ltr_crc32c(0, ft, FT_FOOTER_CRC))
         return ltr_fail(LTR_ECORRUPT, "%s: footer checksum mismatch", p);
-    if (get_u16(ft + FT_VERSION) != HT_VERSION)
-        return ltr_fail(LTR_EVERSION, "%s: format version %u, this build reads version %d", p,
-                        get_u16(ft + FT_VERSION), HT_VERSION);
+    uint16_t version = get_u16(ft + FT_VERSION);
+    if (version != HT_VERSION && version != HT_VERSION_BLOBS)
+        return ltr_fail(LTR_EVERSION, "%s: format version %u, this build reads versions %d and %d",
+                        p, version, HT_VERSION, HT_VERSION_BLOBS);
+    t->nblobs = version == HT_VERSION_BLOBS ? get_u32(ft + FT_BLOB_REFS) : 0;
     t->buckets = get_u32(ft + FT_BUCKETS);
     t->seed = get_u32(ft + FT_SEED);
     t->bloom_bits = get_u32(ft + FT_BLOOM_BITS);
@@ -50,7 +52,8 @@ static int parse_footer(ltr_htable *t, const uint8_t *ft)
         t->records > t->buckets || t->ovf_off != (uint64_t)t->buckets * LTR_BUCKET_SIZE ||
         t->ovf_bytes > t->file_bytes || trailer != t->ovf_off + t->ovf_bytes ||
         trailer > t->file_bytes - HT_FOOTER_SIZE ||
-        t->tombstones > t->items)
+        t->tombstones > t->items || (version == HT_VERSION && get_u32(ft + FT_RESERVED)) ||
+        (version == HT_VERSION_BLOBS && !t->nblobs))
         return ltr_fail(LTR_ECORRUPT, "%s: footer fields are inconsistent", p);
     return LTR_OK;
 }
@@ -93,6 +96,22 @@ static int load_overflow_index(ltr_htable *t, const uint8_t *e)
             t->ovf_len[j] > end - t->ovf_at[j] ||
             (j && t->ovf_h2[j] < t->ovf_h2[j - 1]))
             return ltr_fail(LTR_ECORRUPT, "%s: overflow index entry %u is invalid", t->path, j);
+    }
+    return LTR_OK;
+}
+
+/* The value-log references (version 2): ascending file numbers. */
+static int load_blob_refs(ltr_htable *t, const uint8_t *e)
+{
+    if (!t->nblobs)
+        return LTR_OK;
+    t->blobs = malloc(sizeof *t->blobs * t->nblobs);
+    if (!t->blobs)
+        return ltr_fail(LTR_ENOMEM, "out of memory opening %s", t->path);
+    for (uint32_t j = 0; j < t->nblobs; j++, e += HT_BLOB_REF_SIZE) {
+        t->blobs[j] = (blob_ref){get_u64(e), get_u64(e + 8)};
+        if (!t->blobs[j].file || (j && t->blobs[j].file <= t->blobs[j - 1].file))
+            return ltr_fail(LTR_ECORRUPT, "%s: value-log reference %u is invalid", t->path, j);
     }
     return LTR_OK;
 }
@@ -147,7 +166,8 @@ static int load_trailer(ltr_htable *t, abuf *b, uint64_t trailer_at, uint32_t tr
 {
     uint64_t len = t->file_bytes - HT_FOOTER_SIZE - trailer_at;
     uint64_t fixed = (uint64_t)t->records * HT_RECORD_SIZE +
-                     (uint64_t)t->ovf_items * HT_OVF_ENTRY_SIZE + 4ull * (t->buckets + 1);
+                     (uint64_t)t->ovf_items * HT_OVF_ENTRY_SIZE + 4ull * (t->buckets + 1) +
+                     (uint64_t)t->nblobs * HT_BLOB_REF_SIZE;
     if (len < fixed)
         return ltr_fail(LTR_ECORRUPT, "%s: trailer is too short", t->path);
     uint8_t *tr;
@@ -167,6 +187,8 @@ static int load_trailer(ltr_htable *t, abuf *b, uint64_t trailer_at, uint32_t tr
         rc = load_overflow_index(t, ovf);
     if (!rc)
         rc = load_filters(t, offs, bits, len - fixed);
+    if (!rc)
+        rc = load_blob_refs(t, bits + (len - fixed));
     return rc;
 }
 
@@ -302,6 +324,7 @@ void ltr_htable_close(ltr_htable *t)
     if (!t->fd_shared)
         io_close(t->fd);
     free(t->meta); /* every array (carve_arrays) */
+    free(t->blobs);
     free(t->path);
     free(t);
 }
@@ -561,8 +584,8 @@ int htable_probe(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uin
             c->stats[ST_FFP]++;
         return LTR_ABSENT;
     }
-    c->stats[it->deleted ? ST_DELETED : ST_FOUND]++;
-    return it->deleted ? LTR_DELETED : LTR_FOUND;
+    c->stats[it->kind == ITEM_TOMBSTONE ? ST_DELETED : ST_FOUND]++;
+    return it->kind == ITEM_TOMBSTONE ? LTR_DELETED : LTR_FOUND;
 }
 
 int htable_lookup(ltr_htable *t, read_ctx *c, key_hash h, const uint8_t *key, uint32_t klen,
@@ -598,6 +621,15 @@ typedef struct get_call {
     ltr_buf *values;
 } get_call;
 
+/* A table read on its own has no value logs: a value kept in one is its store's to read. */
+static int standalone(const ltr_htable *t, const item_view *it)
+{
+    return it->kind == ITEM_POINTER
+               ? ltr_fail(LTR_EINVAL, "%s: a value of this table is kept in its store's value "
+                          "log; read it through the store", t->path)
+               : LTR_OK;
+}
+
 static int get_one(void *arg)
 {
     get_call *g = arg;
@@ -606,7 +638,9 @@ static int get_one(void *arg)
     if (rc < 0)
         return rc;
     *g->status = (int8_t)rc;
-    return rc == LTR_FOUND ? copy_value(it.value, it.vlen, g->vbuf, g->vcap, g->vlen) : LTR_OK;
+    if (rc == LTR_FOUND && (rc = standalone(g->t, &it)))
+        return rc;
+    return *g->status == LTR_FOUND ? copy_value(it.value, it.vlen, g->vbuf, g->vcap, g->vlen) : LTR_OK;
 }
 
 static int get_batch(void *arg)
@@ -621,7 +655,7 @@ static int get_batch(void *arg)
         if (s < 0)
             return s;
         g->status[i] = (int8_t)s;
-        if (s == LTR_FOUND)
+        if (s == LTR_FOUND && !(rc = standalone(g->t, &it)))
             rc = buf_append(g->values, it.value, it.vlen);
         g->voffs[i + 1] = (int64_t)g->values->len;
     }

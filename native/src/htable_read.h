@@ -2,6 +2,7 @@
 #ifndef LTR_HTABLE_READ_H
 #define LTR_HTABLE_READ_H
 
+#include "blob_format.h"
 #include "bucket.h"
 #include "hashbits.h"
 #include "ltr_int.h"
@@ -46,6 +47,8 @@ struct ltr_htable {
     uint8_t fd_shared;   /* an extent's descriptor: the caller's, never closed here */
     uint64_t dev, ino; /* of the file, checked when it is reopened */
     uint64_t stats[ST_N];
+    blob_ref *blobs;  /* the value logs its pointers lead to (format version 2), by file */
+    uint32_t nblobs;
     void *meta;       /* the one block holding the arrays above (carve_arrays) */
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct ltr_htable, ovf_h2) <= 128, "a lookup's fields fit two lines");

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blob_format.h"
 #include "bloom.h"
 #include "bucket.h"
 #include "coding.h"
@@ -43,6 +44,8 @@ typedef struct twrite {
     size_t nrecords, rec_cap;
     uint64_t items, tombstones, data_bytes, migrated;
     uint32_t max_chain, overloaded;
+    blob_ref *refs;      /* the value logs its pointers lead to, by file number */
+    size_t nrefs, refs_cap;
 } twrite;
 
 static int tw_init(twrite *t, const ltr_table_opts *o)
@@ -63,6 +66,7 @@ static void tw_free(twrite *t)
     free(t->foff);
     ltr_buf_free(&t->fbits);
     free(t->records);
+    free(t->refs);
     memset(t, 0, sizeof *t);
 }
 
@@ -97,6 +101,51 @@ static int tw_filters(twrite *t, const ltr_hbuild *b, const plan *p)
         bloom_add(t->fbits.data + off[k], off[k + 1] - off[k], t->probes, hb_bloom(b->hash[i]));
     }
     return LTR_OK;
+}
+
+/* Counts a pointer's value bytes against its file in the table's sorted list of value logs. */
+static int add_ref(twrite *t, uint64_t file, uint64_t bytes)
+{
+    size_t lo = 0, hi = t->nrefs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (t->refs[mid].file < file)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < t->nrefs && t->refs[lo].file == file) {
+        t->refs[lo].bytes += bytes;
+        return LTR_OK;
+    }
+    if (t->nrefs == t->refs_cap) {
+        size_t cap = t->refs_cap ? 2 * t->refs_cap : 8;
+        blob_ref *r = realloc(t->refs, cap * sizeof *r);
+        if (!r)
+            return ltr_fail(LTR_ENOMEM, "out of memory listing a table's value logs");
+        t->refs = r;
+        t->refs_cap = cap;
+    }
+    memmove(t->refs + lo + 1, t->refs + lo, (t->nrefs - lo) * sizeof *t->refs);
+    t->refs[lo] = (blob_ref){file, bytes};
+    t->nrefs++;
+    return LTR_OK;
+}
+
+/* The value logs the window's pointers lead to (htable.md "Value-log references"): a store
+ * keeps a value log while some table lists it. */
+static int tw_refs(twrite *t, const ltr_hbuild *b)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; !rc && i < b->n; i++) {
+        const staged *s = &b->items[i];
+        if (s->kind != ITEM_POINTER)
+            continue;
+        blob_ptr bp;
+        blob_ptr_decode(staged_value(b, s), &bp);
+        rc = add_ref(t, bp.file, bp.vlen);
+    }
+    return rc;
 }
 
 static int by_flow(const void *a, const void *b)
@@ -151,7 +200,7 @@ static size_t encode_items(const ltr_hbuild *b, const plan *p, uint32_t k, uint8
         for (uint32_t j = 0; j < m; j++) {
             const staged *s = &b->items[g[j]];
             used += item_encode(page + used, staged_key(b, s), s->klen, staged_value(b, s),
-                                s->vlen, s->deleted);
+                                s->vlen, s->kind);
         }
     }
     return used;
@@ -254,7 +303,7 @@ static int write_overflow(twrite *t, const ltr_hbuild *b, plan *p)
         if ((rc = buf_reserve(&rec, 4 + (size_t)s->size)))
             break;
         size_t n = item_encode(rec.data + 4, staged_key(b, s), s->klen, staged_value(b, s),
-                               s->vlen, s->deleted);
+                               s->vlen, s->kind);
         put_u32(rec.data, ltr_crc32c(0, rec.data + 4, n));
         uint64_t at = area + t->ovf_bytes;
         rc = io_write_at(&t->w, rec.data, n + 4, at);
@@ -294,7 +343,7 @@ static int tw_window(twrite *t, const ltr_hbuild *b, plan *p)
     if (rc)
         return rc;
     for (size_t i = 0; i < b->n; i++)
-        t->tombstones += b->items[i].deleted;
+        t->tombstones += b->items[i].kind == ITEM_TOMBSTONE;
     t->items += b->n;
     t->data_bytes += b->data_bytes;
     t->migrated += p->migrated;
@@ -319,7 +368,8 @@ static int write_trailer(twrite *t, uint32_t *crc)
     qsort(t->ovf, t->novf, sizeof *t->ovf, by_index_key);
     ltr_buf b = {0};
     int rc = buf_reserve(&b, t->nrecords * HT_RECORD_SIZE + t->novf * HT_OVF_ENTRY_SIZE +
-                                 4 * ((size_t)nb + 1) + t->fbits.len);
+                                 4 * ((size_t)nb + 1) + t->fbits.len +
+                                 t->nrefs * HT_BLOB_REF_SIZE);
     for (size_t r = 0; !rc && r < t->nrecords; r++) {
         uint8_t e[HT_RECORD_SIZE];
         put_u16(e, t->records[r].source);
@@ -342,6 +392,12 @@ static int write_trailer(twrite *t, uint32_t *crc)
     }
     if (!rc)
         rc = buf_append(&b, t->fbits.data, t->fbits.len);
+    for (size_t j = 0; !rc && j < t->nrefs; j++) {
+        uint8_t e[HT_BLOB_REF_SIZE];
+        put_u64(e, t->refs[j].file);
+        put_u64(e + 8, t->refs[j].bytes);
+        buf_append(&b, e, sizeof e);
+    }
     if (!rc) {
         *crc = ltr_crc32c(0, b.data, b.len);
         rc = io_write_at(&t->w, b.data, b.len, at);
@@ -355,7 +411,8 @@ static void fill_footer(uint8_t *ft, const twrite *t, uint32_t cached, uint32_t 
     uint64_t ovf_off = (uint64_t)t->o.buckets * LTR_BUCKET_SIZE;
     memset(ft, 0, HT_FOOTER_SIZE);
     memcpy(ft + FT_MAGIC, HT_MAGIC, 8);
-    put_u16(ft + FT_VERSION, HT_VERSION);
+    /* version 1 unless the table holds pointers: older readers keep reading the rest */
+    put_u16(ft + FT_VERSION, t->nrefs ? HT_VERSION_BLOBS : HT_VERSION);
     put_u16(ft + FT_FOOTER_SIZE, HT_FOOTER_SIZE);
     put_u32(ft + FT_BUCKET_SIZE, LTR_BUCKET_SIZE);
     put_u32(ft + FT_BUCKETS, t->o.buckets);
@@ -370,6 +427,7 @@ static void fill_footer(uint8_t *ft, const twrite *t, uint32_t cached, uint32_t 
     put_u32(ft + FT_OVF_ITEMS, (uint32_t)t->novf);
     put_u32(ft + FT_RECORDS, (uint32_t)t->nrecords);
     put_u32(ft + FT_CACHED, cached);
+    put_u32(ft + FT_BLOB_REFS, (uint32_t)t->nrefs);
     put_u64(ft + FT_TRAILER_OFFSET, ovf_off + t->ovf_bytes);
     put_u32(ft + FT_TRAILER_CRC, tcrc);
     put_u32(ft + FT_FOOTER_CRC, ltr_crc32c(0, ft, FT_FOOTER_CRC));
@@ -388,7 +446,7 @@ static int tw_finish(twrite *t, uint64_t planned, ltr_build_stats *st)
         rc = write_trailer(t, &tcrc);
     uint64_t size = (uint64_t)t->o.buckets * LTR_BUCKET_SIZE + t->ovf_bytes +
                     t->nrecords * HT_RECORD_SIZE + t->novf * HT_OVF_ENTRY_SIZE +
-                    4ull * (t->o.buckets + 1) + t->fbits.len;
+                    4ull * (t->o.buckets + 1) + t->fbits.len + t->nrefs * HT_BLOB_REF_SIZE;
     if (!rc) {
         uint8_t ft[HT_FOOTER_SIZE];
         fill_footer(ft, t, cached, tcrc);
@@ -427,7 +485,7 @@ static uint64_t table_size(const ltr_hbuild *b, const plan *p, const twrite *t)
     for (uint32_t j = 0; j < p->noverflow; j++)
         n += 4 + (uint64_t)b->items[p->overflow[j]].size;
     n += (uint64_t)p->nrecords * HT_RECORD_SIZE + (uint64_t)p->noverflow * HT_OVF_ENTRY_SIZE;
-    n += 4ull * (b->o.buckets + 1) + t->fbits.len;
+    n += 4ull * (b->o.buckets + 1) + t->fbits.len + t->nrefs * HT_BLOB_REF_SIZE;
     return n + HT_FOOTER_SIZE;
 }
 
@@ -483,6 +541,8 @@ static int write_table(ltr_hbuild *b, const table_dest *d, ltr_build_stats *st)
         return rc;
     }
     rc = tw_filters(&t, b, &p);
+    if (!rc)
+        rc = tw_refs(&t, b);
     uint64_t size = rc ? 0 : table_size(b, &p, &t);
     if (!rc)
         rc = open_dest(&t, d, size);
@@ -549,6 +609,8 @@ int hstream_window(ltr_hstream *hs, ltr_hbuild *b, uint32_t first, uint32_t n)
     if (rc)
         return rc;
     rc = tw_filters(t, b, &p);
+    if (!rc)
+        rc = tw_refs(t, b);
     if (!rc)
         rc = tw_window(t, b, &p);
     plan_drop(&p);

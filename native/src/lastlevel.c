@@ -189,7 +189,7 @@ static int sample_one(ltr_store *s, const vnode *n, const uint64_t *ends, read_c
             return ltr_fail(LTR_ECORRUPT, "a bucket holds a malformed item");
     }
     *got = 1;
-    if (it.deleted)
+    if (it.kind == ITEM_TOMBSTONE)
         return 1;
     key->len = 0;
     if ((rc = buf_append(key, it.key, it.klen))) /* the next read may reuse the page */

@@ -300,7 +300,8 @@ static int unit_sort(ltr_load *l, uint32_t i, unit *u)
     for (uint64_t k = 0; k < u->n; k++) {
         item_view it;
         size_t used = item_decode(p, end, &it);
-        if (!used || it.deleted) /* (a partition holds no tombstones: zeroed bytes decode so) */
+        if (!used || it.kind != ITEM_VALUE) /* (a partition holds only values: zeroed bytes
+                                                decode as a tombstone) */
             return ltr_fail(LTR_ECORRUPT, "a partition of the load holds a malformed item");
         uint8_t d[16];
         ltr_murmur3_128(it.key, it.klen, l->s->o.hash_seed, d);
@@ -430,7 +431,7 @@ static int build_node(ltr_load *l, const unit *u, uint64_t node, uint64_t from, 
         uint32_t i = u->order[k];
         item_view it;
         item_decode(u->at[i], u->data + u->len, &it);
-        int r = hbuild_stage(all, u->hash[i], it.key, it.klen, it.value, it.vlen, 0);
+        int r = hbuild_stage(all, u->hash[i], it.key, it.klen, it.value, it.vlen, ITEM_VALUE);
         rc = r < 0 ? r : LTR_OK;
     }
     if (!rc) {
@@ -639,7 +640,7 @@ static int open_table(ltr_load *l, const built *b, uint32_t flags, tref **out)
     ltr_htable *t = NULL;
     int rc = path ? store_open_table(l->s, path, flags, &t) : ltr_fail(LTR_ENOMEM, "out of memory");
     free(path);
-    if (!rc && !(*out = tref_new(b->number, l->target, t))) {
+    if (!rc && !(*out = tref_new(b->number, l->target, t, l->s->blobs.set))) {
         ltr_htable_close(t);
         rc = ltr_fail(LTR_ENOMEM, "out of memory");
     }

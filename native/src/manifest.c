@@ -38,9 +38,10 @@ void medit_value(medit *e, int op, uint64_t value)
 
 void medit_counters(medit *e, const uint64_t *c)
 {
+    int n = c[C_WRITTEN_BLOBS] ? C_COUNT : C_WRITTEN_BLOBS;
     put_var(e, OP_COUNTERS);
-    put_var(e, C_COUNT);
-    for (int i = 0; i < C_COUNT; i++)
+    put_var(e, (uint64_t)n);
+    for (int i = 0; i < n; i++)
         put_var(e, c[i]);
 }
 

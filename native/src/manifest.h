@@ -23,6 +23,7 @@ enum {
     C_USER_BYTES, C_WRITTEN_LOG, C_WRITTEN_FLUSH, C_WRITTEN_CLUSTERS, C_WRITTEN_MANIFEST,
     C_FLUSHES, C_COMPACTIONS, C_GCS, C_WRITTEN_GC, C_WRITTEN_COMPACTION, /* then one per level */
     C_WRITTEN_LOAD = C_WRITTEN_COMPACTION + LTR_MAX_LEVELS, /* the loader's partitions and tables */
+    C_WRITTEN_BLOBS, /* value logs (written only once nonzero: older builds read 22 values) */
     C_COUNT
 };
 

@@ -32,6 +32,11 @@ int memtable_new(ltr_store *s, uint64_t min_log, uint64_t min_off, memtable **ou
     m->min_log = min_log;
     m->min_off = min_off;
     m->log_mark = s->log.logged;
+    m->blob_mark = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED);
+    /* its pointers lead to the active value log or later ones (recovery's: to any) */
+    uint64_t size, active = s->blobs.set ? blobset_active(s->blobs.set, &size) : 0;
+    m->blob_first = s->blobs.replaying ? 0
+                  : active ? active : __atomic_load_n(&s->next_file, __ATOMIC_RELAXED);
     *out = m;
     return LTR_OK;
 }
@@ -61,6 +66,16 @@ int memtable_swap(ltr_store *s, uint64_t min_log, uint64_t min_off)
     s->mem.nimm++;
     s->mem.active = m;
     return LTR_OK;
+}
+
+uint64_t memtable_blob_floor(ltr_store *s)
+{
+    pthread_rwlock_rdlock(&s->mem.lock);
+    uint64_t floor = s->mem.active->blob_first;
+    for (const memtable *m = s->mem.imm; m; m = m->next)
+        floor = m->blob_first < floor ? m->blob_first : floor;
+    pthread_rwlock_unlock(&s->mem.lock);
+    return floor;
 }
 
 memtable *memtable_oldest(ltr_store *s)

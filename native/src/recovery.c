@@ -231,7 +231,7 @@ static int load_tables(ltr_store *s, loaded *l)
             if (info.hash_seed != s->o.hash_seed)
                 rc = ltr_fail(LTR_ECORRUPT, "table %llu has hash seed %u, the store %u",
                               (unsigned long long)o->file, info.hash_seed, s->o.hash_seed);
-            o->table = tref_new(o->file, o->level, t);
+            o->table = tref_new(o->file, o->level, t, s->blobs.set);
             if (!o->table) {
                 ltr_htable_close(t);
                 rc = ltr_fail(LTR_ENOMEM, "out of memory");
@@ -367,12 +367,22 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t
     if (file == floor && floor_off > from) /* the records before the floor's offset are in tables */
         from = floor_off;
     logr_seek(r, from);
-    for (uint64_t at = r->pos; !rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD;
-         at = r->pos) {
-        uint64_t count;
+    uint64_t at = r->pos, cut = UINT64_MAX;
+    for (; !rc && (got = logr_next(r, &type, &pl, &len)) == LOGR_RECORD; at = r->pos) {
+        uint64_t count = 0;
         size_t k = get_varint(pl, pl + len, &count);
         rc = (type != 1 || !k) ? ltr_fail(LTR_ECORRUPT, "%s: unknown log record", r->path)
-                               : store_apply_items(s, pl + k, pl + len, count, file, at, &swapped);
+                               : blob_check_items(s, pl + k, pl + len, count);
+        if (rc == LTR_ECORRUPT && newest) {
+            /* A record whose values a crash lost (the log reached the disk, the value log had
+             * not: no fsync covered them) ends the log like a torn tail. */
+            cut = at;
+            rc = LTR_OK;
+            got = LOGR_TORN;
+            break;
+        }
+        if (!rc)
+            rc = store_apply_items(s, pl + k, pl + len, count, file, at, &swapped);
         /* (a working_memory cap holds replay to the memtables it has room for) */
         while (!rc && !s->o.read_only &&
                s->mem.nimm > (s->o.working_memory ? MAX_IMMUTABLE : RECOVERY_IMMUTABLE))
@@ -386,7 +396,7 @@ static int replay_one(ltr_store *s, uint64_t file, logr *r, int newest, uint64_t
                       got == LOGR_CORRUPT ? "records follow the damage" : "newer logs follow it");
     if (!rc && got == LOGR_TORN && !s->o.read_only) {
         logw w; /* cut the torn tail off, so later opens never meet it in an older log */
-        rc = logw_open(&w, r->path, r->pos);
+        rc = logw_open(&w, r->path, cut != UINT64_MAX ? cut : r->pos);
         logw_close(&w);
     }
     return rc;

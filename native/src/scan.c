@@ -96,10 +96,10 @@ int items_reset(ltr_items *o)
 
 int items_push(ltr_items *o, const item_view *it)
 {
-    uint8_t del = (uint8_t)it->deleted;
+    uint8_t del = (uint8_t)it->kind; /* 1: a tombstone; 2: a pointer (ltr_items) */
     int rc = buf_append(&o->keys, it->key, it->klen);
     if (!rc)
-        rc = buf_append(&o->values, it->value, it->deleted ? 0 : it->vlen);
+        rc = buf_append(&o->values, it->value, it->kind == ITEM_TOMBSTONE ? 0 : it->vlen);
     int64_t ko = (int64_t)o->keys.len, vo = (int64_t)o->values.len;
     if (!rc)
         rc = buf_append(&o->koffs, &ko, sizeof ko);

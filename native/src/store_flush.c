@@ -24,6 +24,7 @@ static int install_flushed(ltr_store *s, const memtable *m, uint64_t file, tref 
         store_wrote(s, 0, file);
         s->log_floor = floor;
         s->log_floor_off = off;
+        s->blobs.floor = memtable_blob_floor(s); /* (m's too: one flush late, harmlessly) */
     }
     if (!rc && s->current->depth == 1)
         lastlevel_note(s, 0);
@@ -47,7 +48,7 @@ int store_flush_oldest(ltr_store *s)
     ltr_htable *t = NULL;
     if (!rc)
         rc = store_open_table(s, path, 0, &t);
-    tref *r = t ? tref_new(file, 0, t) : NULL;
+    tref *r = t ? tref_new(file, 0, t, s->blobs.set) : NULL;
     if (t && !r) {
         ltr_htable_close(t);
         rc = ltr_fail(LTR_ENOMEM, "out of memory");

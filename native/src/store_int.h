@@ -7,6 +7,7 @@
  *   store_opts.c     options: defaults, checks, the options of the tables the store writes
  *   store_files.c    file names, opening and creating table files, delayed deletes (`files`)
  *   store_stats.c    counters and ltr_store_stats_get (`since_open`, `counters`)
+ *   blob.c           the value logs: values kept apart from the tables (`blobs`)
  *   lastlevel_queue.c  last-level nodes awaiting upkeep (`llq`)
  *   memtable.c       the memtables (`mem`)
  *   store_log.c      the write-ahead log and its group commit, the logs on disk (`log`)
@@ -35,6 +36,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "blobset.h"
 #include "fcache.h"
 #include "htable_build.h"
 #include "htable_read.h"
@@ -110,6 +112,8 @@ typedef struct memtable {
     uint64_t min_log;      /* its items are in the logs from here on: file number, */
     uint64_t min_off;      /* and the offset of its first record in that file */
     uint64_t log_mark;     /* the log's `logged` when it started */
+    uint64_t blob_first;   /* its pointers lead to value logs numbered from here on */
+    uint64_t blob_mark;    /* the value logs' `written` when it started */
     struct memtable *next; /* next older immutable memtable */
 } memtable;
 
@@ -151,6 +155,26 @@ struct store_mem {
     memtable *imm;           /* newest first */
     uint32_t nimm;
     store_budget budget;     /* what the working memory allows (store_opts.c) */
+};
+
+/* blob.c: the value logs (blobset.h): a writer's appends under write_mu; the floors under
+ * state_mu. */
+#define BLOB_FILE_BYTES (256ull << 20) /* a value log is closed once past this size */
+/* A memtable is rotated once this much value log was written since it started: recovery reads
+ * back (to check them) the records the logs it replays point to (docs/design.md "Value logs"). */
+#define BLOB_MEMTABLE_SPAN (1ull << 30)
+struct store_blobs {
+    blobset *set;            /* NULL: no value logs (a read-only store without any, say) */
+    ltr_buf enc;             /* the records of the batch being written */
+    ltr_buf vals;            /* its values, pointers in place of the large ones */
+    ltr_buf offs;            /* their ends (int64, n + 1) */
+    ltr_buf kinds;           /* each item's kind (uint8, bucket.h) */
+    uint64_t written;        /* value-log bytes written since the open (atomic) */
+    int replaying;           /* recovery's memtables may point anywhere (blob_first 0) */
+    uint64_t seen;           /* the largest value-log number found at open */
+    uint64_t floor;          /* the value logs the memtables may point into start here */
+    uint64_t durable_floor;  /* ... of the memtables of the durable log floor: lower ones are
+                                removed once no table file lists them */
 };
 
 /* store_log.c: the write-ahead log (write_mu guards all but the group commit's fields). */
@@ -233,6 +257,7 @@ struct ltr_store {
     uint64_t counters[C_COUNT]; /* updated with atomics, persisted with each edit */
 
     struct store_files files;
+    struct store_blobs blobs;
     struct store_since_open since_open;
     struct store_llq llq;
     struct store_mem mem;
@@ -343,6 +368,31 @@ void store_count(ltr_store *s, int counter, uint64_t n); /* a persistent counter
 void store_count_reads(ltr_store *s, const read_ctx *c, uint64_t gets);
 void store_count_stall(ltr_store *s);
 
+/* ---- blob.c ---- */
+/* A writer's or reader's value logs at open (all those in the directory, before the tables
+ * that hold them), and, once the manifest gave the file counter, the counter moved past them. */
+int blob_open(ltr_store *s);
+int blob_open_counter(ltr_store *s);
+void blob_close(ltr_store *s);
+/* A batch as the log and the memtable take it: with value logs, each value of at least
+ * min_blob_size bytes appended to the active value log and replaced by its pointer; *kinds
+ * gets each item's kind (NULL: all values). The arrays live until the next write (write_mu). */
+int blob_separate(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                  const uint8_t **vdata, const int64_t **voffs, const uint8_t *deleted,
+                  size_t n, const uint8_t **kinds);
+/* The value a pointer item leads to, appended to out or copied to dst (vlen bytes). */
+int blob_append_value(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr,
+                      ltr_buf *out);
+int blob_copy_value(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr,
+                    uint8_t *dst);
+uint32_t blob_value_len(const uint8_t *ptr);
+/* Checks that the pointer items of a log record lead to whole records (recovery). */
+int blob_check_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n);
+/* Makes the value logs durable to their end (before the log, and before a checkpoint). */
+int blob_sync(ltr_store *s);
+/* After a checkpoint: removes the value logs no table file lists, below the durable floor. */
+void blob_collect(ltr_store *s);
+
 /* ---- lastlevel_queue.c (state_mu held) ---- */
 void lastlevel_note(ltr_store *s, uint64_t node);
 void lastlevel_note_all(ltr_store *s); /* at open: every last-level node */
@@ -354,6 +404,8 @@ void memtable_free(memtable *m);
  * log position (min_log, min_off); write_mu and mem.lock (exclusive) held. No I/O. */
 int memtable_swap(ltr_store *s, uint64_t min_log, uint64_t min_off);
 memtable *memtable_oldest(ltr_store *s); /* the oldest immutable one, or NULL */
+/* The first value-log number the memtables may point into. */
+uint64_t memtable_blob_floor(ltr_store *s);
 int memtable_pending(ltr_store *s);      /* some immutable memtable waits for a flush */
 /* The log position recovery must replay from once m is in a table: the oldest start of the
  * other memtables. */

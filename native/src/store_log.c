@@ -20,8 +20,9 @@
  * failed clean, and a second fsync would report success without writing them. */
 static int wal_sync_locked(ltr_store *s, int fd)
 {
-    int rc = __atomic_load_n(&s->log.resync, __ATOMIC_ACQUIRE) ? io_rewrite_path(s->log.wal.path)
-                                                              : LTR_OK;
+    int rc = blob_sync(s); /* what the log points to reaches the disk before the log does */
+    if (!rc && __atomic_load_n(&s->log.resync, __ATOMIC_ACQUIRE))
+        rc = io_rewrite_path(s->log.wal.path);
     if (!rc)
         rc = io_fsync_fd(fd, s->log.wal.path);
     __atomic_store_n(&s->log.resync, rc != 0, __ATOMIC_RELEASE);
@@ -93,7 +94,9 @@ int store_log_sync_to(ltr_store *s, uint64_t file, uint64_t end)
         }
         pthread_mutex_unlock(&s->write_mu);
         if (fd >= 0) {
-            rc = io_fsync_fd(fd, "the log");
+            rc = blob_sync(s); /* the value logs first: the log's pointers lead there */
+            if (!rc)
+                rc = io_fsync_fd(fd, "the log");
             if (rc) /* the next sync writes the log again first */
                 __atomic_store_n(&s->log.resync, 1, __ATOMIC_RELEASE);
             io_close(fd);
@@ -132,16 +135,16 @@ static int log_piece(ltr_store *s)
 
 /* Logs an item too large for a piece straight from the caller's buffers. */
 static int log_large_item(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *val,
-                          uint32_t vlen, int del)
+                          uint32_t vlen, int kind)
 {
     uint8_t h[ITEM_HEADER_MAX];
-    size_t n = item_header(h, klen, vlen, del);
+    size_t n = item_header(h, klen, vlen, kind);
     int rc = log_piece(s);
     if (!rc)
         rc = logw_part(&s->log.wal, h, n);
     if (!rc && klen)
         rc = logw_part(&s->log.wal, key, klen);
-    if (!rc && !del && vlen)
+    if (!rc && kind != ITEM_TOMBSTONE && vlen)
         rc = logw_part(&s->log.wal, val, vlen);
     return rc;
 }
@@ -149,12 +152,12 @@ static int log_large_item(ltr_store *s, const uint8_t *key, uint32_t klen, const
 /* Appends a batch to the log as one BATCH record (docs/format/log.md), encoded and written a
  * piece at a time. On failure the log is as it was. */
 static int log_record(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
-                      const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted, size_t n)
+                      const uint8_t *vdata, const int64_t *voffs, const uint8_t *kinds, size_t n)
 {
     uint64_t len = varint_len(n);
     for (size_t i = 0; i < n; i++)
         len += item_size((uint32_t)(koffs[i + 1] - koffs[i]), (uint32_t)(voffs[i + 1] - voffs[i]),
-                         deleted && deleted[i]);
+                         kinds ? kinds[i] : ITEM_VALUE);
     if (len > LOG_MAX_PAYLOAD)
         return ltr_fail(LTR_EINVAL, "a batch of %llu bytes is over the 1 GiB limit of one write",
                         (unsigned long long)len);
@@ -167,17 +170,17 @@ static int log_record(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
     s->log.enc.len = put_varint(s->log.enc.data, n);
     for (size_t i = 0; i < n && !rc; i++) {
         uint32_t kl = (uint32_t)(koffs[i + 1] - koffs[i]), vl = (uint32_t)(voffs[i + 1] - voffs[i]);
-        int del = deleted && deleted[i];
-        size_t size = item_size(kl, vl, del);
+        int kind = kinds ? kinds[i] : ITEM_VALUE;
+        size_t size = item_size(kl, vl, kind);
         if (size > LOG_PIECE) {
-            rc = log_large_item(s, kdata + koffs[i], kl, vdata + voffs[i], vl, del);
+            rc = log_large_item(s, kdata + koffs[i], kl, vdata + voffs[i], vl, kind);
             continue;
         }
         if (s->log.enc.len + size > LOG_PIECE)
             rc = log_piece(s);
         if (!rc)
             s->log.enc.len += item_encode(s->log.enc.data + s->log.enc.len, kdata + koffs[i], kl,
-                                      vdata + voffs[i], vl, del);
+                                      vdata + voffs[i], vl, kind);
     }
     if (!rc)
         rc = log_piece(s);
@@ -244,10 +247,10 @@ uint64_t store_log_base(void) { return __atomic_load_n(&log_base, __ATOMIC_RELAX
 /* Appends the batch as one record, counts its bytes and starts their writeback every
  * LOG_WRITEBACK_STEP bytes, so the fsync at a rotation or a sync write waits less. */
 int store_log_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
-                    const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted, size_t n)
+                    const uint8_t *vdata, const int64_t *voffs, const uint8_t *kinds, size_t n)
 {
     uint64_t start = s->log.wal.size;
-    int rc = log_record(s, kdata, koffs, vdata, voffs, deleted, n);
+    int rc = log_record(s, kdata, koffs, vdata, voffs, kinds, n);
     uint64_t end = s->log.wal.size; /* (start after a failure) */
     s->log.logged += end - start;
     store_count(s, C_WRITTEN_LOG, end - start);

@@ -61,18 +61,24 @@ static int recover(ltr_store *s)
 {
     loglist logs = {0};
     int rc = recovery_take_logs(s, &logs, s->o.read_only); /* a reader: before the manifest */
+    if (!rc) /* before the tables, which hold the value logs they list */
+        rc = blob_open(s);
     if (!rc)
         rc = recovery_load_state(s);
+    if (!rc)
+        rc = blob_open_counter(s);
     /* logs below the durable floor are gone, or go with the orphans */
     s->ckpt.durable_floor = s->log_floor;
     if (!rc && !s->o.read_only) /* the options are the store's now */
         store_files_start_pool(s);
     if (!rc) /* the options are final: the working memory's shape follows */
         rc = store_budget_plan(&s->o, &s->mem.budget);
+    s->blobs.replaying = 1; /* its memtables may point into any value log */
     if (!rc)
         rc = memtable_new(s, s->log_floor, s->log_floor_off, &s->mem.active);
     if (!rc)
         rc = recovery_replay_logs(s, &logs);
+    s->blobs.replaying = 0;
     for (size_t i = 0; !rc && !s->o.read_only && i < logs.n; i++)
         if (logs.files[i] >= s->log_floor) /* those below are orphans, removed as such */
             store_log_recovered(s, logs.files[i]);
@@ -90,6 +96,8 @@ static int settle_recovered(ltr_store *s)
         s->mem.active->min_log = s->log.file;
         s->mem.active->min_off = s->log.base;
     }
+    /* the replayed memtables are in tables: the new one points only into new value logs */
+    s->mem.active->blob_first = s->next_file;
     if (!rc) {
         pthread_mutex_lock(&s->state_mu);
         medit e = {0};
@@ -97,6 +105,7 @@ static int settle_recovered(ltr_store *s)
         s->log_floor_off = s->o.use_log ? s->log.base : 0;
         medit_value(&e, OP_LOG_FLOOR, s->log_floor);
         medit_value(&e, OP_LOG_OFFSET, s->log_floor_off);
+        s->blobs.floor = s->mem.active->blob_first;
         rc = store_install(s, NULL, 0, &e);
         medit_free(&e);
         pthread_mutex_unlock(&s->state_mu);
@@ -130,6 +139,7 @@ static void store_free(ltr_store *s)
         version_unref(s->current);
     store_files_close(s);
     memtable_free_all(s);
+    blob_close(s); /* (after the tables: the set lives on in those that scans still hold) */
     store_log_close(s);
     store_ckpt_free(s);
     free(s->llq.nodes);

@@ -17,6 +17,7 @@ void ltr_store_opts_default(ltr_store_opts *o)
     o->create = 1;
     o->use_log = 1;
     o->checkpoint_interval = CKPT_SECONDS;
+    o->min_blob_size = LTR_DEFAULT_MIN_BLOB_SIZE;
 }
 
 uint64_t store_table_capacity(const ltr_store_opts *o)
@@ -48,6 +49,11 @@ int store_opts_check(const ltr_store_opts *o)
     if (o->max_open_files < -1)
         return ltr_fail(LTR_EINVAL, "max_open_files must be -1 (no bound), 0 (from the limit on "
                         "open files) or at least 1, got %lld", (long long)o->max_open_files);
+    if (o->min_blob_size && (o->min_blob_size < LTR_MIN_BLOB_SIZE_LEAST ||
+                             o->min_blob_size > LTR_MAX_VALUE))
+        return ltr_fail(LTR_EINVAL, "min_blob_size must be 0 (values stay in the tables) or "
+                        "%d..%d bytes, got %u", LTR_MIN_BLOB_SIZE_LEAST, LTR_MAX_VALUE,
+                        o->min_blob_size);
     if (!(o->gc_threshold > 0.0 && o->gc_threshold < 1.0))
         return ltr_fail(LTR_EINVAL, "gc_threshold must be in (0, 1), got %g", o->gc_threshold);
     store_budget b;

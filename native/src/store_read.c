@@ -23,7 +23,16 @@ static const staged *memtable_find(ltr_store *s, key_hash h, const uint8_t *key,
     return st;
 }
 
-/* 1 and the answer (a found value appended to out) when a memtable knows the key, else 0. */
+/* A found item's value appended to out: a pointer's read from its value log. */
+static int append_found(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *v,
+                        uint32_t vlen, int kind, ltr_buf *out)
+{
+    return kind == ITEM_POINTER ? blob_append_value(s, key, klen, v, out) : buf_append(out, v, vlen);
+}
+
+/* 1 and the answer (a found value appended to out) when a memtable knows the key, else 0.
+ * mem.lock is held: a pointer's value log is read under it, since the memtable is what keeps
+ * that value log's records from being removed (blob.c). */
 static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
                             ltr_buf *out, int *status)
 {
@@ -31,8 +40,9 @@ static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32
     const staged *st = memtable_find(s, h, key, klen, &b);
     if (!st)
         return 0;
-    *status = st->deleted ? LTR_DELETED : LTR_FOUND;
-    int rc = st->deleted ? LTR_OK : buf_append(out, staged_value(b, st), st->vlen);
+    *status = st->kind == ITEM_TOMBSTONE ? LTR_DELETED : LTR_FOUND;
+    int rc = st->kind == ITEM_TOMBSTONE ? LTR_OK
+           : append_found(s, key, klen, staged_value(b, st), st->vlen, st->kind, out);
     return rc ? rc : 1;
 }
 
@@ -329,6 +339,19 @@ static int64_t give_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap
     return (int64_t)n;
 }
 
+/* The same for a found item of any kind: its length, or an error. */
+static int64_t give_found(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *v,
+                          uint32_t vlen, int kind, uint8_t *vbuf, size_t vcap)
+{
+    if (kind != ITEM_POINTER)
+        return give_value(v, vlen, vbuf, vcap);
+    uint32_t n = blob_value_len(v);
+    if (n > vcap || !n) /* (the caller asks again with room for it) */
+        return (int64_t)n;
+    int rc = blob_copy_value(s, key, klen, v, vbuf);
+    return rc ? rc : (int64_t)n;
+}
+
 /* One key: the memtables, then a version pinned before they are let go; the value goes
  * straight to the caller's buffer. */
 int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap)
@@ -340,8 +363,9 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     int64_t rc = LTR_NONE;
     pthread_rwlock_rdlock(&s->mem.lock);
     const staged *st = memtable_find(s, h, key, (uint32_t)klen, &b);
-    if (st && !st->deleted)
-        rc = give_value(staged_value(b, st), st->vlen, vbuf, vcap);
+    if (st && st->kind != ITEM_TOMBSTONE) /* (under mem.lock: see search_memtables) */
+        rc = give_found(s, key, (uint32_t)klen, staged_value(b, st), st->vlen, st->kind, vbuf,
+                        vcap);
     version *v = st ? NULL : store_pin(s);
     pthread_rwlock_unlock(&s->mem.lock);
     if (!v) {
@@ -355,8 +379,8 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     int status, r = search_version(s, v, &c, h, key, (uint32_t)klen, &it, &status);
     if (r < 0)
         rc = r;
-    else if (status == LTR_FOUND)
-        rc = give_value(it.value, it.vlen, vbuf, vcap);
+    else if (status == LTR_FOUND) /* (the pinned version keeps a pointer's value log) */
+        rc = give_found(s, key, (uint32_t)klen, it.value, it.vlen, it.kind, vbuf, vcap);
     version_unref(v);
     store_count_reads(s, &c, 1);
     read_ctx_free(&c);
@@ -410,7 +434,8 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
                 rc = LTR_OK;
                 st = GET_DEFERRED;
             } else if (!rc && st == LTR_FOUND) {
-                rc = buf_append(values, it.value, it.vlen);
+                rc = append_found(s, kdata + koffs[i], (uint32_t)kl, it.value, it.vlen, it.kind,
+                                  values);
             }
             status[i] = (int8_t)st;
         } else if (status[i] == LTR_FOUND) {

@@ -22,6 +22,8 @@ struct ltr_sscan {
     ltr_items in;     /* the current batch read from it */
     size_t in_next;
     read_ctx c;
+    blobset *bs;      /* the value logs, pinned: the memtable copy's pointers need them */
+    ltr_buf value;    /* a value read from a value log */
 };
 
 static int stage_all(ltr_hbuild *b, const ltr_hbuild *src)
@@ -30,7 +32,7 @@ static int stage_all(ltr_hbuild *b, const ltr_hbuild *src)
     for (size_t i = 0; i < src->n && rc >= 0; i++) {
         const staged *st = &src->items[i];
         rc = hbuild_stage(b, src->hash[i], staged_key(src, st), st->klen, staged_value(src, st),
-                          st->vlen, st->deleted);
+                          st->vlen, st->kind);
     }
     return rc;
 }
@@ -79,6 +81,10 @@ int ltr_store_scan_new(ltr_store *s, ltr_sscan **out)
     if (!sc)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     sc->s = s;
+    if ((sc->bs = s->blobs.set)) { /* before the memtables are copied */
+        blobset_ref(sc->bs);
+        blobset_pin(sc->bs, 1);
+    }
     int rc = read_ctx_init(&sc->c);
     if (!rc)
         rc = copy_memtables(s, &sc->mem, &sc->v);
@@ -100,7 +106,31 @@ void ltr_store_scan_free(ltr_sscan *sc)
     ltr_scan_free(sc->cur);
     ltr_items_free(&sc->in);
     read_ctx_free(&sc->c);
+    if (sc->bs) {
+        blobset_pin(sc->bs, -1);
+        blobset_unref(sc->bs);
+    }
+    ltr_buf_free(&sc->value);
     free(sc);
+}
+
+/* Adds a live item to the batch; a pointer's value is read from its value log. */
+static int push_live(ltr_sscan *sc, ltr_items *out, const uint8_t *key, uint32_t klen,
+                     const uint8_t *value, uint32_t vlen, int kind)
+{
+    if (kind == ITEM_POINTER) {
+        blob_ptr p;
+        blob_ptr_decode(value, &p);
+        int rc = sc->bs ? buf_reserve(&sc->value, (size_t)p.vlen + 1)
+                        : ltr_fail(LTR_ECORRUPT, "a pointer into a value log the store lacks");
+        if (!rc)
+            rc = blobset_read(sc->bs, &p, key, klen, sc->value.data);
+        if (rc)
+            return rc;
+        value = sc->value.data;
+        vlen = p.vlen;
+    }
+    return items_push(out, &(item_view){.key = key, .klen = klen, .value = value, .vlen = vlen});
 }
 
 /* 1 when a source newer than table `j` of node `n` has the key, 0 if none, <0 on error. */
@@ -163,10 +193,9 @@ static int scan_tables(ltr_sscan *sc, size_t max_items, ltr_items *out)
         int sh = shadowed(sc, n, j, hb_from_digest(d), key, klen);
         if (sh < 0)
             rc = sh;
-        else if (!sh && !sc->in.deleted.data[i])
-            rc = items_push(out, &(item_view){.key = key, .klen = klen,
-                                              .value = sc->in.values.data + vo[i],
-                                              .vlen = (uint32_t)(vo[i + 1] - vo[i])});
+        else if (!sh && sc->in.deleted.data[i] != ITEM_TOMBSTONE) /* (the kind: scan.c) */
+            rc = push_live(sc, out, key, klen, sc->in.values.data + vo[i],
+                           (uint32_t)(vo[i + 1] - vo[i]), sc->in.deleted.data[i]);
     }
     return rc;
 }
@@ -178,11 +207,9 @@ int ltr_store_scan_next(ltr_sscan *sc, size_t max_items, ltr_items *out)
         max_items = 1;
     for (; !rc && sc->mem_next < sc->mem->n && out->n < max_items; sc->mem_next++) {
         const staged *st = &sc->mem->items[sc->mem_next];
-        if (!st->deleted)
-            rc = items_push(out, &(item_view){.key = staged_key(sc->mem, st),
-                                              .klen = st->klen,
-                                              .value = staged_value(sc->mem, st),
-                                              .vlen = st->vlen});
+        if (st->kind != ITEM_TOMBSTONE)
+            rc = push_live(sc, out, staged_key(sc->mem, st), st->klen,
+                           staged_value(sc->mem, st), st->vlen, st->kind);
     }
     if (!rc && out->n < max_items)
         rc = scan_tables(sc, max_items, out);

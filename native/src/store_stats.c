@@ -57,8 +57,11 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->written_manifest = c[C_WRITTEN_MANIFEST];
     o->written_gc = c[C_WRITTEN_GC];
     o->written_load = c[C_WRITTEN_LOAD];
+    o->written_blobs = c[C_WRITTEN_BLOBS];
+    if (s->blobs.set)
+        blobset_counts(s->blobs.set, &o->blob_files, &o->blob_bytes);
     o->bytes_written = o->written_log + o->written_flush + o->written_clusters +
-                       o->written_manifest + o->written_gc + o->written_load;
+                       o->written_manifest + o->written_gc + o->written_load + o->written_blobs;
     for (int l = 0; l < LTR_MAX_LEVELS; l++) {
         o->hits_per_level[l] = __atomic_load_n(&s->since_open.hits_per_level[l], __ATOMIC_RELAXED);
         o->hit_reads_per_level[l] = __atomic_load_n(&s->since_open.hit_reads_per_level[l], __ATOMIC_RELAXED);

@@ -29,6 +29,7 @@ static void note_damage(report *r, ltr_verify_stats *out)
 }
 
 typedef struct placed {
+    ltr_store *s;
     const vnode *n;
     uint32_t seed;
     uint64_t items;
@@ -45,7 +46,9 @@ static int check_item(void *ctx, const item_view *it)
                         p->path, (unsigned long long)p->items, (unsigned long long)p->n->id,
                         p->n->level);
     p->items++;
-    return LTR_OK;
+    /* a pointer must lead to its value: the record read whole and its checksum and key checked */
+    return it->kind == ITEM_POINTER ? blob_copy_value(p->s, it->key, it->klen, it->value, NULL)
+                                    : LTR_OK;
 }
 
 /* Opens the table's file afresh (which reads and checks its footer and trailer again, as they
@@ -72,7 +75,7 @@ static int check_table(ltr_store *s, const vnode *n, const tref *r)
                       "bytes, against %llu in %llu)", path, (unsigned long long)now.items,
                       (unsigned long long)now.file_bytes, (unsigned long long)was.items,
                       (unsigned long long)was.file_bytes);
-    placed p = {n, s->o.hash_seed, 0, path};
+    placed p = {s, n, s->o.hash_seed, 0, path};
     ltr_scan *sc = NULL;
     if (!rc)
         rc = ltr_scan_new(t, &sc);

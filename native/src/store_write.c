@@ -2,7 +2,7 @@
  * staged in the active memtable under one exclusive hold of mem.lock; memtables and logs are
  * rotated before a write when due, and writers wait while the immutable memtables or the logs on
  * disk are at their bounds. Recovery replays log records through store_apply_items. Depends on
- * memtable.c, store_log.c, store_flush.c and store_stats.c. */
+ * memtable.c, store_log.c, store_flush.c, store_stats.c and blob.c. */
 #include <stdlib.h>
 
 #include "bucket.h"
@@ -38,8 +38,10 @@ static int memtable_due(const ltr_store *s)
 {
     const memtable *a = s->mem.active;
     const store_budget *b = &s->mem.budget;
+    uint64_t blobs = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED) - a->blob_mark;
     return ltr_hbuild_data_bytes(a->b) >= b->memtable_bytes || memtable_counted_full(s) ||
-           (store_logging(s) && s->log.logged - a->log_mark >= MEMTABLE_LOG_SPAN * b->memtable_bytes);
+           (store_logging(s) && s->log.logged - a->log_mark >= MEMTABLE_LOG_SPAN * b->memtable_bytes) ||
+           blobs >= BLOB_MEMTABLE_SPAN;
 }
 
 /* Before a write (write_mu held): a due memtable is rotated (with the log when that is full), a
@@ -91,12 +93,12 @@ static int wait_for_log_space(ltr_store *s)
 /* Stages one item in the active memtable (mem.lock exclusive). A memtable that fills up is
  * swapped for a fresh one, which starts at the batch's record (log_file, log_off). */
 static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *val,
-                     uint32_t vlen, int del, uint64_t log_file, uint64_t log_off, int *swapped)
+                     uint32_t vlen, int kind, uint64_t log_file, uint64_t log_off, int *swapped)
 {
     uint8_t d[16];
     ltr_murmur3_128(key, klen, s->o.hash_seed, d);
     key_hash h = hb_from_digest(d);
-    int r = memtable_counted_full(s) ? 0 : hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, del);
+    int r = memtable_counted_full(s) ? 0 : hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, kind);
     if (r != 0)
         return r < 0 ? r : LTR_OK;
     /* The fresh memtable's items start with this batch's record: once the full memtable is in
@@ -107,7 +109,7 @@ static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint
     if (rc)
         return rc;
     *swapped = 1;
-    r = hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, del);
+    r = hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, kind);
     return r < 0 ? r : LTR_OK;
 }
 
@@ -125,7 +127,7 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
             rc = ltr_fail(LTR_ECORRUPT, "a log record holds a malformed item");
             break;
         }
-        rc = apply_one(s, it.key, it.klen, it.value, it.vlen, it.deleted, log_file, log_off,
+        rc = apply_one(s, it.key, it.klen, it.value, it.vlen, it.kind, log_file, log_off,
                        swapped);
         p += k;
     }
@@ -133,18 +135,18 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
     return rc;
 }
 
-/* The same for a batch straight from the caller's buffers. */
+/* The same for a batch straight from the caller's buffers (kinds: bucket.h's, NULL: values). */
 static int apply_batch(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
-                       const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted,
+                       const uint8_t *vdata, const int64_t *voffs, const uint8_t *kinds,
                        size_t n, uint64_t log_file, uint64_t log_off, int *swapped)
 {
     int rc = LTR_OK;
     pthread_rwlock_wrlock(&s->mem.lock);
     for (size_t i = 0; i < n && !rc; i++) {
-        int del = deleted && deleted[i];
+        int kind = kinds ? kinds[i] : ITEM_VALUE, del = kind == ITEM_TOMBSTONE;
         rc = apply_one(s, kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
                        del ? NULL : vdata + voffs[i],
-                       del ? 0 : (uint32_t)(voffs[i + 1] - voffs[i]), del, log_file, log_off,
+                       del ? 0 : (uint32_t)(voffs[i + 1] - voffs[i]), kind, log_file, log_off,
                        swapped);
     }
     pthread_rwlock_unlock(&s->mem.lock);
@@ -193,14 +195,17 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
         rc = rotate_for_write(s);
     if (!rc)
         rc = wait_for_log_space(s);
+    const uint8_t *kinds = NULL; /* large values to the value log first: the log points there */
+    if (!rc)
+        rc = blob_separate(s, kdata, koffs, &vdata, &voffs, deleted, n, &kinds);
     uint64_t file = s->log.file, start = s->log.wal.size, end = 0;
     if (!rc && file) {
-        rc = store_log_batch(s, kdata, koffs, vdata, voffs, deleted, n);
+        rc = store_log_batch(s, kdata, koffs, vdata, voffs, kinds, n);
         end = s->log.wal.size;
     }
     int swapped = 0;
     if (!rc)
-        rc = apply_batch(s, kdata, koffs, vdata, voffs, deleted, n, file, start, &swapped);
+        rc = apply_batch(s, kdata, koffs, vdata, voffs, kinds, n, file, start, &swapped);
     if (!rc)
         store_count(s, C_USER_BYTES, user);
     pthread_mutex_unlock(&s->write_mu);

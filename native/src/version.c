@@ -3,6 +3,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blobset.h"
+#include "htable_read.h"
 #include "io.h"
 #include "htable_read.h"
 #include "version.h"
@@ -52,6 +54,11 @@ void tfile_release(tfile *f)
         return;
     if (f->unlink)
         io_unlink(f->unlink); /* (a failure leaves it for the next open's sweep) */
+    if (f->bs) {
+        blobset_release(f->bs, f->blobs, f->nblobs);
+        blobset_unref(f->bs);
+    }
+    free(f->blobs);
     free(f->unlink);
     free(f);
 }
@@ -75,14 +82,35 @@ static tref *tref_make(uint64_t file, uint32_t level, ltr_htable *t, tfile *f)
     return r;
 }
 
-tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t)
+/* The file holds the value logs its table lists (out of memory: NULL). */
+static tfile *tfile_new(const ltr_htable *t, blobset *bs)
 {
     tfile *f = calloc(1, sizeof *f);
-    if (f)
-        f->refs = 1;
-    tref *r = tref_make(file, level, t, f);
-    if (!r)
+    if (!f)
+        return NULL;
+    f->refs = 1;
+    if (!bs || !t->nblobs)
+        return f;
+    if (!(f->blobs = malloc(sizeof *f->blobs * t->nblobs))) {
         free(f);
+        return NULL;
+    }
+    memcpy(f->blobs, t->blobs, sizeof *f->blobs * t->nblobs);
+    f->nblobs = t->nblobs;
+    f->bs = bs;
+    blobset_ref(bs);
+    blobset_hold(bs, f->blobs, f->nblobs);
+    return f;
+}
+
+tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t, blobset *bs)
+{
+    tfile *f = tfile_new(t, bs);
+    tref *r = tref_make(file, level, t, f);
+    if (!r && f) {
+        f->refs = 1;
+        tfile_release(f);
+    }
     return r;
 }
 

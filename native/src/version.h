@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "blob_format.h"
 #include "cluster.h"
 #include "ltr_int.h"
 #include "pool.h"
@@ -18,6 +19,11 @@
 typedef struct tfile {
     int refs;     /* atomic */
     char *unlink; /* set when the state dropped the file: unlinked by the last holder */
+    /* the value logs the table's pointers lead to, held in the store's set while the file is
+     * (blobset.h: a value log outlives every table file that lists it) */
+    struct blobset *bs;
+    blob_ref *blobs;
+    uint32_t nblobs;
 } tfile;
 
 tfile *tfile_hold(tfile *f); /* one more holder; returns f */
@@ -136,7 +142,9 @@ uint64_t node_parent(uint64_t id, uint32_t level); /* level >= 1 */
 uint32_t node_level(uint64_t id);
 uint64_t node_count(uint32_t levels); /* nodes of a trie of that many levels */
 
-tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t);
+/* bs: the store's value logs, held for the table's references while its file is (NULL: none,
+ * as in a read-only store, which removes nothing). */
+tref *tref_new(uint64_t file, uint32_t level, ltr_htable *t, struct blobset *bs);
 /* Another table object of from's file (reopened): it holds the file too. */
 tref *tref_new_sharing(const tref *from, uint32_t level, ltr_htable *t);
 void tref_ref(tref *t);

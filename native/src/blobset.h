@@ -1,0 +1,68 @@
+/* blobset.h: a store's value logs (NNNNNNNN.vlog, docs/format/vlog.md): the files holding
+ * values of at least min_blob_size bytes, apart from the hash tables. The set keeps one
+ * descriptor per file and reads records by pointer (checking their checksum and key); its
+ * writer appends records to the newest file. It is its own object, referenced by the store, by
+ * every table file whose pointers lead into it (version.h, tfile) and by scans, since those may
+ * outlive the store's handle.
+ *
+ * Lifetime of a file: it is kept while a table file on disk lists it (holds: the table files'
+ * holders in this process, version.h) or the logs that recovery would replay may point into it
+ * (the store's floor, blob.c); blob.c removes the others after a checkpoint.
+ *
+ * Readers hold the set's lock shared across a read; a removal takes it exclusively, so a
+ * descriptor is never closed under a read. */
+#ifndef LTR_BLOBSET_H
+#define LTR_BLOBSET_H
+
+#include <stdint.h>
+
+#include "blob_format.h"
+#include "ltr_int.h"
+
+typedef struct blobset blobset;
+
+/* An empty set for the store in dir; NULL without memory. */
+blobset *blobset_new(const char *dir);
+void blobset_ref(blobset *b);
+void blobset_unref(blobset *b);
+
+/* Opens every value log in the directory (a store being opened). *max_number: the largest
+ * file number seen (0: none), so that the store's file counter passes it. */
+int blobset_open_all(blobset *b, uint64_t *max_number);
+
+/* Reads the value a pointer leads to into dst (ptr->vlen bytes), checking the record's checksum
+ * and that it is the record of key: LTR_ECORRUPT otherwise. dst NULL: only checks. */
+int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
+                 uint8_t *dst);
+
+/* Holds on the files of a table's value-log references: taken when a table file gets its first
+ * holder in this process, let go with its last (version.h). */
+void blobset_hold(blobset *b, const blob_ref *refs, uint32_t n);
+void blobset_release(blobset *b, const blob_ref *refs, uint32_t n);
+
+/* ---- the writer (one thread at a time: the store's write_mu) ---- */
+/* Starts a new value log numbered `number` (its header written and the directory synced), the
+ * previous one synced first. */
+int blobset_start(blobset *b, uint64_t number);
+/* The active file's number (0: none) and size. */
+uint64_t blobset_active(const blobset *b, uint64_t *size);
+/* Appends n bytes of whole records at the end of the active file, which is `at`; on failure
+ * the file is cut back to `at`. */
+int blobset_append(blobset *b, const uint8_t *p, size_t n, uint64_t at);
+/* Makes the active file durable to its end (any thread: group commits and checkpoints). */
+int blobset_sync(blobset *b);
+
+/* ---- removal (blob.c, after a checkpoint) ---- */
+/* A scan pins the set (d 1, then -1 when done): its copy of the memtables holds pointers that
+ * no table file may list any more, so nothing is removed while one runs. */
+void blobset_pin(blobset *b, int d);
+/* The numbers of the files no table file holds, below `below` and other than the active one
+ * (malloc'd array in *out, count in *n); none while a scan pins the set. */
+int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n);
+/* Closes file `number` once its readers are done and forgets it; its path (malloc'd) in *path
+ * for the caller to unlink, or NULL when the set does not have it. */
+int blobset_forget(blobset *b, uint64_t number, char **path);
+/* Files, and their bytes on disk (stats). */
+void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes);
+
+#endif
