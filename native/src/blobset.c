@@ -13,7 +13,10 @@ typedef struct bfile {
     uint64_t number;
     int fd;
     int bad;        /* its header is missing or damaged: no pointer can lead here */
-    int holds;      /* table files listing it (under the set's lock, exclusive or atomic) */
+    int holds;      /* table files listing it (atomic) */
+    uint64_t live;  /* the value bytes they list in it (atomic): less, once shadowed values
+                       are compacted away */
+    int relocated;  /* its live records were moved to newer files (value-log GC) */
     uint64_t size;  /* bytes (the active file's grow as records are appended) */
     char *path;
 } bfile;
@@ -256,8 +259,10 @@ static void add_holds(blobset *b, const blob_ref *refs, uint32_t n, int d)
     pthread_rwlock_rdlock(&b->lock);
     for (uint32_t i = 0; i < n; i++) {
         bfile *f = lookup(b, refs[i].file);
-        if (f) /* (a file the set lacks: reads through the pointer will say so) */
-            __atomic_add_fetch(&f->holds, d, __ATOMIC_RELAXED);
+        if (!f) /* (a file the set lacks: reads through the pointer will say so) */
+            continue;
+        __atomic_add_fetch(&f->holds, d, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&f->live, d > 0 ? refs[i].bytes : -refs[i].bytes, __ATOMIC_RELAXED);
     }
     pthread_rwlock_unlock(&b->lock);
 }
@@ -388,6 +393,55 @@ int blobset_forget(blobset *b, uint64_t number, char **path)
     pthread_rwlock_unlock(&b->lock);
     bfile_free(f); /* no reader can be in it: they hold the lock shared */
     return LTR_OK;
+}
+
+/* ---- garbage collection (blob_gc.c) ---- */
+
+int blobset_gc_pick(blobset *b, uint64_t below, double ratio, uint64_t *number)
+{
+    double best = ratio;
+    *number = 0;
+    pthread_rwlock_rdlock(&b->lock);
+    for (size_t i = 0; i < b->n; i++) {
+        const bfile *f = b->v[i];
+        uint64_t records = f->size > VLOG_HEADER_SIZE ? f->size - VLOG_HEADER_SIZE : 0;
+        if (f->number >= below || f == b->active || f->bad || f->relocated || !records ||
+            !__atomic_load_n(&f->holds, __ATOMIC_RELAXED))
+            continue; /* (a file no table lists goes whole after a checkpoint) */
+        double live = (double)__atomic_load_n(&f->live, __ATOMIC_RELAXED) / (double)records;
+        if (live < best) {
+            best = live;
+            *number = f->number;
+        }
+    }
+    pthread_rwlock_unlock(&b->lock);
+    return *number != 0;
+}
+
+int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
+                    size_t *got)
+{
+    *got = 0;
+    pthread_rwlock_rdlock(&b->lock);
+    const bfile *f = lookup(b, number);
+    int rc = LTR_OK;
+    if (!f || f->fd < 0)
+        rc = ltr_fail(LTR_EINVAL, "%s: no value log %08llu", b->dir, (unsigned long long)number);
+    else if (off < f->size)
+        *got = (size_t)(f->size - off < n ? f->size - off : n);
+    if (!rc && *got)
+        rc = io_pread(f->fd, buf, *got, off, f->path);
+    pthread_rwlock_unlock(&b->lock);
+    return rc;
+}
+
+void blobset_set_relocated(blobset *b, uint64_t number)
+{
+    pthread_rwlock_wrlock(&b->lock);
+    bfile *f = lookup(b, number);
+    if (f)
+        f->relocated = 1;
+    pthread_rwlock_unlock(&b->lock);
 }
 
 void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes)

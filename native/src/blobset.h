@@ -35,8 +35,8 @@ int blobset_open_all(blobset *b, uint64_t *max_number);
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
                  uint8_t *dst);
 
-/* Holds on the files of a table's value-log references: taken when a table file gets its first
- * holder in this process, let go with its last (version.h). */
+/* Holds on the files of a table's value-log references, with the value bytes each lists: taken
+ * when a table file gets its first holder in this process, let go with its last (version.h). */
 void blobset_hold(blobset *b, const blob_ref *refs, uint32_t n);
 void blobset_release(blobset *b, const blob_ref *refs, uint32_t n);
 
@@ -62,6 +62,15 @@ int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n);
 /* Closes file `number` once its readers are done and forgets it; its path (malloc'd) in *path
  * for the caller to unlink, or NULL when the set does not have it. */
 int blobset_forget(blobset *b, uint64_t number, char **path);
+/* ---- garbage collection (blob_gc.c) ---- */
+/* The file below `below` (not the active one, not relocated yet) whose listed live bytes are
+ * the smallest share of its records, if under `ratio`: 1 and its number, else 0. */
+int blobset_gc_pick(blobset *b, uint64_t below, double ratio, uint64_t *number);
+/* Reads up to n bytes of file `number` from `off` (*got: fewer at its end, 0 past it). */
+int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
+                    size_t *got);
+/* Its live records were moved: it is not picked again (it goes once no table lists it). */
+void blobset_set_relocated(blobset *b, uint64_t number);
 /* Files, and their bytes on disk (stats). */
 void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes);
 

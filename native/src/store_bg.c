@@ -2,7 +2,7 @@
  * (compactions, and the last level's clusters and garbage collection), and the checkpointer
  * (checkpoints, delayed deletes, released logs). Their failures are latched in s->bg.error,
  * which stops writes until flush() lets the work run again. Depends on store_flush.c,
- * compaction.c, lastlevel.c, checkpoint.c, store_log.c and store_files.c. */
+ * compaction.c, blob_gc.c, lastlevel.c, checkpoint.c, store_log.c and store_files.c. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
@@ -80,6 +80,8 @@ static int background_step(ltr_store *s, int id)
         pthread_mutex_unlock(&s->state_mu);
     } else {
         rc = lastlevel_step(s, id);
+        if (rc == 0 && id == 0) /* the first worker's alone: one value log at a time */
+            rc = blob_gc_step(s);
     }
     version_unref(v);
     return rc;
@@ -94,7 +96,7 @@ static int work_available(ltr_store *s, int id)
         return 0;
     return (id == 0 && !s->bg.flusher_started && memtable_pending(s)) || deepen_now(s) ||
            pick(s, s->current, id, &node, 0, s->current->depth - 1) ||
-           lastlevel_ready(s, id);
+           lastlevel_ready(s, id) || (id == 0 && blob_gc_due(s));
 }
 
 /* The flusher's turn: a memtable waits and the root is not at twice its budget (the worker,

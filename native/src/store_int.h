@@ -18,6 +18,7 @@
  *   store_batch.c    batched lookups (ltr_store_get_many, streamed batches)
  *   store_scan.c, store_verify.c, read_floor.c   whole-store reads
  *   compaction.c     splitting a node into its children; last-level garbage collection
+ *   blob_gc.c        value-log garbage collection: live records of a mostly dead value log moved
  *   lastlevel.c      BloomClusters and garbage checks of last-level nodes
  *   recovery.c       loading the manifest, replaying the logs, removing orphans
  *   store_bg.c       the background threads (`bg`): flusher, compaction workers, checkpointer
@@ -175,7 +176,11 @@ struct store_blobs {
     uint64_t floor;          /* the value logs the memtables may point into start here */
     uint64_t durable_floor;  /* ... of the memtables of the durable log floor: lower ones are
                                 removed once no table file lists them */
+    uint64_t gc_file, gc_off; /* the value-log GC's file and where it goes on (its worker) */
 };
+/* The value-log GC moves the live records of a value log whose table files list less than this
+ * share of its bytes as live (blob_gc.c). */
+#define BLOB_GC_RATIO 0.5
 
 /* store_log.c: the write-ahead log (write_mu guards all but the group commit's fields). */
 struct store_log {
@@ -481,6 +486,12 @@ int store_apply_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64
 int store_rotate(ltr_store *s);
 /* Writes every memtable out now (recovery, and close in bulk mode). */
 int store_flush_all_now(ltr_store *s);
+/* Logs and applies a checked batch (write_mu held, room for it made): rotations first, then the
+ * large values to the value log, the record to the log, the items to the memtable. The log
+ * position to sync to in *file and *end (file 0: not logged); *swapped: a memtable was. */
+int store_write_locked(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                       const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted,
+                       size_t n, uint64_t *file, uint64_t *end, int *swapped);
 
 /* ---- store_read.c ---- */
 /* Searches tables [from, n) of a node, newest first; the cluster answers for the sealed ones. */
@@ -496,6 +507,10 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
                     size_t lo, size_t hi, int8_t *status, int64_t *voffs, size_t vbase,
                     ltr_buf *values, ltr_buf *mem);
 
+/* 1 and the pointer's bytes in ptr when the key's newest item is a pointer, 0 when it is not
+ * (a value, a tombstone, none), <0 on error (the value-log GC: blob_gc.c). */
+int store_newest_pointer(ltr_store *s, const uint8_t *key, uint32_t klen, uint8_t *ptr);
+
 /* ---- compaction.c ---- */
 /* The fullest node of levels [from, limit) that should be compacted now, other than skip and
  * skip2 (its id in *node), or 0 when none. */
@@ -510,6 +525,10 @@ int compaction_deepen_due(const ltr_store *s, const version *v);
 int compaction_deepen(ltr_store *s);
 /* Garbage collection of a last-level node: its tables rewritten with only live items. */
 int gc_run(ltr_store *s, version *v, uint64_t node);
+
+/* ---- blob_gc.c: value-log garbage collection ---- */
+int blob_gc_due(const ltr_store *s); /* a value log is worth collecting (state_mu held) */
+int blob_gc_step(ltr_store *s);      /* collects one: 1 did work, 0 nothing to do, <0 error */
 
 /* ---- lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes ---- */
 int lastlevel_step(ltr_store *s, int id); /* worker id: 1 did work, 0 nothing to do, <0 error */

@@ -387,6 +387,31 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     return rc;
 }
 
+int store_newest_pointer(ltr_store *s, const uint8_t *key, uint32_t klen, uint8_t *ptr)
+{
+    key_hash h = hash_key(s, key, klen);
+    const ltr_hbuild *b;
+    int found = 0;
+    pthread_rwlock_rdlock(&s->mem.lock);
+    const staged *st = memtable_find(s, h, key, klen, &b);
+    if (st && (found = st->kind == ITEM_POINTER))
+        memcpy(ptr, staged_value(b, st), BLOB_POINTER_SIZE);
+    version *v = st ? NULL : store_pin(s);
+    pthread_rwlock_unlock(&s->mem.lock);
+    if (!v)
+        return found;
+    read_ctx c;
+    uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(LTR_BUCKET_SIZE)));
+    read_ctx_init_page(&c, page);
+    item_view it;
+    int status, r = search_version(s, v, &c, h, key, klen, &it, &status);
+    if (!r && status == LTR_FOUND && (found = it.kind == ITEM_POINTER))
+        memcpy(ptr, it.value, BLOB_POINTER_SIZE);
+    version_unref(v);
+    read_ctx_free(&c);
+    return r < 0 ? r : found;
+}
+
 /* A chunk of keys [lo, hi): all memtable answers and the version pin under one shared lock,
  * then the version for the rest. */
 int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64_t *koffs,

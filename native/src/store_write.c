@@ -174,6 +174,28 @@ int store_check_batch(const int64_t *koffs, size_t klen_total, const int64_t *vo
     return rc;
 }
 
+int store_write_locked(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
+                       const uint8_t *vdata, const int64_t *voffs, const uint8_t *deleted,
+                       size_t n, uint64_t *file, uint64_t *end, int *swapped)
+{
+    int rc = rotate_for_write(s);
+    if (!rc)
+        rc = wait_for_log_space(s);
+    const uint8_t *kinds = NULL; /* large values to the value log first: the log points there */
+    if (!rc)
+        rc = blob_separate(s, kdata, koffs, &vdata, &voffs, deleted, n, &kinds);
+    uint64_t start = s->log.wal.size;
+    *file = s->log.file;
+    *end = 0;
+    if (!rc && *file) {
+        rc = store_log_batch(s, kdata, koffs, vdata, voffs, kinds, n);
+        *end = s->log.wal.size;
+    }
+    if (!rc)
+        rc = apply_batch(s, kdata, koffs, vdata, voffs, kinds, n, *file, start, swapped);
+    return rc;
+}
+
 int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                     const uint8_t *vdata, const int64_t *voffs, size_t vlen_total,
                     const uint8_t *deleted, size_t n, int sync)
@@ -191,21 +213,10 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
     wait_for_room(s);
     if (s->bg.error)
         rc = store_bg_error(s);
-    if (!rc)
-        rc = rotate_for_write(s);
-    if (!rc)
-        rc = wait_for_log_space(s);
-    const uint8_t *kinds = NULL; /* large values to the value log first: the log points there */
-    if (!rc)
-        rc = blob_separate(s, kdata, koffs, &vdata, &voffs, deleted, n, &kinds);
-    uint64_t file = s->log.file, start = s->log.wal.size, end = 0;
-    if (!rc && file) {
-        rc = store_log_batch(s, kdata, koffs, vdata, voffs, kinds, n);
-        end = s->log.wal.size;
-    }
+    uint64_t file = 0, end = 0;
     int swapped = 0;
     if (!rc)
-        rc = apply_batch(s, kdata, koffs, vdata, voffs, kinds, n, file, start, &swapped);
+        rc = store_write_locked(s, kdata, koffs, vdata, voffs, deleted, n, &file, &end, &swapped);
     if (!rc)
         store_count(s, C_USER_BYTES, user);
     pthread_mutex_unlock(&s->write_mu);
