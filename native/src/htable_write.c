@@ -160,7 +160,8 @@ static int by_flow(const void *a, const void *b)
  * an extra bucket read add up to at most 1% of the bucket-resident items. */
 static uint32_t choose_cached(twrite *t, uint64_t *extra_reads)
 {
-    qsort(t->records, t->nrecords, sizeof *t->records, by_flow);
+    if (t->nrecords) /* (qsort and memcpy take no NULL, even for nothing) */
+        qsort(t->records, t->nrecords, sizeof *t->records, by_flow);
     uint64_t rest = 0, allowed = (t->items - t->novf) / 100;
     for (size_t i = 0; i < t->nrecords; i++)
         rest += t->records[i].flow;
@@ -326,7 +327,8 @@ static int keep_records(twrite *t, const plan *p)
         t->records = r;
         t->rec_cap = cap;
     }
-    memcpy(t->records + t->nrecords, p->records, p->nrecords * sizeof *p->records);
+    if (p->nrecords)
+        memcpy(t->records + t->nrecords, p->records, p->nrecords * sizeof *p->records);
     t->nrecords += p->nrecords;
     return LTR_OK;
 }
@@ -365,7 +367,8 @@ static int write_trailer(twrite *t, uint32_t *crc)
 {
     uint32_t nb = t->o.buckets;
     uint64_t at = (uint64_t)nb * LTR_BUCKET_SIZE + t->ovf_bytes;
-    qsort(t->ovf, t->novf, sizeof *t->ovf, by_index_key);
+    if (t->novf)
+        qsort(t->ovf, t->novf, sizeof *t->ovf, by_index_key);
     ltr_buf b = {0};
     int rc = buf_reserve(&b, t->nrecords * HT_RECORD_SIZE + t->novf * HT_OVF_ENTRY_SIZE +
                                  4 * ((size_t)nb + 1) + t->fbits.len +
