@@ -50,6 +50,13 @@ def configs(lib):
         "big_values": lambda tp, s: t(tp, lib, dict(table_buckets=64, node_tables=2, levels=3,
                                                     **crash.FAST),
                                       trials=6, n=300, seed=s, gen=dict(vmax=60000, nkeys=400)),
+        # values in value logs (from 32 bytes), which rotate every 32 KiB, are overwritten and
+        # collected: cuts between a value log's append and the log's, and in the GC's rewrites
+        "value_logs": lambda tp, s: t(tp, lib, dict(table_buckets=16, node_tables=2, levels=0,
+                                                    memtable_bytes=1500, min_blob_size=32,
+                                                    **crash.FAST),
+                                      trials=6, n=1200, seed=s, gen=dict(nkeys=300, vmax=3000),
+                                      hooks={"ltr_test_blob_file_bytes": 32768}),
         "log_space": lambda tp, s: t(tp, lib, dict(table_buckets=16, node_tables=2, levels=3,
                                                    **crash.FAST),
                                      trials=6, n=1200, seed=s, gen=dict(vmax=300, nkeys=2000),
