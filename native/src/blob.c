@@ -18,7 +18,7 @@
 
 int blob_open(ltr_store *s)
 {
-    s->blobs.set = blobset_new(s->dir);
+    s->blobs.set = blobset_new(s->dir, s->o.direct_io);
     if (!s->blobs.set)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     s->blobs.floor = s->blobs.durable_floor = 0;

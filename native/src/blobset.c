@@ -1,5 +1,6 @@
 /* blobset.c: a store's value logs, their descriptors, reads and appends (see blobset.h). */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 typedef struct bfile {
     uint64_t number;
     int fd;
+    int dfd;        /* the same file opened with O_DIRECT (direct_io), for reads; else -1 */
     int bad;        /* its header is missing or damaged: no pointer can lead here */
     int holds;      /* table files listing it (atomic) */
     uint64_t live;  /* the value bytes they list in it (atomic): less, once shadowed values
@@ -24,6 +26,7 @@ typedef struct bfile {
 struct blobset {
     int refs; /* atomic */
     char *dir;
+    int direct;     /* values are read with O_DIRECT (the store's direct_io) */
     /* Readers hold it shared across their pread: a file is closed only under the exclusive
      * hold, once no read is under way (writer-preferring, so a removal is not starved). */
     pthread_rwlock_t lock;
@@ -38,7 +41,7 @@ struct blobset {
                         written since can be trusted durable (writes fail until a reopen) */
 };
 
-blobset *blobset_new(const char *dir)
+blobset *blobset_new(const char *dir, int direct)
 {
     blobset *b = calloc(1, sizeof *b);
     if (!b || !(b->dir = strdup(dir))) {
@@ -52,6 +55,7 @@ blobset *blobset_new(const char *dir)
     pthread_rwlockattr_destroy(&a);
     pthread_mutex_init(&b->sync_mu, NULL);
     b->refs = 1;
+    b->direct = direct;
     return b;
 }
 
@@ -63,6 +67,8 @@ static void bfile_free(bfile *f)
         return;
     if (f->fd >= 0)
         io_close(f->fd);
+    if (f->dfd >= 0)
+        io_close(f->dfd);
     free(f->path);
     free(f);
 }
@@ -129,7 +135,7 @@ static bfile *bfile_new(const blobset *b, uint64_t number)
         return NULL;
     }
     f->number = number;
-    f->fd = -1;
+    f->fd = f->dfd = -1;
     return f;
 }
 
@@ -150,6 +156,16 @@ static int header_ok(const uint8_t *h)
 }
 
 /* ---- opening ---- */
+
+/* With direct_io, a second descriptor for reads that bypass the page cache. */
+static int open_direct(const blobset *b, bfile *f)
+{
+    if (!b->direct)
+        return LTR_OK;
+    f->dfd = io_open_read_as(f->path, 1);
+    return f->dfd >= 0 ? LTR_OK : errno == EINVAL ? io_direct_refused(f->path)
+                                 : ltr_fail_errno(errno, "cannot open value log %s", f->path);
+}
 
 typedef struct listing {
     blobset *b;
@@ -176,6 +192,8 @@ static int open_one(void *arg, const char *name)
     if (!rc)
         f->bad = f->size < VLOG_HEADER_SIZE ||
                  io_pread(f->fd, h, sizeof h, 0, f->path) != LTR_OK || !header_ok(h);
+    if (!rc)
+        rc = open_direct(l->b, f);
     if (!rc)
         rc = insert(l->b, f);
     if (rc) {
@@ -223,22 +241,39 @@ static int record_check(const uint8_t *rec, uint64_t size, const blob_ptr *ptr,
     return LTR_OK;
 }
 
+/* Reads [off, off + size) with O_DIRECT: the aligned blocks around it into *span (malloc'd,
+ * aligned), *rec pointing at the record in it. */
+static int read_direct(const bfile *f, uint64_t off, uint64_t size, uint8_t **rec,
+                       uint8_t **span)
+{
+    uint64_t first = off & ~(uint64_t)(IO_DIRECT_ALIGN - 1);
+    uint64_t last = (off + size + IO_DIRECT_ALIGN - 1) & ~(uint64_t)(IO_DIRECT_ALIGN - 1);
+    *span = aligned_alloc(IO_DIRECT_ALIGN, last - first);
+    if (!*span)
+        return ltr_fail(LTR_ENOMEM, "out of memory reading a value");
+    *rec = *span + (off - first);
+    /* (the file's end may fall inside the last block: what the record needs is what counts) */
+    return io_pread_direct(f->dfd, *span, last - first, first, off + size - first, f->path);
+}
+
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
                  uint8_t *dst)
 {
     uint64_t size = blob_record_size(klen, ptr->vlen);
-    uint8_t small[4096], *rec = size <= sizeof small ? small : malloc(size);
-    if (!rec)
-        return ltr_fail(LTR_ENOMEM, "out of memory reading a value");
+    uint8_t small[4096], *rec = NULL, *owned = NULL; /* owned: rec's block, if allocated */
     pthread_rwlock_rdlock(&b->lock);
     const bfile *f = lookup(b, ptr->file);
-    int rc;
+    int rc = LTR_OK;
     if (!f || f->fd < 0)
         rc = ltr_fail(LTR_ECORRUPT, "%s: value log %08llu, which a pointer names, is missing",
                       b->dir, (unsigned long long)ptr->file);
     else if (f->bad || ptr->offset < VLOG_HEADER_SIZE)
         rc = ltr_fail(LTR_ECORRUPT, "%s: no record at offset %llu", f->path,
                       (unsigned long long)ptr->offset);
+    else if (f->dfd >= 0)
+        rc = read_direct(f, ptr->offset, size, &rec, &owned);
+    else if (!(rec = size <= sizeof small ? small : (owned = malloc(size))))
+        rc = ltr_fail(LTR_ENOMEM, "out of memory reading a value");
     else
         rc = io_pread(f->fd, rec, (size_t)size, ptr->offset, f->path);
     size_t voff = 0;
@@ -247,8 +282,7 @@ int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t k
     pthread_rwlock_unlock(&b->lock);
     if (!rc && dst && ptr->vlen)
         memcpy(dst, rec + voff, ptr->vlen);
-    if (rec != small)
-        free(rec);
+    free(owned);
     return rc;
 }
 
@@ -312,6 +346,8 @@ int blobset_start(blobset *b, uint64_t number)
         rc = io_fsync_fd(f->fd, f->path);
     if (!rc)
         rc = io_fsync_dir(f->path);
+    if (!rc)
+        rc = open_direct(b, f);
     f->size = sizeof h;
     if (!rc) {
         pthread_rwlock_wrlock(&b->lock);

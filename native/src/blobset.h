@@ -21,8 +21,9 @@
 
 typedef struct blobset blobset;
 
-/* An empty set for the store in dir; NULL without memory. */
-blobset *blobset_new(const char *dir);
+/* An empty set for the store in dir, reading values with O_DIRECT when direct (the store's
+ * direct_io: then a file system that refuses it fails the open); NULL without memory. */
+blobset *blobset_new(const char *dir, int direct);
 void blobset_ref(blobset *b);
 void blobset_unref(blobset *b);
 
