@@ -229,3 +229,72 @@ def test_max_open_files_is_validated(tmp_path, bad, exc):
     with pytest.raises(exc, match="max_open_files"):
         lsmtrie.open(str(tmp_path / "db"), max_open_files=bad)
     assert not os.path.exists(tmp_path / "db")  # refused before anything was created
+
+
+def test_value_logs_past_their_descriptor_bound(tmp_path):
+    """Under a soft limit of 96 open files a store keeps descriptors for 8 value logs (a
+    sixteenth, at least 8) while it has hundreds of them; four readers racing a writer (and the
+    value-log garbage collection its overwrites start) read every large value right, the bound
+    holds, and a reopen under the same limit reads everything."""
+    path = str(tmp_path / "db")
+    code = textwrap.dedent("""
+        import json, random, resource, sys, threading, lsmtrie
+        from lsmtrie._binding import lib
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
+        lib.ltr_test_blob_file_bytes(1 << 14)
+        db = lsmtrie.open(sys.argv[1], table_buckets=16, node_tables=2, min_blob_size=64)
+        want = {}
+        for r in range(60):
+            ks = [b"s%d-%d" % (r, i) for i in range(10)]
+            vs = [bytes([r]) * (1000 + 7 * i) for i in range(10)]
+            db.put_many(ks, vs)
+            want.update(zip(ks, vs))
+        keys, errors, most = list(want), [], [0]
+        stop = threading.Event()
+        def reader(seed):
+            rng = random.Random(seed)
+            try:
+                while not stop.is_set():
+                    ks = rng.sample(keys, 50)
+                    assert db.get_many(ks) == [want[k] for k in ks]
+                    k = rng.choice(keys)
+                    assert db.get(k) == want[k]
+                    most[0] = max(most[0], db.stats()["blob_files_open"])
+            except BaseException as e:
+                errors.append(repr(e))
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for r in range(150):  # overwrites: garbage for the collection to move
+                ks = [b"o%d" % (i % 40) for i in range(r * 10, r * 10 + 10)]
+                db.put_many(ks, [bytes([r % 251]) * 2000] * 10)
+            db.flush()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        st = db.stats()
+        got = db.get_many(keys) == [want[k] for k in keys]
+        db.close()
+        print(json.dumps({"errors": errors[:3], "files": st["blob_files"], "most": most[0],
+                          "ok": got}), flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert not out["errors"] and out["ok"], out
+    assert out["files"] > 50 and 0 < out["most"] <= 8, out
+    reread = textwrap.dedent("""
+        import resource, sys, lsmtrie
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
+        with lsmtrie.open(sys.argv[1]) as db:
+            got = db.get_many([b"s%d-%d" % (r, i) for r in range(60) for i in range(10)])
+            assert got == [bytes([r]) * (1000 + 7 * i) for r in range(60) for i in range(10)]
+            assert len(dict(db.items())) == 600 + 40
+            db.verify()
+    """)
+    r = subprocess.run([sys.executable, "-c", reread, path], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()

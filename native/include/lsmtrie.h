@@ -167,6 +167,7 @@ typedef struct ltr_store_stats {
     uint64_t written_blobs;        /* value logs: values of at least min_blob_size bytes */
     uint64_t blob_files;           /* value logs on disk now, and their bytes */
     uint64_t blob_bytes;
+    uint64_t blob_files_open;      /* value logs with descriptors open now */
     uint64_t tables_per_level[LTR_MAX_LEVELS];
     uint64_t items_per_level[LTR_MAX_LEVELS];
     uint64_t table_bytes_per_level[LTR_MAX_LEVELS];

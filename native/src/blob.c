@@ -11,14 +11,33 @@
  * store_stats.c. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "bucket.h"
 #include "lsmtrie_testing.h"
 #include "store_int.h"
 
+static uint32_t max_open_test; /* ltr_test_blob_max_open */
+
+void ltr_test_blob_max_open(uint32_t n) { __atomic_store_n(&max_open_test, n, __ATOMIC_RELAXED); }
+
+/* Value-log descriptors kept open: a sixteenth of the limit on open files (the tables' cache
+ * takes three quarters, fcache.c), at least 8. */
+static uint32_t blob_max_open(void)
+{
+    uint32_t test = __atomic_load_n(&max_open_test, __ATOMIC_RELAXED);
+    if (test)
+        return test;
+    struct rlimit rl;
+    uint64_t soft = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+    if (soft == RLIM_INFINITY || soft > (1u << 30))
+        soft = 1u << 30;
+    return soft / 16 > 8 ? (uint32_t)(soft / 16) : 8;
+}
+
 int blob_open(ltr_store *s)
 {
-    s->blobs.set = blobset_new(s->dir, s->o.direct_io);
+    s->blobs.set = blobset_new(s->dir, s->o.direct_io, blob_max_open());
     if (!s->blobs.set)
         return ltr_fail(LTR_ENOMEM, "out of memory");
     s->blobs.floor = s->blobs.durable_floor = 0;

@@ -27,6 +27,8 @@ struct blobset {
     int refs; /* atomic */
     char *dir;
     int direct;     /* values are read with O_DIRECT (the store's direct_io) */
+    uint32_t max_open, nopen, hand; /* files with descriptors: at most max_open (but the active
+                                       one and those a reader needs now); the clock's hand */
     /* Readers hold it shared across their pread: a file is closed only under the exclusive
      * hold, once no read is under way (writer-preferring, so a removal is not starved). */
     pthread_rwlock_t lock;
@@ -41,7 +43,7 @@ struct blobset {
                         written since can be trusted durable (writes fail until a reopen) */
 };
 
-blobset *blobset_new(const char *dir, int direct)
+blobset *blobset_new(const char *dir, int direct, uint32_t max_open)
 {
     blobset *b = calloc(1, sizeof *b);
     if (!b || !(b->dir = strdup(dir))) {
@@ -56,6 +58,7 @@ blobset *blobset_new(const char *dir, int direct)
     pthread_mutex_init(&b->sync_mu, NULL);
     b->refs = 1;
     b->direct = direct;
+    b->max_open = max_open ? max_open : 1;
     return b;
 }
 
@@ -139,6 +142,64 @@ static bfile *bfile_new(const blobset *b, uint64_t number)
     return f;
 }
 
+/* ---- descriptors: a bounded number open, the others reopened by path when read ---- */
+
+static int open_direct(const blobset *b, bfile *f);
+
+static void close_fds(blobset *b, bfile *f)
+{
+    if (f->fd < 0)
+        return;
+    io_close(f->fd);
+    if (f->dfd >= 0)
+        io_close(f->dfd);
+    f->fd = f->dfd = -1;
+    b->nopen--;
+}
+
+/* Closes the descriptors of a file not read lately, other than keep and the active one, while
+ * more than max_open are open (exclusive hold: no read is under way). */
+static void evict(blobset *b, const bfile *keep)
+{
+    for (size_t tries = 0; b->nopen >= b->max_open && tries < 2 * b->n; tries++) {
+        bfile *f = b->v[b->hand++ % b->n];
+        if (f != keep && f != b->active && f->fd >= 0)
+            close_fds(b, f);
+    }
+}
+
+/* Opens file f's descriptors for reading (exclusive hold). */
+static int open_fds(blobset *b, bfile *f)
+{
+    if (f->fd >= 0)
+        return LTR_OK;
+    evict(b, f);
+    int rc = io_open(&f->fd, f->path, O_RDONLY | O_CLOEXEC, 0, "value log");
+    if (!rc && (rc = open_direct(b, f))) {
+        io_close(f->fd);
+        f->fd = -1;
+    }
+    if (!rc)
+        b->nopen++;
+    return rc;
+}
+
+/* The set's lock held on file `number` with its descriptors open: *f, or NULL when the set
+ * does not have it (the lock is held either way; the caller lets it go). Shared when the file
+ * was open; exclusive when it had to be reopened, so that no other reader's reopening closes
+ * it again before this read (which always makes progress that way). */
+static int hold_open(blobset *b, uint64_t number, bfile **f)
+{
+    pthread_rwlock_rdlock(&b->lock);
+    *f = lookup(b, number);
+    if (!*f || (*f)->fd >= 0 || (*f)->bad)
+        return LTR_OK;
+    pthread_rwlock_unlock(&b->lock);
+    pthread_rwlock_wrlock(&b->lock);
+    *f = lookup(b, number);
+    return *f && !(*f)->bad ? open_fds(b, *f) : LTR_OK;
+}
+
 /* ---- the header (vlog.md) ---- */
 
 static void header_encode(uint8_t *h)
@@ -200,6 +261,8 @@ static int open_one(void *arg, const char *name)
         bfile_free(f);
         return rc;
     }
+    l->b->nopen++;
+    evict(l->b, NULL); /* (read back when a pointer leads there) */
     if (number > l->max)
         l->max = number;
     return LTR_OK;
@@ -261,10 +324,11 @@ int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t k
 {
     uint64_t size = blob_record_size(klen, ptr->vlen);
     uint8_t small[4096], *rec = NULL, *owned = NULL; /* owned: rec's block, if allocated */
-    pthread_rwlock_rdlock(&b->lock);
-    const bfile *f = lookup(b, ptr->file);
-    int rc = LTR_OK;
-    if (!f || f->fd < 0)
+    bfile *f;
+    int rc = hold_open(b, ptr->file, &f);
+    if (rc)
+        ;
+    else if (!f)
         rc = ltr_fail(LTR_ECORRUPT, "%s: value log %08llu, which a pointer names, is missing",
                       b->dir, (unsigned long long)ptr->file);
     else if (f->bad || ptr->offset < VLOG_HEADER_SIZE)
@@ -349,9 +413,16 @@ int blobset_start(blobset *b, uint64_t number)
     if (!rc)
         rc = open_direct(b, f);
     f->size = sizeof h;
-    if (!rc) {
+    if (!rc) { /* active from the moment it is in the set: never evicted */
         pthread_rwlock_wrlock(&b->lock);
-        rc = insert(b, f);
+        if (!(rc = insert(b, f))) {
+            pthread_mutex_lock(&b->sync_mu);
+            b->active = f;
+            b->synced = f->size;
+            pthread_mutex_unlock(&b->sync_mu);
+            b->nopen++;
+            evict(b, f);
+        }
         pthread_rwlock_unlock(&b->lock);
     }
     if (rc) {
@@ -360,10 +431,6 @@ int blobset_start(blobset *b, uint64_t number)
         bfile_free(f);
         return rc;
     }
-    pthread_mutex_lock(&b->sync_mu);
-    b->active = f;
-    b->synced = f->size;
-    pthread_mutex_unlock(&b->sync_mu);
     return LTR_OK;
 }
 
@@ -423,6 +490,7 @@ int blobset_forget(blobset *b, uint64_t number, char **path)
     if (f) {
         memmove(b->v + i, b->v + i + 1, (b->n - i - 1) * sizeof *b->v);
         b->n--;
+        close_fds(b, f);
         *path = f->path;
         f->path = NULL;
     }
@@ -458,10 +526,11 @@ int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, siz
                     size_t *got)
 {
     *got = 0;
-    pthread_rwlock_rdlock(&b->lock);
-    const bfile *f = lookup(b, number);
-    int rc = LTR_OK;
-    if (!f || f->fd < 0)
+    bfile *f;
+    int rc = hold_open(b, number, &f);
+    if (rc)
+        ;
+    else if (!f || f->bad)
         rc = ltr_fail(LTR_EINVAL, "%s: no value log %08llu", b->dir, (unsigned long long)number);
     else if (off < f->size)
         *got = (size_t)(f->size - off < n ? f->size - off : n);
@@ -480,10 +549,11 @@ void blobset_set_relocated(blobset *b, uint64_t number)
     pthread_rwlock_unlock(&b->lock);
 }
 
-void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes)
+void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open)
 {
     pthread_rwlock_rdlock(&b->lock);
     *files = b->n;
+    *open = b->nopen;
     *bytes = 0;
     for (size_t i = 0; i < b->n; i++)
         *bytes += __atomic_load_n(&b->v[i]->size, __ATOMIC_ACQUIRE);

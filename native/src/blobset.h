@@ -9,8 +9,9 @@
  * holders in this process, version.h) or the logs that recovery would replay may point into it
  * (the store's floor, blob.c); blob.c removes the others after a checkpoint.
  *
- * Readers hold the set's lock shared across a read; a removal takes it exclusively, so a
- * descriptor is never closed under a read. */
+ * Readers hold the set's lock shared across a read; a removal, and the closing of a file's
+ * descriptors to stay within max_open, take it exclusively, so a descriptor is never closed
+ * under a read. */
 #ifndef LTR_BLOBSET_H
 #define LTR_BLOBSET_H
 
@@ -22,8 +23,10 @@
 typedef struct blobset blobset;
 
 /* An empty set for the store in dir, reading values with O_DIRECT when direct (the store's
- * direct_io: then a file system that refuses it fails the open); NULL without memory. */
-blobset *blobset_new(const char *dir, int direct);
+ * direct_io: then a file system that refuses it fails the open), with descriptors for at most
+ * max_open files at once (the others are reopened by path when read: a store may have more
+ * value logs than descriptors); NULL without memory. */
+blobset *blobset_new(const char *dir, int direct, uint32_t max_open);
 void blobset_ref(blobset *b);
 void blobset_unref(blobset *b);
 
@@ -72,7 +75,7 @@ int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, siz
                     size_t *got);
 /* Its live records were moved: it is not picked again (it goes once no table lists it). */
 void blobset_set_relocated(blobset *b, uint64_t number);
-/* Files, and their bytes on disk (stats). */
-void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes);
+/* Files, their bytes on disk, and those with descriptors open now (stats). */
+void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open);
 
 #endif
