@@ -31,7 +31,9 @@ the same items and reads through RocksDB (bench/store_peer.py, a process of its 
 *_vs_rocksdb ratios. Memory: peak_rss_bytes (the whole run), peak_rss_bytes_load (up to the
 end of the load), and the peaks of the anonymous and file-backed parts (mapped BloomCluster
 pages are the page cache's). --values files:DIR stores every regular file under DIR instead
-(paths as keys, contents as values; issue 23, part 6) and reports space and write amplification.
+(paths as keys, contents as values; issue 23, part 6) and reports space and write amplification;
+--values overwrite:BYTES loads --n values of BYTES and overwrites random keys for --rounds rounds,
+reporting space against the live bytes after each (the value logs' garbage collection).
 
 Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <= 6 with the log,
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last
@@ -112,7 +114,9 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--values", default=None,
                    help="files:DIR: every regular file under DIR, paths as keys, contents as "
-                        "values (--n and the read options do not apply)")
+                        "values (--n and the read options do not apply); overwrite:BYTES: --n "
+                        "values of BYTES overwritten at random for --rounds rounds")
+    p.add_argument("--rounds", type=int, default=4, help="overwrite rounds (--values overwrite:)")
     p.add_argument("--direct", action="store_true",
                    help="also read the store with direct_io (uncached) against the device's own "
                         "random 4 KB O_DIRECT reads at the same queue depths (needs gcc)")
@@ -121,9 +125,14 @@ def main() -> int:
                    help="each measurement of the device's rate (--direct)")
     a = p.parse_args()
     if a.values:
-        if not a.values.startswith("files:"):
-            p.error("--values takes files:DIR")
-        r = demo.measure_files(a.values[len("files:"):], directory=a.dir, keep=a.keep)
+        kind, _, arg = a.values.partition(":")
+        if kind == "overwrite" and arg.isdigit() and int(arg) > 0:
+            r = demo.measure_overwrites(int(arg), a.n, a.rounds, directory=a.dir, seed=a.seed,
+                                        keep=a.keep)
+        elif kind == "files" and arg:
+            r = demo.measure_files(arg, directory=a.dir, keep=a.keep)
+        else:
+            p.error("--values takes files:DIR or overwrite:BYTES")
         print(json.dumps(r) if a.json else json.dumps(r, indent=1))
         return 0
     r = demo.measure_store(n=a.n, bulk=a.bulk, levels=a.levels, buckets=a.buckets, reads=a.reads,
