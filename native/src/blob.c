@@ -247,11 +247,11 @@ void blob_collect(ltr_store *s)
     if (!s->blobs.set || s->o.read_only)
         return;
     pthread_mutex_lock(&s->state_mu);
-    uint64_t below = s->blobs.durable_floor;
+    uint64_t below = s->blobs.durable_floor, pass = ++s->blobs.collects;
     pthread_mutex_unlock(&s->state_mu);
     uint64_t *dead;
     size_t n;
-    if (blobset_unheld(s->blobs.set, below, &dead, &n))
+    if (blobset_unheld(s->blobs.set, below, pass, &dead, &n))
         return; /* (out of memory: they wait for the next checkpoint) */
     for (size_t i = 0; i < n; i++) {
         char *path;

@@ -1,12 +1,16 @@
 /* blob_gc.c: value-log garbage collection (docs/design.md "Value logs"). An overwritten or
- * deleted large value leaves its record in a value log, which goes only once no table file
- * lists it; a value log holding a few live records among many dead ones would stay whole. So a
- * worker picks the value log whose table files list the smallest share of its bytes as live
- * (under BLOB_GC_RATIO), reads it through, and writes again each record that is still its
- * key's newest version (rewrite_current: checked and written under the writer's lock).
- * The old pointers are then shadowed; the compactions and garbage collections that drop them
- * unlist the file, and a checkpoint removes it (blob.c). Depends on store_read.c and
- * store_write.c. */
+ * deleted large value leaves its record in a value log, which goes whole once no table file
+ * lists it; but shadowed pointers stay in their tables until compactions or last-level
+ * collections drop them, so a value log holding a few live records among many dead ones would
+ * stay. So a worker looks at the value logs below the memtables' floor, oldest first: it looks
+ * the keys of a file's first records up (GC_SAMPLE bytes), and when less than BLOB_GC_RATIO of
+ * those bytes are their keys' newest versions, it reads the file through and writes again each
+ * record that still is (rewrite_current: checked and written under the writer's lock), then
+ * syncs the log. The file is then relocated: every pointer to it left in a table is shadowed
+ * (reads never follow one), and it goes two checkpoints later (blob.c, blobset_unheld). A
+ * file found mostly live is looked at again once as much was written to value logs. Only with
+ * the log (a bulk store's moved records would be durable only once flushed). Depends on
+ * store_log.c, store_read.c and store_write.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +18,8 @@
 
 #define GC_CHUNK (4u << 20)     /* bytes of a value log read at a time */
 #define GC_BATCH_BYTES (8u << 20) /* records checked and written again as one batch */
+#define GC_SAMPLE (1u << 20)      /* a value log's first bytes whose records decide whether it
+                                     is collected (looked up one by one) */
 
 int blob_gc_due(const ltr_store *s)
 {
@@ -21,9 +27,10 @@ int blob_gc_due(const ltr_store *s)
     /* Not while the memtables are full: its writes would not go in (a flush wakes the worker).
      * Only beside a flusher thread: a write may wait for a flush, which a store of one level
      * leaves to this worker. */
-    return s->blobs.set && !s->o.read_only && !s->bg.error && s->bg.flusher_started &&
+    return s->blobs.set && store_logging(s) && !s->bg.error && s->bg.flusher_started &&
            s->mem.nimm < MAX_IMMUTABLE &&
-           blobset_gc_pick(s->blobs.set, s->blobs.floor, BLOB_GC_RATIO, &number);
+           blobset_gc_pick(s->blobs.set, s->blobs.floor,
+                           __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED), &number);
 }
 
 /* The records read so far, as a batch, and where each was. */
@@ -223,22 +230,67 @@ static int relocate(ltr_store *s, uint64_t number, uint64_t *off)
     return rc;
 }
 
+/* The share of the bytes of file `number`'s first records (up to a chunk) that are still their
+ * keys' newest versions, in *live (1 for a file with no whole record there). */
+static int sample(ltr_store *s, uint64_t number, double *live)
+{
+    ltr_buf chunk = {0};
+    uint64_t total = 0, current = 0;
+    size_t got = 0, used = 0;
+    int rc = buf_reserve(&chunk, GC_SAMPLE);
+    if (!rc)
+        rc = blobset_read_at(s->blobs.set, number, VLOG_HEADER_SIZE, chunk.data, chunk.cap, &got);
+    while (!rc) {
+        item_view it;
+        uint64_t size;
+        uint8_t now[BLOB_POINTER_SIZE], was[BLOB_POINTER_SIZE];
+        if (parse_record(chunk.data + used, got - used, &it, &size) <= 0)
+            break;
+        blob_ptr_encode(was, &(blob_ptr){number, VLOG_HEADER_SIZE + used, it.vlen});
+        int r = store_newest_pointer(s, it.key, it.klen, now);
+        if (r < 0)
+            rc = r;
+        else if (r && !memcmp(now, was, sizeof now))
+            current += size;
+        total += size;
+        used += (size_t)size;
+    }
+    ltr_buf_free(&chunk);
+    *live = total ? (double)current / (double)total : 1.0;
+    return rc;
+}
+
 int blob_gc_step(ltr_store *s)
 {
     pthread_mutex_lock(&s->state_mu);
-    uint64_t number = 0;
-    int due = s->blobs.set && blobset_gc_pick(s->blobs.set, s->blobs.floor, BLOB_GC_RATIO, &number);
+    uint64_t number = 0, written = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED);
+    int due = s->blobs.set && blobset_gc_pick(s->blobs.set, s->blobs.floor, written, &number);
     pthread_mutex_unlock(&s->state_mu);
     if (!due)
         return 0;
-    /* a step that found the memtables full goes on where it stopped */
-    uint64_t off = s->blobs.gc_file == number ? s->blobs.gc_off : VLOG_HEADER_SIZE;
-    int rc = relocate(s, number, &off);
+    /* a step that found the memtables full goes on where it stopped, without a new look */
+    int resume = s->blobs.gc_file == number;
+    double live = 0;
+    int rc = resume ? LTR_OK : sample(s, number, &live);
+    if (rc)
+        return rc;
+    if (!resume && live >= BLOB_GC_RATIO) {
+        blobset_set_sampled(s->blobs.set, number, written); /* looked at again later */
+        return 1;
+    }
+    uint64_t off = resume ? s->blobs.gc_off : VLOG_HEADER_SIZE;
+    rc = relocate(s, number, &off);
     s->blobs.gc_file = rc == LTR_EAGAIN ? number : 0;
     s->blobs.gc_off = off;
     if (rc == LTR_EAGAIN)
         return 1;
-    if (!rc)
-        blobset_set_relocated(s->blobs.set, number);
-    return rc ? rc : 1;
+    if (!rc) /* the moved records durable before the file may go (a crash would revive it) */
+        rc = store_sync_log(s);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->state_mu);
+    uint64_t pass = s->blobs.collects;
+    pthread_mutex_unlock(&s->state_mu);
+    blobset_set_relocated(s->blobs.set, number, pass);
+    return 1;
 }

@@ -16,9 +16,10 @@ typedef struct bfile {
     int dfd;        /* the same file opened with O_DIRECT (direct_io), for reads; else -1 */
     int bad;        /* its header is missing or damaged: no pointer can lead here */
     int holds;      /* table files listing it (atomic) */
-    uint64_t live;  /* the value bytes they list in it (atomic): less, once shadowed values
-                       are compacted away */
     int relocated;  /* its live records were moved to newer files (value-log GC) */
+    uint64_t relocated_at; /* ... when the removal passes had reached this number */
+    uint64_t sampled_at;   /* the set's bytes written when the GC last found it mostly live
+                              (0: never) */
     uint64_t size;  /* bytes (the active file's grow as records are appended) */
     char *path;
 } bfile;
@@ -360,7 +361,6 @@ static void add_holds(blobset *b, const blob_ref *refs, uint32_t n, int d)
         if (!f) /* (a file the set lacks: reads through the pointer will say so) */
             continue;
         __atomic_add_fetch(&f->holds, d, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&f->live, d > 0 ? refs[i].bytes : -refs[i].bytes, __ATOMIC_RELAXED);
     }
     pthread_rwlock_unlock(&b->lock);
 }
@@ -463,7 +463,7 @@ int blobset_append(blobset *b, const uint8_t *p, size_t n, uint64_t at)
 
 void blobset_pin(blobset *b, int d) { __atomic_add_fetch(&b->pins, d, __ATOMIC_ACQ_REL); }
 
-int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n)
+int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -473,7 +473,13 @@ int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n)
     uint64_t *v = malloc(sizeof *v * (b->n ? b->n : 1));
     for (size_t i = 0; v && i < b->n; i++) {
         const bfile *f = b->v[i];
-        if (f->number < below && f != b->active && !__atomic_load_n(&f->holds, __ATOMIC_RELAXED))
+        /* A relocated file's pointers left in tables are all shadowed, and its moved records
+         * were synced before it was marked: it goes in the second pass after its move, a
+         * checkpoint's cycle later, when a lookup that found one of those pointers just before
+         * the move is long done (a pass right after it could race such a lookup). */
+        int moved = f->relocated && pass > f->relocated_at + 1;
+        if (f->number < below && f != b->active &&
+            (moved || !__atomic_load_n(&f->holds, __ATOMIC_RELAXED)))
             v[(*n)++] = f->number;
     }
     pthread_rwlock_unlock(&b->lock);
@@ -501,25 +507,29 @@ int blobset_forget(blobset *b, uint64_t number, char **path)
 
 /* ---- garbage collection (blob_gc.c) ---- */
 
-int blobset_gc_pick(blobset *b, uint64_t below, double ratio, uint64_t *number)
+int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *number)
 {
-    double best = ratio;
     *number = 0;
     pthread_rwlock_rdlock(&b->lock);
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = 0; i < b->n && !*number; i++) {
         const bfile *f = b->v[i];
-        uint64_t records = f->size > VLOG_HEADER_SIZE ? f->size - VLOG_HEADER_SIZE : 0;
-        if (f->number >= below || f == b->active || f->bad || f->relocated || !records ||
-            !__atomic_load_n(&f->holds, __ATOMIC_RELAXED))
-            continue; /* (a file no table lists goes whole after a checkpoint) */
-        double live = (double)__atomic_load_n(&f->live, __ATOMIC_RELAXED) / (double)records;
-        if (live < best) {
-            best = live;
-            *number = f->number;
-        }
+        if (f->number >= below || f == b->active || f->bad || f->relocated ||
+            f->size <= VLOG_HEADER_SIZE)
+            continue;
+        if (!f->sampled_at || f->sampled_at + f->size <= written)
+            *number = f->number; /* the oldest not looked at since as much was written again */
     }
     pthread_rwlock_unlock(&b->lock);
     return *number != 0;
+}
+
+void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written)
+{
+    pthread_rwlock_wrlock(&b->lock);
+    bfile *f = lookup(b, number);
+    if (f)
+        f->sampled_at = written ? written : 1;
+    pthread_rwlock_unlock(&b->lock);
 }
 
 int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
@@ -540,12 +550,14 @@ int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, siz
     return rc;
 }
 
-void blobset_set_relocated(blobset *b, uint64_t number)
+void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass)
 {
     pthread_rwlock_wrlock(&b->lock);
     bfile *f = lookup(b, number);
-    if (f)
+    if (f) {
         f->relocated = 1;
+        f->relocated_at = pass;
+    }
     pthread_rwlock_unlock(&b->lock);
 }
 

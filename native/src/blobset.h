@@ -39,8 +39,8 @@ int blobset_open_all(blobset *b, uint64_t *max_number);
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
                  uint8_t *dst);
 
-/* Holds on the files of a table's value-log references, with the value bytes each lists: taken
- * when a table file gets its first holder in this process, let go with its last (version.h). */
+/* Holds on the files of a table's value-log references: taken when a table file gets its first
+ * holder in this process, let go with its last (version.h). */
 void blobset_hold(blobset *b, const blob_ref *refs, uint32_t n);
 void blobset_release(blobset *b, const blob_ref *refs, uint32_t n);
 
@@ -60,21 +60,27 @@ int blobset_sync(blobset *b);
 /* A scan pins the set (d 1, then -1 when done): its copy of the memtables holds pointers that
  * no table file may list any more, so nothing is removed while one runs. */
 void blobset_pin(blobset *b, int d);
-/* The numbers of the files no table file holds, below `below` and other than the active one
- * (malloc'd array in *out, count in *n); none while a scan pins the set. */
-int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n);
+/* The numbers of the files that may go in removal pass `pass` (malloc'd array in *out, count
+ * in *n): below `below`, other than the active one, and either held by no table file or
+ * relocated before the pass before; none while a scan pins the set. */
+int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, size_t *n);
 /* Closes file `number` once its readers are done and forgets it; its path (malloc'd) in *path
  * for the caller to unlink, or NULL when the set does not have it. */
 int blobset_forget(blobset *b, uint64_t number, char **path);
+
 /* ---- garbage collection (blob_gc.c) ---- */
-/* The file below `below` (not the active one, not relocated yet) whose listed live bytes are
- * the smallest share of its records, if under `ratio`: 1 and its number, else 0. */
-int blobset_gc_pick(blobset *b, uint64_t below, double ratio, uint64_t *number);
+/* The next file for the GC to look at: the oldest below `below` (not the active one, not
+ * relocated) never looked at, or not since `written` (the value logs' bytes written) grew by
+ * its size: 1 and its number, else 0. */
+int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *number);
+/* The GC found it mostly live when `written` bytes had been written. */
+void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written);
 /* Reads up to n bytes of file `number` from `off` (*got: fewer at its end, 0 past it). */
 int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
                     size_t *got);
-/* Its live records were moved: it is not picked again (it goes once no table lists it). */
-void blobset_set_relocated(blobset *b, uint64_t number);
+/* Its live records were moved, and synced, after removal pass `pass`: it is not picked again,
+ * and goes in the second pass after `pass` (blobset_unheld). */
+void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass);
 /* Files, their bytes on disk, and those with descriptors open now (stats). */
 void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open);
 

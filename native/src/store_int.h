@@ -177,9 +177,10 @@ struct store_blobs {
     uint64_t durable_floor;  /* ... of the memtables of the durable log floor: lower ones are
                                 removed once no table file lists them */
     uint64_t gc_file, gc_off; /* the value-log GC's file and where it goes on (its worker) */
+    uint64_t collects;       /* blob_collect's passes (after checkpoints, state_mu) */
 };
-/* The value-log GC moves the live records of a value log whose table files list less than this
- * share of its bytes as live (blob_gc.c). */
+/* The value-log GC moves the live records of a value log when less than this share of its first
+ * records' bytes are their keys' newest versions (blob_gc.c). */
 #define BLOB_GC_RATIO 0.5
 
 /* store_log.c: the write-ahead log (write_mu guards all but the group commit's fields). */
