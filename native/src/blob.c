@@ -192,6 +192,18 @@ int blob_sync(ltr_store *s)
     return s->blobs.set ? blobset_sync(s->blobs.set) : LTR_OK;
 }
 
+int blob_sync_all(ltr_store *s)
+{
+    return s->blobs.set ? blobset_sync_all(s->blobs.set) : LTR_OK;
+}
+
+void blob_gc_block(ltr_store *s, int d)
+{
+    pthread_mutex_lock(&s->write_mu);
+    s->blobs.gc_blocked += d;
+    pthread_mutex_unlock(&s->write_mu);
+}
+
 /* ---- reading ---- */
 
 uint32_t blob_value_len(const uint8_t *ptr)

@@ -18,6 +18,8 @@
 
 #define GC_CHUNK (4u << 20)     /* bytes of a value log read at a time */
 #define GC_BATCH_BYTES (8u << 20) /* records checked and written again as one batch */
+#define GC_BATCH_ITEMS 1024       /* ... and at most this many: the writer's lock is held
+                                     across their lookups */
 #define GC_SAMPLE (1u << 20)      /* a value log's first bytes whose records decide whether it
                                      is collected (looked up one by one) */
 
@@ -90,12 +92,15 @@ static int rewrite_current(ltr_store *s, const uint8_t *kdata, const int64_t *ko
 {
     *written = 0;
     pthread_mutex_lock(&s->write_mu);
-    /* never waits for a flush: the caller may be the worker that would do it */
-    int rc = s->bg.error ? store_bg_error(s) : LTR_OK;
-    if (rc || (s->bg.nworkers && s->mem.nimm >= MAX_IMMUTABLE)) {
+    /* Never waits, for a flush (the caller may be the worker that would do it) or for log space
+     * (a checkpoint, which close() stops); writes nothing while a load installs its tables or
+     * after a background failure (latched already). */
+    if (s->bg.error || s->blobs.gc_blocked || (s->bg.nworkers && s->mem.nimm >= MAX_IMMUTABLE) ||
+        (walset_bytes(&s->log.set) > 0 && store_log_disk_bytes(s) > store_log_disk_max())) {
         pthread_mutex_unlock(&s->write_mu);
-        return rc ? rc : LTR_EAGAIN;
+        return LTR_EAGAIN;
     }
+    int rc;
     /* the items still current, packed into scratch: keys, then values, then both offsets */
     size_t keep = 0, bytes = (size_t)(koffs[n] + voffs[n]);
     if ((rc = buf_reserve(scratch, bytes + 8 + 16 * (n + 1)))) {
@@ -189,7 +194,7 @@ static int parse_chunk(ltr_store *s, uint64_t number, const uint8_t *chunk, size
         blob_ptr where = {number, off + *used, it.vlen};
         int rc = batch_add(b, it.key, it.klen, it.value, it.vlen, &where);
         *used += (size_t)size;
-        if (!rc && b->values.len >= GC_BATCH_BYTES)
+        if (!rc && (b->values.len >= GC_BATCH_BYTES || b->n >= GC_BATCH_ITEMS))
             rc = batch_flush(s, b);
         if (rc)
             return rc;
@@ -210,8 +215,11 @@ static int relocate(ltr_store *s, uint64_t number, uint64_t *off)
     while (!rc) {
         size_t got, used;
         int stop;
-        if ((rc = blobset_read_at(s->blobs.set, number, *off, chunk.data, chunk.cap, &got)) || !got)
+        if ((rc = blobset_read_at(s->blobs.set, number, *off, chunk.data, chunk.cap, &got)) || !got) {
+            if (rc == LTR_EINVAL) /* gone meanwhile (no table listed it any more): done */
+                rc = LTR_OK;
             break;
+        }
         rc = parse_chunk(s, number, chunk.data, got, *off, &b, &used, &stop);
         if (rc || stop)
             break;
@@ -240,6 +248,8 @@ static int sample(ltr_store *s, uint64_t number, double *live)
     int rc = buf_reserve(&chunk, GC_SAMPLE);
     if (!rc)
         rc = blobset_read_at(s->blobs.set, number, VLOG_HEADER_SIZE, chunk.data, chunk.cap, &got);
+    if (rc == LTR_EINVAL) /* gone meanwhile: nothing to move */
+        rc = LTR_OK, got = 0;
     while (!rc) {
         item_view it;
         uint64_t size;

@@ -323,6 +323,10 @@ static int read_direct(const bfile *f, uint64_t off, uint64_t size, uint8_t **re
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
                  uint8_t *dst)
 {
+    if (ptr->vlen > LTR_MAX_VALUE)
+        return ltr_fail(LTR_ECORRUPT, "%s: a pointer into value log %08llu claims a value of "
+                        "%u bytes, over the limit", b->dir, (unsigned long long)ptr->file,
+                        ptr->vlen);
     uint64_t size = blob_record_size(klen, ptr->vlen);
     uint8_t small[4096], *rec = NULL, *owned = NULL; /* owned: rec's block, if allocated */
     bfile *f;
@@ -384,6 +388,21 @@ static int sync_active(blobset *b)
     if (!rc)
         b->synced = upto;
     b->failed = rc != 0;
+    return rc;
+}
+
+int blobset_sync_all(blobset *b)
+{
+    int rc = LTR_OK;
+    for (size_t i = 0; !rc; i++) {
+        pthread_rwlock_wrlock(&b->lock); /* (reopened descriptors: exclusive) */
+        bfile *f = i < b->n ? b->v[i] : NULL;
+        if (f && !f->bad && !(rc = open_fds(b, f)))
+            rc = io_fsync_fd(f->fd, f->path);
+        pthread_rwlock_unlock(&b->lock);
+        if (!f)
+            break;
+    }
     return rc;
 }
 
@@ -513,10 +532,11 @@ int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *numb
     pthread_rwlock_rdlock(&b->lock);
     for (size_t i = 0; i < b->n && !*number; i++) {
         const bfile *f = b->v[i];
+        uint64_t size = __atomic_load_n(&f->size, __ATOMIC_ACQUIRE);
         if (f->number >= below || f == b->active || f->bad || f->relocated ||
-            f->size <= VLOG_HEADER_SIZE)
+            size <= VLOG_HEADER_SIZE)
             continue;
-        if (!f->sampled_at || f->sampled_at + f->size <= written)
+        if (!f->sampled_at || f->sampled_at + size <= written)
             *number = f->number; /* the oldest not looked at since as much was written again */
     }
     pthread_rwlock_unlock(&b->lock);

@@ -55,6 +55,9 @@ uint64_t blobset_active(const blobset *b, uint64_t *size);
 int blobset_append(blobset *b, const uint8_t *p, size_t n, uint64_t at);
 /* Makes the active file durable to its end (any thread: group commits and checkpoints). */
 int blobset_sync(blobset *b);
+/* Makes every file durable: a writer's open, whose recovery read records (and put their
+ * pointers in tables) that a crashed process may have left in the page cache only. */
+int blobset_sync_all(blobset *b);
 
 /* ---- removal (blob.c, after a checkpoint) ---- */
 /* A scan pins the set (d 1, then -1 when done): its copy of the memtables holds pointers that

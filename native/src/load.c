@@ -790,9 +790,14 @@ static int installed(ltr_load *l)
 
 static int install(ltr_load *l)
 {
-    int rc = ltr_store_flush(l->s); /* the memtables' items are older than the load's */
-    if (rc)
+    /* The memtables' items are older than the load's, and stay so: the value-log GC, which
+     * writes old values again, writes nothing until the load's tables are in. */
+    blob_gc_block(l->s, 1);
+    int rc = ltr_store_flush(l->s);
+    if (rc) {
+        blob_gc_block(l->s, -1);
         return rc;
+    }
     store_bg_pause(l->s);
     rc = deepen_to_target(l);
     if (!rc)
@@ -805,6 +810,7 @@ static int install(ltr_load *l)
     if (!rc)
         rc = install_tables(l);
     store_bg_resume(l->s);
+    blob_gc_block(l->s, -1);
     return rc; /* (links of a failed install are orphans: the next writer open removes them) */
 }
 

@@ -178,6 +178,7 @@ struct store_blobs {
                                 removed once no table file lists them */
     uint64_t gc_file, gc_off; /* the value-log GC's file and where it goes on (its worker) */
     uint64_t collects;       /* blob_collect's passes (after checkpoints, state_mu) */
+    int gc_blocked;          /* the GC writes nothing meanwhile (write_mu): blob_gc_block */
 };
 /* The value-log GC moves the live records of a value log when less than this share of its first
  * records' bytes are their keys' newest versions (blob_gc.c). */
@@ -396,6 +397,11 @@ uint32_t blob_value_len(const uint8_t *ptr);
 int blob_check_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n);
 /* Makes the value logs durable to their end (before the log, and before a checkpoint). */
 int blob_sync(ltr_store *s);
+/* Makes every value log durable (a writer's open, after its recovery: see blobset.h). */
+int blob_sync_all(ltr_store *s);
+/* While blocked (d 1, then -1), the value-log GC writes nothing: a load's install, whose tables
+ * must be newer than everything in the memtables (takes write_mu). */
+void blob_gc_block(ltr_store *s, int d);
 /* After a checkpoint: removes the value logs no table file lists, below the durable floor. */
 void blob_collect(ltr_store *s);
 

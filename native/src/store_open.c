@@ -98,6 +98,10 @@ static int settle_recovered(ltr_store *s)
     }
     /* the replayed memtables are in tables: the new one points only into new value logs */
     s->mem.active->blob_first = s->next_file;
+    /* Those tables point into value-log records a crashed process may have left in the page
+     * cache only: durable before the checkpoint names the tables (and releases the logs). */
+    if (!rc)
+        rc = blob_sync_all(s);
     if (!rc) {
         pthread_mutex_lock(&s->state_mu);
         medit e = {0};
