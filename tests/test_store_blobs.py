@@ -290,6 +290,158 @@ def test_many_keys_in_one_get_many(tmp_path):
         assert db.get_many(ask[:600]) == [model.get(k) for k in ask[:600]]
 
 
+@pytest.fixture
+def compaction_window():
+    yield lib.ltr_test_compaction_window
+    lib.ltr_test_compaction_window(-1)
+
+
+@pytest.mark.parametrize("window", [1, 4, 0])
+def test_compactions_move_pointers(tmp_path, compaction_window, window):
+    """Compactions streamed a few buckets at a time (or staged whole, 0) carry pointers and
+    list in each output table exactly the value logs of its own pointers (checked by
+    formatlib), including tables a window spills into."""
+    compaction_window(window)
+    path = str(tmp_path / "db")
+    rng = random.Random(window)
+    model = {}
+    with lsmtrie.open(path, table_buckets=16, node_tables=2, levels=3, memtable_bytes=4000) as db:
+        for r in range(30):
+            keys = [b"cw-%d" % rng.randrange(400) for _ in range(40)]
+            vals = [val(k, rng.choice([8, 300, 4096, 6000]), gen=r) for k in keys]
+            db.put_many(keys, vals)
+            model.update(zip(keys, vals))
+            for k in [b"cw-%d" % rng.randrange(400) for _ in range(5)]:
+                db.delete(k)
+                model.pop(k, None)
+        db.flush()
+        assert db.stats()["compactions"] > 5
+        check(db, model)
+    check_files(path, model)
+
+
+def test_last_level_garbage_collection_and_clusters(tmp_path):
+    """levels=2 with BloomClusters in a metadata directory and a low gc_threshold: garbage
+    collections of last-level nodes rewrite their pointers (and the references)."""
+    path, meta = str(tmp_path / "db"), str(tmp_path / "meta")
+    rng = random.Random(4)
+    model = {}
+    opts = dict(table_buckets=16, node_tables=2, levels=2, memtable_bytes=2000, gc_threshold=0.2,
+                metadata_path=meta)
+    with lsmtrie.open(path, **opts) as db:
+        for r in range(40):
+            keys = [b"gc-%d" % rng.randrange(150) for _ in range(25)]
+            vals = [val(k, rng.choice([20, 5000]), gen=r) for k in keys]
+            db.put_many(keys, vals)
+            model.update(zip(keys, vals))
+        db.flush()
+        st = db.stats()
+        assert st["gcs"] > 0 and st["tables_per_level"][-1] > 0, st
+        check(db, model)
+        db.verify()
+    check_files(path, model)
+    with lsmtrie.open(path, metadata_path=meta, read_only=True) as db:
+        check(db, model)
+
+
+def test_bulk_mode_keeps_large_values_in_value_logs(tmp_path):
+    """bulk=True (no log): large values still go to value logs; flushed, they survive a
+    reopen; the value logs of writes never flushed are removed at the next open."""
+    path = str(tmp_path / "db")
+    model = {}
+    with lsmtrie.open(path, bulk=True, **TINY) as db:
+        for i in range(60):
+            k = b"bulk-%d" % i
+            model[k] = val(k, 5000 if i % 2 else 40)
+        db.put_many(list(model), list(model.values()))
+        db.flush()
+        check(db, model)
+    with lsmtrie.open(path) as db:
+        check(db, model)
+    check_files(path, model)
+
+
+def test_value_logs_a_crash_left_half_started(tmp_path):
+    """Value logs with a short or damaged header (a crash while one was started) and an empty
+    one, numbered above everything: the store opens, reads and writes as before, numbers new
+    files past them, and a writer's open removes them."""
+    path = str(tmp_path / "db")
+    model = {b"h%d" % i: val(b"h%d" % i, 5000) for i in range(10)}
+    with lsmtrie.open(path, **TINY) as db:
+        db.put_many(list(model), list(model.values()))
+    top = max(int(f.split(".")[0]) for f in os.listdir(path) if f[:8].isdigit())
+    before = vlog_numbers(path)
+    bad = {top + 3: b"", top + 5: fl.vlog_header()[:9],
+           top + 7: b"LTRVLOG1\x01\x00\x00\x00\x00\x00\x00\x00" + fl.vlog_record(b"h1", b"x" * 40)}
+    for n, data in bad.items():
+        with open(os.path.join(path, "%08d.vlog" % n), "wb") as f:
+            f.write(data)
+    with lsmtrie.open(path, read_only=True) as db:
+        check(db, model)
+    with lsmtrie.open(path, **TINY) as db:
+        check(db, model)
+        db.put(b"new", val(b"new", 9000))
+        model[b"new"] = val(b"new", 9000)
+        db.flush()
+        check(db, model)
+    new = vlog_numbers(path) - set(bad) - before
+    assert new and min(new) > top + 7, vlogs(path)
+    with lsmtrie.open(path) as db:
+        check(db, model)
+    assert not set(bad) & vlog_numbers(path), vlogs(path)
+    check_files(path, model)
+
+
+def test_readers_and_writers_on_threads(tmp_path, small_vlogs):
+    """Readers (get, get_many, items) on two threads while a writer overwrites large values,
+    value logs rotate and go, and tables are flushed and compacted: each answer is one of the
+    values the key ever had, and no read fails."""
+    import threading
+    path = str(tmp_path / "db")
+    keys = [b"t-%d" % i for i in range(40)]
+    gens = 60
+    ever = {k: {val(k, 5000 + (g % 3) * 1000, gen=g) for g in range(gens)} for k in keys}
+    errors = []
+    done = threading.Event()
+    with lsmtrie.open(path, table_buckets=16, node_tables=2, levels=2, memtable_bytes=2000,
+                      checkpoint_interval=0.005) as db:
+        db.put_many(keys, [val(k, 5000, gen=0) for k in keys])
+
+        def reader(which):
+            try:
+                n = 0
+                while not done.is_set() or n < 3:
+                    n += 1
+                    if which == 0:
+                        for k in keys:
+                            assert db.get(k) in ever[k]
+                        got = db.get_many(keys)
+                        assert all(g in ever[k] for k, g in zip(keys, got))
+                    else:
+                        items = dict(db.items())
+                        assert set(items) == set(keys)
+                        assert all(v in ever[k] for k, v in items.items())
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=reader, args=(w,)) for w in (0, 1)]
+        for t in threads:
+            t.start()
+        try:
+            for g in range(1, gens):
+                db.put_many(keys, [val(k, 5000 + (g % 3) * 1000, gen=g) for k in keys])
+                if g % 5 == 0:
+                    db.flush()
+        finally:
+            done.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors[0]
+        final = {k: val(k, 5000 + ((gens - 1) % 3) * 1000, gen=gens - 1) for k in keys}
+        check(db, final)
+        assert db.stats()["compactions"] > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. the threshold
 
