@@ -27,6 +27,7 @@ from forked import isolated
 from lsmtrie import _binding
 from lsmtrie.htable import HTable
 from test_store_crash import FAST, _env, crash_trials
+from test_store_faults import run_with_fault
 
 lib = _binding.lib
 
@@ -1004,6 +1005,17 @@ def test_failed_value_log_fsync(tmp_path):
         assert state == model
         db.put(b"after-reopen", val(b"ar", 5000), sync=True)
         assert db.get(b"after-reopen") == val(b"ar", 5000)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+@pytest.mark.parametrize("op,after", [("write", 0), ("write", 3), ("write", 13), ("write", 55),
+                                      ("fsync", 0), ("fsync", 2), ("fsync", 8), ("fsync", 34)])
+@isolated()
+def test_faults_anywhere_with_value_logs(tmp_path, op, after, err):
+    """test_store_faults.py's run with min_blob_size=32, so most values (up to 90 bytes) go
+    to value logs: a fault in value-log appends and syncs, log appends, flushes, compactions or
+    checkpoints is typed, loses nothing acknowledged, and a reopen has it all."""
+    run_with_fault(str(tmp_path / "db"), op, after, err, open_opts=dict(TINY, min_blob_size=32))
 
 
 # ---------------------------------------------------------------------------------------------
