@@ -256,8 +256,12 @@ def test_the_largest_values(tmp_path):
         with lsmtrie.open(path, min_blob_size=mb, **TINY) as db:
             for k, v in big.items():
                 db.put(k, v)
+            before = db.stats()["blob_bytes"]
             with pytest.raises(lsmtrie.ItemTooLargeError):
                 db.put(b"over", b"x" * (MAX_VALUE + 1))
+            with pytest.raises(lsmtrie.ItemTooLargeError):  # refused before any value is written
+                db.put_many([b"fine", b"K" * (lib.LTR_MAX_KEY + 1)], [b"f" * 5000, b"v" * 5000])
+            assert db.stats()["blob_bytes"] == before and db.get(b"fine") is None
             assert db.get(b"") == big[b""]
             db.flush()
             check(db, big)
