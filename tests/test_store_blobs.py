@@ -568,6 +568,7 @@ def test_value_log_files_and_table_references(tmp_path, small_vlogs):
         assert end == len(data), f"{name}: records end at {end} of {len(data)}"
         run = [recs[o] for o in sorted(recs)]
         assert run, f"{name}: no record"
+        assert data == fl.vlog_header() + b"".join(fl.vlog_record(k, v) for k, v in run)
         start = written.index(run[0], at)
         assert written[start:start + len(run)] == run, f"{name}: not a run of the writes"
         at = start + len(run)
