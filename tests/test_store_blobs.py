@@ -12,6 +12,7 @@ records and injected faults leave a store that opens with its acknowledged write
 
 import errno
 import hashlib
+import json
 import os
 import random
 import subprocess
@@ -733,6 +734,125 @@ def test_a_scan_keeps_the_values_it_will_return(tmp_path, small_vlogs):
             time.sleep(0.02)
         assert gone, f"value log {first} stayed after the scan ended: {vlogs(path)}"
         check(db, {**{k: val(k, 6000, gen=3) for k in keys}, b"tick": b"%d" % i})
+
+
+_GATE_C = r"""
+/* LD_PRELOAD: the first open of a file named CURRENT creates $GATE.reached, then waits until
+ * $GATE exists (at most 60 s): a store's open held between its listing of the directory and
+ * its reading of the manifest. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int done;
+
+static void gate(const char *path)
+{
+    const char *g = getenv("GATE");
+    size_t n = strlen(path);
+    if (!g || done || n < 8 || strcmp(path + n - 8, "/CURRENT"))
+        return;
+    done = 1;
+    char reached[4096];
+    snprintf(reached, sizeof reached, "%s.reached", g);
+    int (*real)(const char *, int, ...) = dlsym(RTLD_NEXT, "open");
+    int fd = real(reached, O_CREAT | O_WRONLY, 0644);
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; i < 60000 && access(g, F_OK); i++)
+        usleep(1000);
+}
+
+int open(const char *path, int flags, ...)
+{
+    va_list a;
+    va_start(a, flags);
+    int mode = va_arg(a, int);
+    va_end(a);
+    gate(path);
+    int (*real)(const char *, int, ...) = dlsym(RTLD_NEXT, "open");
+    return real(path, flags, mode);
+}
+
+int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+int openat(int dir, const char *path, int flags, ...)
+{
+    va_list a;
+    va_start(a, flags);
+    int mode = va_arg(a, int);
+    va_end(a);
+    gate(path);
+    int (*real)(int, const char *, int, ...) = dlsym(RTLD_NEXT, "openat");
+    return real(dir, path, flags, mode);
+}
+
+int openat64(int dir, const char *path, int flags, ...) __attribute__((alias("openat")));
+"""
+
+_GATED_READER = textwrap.dedent("""
+    import json, sys, lsmtrie
+    db = lsmtrie.open(sys.argv[1], read_only=True)
+    out = {}
+    for k in json.loads(sys.argv[2]):
+        try:
+            v = db.get(k.encode())
+            out[k] = None if v is None else len(v)
+        except lsmtrie.CorruptionError as e:
+            out[k] = str(e)
+    print(json.dumps(out))
+""")
+
+
+def test_a_reader_opened_while_the_writer_starts_a_value_log(tmp_path, small_vlogs):
+    """A read-only open lists the value logs, then reads the manifest. Held in between (an
+    LD_PRELOAD shim gates its first open of CURRENT) while the writer starts a new value log
+    and flushes a table pointing into it, the reader's manifest names that table: its values
+    must read (they read as "value log ... is missing", a CorruptionError, until readers
+    listed the value logs again after the manifest)."""
+    so = str(tmp_path / "gate.so")
+    (tmp_path / "gate.c").write_text(_GATE_C)
+    r = subprocess.run([os.environ.get("CC", "gcc"), "-O2", "-shared", "-fPIC", "-o", so,
+                        str(tmp_path / "gate.c"), "-ldl"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    path, gate = str(tmp_path / "db"), str(tmp_path / "go")
+    first = {b"a%d" % i: val(b"a%d" % i, 5000) for i in range(10)}
+    later = {b"b%d" % i: val(b"b%d" % i, 5000) for i in range(10)}
+    with lsmtrie.open(path, table_buckets=16, node_tables=2, levels=2, memtable_bytes=2000) as db:
+        db.put_many(list(first), list(first.values()))
+        db.flush()
+        before = vlog_numbers(path)
+        env = dict(_env(), GATE=gate)
+        env["LD_PRELOAD"] = (env.get("LD_PRELOAD", "") + " " + so).strip()
+        keys = [k.decode() for k in list(first) + list(later)]
+        reader = subprocess.Popen([sys.executable, "-c", _GATED_READER, path, json.dumps(keys)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for _ in range(6000):  # (at most a minute)
+                if os.path.exists(gate + ".reached") or reader.poll() is not None:
+                    break
+                time.sleep(0.01)
+            assert os.path.exists(gate + ".reached"), reader.communicate()[1].decode()
+            for k, v in later.items():  # one put at a time: the value log fills, a new one starts
+                db.put(k, v)
+            db.flush()  # a table pointing into it, named by the manifest
+            assert vlog_numbers(path) - before, "no value log was started"
+        finally:
+            open(gate, "w").close()
+            out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err.decode()
+    got = json.loads(out.decode())
+    want = {k.decode(): len(v) for k, v in first.items()}
+    assert {k: got[k] for k in want} == want, got
+    # the reader saw the writer's state as of its manifest: all of the later keys or none
+    seen = {k.decode(): got[k.decode()] for k in later}
+    assert set(seen.values()) <= {None, 5000}, seen
+    assert len(set(seen.values())) == 1, seen
 
 
 # ---------------------------------------------------------------------------------------------
