@@ -737,9 +737,8 @@ def test_a_scan_keeps_the_values_it_will_return(tmp_path, small_vlogs):
 
 
 _GATE_C = r"""
-/* LD_PRELOAD: the first open of a file named CURRENT creates $GATE.reached, then waits until
- * $GATE exists (at most 60 s): a store's open held between its listing of the directory and
- * its reading of the manifest. */
+/* LD_PRELOAD: the first open of a file whose path ends in $GATE_SUFFIX creates $GATE.reached,
+ * then waits until $GATE exists (at most 60 s): a store's open held between two steps. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -753,9 +752,9 @@ static int done;
 
 static void gate(const char *path)
 {
-    const char *g = getenv("GATE");
-    size_t n = strlen(path);
-    if (!g || done || n < 8 || strcmp(path + n - 8, "/CURRENT"))
+    const char *g = getenv("GATE"), *end = getenv("GATE_SUFFIX");
+    size_t n = strlen(path), e = end ? strlen(end) : 0;
+    if (!g || !end || done || n < e || strcmp(path + n - e, end))
         return;
     done = 1;
     char reached[4096];
@@ -827,7 +826,7 @@ def test_a_reader_opened_while_the_writer_starts_a_value_log(tmp_path, small_vlo
         db.put_many(list(first), list(first.values()))
         db.flush()
         before = vlog_numbers(path)
-        env = dict(_env(), GATE=gate)
+        env = dict(_env(), GATE=gate, GATE_SUFFIX="/CURRENT")
         env["LD_PRELOAD"] = (env.get("LD_PRELOAD", "") + " " + so).strip()
         keys = [k.decode() for k in list(first) + list(later)]
         reader = subprocess.Popen([sys.executable, "-c", _GATED_READER, path, json.dumps(keys)],
