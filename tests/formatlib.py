@@ -11,6 +11,9 @@ Contents:
 - ``Table.lookup``: a lookup that follows the migration rules, ``Table.filter_maybe``
 - ``check_layout``: every structural rule of htable.md checked on a decoded table
 - ``reencode``: rebuild the exact bytes of a decoded table from its logical content
+- value logs (docs/format/vlog.md): ``Pointer`` (the item kind of version-2 tables and the log),
+  ``Table.blob_refs`` (the version-2 trailer's value-log references), ``read_vlog`` (a value
+  log's records, checked), ``vlog_record``
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ PAYLOAD = 4080
 FOOTER_SIZE = 104
 MAGIC = b"LTRHTBL1"
 FORMAT_VERSION = 1
+FORMAT_VERSION_BLOBS = 2  # a table holding pointers into value logs (and their list)
+VFIELD_POINTER = 0x0FFFFFFF  # an item's value field for a pointer (htable.md "Item record")
+POINTER_SIZE = 20
+BLOB_REF_SIZE = 16
+VLOG_MAGIC = b"LTRVLOG1"
+VLOG_HEADER_SIZE = 16
 MAX_HOPS = 4
 
 ABSENT, FOUND, DELETED = 0, 1, 2
@@ -192,11 +201,30 @@ def read_varint(buf, pos, end):
     raise FormatError("varint longer than 10 bytes")
 
 
+@dataclass(frozen=True)
+class Pointer:
+    """A pointer item's value (htable.md "Item record", vlog.md "Pointer"): the value lies in
+    value log `file`, its record at `offset`, `vlen` bytes long."""
+    file: int
+    offset: int
+    vlen: int
+
+    def pack(self):
+        return struct.pack("<QQI", self.file, self.offset, self.vlen)
+
+    @classmethod
+    def unpack(cls, raw):
+        assert len(raw) == POINTER_SIZE
+        return cls(*struct.unpack("<QQI", bytes(raw)))
+
+
 def encode_item(key, value):
-    """value None = tombstone (vfield 0)."""
+    """value None = tombstone (vfield 0); a Pointer = pointer item (vfield 0x0FFFFFFF)."""
     key = bytes(key)
     if value is None:
         return varint(len(key)) + b"\x00" + key
+    if isinstance(value, Pointer):
+        return varint(len(key)) + varint(VFIELD_POINTER) + key + value.pack()
     value = bytes(value)
     return varint(len(key)) + varint(len(value) + 1) + key + value
 
@@ -205,15 +233,23 @@ def encoded_size(key, value):
     klen = len(key)
     if value is None:
         return len(varint(klen)) + 1 + klen
+    if isinstance(value, Pointer):
+        return len(varint(klen)) + len(varint(VFIELD_POINTER)) + klen + POINTER_SIZE
     return len(varint(klen)) + len(varint(len(value) + 1)) + klen + len(value)
 
 
 def decode_item(buf, pos, end):
-    """Returns (key, value|None, new_pos)."""
+    """Returns (key, value|None|Pointer, new_pos)."""
     klen, pos = read_varint(buf, pos, end)
     vfield, pos = read_varint(buf, pos, end)
     if klen > 65535:
         raise FormatError(f"klen {klen} over the limit")
+    if vfield == VFIELD_POINTER:
+        if pos + klen + POINTER_SIZE > end:
+            raise FormatError("pointer item runs past its container")
+        key = bytes(buf[pos:pos + klen])
+        return key, Pointer.unpack(buf[pos + klen:pos + klen + POINTER_SIZE]), \
+            pos + klen + POINTER_SIZE
     vlen = 0 if vfield == 0 else vfield - 1
     if vlen > 16 * 1024 * 1024:
         raise FormatError(f"vlen {vlen} over the limit")
@@ -255,6 +291,12 @@ class Footer:
     trailer_offset: int
     trailer_crc: int
     footer_crc: int
+
+    @property
+    def blob_refs(self):
+        """Version 2: the count of value-log references (the field at offset 84, reserved and 0
+        in version 1)."""
+        return self.reserved
 
     def pack(self):
         return struct.pack(FOOTER_FMT, *(getattr(self, f) for f in FOOTER_FIELDS))
@@ -311,6 +353,7 @@ class Table:
     filter_offsets: list
     filter_bytes: bytes
     buckets: list = field(default_factory=list)
+    blob_refs: list = field(default_factory=list)  # [(file, value bytes)], version 2
     overflow: list = field(default_factory=list)
 
     # -- convenience ------------------------------------------------------------------------
@@ -405,8 +448,10 @@ def parse_footer(data):
         raise FormatError("bad magic")
     if crc32c(raw[:100]) != f.footer_crc:
         raise FormatError("footer crc")
-    if f.format_version != FORMAT_VERSION:
+    if f.format_version not in (FORMAT_VERSION, FORMAT_VERSION_BLOBS):
         raise FormatError("version")
+    if (f.format_version == FORMAT_VERSION) != (f.reserved == 0):
+        raise FormatError("blob_refs: 0 in version 1, at least 1 in version 2")
     return f
 
 
@@ -467,7 +512,14 @@ def parse(data, buckets=True):
         raise FormatError("filter offsets past end")
     offs = list(struct.unpack_from(f"<{f.buckets + 1}I", data, pos))
     pos += 4 * (f.buckets + 1)
-    fbytes = data[pos:end]
+    nrefs = f.blob_refs if f.format_version == FORMAT_VERSION_BLOBS else 0
+    refs_at = end - BLOB_REF_SIZE * nrefs
+    if refs_at < pos:
+        raise FormatError("value-log references past end")
+    refs = [struct.unpack_from("<QQ", data, refs_at + BLOB_REF_SIZE * j) for j in range(nrefs)]
+    if any(r[0] == 0 for r in refs) or any(a[0] >= b[0] for a, b in zip(refs, refs[1:])):
+        raise FormatError("value-log references not ascending file numbers")
+    fbytes = data[pos:refs_at]
     if offs[0] != 0 or any(a > b for a, b in zip(offs, offs[1:])) or offs[-1] != len(fbytes):
         raise FormatError("filter offsets")
     for r in records:
@@ -476,7 +528,7 @@ def parse(data, buckets=True):
     for e in index:
         if e.offset < f.overflow_offset or e.offset + e.length > f.trailer_offset or e.length < 6:
             raise FormatError("overflow index entry outside the overflow area")
-    t = Table(data, f, records, index, offs, fbytes)
+    t = Table(data, f, records, index, offs, fbytes, blob_refs=refs)
     if buckets:
         t.buckets = [parse_bucket(data, i) for i in range(f.buckets)]
         for e in index:
@@ -574,6 +626,14 @@ def encode_layout(*, buckets, seed, bits_per_key, k, contents, records, cached_r
     all_items = [(k_, v_) for c in contents for k_, v_ in c] + list(overflow)
     offs, fbytes = build_filters(all_keys, buckets, seed, bits_per_key, k)
     trailer += struct.pack(f"<{buckets + 1}I", *offs) + fbytes
+    refs = {}  # a table holding pointers is version 2 and lists their value logs
+    for _, v_ in all_items:
+        if isinstance(v_, Pointer):
+            refs[v_.file] = refs.get(v_.file, 0) + v_.vlen
+    for file, nbytes in sorted(refs.items()):
+        trailer += struct.pack("<QQ", file, nbytes)
+    if refs:
+        version = FORMAT_VERSION_BLOBS
     out += trailer
     f = Footer(
         magic=MAGIC, format_version=version, footer_size=FOOTER_SIZE, bucket_size=BUCKET_SIZE,
@@ -582,7 +642,7 @@ def encode_layout(*, buckets, seed, bits_per_key, k, contents, records, cached_r
         data_bytes=sum(encoded_size(k_, v_) for k_, v_ in all_items),
         overflow_offset=overflow_offset, overflow_bytes=trailer_offset - overflow_offset,
         overflow_items=len(overflow), records=len(records), cached_records=cached_records,
-        reserved=0, trailer_offset=trailer_offset, trailer_crc=crc32c(bytes(trailer)),
+        reserved=len(refs), trailer_offset=trailer_offset, trailer_crc=crc32c(bytes(trailer)),
         footer_crc=0)
     raw = f.pack()
     f.footer_crc = crc32c(raw[:100])
@@ -628,6 +688,46 @@ def reencode(t):
                          k=f.bloom_probes, contents=contents, records=t.records,
                          cached_records=f.cached_records,
                          overflow=[(o.key, o.value) for o in overflow_by_offset])
+
+
+# --------------------------------------------------------------------------------------------
+# value logs (docs/format/vlog.md)
+
+def vlog_header():
+    h = VLOG_MAGIC + struct.pack("<HH", 1, 0)
+    return h + struct.pack("<I", crc32c(h))
+
+
+def vlog_record(key, value):
+    """A record's bytes: crc32c of [4, len), varint klen, varint vlen, key, value."""
+    body = varint(len(key)) + varint(len(value)) + bytes(key) + bytes(value)
+    return struct.pack("<I", crc32c(body)) + body
+
+
+def read_vlog(data):
+    """The records of a value log's bytes: {offset: (key, value)}, and where the whole, checked
+    records end (a torn or damaged record ends the list). Raises FormatError on a bad header."""
+    data = bytes(data)
+    if len(data) < VLOG_HEADER_SIZE:
+        raise FormatError("value log shorter than its header")
+    magic, version, reserved, crc = struct.unpack_from("<8sHHI", data, 0)
+    if magic != VLOG_MAGIC or version != 1 or reserved != 0 or crc != crc32c(data[:12]):
+        raise FormatError("value log header")
+    out, pos = {}, VLOG_HEADER_SIZE
+    while pos + 6 <= len(data):
+        try:
+            klen, p = read_varint(data, pos + 4, len(data))
+            vlen, p = read_varint(data, p, len(data))
+        except FormatError:
+            break
+        end = p + klen + vlen
+        if klen > 65535 or vlen > 16 * 1024 * 1024 or end > len(data):
+            break
+        if struct.unpack_from("<I", data, pos)[0] != crc32c(data[pos + 4:end]):
+            break
+        out[pos] = (data[p:p + klen], data[p + klen:end])
+        pos = end
+    return out, pos
 
 
 def sha256(b):
@@ -678,12 +778,20 @@ def check_layout(t, expected=None, max_cached_records=2048):
     key -> value|None the table must hold exactly. Returns a dict of derived facts."""
     f = t.footer
     B = f.buckets
-    assert f.magic == MAGIC and f.format_version == 1 and f.footer_size == 104
-    assert f.bucket_size == 4096 and f.reserved == 0
+    assert f.magic == MAGIC and f.footer_size == 104 and f.bucket_size == 4096
+    pointers = {}  # value-log file -> the value bytes the table's pointers lead to there
+    for k, v, _ in t.all_items():
+        if isinstance(v, Pointer):
+            pointers[v.file] = pointers.get(v.file, 0) + v.vlen
+    if pointers:  # version 2, listing exactly the value logs its pointers lead into
+        assert f.format_version == FORMAT_VERSION_BLOBS and f.blob_refs == len(t.blob_refs)
+        assert t.blob_refs == sorted(pointers.items()), (t.blob_refs, pointers)
+    else:
+        assert f.format_version == FORMAT_VERSION and f.reserved == 0 and not t.blob_refs
     assert f.overflow_offset == B * 4096
     assert f.trailer_offset == f.overflow_offset + f.overflow_bytes
     assert len(t.data) == f.trailer_offset + 12 * f.records + 20 * f.overflow_items + \
-        4 * (B + 1) + len(t.filter_bytes) + FOOTER_SIZE
+        4 * (B + 1) + len(t.filter_bytes) + BLOB_REF_SIZE * len(t.blob_refs) + FOOTER_SIZE
     if f.bloom_bits_per_key == 0:
         assert f.bloom_probes == 0
         assert set(t.filter_offsets) == {0}
@@ -815,8 +923,9 @@ LOG_BATCH, MF_OPTIONS, MF_EDIT = 1, 16, 17
 OP_ADD_TABLE, OP_REMOVE_TABLE, OP_LOG_FLOOR, OP_NEXT_FILE, OP_COUNTERS, OP_SET_CLUSTER, \
     OP_LOG_OFFSET = range(1, 8)
 N_COUNTERS = 23  # 9 kinds, compaction bytes into each of 12 levels, the loader's, the value logs'
+OP_SET_DEPTH, OP_SET_CLUSTER_AT = 8, 9  # (manifest version 2: a growing trie)
 _OP_ARGS = {OP_ADD_TABLE: 2, OP_REMOVE_TABLE: 2, OP_LOG_FLOOR: 1, OP_NEXT_FILE: 1,
-            OP_SET_CLUSTER: 3, OP_LOG_OFFSET: 1}
+            OP_SET_CLUSTER: 3, OP_LOG_OFFSET: 1, OP_SET_DEPTH: 1, OP_SET_CLUSTER_AT: 4}
 
 
 def log_record(rtype, payload):

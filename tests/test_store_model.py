@@ -1,6 +1,8 @@
 """The store against a dict, driven by a hypothesis state machine: puts, deletes, put_many,
 write batches (committed and aborted), reads, flushes and reopens, on stores with tiny tables so
-that data goes through every level, the last one included, within a few dozen steps."""
+that data goes through every level, the last one included, within a few dozen steps. Each open
+draws its value-log threshold (min_blob_size: the default, 0, 32 or 100), so values move between
+value logs and tables across reopens."""
 
 import random
 import shutil
@@ -41,14 +43,18 @@ class StoreModel(RuleBasedStateMachine):
         memtable_bytes=st.integers(400, 4000),
         sync=st.booleans(),
         max_open_files=st.sampled_from([None, 2, 5]),  # small: tables closed and reopened
+        min_blob_size=st.sampled_from([None, 0, 32, 100]),
     )
-    def open_store(self, table_buckets, node_tables, levels, memtable_bytes, sync, max_open_files):
+    def open_store(self, table_buckets, node_tables, levels, memtable_bytes, sync, max_open_files,
+                   min_blob_size):
         cap = int(0.95 * table_buckets * 4080)
         self.opts = dict(table_buckets=table_buckets, node_tables=node_tables, levels=levels,
                          memtable_bytes=min(memtable_bytes, cap), hash_seed=12345)
         self.max_open_files = max_open_files
-        note(f"options {self.opts} sync={sync} max_open_files={max_open_files}")
-        self.db = lsmtrie.open(self.path, sync=sync, max_open_files=max_open_files, **self.opts)
+        note(f"options {self.opts} sync={sync} max_open_files={max_open_files} "
+             f"min_blob_size={min_blob_size}")
+        self.db = lsmtrie.open(self.path, sync=sync, max_open_files=max_open_files,
+                               min_blob_size=min_blob_size, **self.opts)
 
     def teardown(self):
         if self.deepest >= 0 and currently_in_test_context():
@@ -151,11 +157,11 @@ class StoreModel(RuleBasedStateMachine):
         st_ = self.db.stats()
         assert st_["memtable_items"] == 0
 
-    @rule(with_options=st.booleans())
-    def reopen(self, with_options):
+    @rule(with_options=st.booleans(), min_blob_size=st.sampled_from([None, 0, 32, 100]))
+    def reopen(self, with_options, min_blob_size):
         self.db.close()
         self.db = lsmtrie.open(self.path, max_open_files=self.max_open_files,
-                               **(self.opts if with_options else {}))
+                               min_blob_size=min_blob_size, **(self.opts if with_options else {}))
         assert {k: self.db.options[k] for k in self.opts} == self.opts
 
     @precondition(lambda self: self.db is not None)

@@ -280,6 +280,149 @@ def test_power_cut_at_chosen_syncs(scratch, library):
             + describe_mismatch({}, ops, state, lo, hi))
 
 
+@pytest.mark.parametrize("store_sync", [False, True], ids=["sync_writes", "sync_store"])
+def test_power_cut_at_chosen_syncs_with_value_logs(scratch, library, store_sync):
+    """The chosen-syncs run above with values up to 20 KB, most of them kept in value logs
+    (closed at 64 KiB, so new ones start all the time): the power goes at each directory sync
+    and the one after it (a value log's or a log's creation, the end of a checkpoint) and at
+    20 more, each keeping random parts of what was appended since the last syncs, so value logs
+    lose records that logs point to. Every read of the reopened store succeeds (no
+    CorruptionError) and it holds every acknowledged synced write and a prefix of the rest."""
+    script = scratch / "writer.py"
+    script.write_text(WRITER)
+    path, fresh, shadow = (str(scratch / x) for x in ("db", "fresh", "shadow"))
+    opts = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500,
+                checkpoint_interval=3600, sync=store_sync)
+    with lsmtrie.open(fresh, **opts):
+        pass
+    n, gen = 300, {"p_sync": 0.0 if store_sync else 0.3, "vmax": 20000, "nkeys": 120}
+    ops = gen_ops(23, n, tag=b"V", **gen)
+    cfg = {"seed": 23, "n": n, "tag": "V", "open": opts, "gen": gen, "flush_every": 70,
+           "hooks": {"ltr_test_checkpoint_policy": [1e9, 1 << 50],
+                     "ltr_test_blob_file_bytes": 1 << 16}}
+
+    def run(at):
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(fresh, path)
+        return run_writer(script, path, cfg, ops, store_sync,
+                          env=powercut.env(_env(), library, [path], shadow, at=at))
+
+    assert run(None).finished
+    syncs = powercut.trace(shadow)
+    vlogs = {p for _, _, p in syncs if p.endswith(".vlog")}
+    assert len(vlogs) > 10, vlogs  # value logs came and went
+    rotations = [i for i, kind, p in syncs if kind == "d"]
+    points = {at for i in rotations[::max(1, len(rotations) // 12)] for at in (i, i + 1)}
+    points |= {1 + k * (len(syncs) - 1) // 19 for k in range(20)}
+    tears = random.Random(23)
+    for at in sorted(points):
+        r = run(at)
+        if r.finished:  # (the count of syncs varies a little with the background's timing)
+            assert at > len(syncs) - max(20, len(syncs) // 20), (at, len(syncs))
+            continue
+        powercut.apply_image(shadow, [path], tears)
+        state = read_state(path)
+        lo, hi = r.synced_acked + 1, r.acked + 2
+        assert matching_prefix({}, ops, state, lo, hi), (
+            f"cut at sync {at} of {len(syncs)} (acked {r.acked}, last synced "
+            f"{r.synced_acked}): no prefix in [{lo}, {hi}]; "
+            + describe_mismatch({}, ops, state, lo, hi))
+        with lsmtrie.open(path) as db:  # every pointer leads to its record
+            db.verify()
+
+
+@pytest.mark.parametrize("store_sync", [False, True], ids=["sync_writes", "sync_store"])
+def test_power_cut_during_writes_of_large_values(tmp_path, library, store_sync):
+    """Random cuts (checkpoints every few ms) while values up to 20 KB are written, most of
+    them to value logs that rotate at 64 KiB."""
+    opts = dict(TINY_MEM, sync=store_sync)
+    kinds = powercut_trials(tmp_path, library, opts, trials=6, n=250, seed=43 + store_sync,
+                            store_sync=store_sync,
+                            gen=dict(vmax=20000, nkeys=150, p_sync=0.0 if store_sync else 0.1),
+                            hooks={"ltr_test_blob_file_bytes": 1 << 16})
+    assert any(acked > 20 for _, acked, _ in kinds)
+    with lsmtrie.open(str(tmp_path / "db")) as db:
+        assert db.stats()["bytes_written_by_kind"]["blobs"] > 0
+        db.verify()
+
+
+_THREADED_BLOB_WRITER = textwrap.dedent("""
+    import hashlib, os, sys, threading, lsmtrie
+    from lsmtrie import _binding
+    _binding.lib.ltr_test_blob_file_bytes(1 << 16)
+    db = lsmtrie.open(sys.argv[1], table_buckets=16, node_tables=2, levels=3,
+                      memtable_bytes=2000, checkpoint_interval=0.005)
+    lock = threading.Lock()
+
+    def value(key):
+        n = 3000 + int.from_bytes(hashlib.blake2b(key, digest_size=2).digest(), "little") % 15000
+        return (key + b"|") * (n // (len(key) + 1)) + b"!"
+
+    def writer(t):
+        for j in range(80):
+            key = b"t%d-%d" % (t, j)
+            db.put(key, value(key), sync=(j % 3 != 2))  # a third unsynced
+            with lock:
+                print("%d %d" % (t, j), flush=True)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print("done", flush=True)
+    os._exit(0)
+""")
+
+
+def test_power_cut_with_concurrent_sync_writers_of_large_values(scratch, library):
+    """Four threads putting large values (each write's value-log record, then its log record,
+    synced by group commits that other threads' appends overtake) while value logs rotate and
+    checkpoints run; the power goes at chosen syncs. Every acknowledged synced put is there
+    whole, every other key there is whole, and every read succeeds."""
+    path, shadow = str(scratch / "db"), str(scratch / "shadow")
+
+    def value(key):
+        import hashlib
+        n = 3000 + int.from_bytes(hashlib.blake2b(key, digest_size=2).digest(), "little") % 15000
+        return (key + b"|") * (n // (len(key) + 1)) + b"!"
+
+    def run(at):
+        shutil.rmtree(path, ignore_errors=True)
+        with lsmtrie.open(path, table_buckets=16, node_tables=2, levels=3, memtable_bytes=2000):
+            pass
+        r = subprocess.run([sys.executable, "-c", _THREADED_BLOB_WRITER, path],
+                           env=powercut.env(_env(), library, [path], shadow, at=at),
+                           capture_output=True, timeout=120)
+        lines = r.stdout.decode().split("\n")
+        acked = [tuple(map(int, x.split())) for x in lines if x and x != "done"]
+        assert "done" in lines or at is not None, r.stderr.decode()
+        return "done" in lines, acked
+
+    finished, _ = run(None)
+    syncs = len(powercut.trace(shadow))
+    assert syncs > 200, syncs
+    tears = random.Random(7)
+    cuts = 0
+    span = 8 * (syncs - 1) // 10  # (threads make the count of syncs vary by some 15%)
+    for at in sorted({1 + k * span // 9 for k in range(10)}):
+        finished, acked = run(at)
+        if finished:
+            continue
+        cuts += 1
+        powercut.apply_image(shadow, [path], tears)
+        with lsmtrie.open(path) as db:
+            state = dict(db.items())
+            db.verify()
+        for t, j in acked:
+            k = b"t%d-%d" % (t, j)
+            if j % 3 != 2:
+                assert state.get(k) == value(k), f"cut at {at} of {syncs}: synced {k} lost"
+        for k, v in state.items():
+            assert v == value(k), f"cut at {at}: {k} holds a wrong value"
+    assert cuts >= 6, cuts
+
+
 def test_power_cut_during_writes_flushes_and_compactions(tmp_path, library):
     """Tiny memtables and tables: flushes, compactions and checkpoints all the time; a few
     percent of the writes synced."""

@@ -46,10 +46,19 @@ int blob_open(ltr_store *s)
 
 int blob_open_counter(ltr_store *s)
 {
+    /* A reader listed the value logs before it read the manifest, but a writer at work may
+     * have started one since and named a table pointing into it: the reader lists them again,
+     * or that table's values read as missing. (A reader removes no value log, so the holds its
+     * tables could not take on the new ones do not matter; a writer's lock keeps the
+     * directory's value logs its own.) */
+    uint64_t seen = 0;
+    int rc = s->o.read_only && s->blobs.set ? blobset_open_all(s->blobs.set, &seen) : LTR_OK;
+    if (seen > s->blobs.seen)
+        s->blobs.seen = seen;
     /* a value log started after the last checkpoint is newer than the counter it recorded */
     if (s->blobs.seen >= s->next_file)
         s->next_file = s->blobs.seen + 1;
-    return LTR_OK;
+    return rc;
 }
 
 void blob_close(ltr_store *s)

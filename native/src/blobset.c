@@ -235,8 +235,9 @@ typedef struct listing {
     int rc;
 } listing;
 
-/* A file NNNNNNNN.vlog of the directory joins the set; one with a damaged header is kept as
- * bad (a crash while it was being started: nothing points into it). */
+/* A file NNNNNNNN.vlog of the directory joins the set (unless it has it: a second listing);
+ * one with a damaged header is kept as bad (a crash while it was being started: nothing points
+ * into it). */
 static int open_one(void *arg, const char *name)
 {
     listing *l = arg;
@@ -244,6 +245,11 @@ static int open_one(void *arg, const char *name)
     unsigned long long number = strtoull(name, &end, 10);
     if (end == name || strcmp(end, ".vlog") || !number)
         return LTR_OK;
+    if (lookup(l->b, number)) {
+        if (number > l->max)
+            l->max = number;
+        return LTR_OK;
+    }
     bfile *f = bfile_new(l->b, number);
     if (!f)
         return ltr_fail(LTR_ENOMEM, "out of memory opening value logs");

@@ -30,8 +30,9 @@ blobset *blobset_new(const char *dir, int direct, uint32_t max_open);
 void blobset_ref(blobset *b);
 void blobset_unref(blobset *b);
 
-/* Opens every value log in the directory (a store being opened). *max_number: the largest
- * file number seen (0: none), so that the store's file counter passes it. */
+/* Opens every value log in the directory that the set lacks (a store being opened; a reader
+ * lists them again once it has read the manifest). *max_number: the largest file number seen
+ * (0: none), so that the store's file counter passes it. */
 int blobset_open_all(blobset *b, uint64_t *max_number);
 
 /* Reads the value a pointer leads to into dst (ptr->vlen bytes), checking the record's checksum

@@ -377,7 +377,8 @@ void store_count_stall(ltr_store *s);
 
 /* ---- blob.c ---- */
 /* A writer's or reader's value logs at open (all those in the directory, before the tables
- * that hold them), and, once the manifest gave the file counter, the counter moved past them. */
+ * that hold them), and, once the manifest gave the file counter, the counter moved past them
+ * (a reader lists them again then: a writer may have started one the manifest's tables use). */
 int blob_open(ltr_store *s);
 int blob_open_counter(ltr_store *s);
 void blob_close(ltr_store *s);
