@@ -116,12 +116,13 @@ def run_one(engine: str, n: int, a, workdir: str) -> dict:
     path = os.path.join(workdir, f"{engine}-{n}")
     shutil.rmtree(path, ignore_errors=True)
     common = [engine, n, a.key_size, a.value_size, a.seed, path]
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     try:
         load = _child(["load", *common], f"{engine} at {n:,} items, loading")
         read = _child(["read", *common, a.gets], f"{engine} at {n:,} items, reading")
     finally:
         shutil.rmtree(path, ignore_errors=True)
-    return {"engine": engine, "items": n, "load": load, "read": read}
+    return {"engine": engine, "items": n, "started": started, "load": load, "read": read}
 
 
 def skipped_engines(engines: list) -> dict:

@@ -95,6 +95,12 @@ def workload_section(res: dict) -> str:
         "- **Options** (the engines' defaults otherwise): ",
     ]
     out += [f"  - `{e}`: {o}." for e, o in res["options"].items()]
+    harness = [r[p]["harness_rss_bytes"] for r in res["runs"] for p in ("load", "read")]
+    if harness:
+        out.append("- **Memory**: peak RSS is the process's VmHWM, the harness included: "
+                   f"{min(harness) / 1e6:,.0f} to {max(harness) / 1e6:,.0f} MB before the "
+                   "engine opened (Python, numpy, cffi and the workload's 64 MiB value pool; "
+                   "`harness_rss_bytes` in results.json).")
     out.append("- The peers are driven through their Python bindings: a call per item to fill "
                "a batch, and LevelDB's batched GETs are a loop of single GETs (it has no "
                "multi-get); those loops are the bindings' cost and are in their rates.")

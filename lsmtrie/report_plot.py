@@ -106,7 +106,7 @@ KIND_ORDER = ["log", "wal", "wal (computed)", "flush", "load", "clusters", "gc",
 
 def _kind_colour(kind: str, levels: int) -> tuple:
     if kind.startswith(("log", "wal")):
-        return plt.cm.Blues(0.6)
+        return plt.cm.Blues({"log": 0.45, "wal": 0.65}.get(kind, 0.85))
     if kind == "flush":
         return plt.cm.Oranges(0.5)
     if kind.startswith(("compaction L", "into L")):
@@ -134,7 +134,7 @@ def bytes_by_kind(res: dict, out: str) -> str:
     bytes, so that a bar's height is the engine-counted write amplification."""
     runs, sizes, kinds = _runs(res), _sizes(res), _kinds(res)
     levels = max([int(k.rsplit("L", 1)[1]) for k in kinds if k[-1].isdigit()] or [1])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(1.6 + 1.4 * len(res["engines"]) * len(sizes) + 2.6, 5),
+    fig, axes = plt.subplots(1, len(sizes), figsize=(1.2 + 1.1 * len(res["engines"]) * len(sizes) + 2.2, 5),
                              squeeze=False, sharey=True)
     drawn = {}
     for ax, n in zip(axes[0], sizes):
@@ -154,7 +154,7 @@ def bytes_by_kind(res: dict, out: str) -> str:
     fig.legend([drawn[k] for k in kinds if k in drawn], [k for k in kinds if k in drawn],
                loc="center right", fontsize="small", title="kind")
     fig.suptitle("Bytes written by kind (LevelDB: per level it wrote into; its log computed)")
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.savefig(os.path.join(out, "bytes_by_kind.png"), dpi=DPI)
     plt.close(fig)
     return "bytes_by_kind.png"
