@@ -32,6 +32,11 @@ class Tracker:
     def __init__(self, n: int):
         self.n, self.items, self.final_counters = n, 0, None
         self.started = {"load": time.monotonic()}
+        self.chunk_seconds = []  # when each chunk had gone in, from the start
+
+    def chunk_done(self, count: int) -> None:
+        self.items += count
+        self.chunk_seconds.append(round(time.monotonic() - self.started["load"], 4))
 
     @property
     def phase(self) -> str:
@@ -46,12 +51,17 @@ class Tracker:
         self.started[name] = time.monotonic() if at is None else at
 
 
-def _rss() -> int:
+def _status(field: str) -> int:
+    """A memory field of /proc/self/status, in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _rss() -> int:
+    return _status("VmRSS")
 
 
 class Sampler:
@@ -148,7 +158,8 @@ def run_load(engine_name: str, n: int, ks: int, vs: int, seed: int, path: str) -
         "space_amp": at_rest / user, "peak_space_amp": max(sampler.peak_dir, at_rest) / user,
         "cpu_user_s": ru.ru_utime - ru0.ru_utime, "cpu_system_s": ru.ru_stime - ru0.ru_stime,
         "peak_rss_bytes": _peak_rss(), "harness_rss_bytes": harness,
-        "samples": sampler.samples,
+        "samples": sampler.samples, "chunk_items": workload.CHUNK,
+        "chunk_seconds": track.chunk_seconds,
     }
 
 
@@ -207,6 +218,8 @@ def run_read(engine_name: str, n: int, ks: int, vs: int, seed: int, path: str, g
             seconds, lat = _timed_each(fn, items)
             r.update(_rate(count, seconds, lat, what))
             print(f"{label}: {what.replace('_', ' ')} {count / seconds:,.0f}/s", file=sys.stderr)
+        # resident now, by kind: mapped table files (LevelDB maps them) are file-backed pages
+        r.update(rss_anon_bytes=_status("RssAnon"), rss_file_bytes=_status("RssFile"))
     finally:
         engine.close()
     ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -301,8 +301,8 @@ def _compare_at(rows, base, peers, n) -> str:
     for e in peers:
         p = rows[(e, n)]
         parts.append(f"{b['w_amp'] / p['w_amp']:.2f} x {NAMES[e]}'s bytes "
-                     f"(write amplification {b['w_amp']:.2f} against {p['w_amp']:.2f}) at "
-                     f"{b['ops_sec'] / p['ops_sec']:.2f} x its load rate")
+                     f"(write amplification {b['w_amp']:.2f} against {p['w_amp']:.2f}) and "
+                     f"loaded {b['ops_sec'] / p['ops_sec']:.2f} x as many items/s")
     return (f"At {_n(n)} items {NAMES[base]} made the kernel write " + "; ".join(parts) +
             f" ({NAMES[base]} loaded {b['ops_sec']:,.0f} items/s until settled).")
 
@@ -324,7 +324,7 @@ def _reads_at(rows, base, peers, n) -> str:
     for e in peers:
         p = rows[(e, n)]
         text += (f"; {NAMES[e]} {p['get_ops']:,.0f}/s and {p['batch_ops']:,.0f}/s "
-                 f"({b['batch_ops'] / p['batch_ops']:.2f} x in batches)")
+                 f"({NAMES[base]}'s batches {b['batch_ops'] / p['batch_ops']:.2f} x these)")
     if b["reads_per_hit"] is not None:
         text += (f"; {NAMES[base]} read {b['reads_per_hit']:.3f} buckets or clusters per hit "
                  f"and {b['reads_per_miss']:.3f} per miss")
@@ -345,11 +345,11 @@ def _log_writeback(rows, engines, n) -> str:
             and rows[(e, n)]["w_amp_engine"] > 1.1 * rows[(e, n)]["w_amp"]]
     if not less:
         return ""
-    parts = [f"{NAMES[e]} {rows[(e, n)]['w_amp_engine']:.2f} by its counters, "
-             f"{rows[(e, n)]['w_amp']:.2f} by the kernel's" for e in less]
-    return ("The kernel wrote less than the engines' own counters for " + "; ".join(parts) +
-            ": log files deleted before the kernel wrote them back count in the first, not the "
-            "second.")
+    parts = [f"{NAMES[e]} {rows[(e, n)]['w_amp_engine']:.2f} x the user bytes by its "
+             f"counters, {rows[(e, n)]['w_amp']:.2f} x by the kernel's" for e in less]
+    return (f"At {_n(n)} items the kernel wrote less than the engine counted for " +
+            "; ".join(parts) + ": log files deleted before the kernel wrote them back count in "
+            "the first, not the second.")
 
 
 def run_command(args) -> int:

@@ -62,7 +62,7 @@ class Engine:
         self.open_writer(path)
         for keys, values in chunks:
             self.write(keys, values)
-            track.items += len(keys)
+            track.chunk_done(len(keys))
         track.phase = "settle"
         track.mark("close", self.settle())
         track.final_counters = self.counters()
@@ -130,7 +130,7 @@ class LsmtrieLoad(Lsmtrie):
         def counted():
             for keys, values in chunks:
                 yield keys, values
-                track.items += len(keys)
+                track.chunk_done(len(keys))
             track.phase = "settle"  # the loader builds and installs the tables now
 
         load(path, counted(), expected_items=n)

@@ -100,7 +100,9 @@ def workload_section(res: dict) -> str:
         out.append("- **Memory**: peak RSS is the process's VmHWM, the harness included: "
                    f"{min(harness) / 1e6:,.0f} to {max(harness) / 1e6:,.0f} MB before the "
                    "engine opened (Python, numpy, cffi and the workload's 64 MiB value pool; "
-                   "`harness_rss_bytes` in results.json).")
+                   "`harness_rss_bytes` in results.json). Mapped files count too: "
+                   "LevelDB maps its table files, so the pages its reads touched are in its "
+                   "read process's RSS (`rss_file_bytes` beside `rss_anon_bytes`).")
     out.append("- The peers are driven through their Python bindings: a call per item to fill "
                "a batch, and LevelDB's batched GETs are a loop of single GETs (it has no "
                "multi-get); those loops are the bindings' cost and are in their rates.")
@@ -118,8 +120,22 @@ def size_sections(res: dict) -> str:
             continue
         out += [f"## {n:,} items", "", "Writes:", "", table(at, WRITE_TABLE), "",
                 "Reads (warm, new process):", "", table(at, READ_TABLE), ""]
-        out += _bytes_by_kind(res, n)
+        out += _bytes_by_kind(res, n) + _reads_by_level(res, n)
     return "\n".join(out)
+
+
+def _reads_by_level(res: dict, n: int) -> list:
+    """lsmtrie's bucket and cluster reads per GET hit by the level that answered (stats())."""
+    out = []
+    for r in res["runs"]:
+        by_level = r["read"].get("reads_per_hit_by_level")
+        if r["items"] == n and by_level:
+            hits = r["read"]["hits_by_level"]
+            levels = ", ".join(f"L{i} {x:.3f} ({h:,} hits)" for i, (x, h) in
+                               enumerate(zip(by_level, hits)) if x is not None)
+            out.append(f"- {r['engine']}: {levels}")
+    return ["Reads per GET hit by the level that answered (lsmtrie's counters, the untimed "
+            "pass):", "", *out, ""] if out else []
 
 
 def _bytes_by_kind(res: dict, n: int) -> list:

@@ -64,40 +64,45 @@ def wa_vs_size(res: dict, out: str) -> str:
     return _save(fig, out, "wa_vs_size.png")
 
 
-def _interval_rates(samples: list) -> tuple[list, list]:
-    """(user GB written, items/s over the second before) for each sample while loading."""
-    xs, ys, t0, i0 = [], [], 0.0, 0
-    for s in samples:
-        dt = s["t"] - t0
-        if s["phase"] == "load" and dt > 0:
-            xs.append(s["user_bytes"] / 1e9)
-            ys.append((s["items"] - i0) / dt)
-        t0, i0 = s["t"], s["items"]
+def _chunk_rates(load: dict, points: int = 80) -> tuple[list, list]:
+    """(user GB written, million items/s) over groups of chunks, about `points` of them: each
+    chunk's end is timed, so the rate is exact over its group (per-second samples would jump
+    with the chunks that happen to end within each second)."""
+    t, per = [0.0] + load["chunk_seconds"], load["chunk_items"]
+    group = max(1, (len(t) - 1) // points)
+    item_bytes = load["user_bytes"] / load["items"]
+    xs, ys = [], []
+    for i in range(group, len(t), group):
+        items = min(i * per, load["items"]) - (i - group) * per
+        if t[i] > t[i - group]:
+            xs.append(min(i * per, load["items"]) * item_bytes / 1e9)
+            ys.append(items / (t[i] - t[i - group]) / 1e6)
     return xs, ys
 
 
 def throughput_vs_written(res: dict, out: str) -> str:
-    """Items/s, second by second, against the user data written so far; a panel per size.
+    """Items/s over groups of chunks against the user data written so far; a panel per size.
     The dashed line is each engine's overall rate, until settled."""
     runs, sizes = _runs(res), _sizes(res)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False)
     for ax, n in zip(axes[0], sizes):
         for e in res["engines"]:
             if (e, n) not in runs:
                 continue
             load = runs[(e, n)]["load"]
-            xs, ys = _interval_rates(load["samples"])
-            ax.plot(xs, ys, color=COLOURS[e], marker=MARKERS[e] if len(xs) < 8 else None,
+            xs, ys = _chunk_rates(load)
+            ax.plot(xs, ys, color=COLOURS[e], marker=MARKERS[e] if len(xs) < 12 else None,
                     markersize=4, label=e)
-            ax.axhline(load["items_per_s"], color=COLOURS[e], linestyle="--", linewidth=1)
-        ax.set_xlabel("user data written so far (GB)")
-        ax.set_ylabel("load throughput (items/s, each second)")
-        ax.set_title(f"{_label(n)}: dashed, overall until settled")
+            ax.axhline(load["items_per_s"] / 1e6, color=COLOURS[e], linestyle="--", linewidth=1)
+        ax.set_xlabel("user data written so far (GB of keys and values)")
+        ax.set_ylabel("load throughput (million items/s)")
+        ax.set_title(f"{_label(n)} (dashed: overall, until settled)")
         ax.set_ylim(bottom=0)
         ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    fig.suptitle("Load throughput against data written")
+        ax.legend(loc="upper right", fontsize="small")
+    fig.suptitle("Load throughput against data written (the writes' own rate; the loader's: "
+                 "items handed to it)")
     return _save(fig, out, "throughput_vs_written.png")
 
 
@@ -112,7 +117,8 @@ def _kind_colour(kind: str, levels: int) -> tuple:
     if kind.startswith(("compaction L", "into L")):
         level = int(kind.rsplit("L", 1)[1])
         return plt.cm.Greens(0.3 + 0.6 * level / max(1, levels))
-    return {"load": plt.cm.Oranges(0.8), "clusters": plt.cm.Purples(0.6),
+    return {"compaction": plt.cm.Greens(0.6), "load": plt.cm.Oranges(0.8),
+            "clusters": plt.cm.Purples(0.6),
             "gc": plt.cm.Reds(0.6), "manifest": plt.cm.Greys(0.5)}.get(kind, plt.cm.Greys(0.3))
 
 
@@ -186,9 +192,13 @@ def space_amp(res: dict, out: str) -> str:
         ax.set_xlabel("data size")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("space amplification (directory bytes / user bytes)")
-    axes[1].legend(loc="best")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(names), bbox_to_anchor=(0.5, 0.93))
     fig.suptitle("Space amplification (dotted: the user bytes)")
-    return _save(fig, out, "space_amp.png")
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    fig.savefig(os.path.join(out, "space_amp.png"), dpi=DPI)
+    plt.close(fig)
+    return "space_amp.png"
 
 
 GETS = [("get_hit_single_per_s", "hits,\none at a time"),

@@ -159,6 +159,9 @@ def test_samples_and_reads_are_recorded(report):
         samples = r["load"]["samples"]
         assert samples and samples[-1]["items"] == r["items"]
         assert all(a["t"] <= b["t"] for a, b in zip(samples, samples[1:]))
+        chunks = r["load"]["chunk_seconds"]  # each chunk's end, timed (the throughput figure)
+        assert len(chunks) == -(-r["items"] // r["load"]["chunk_items"])
+        assert all(0 < a <= b for a, b in zip(chunks, chunks[1:]))
         read = r["read"]
         for kind in ("get_hit_single", "get_miss_single", "get_hit_batched", "get_miss_batched"):
             assert read[f"{kind}_per_s"] > 0
