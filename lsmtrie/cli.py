@@ -271,7 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--metadata-path", default=None, metavar="DIR")
     p.set_defaults(func=cmd_dump)
     _add_one_key_commands(sub)
-    p = sub.add_parser("report", help="write amplification and speed beside LevelDB and RocksDB")
+    p = sub.add_parser("report", help="write amplification and speed beside LevelDB and RocksDB",
+                       description=report.__doc__.split("\n\n")[0])
     report.add_arguments(p)
     p.set_defaults(func=report.run_command)
     args = parser.parse_args(argv)

@@ -277,3 +277,16 @@ def test_a_runtime_failure_is_one_line(tmp_path):
     assert run.returncode == 1
     assert run.stderr.startswith("lsmtrie report: ") and run.stderr.count("\n") == 1
     assert "Traceback" not in run.stderr
+
+
+def test_a_failed_measuring_process_is_one_line(tmp_path):
+    """A measurement process that fails hands its error over as one line (no traceback)."""
+    from lsmtrie import report
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RuntimeError) as e:
+        report._child(["load", "lsmtrie", 1000, 16, 100, 1, str(blocker / "store")],
+                      "lsmtrie at 1,000 items, loading")
+    message = str(e.value)
+    assert message.startswith("lsmtrie at 1,000 items, loading failed: ")
+    assert "\n" not in message and "Traceback" not in message
