@@ -86,8 +86,8 @@ def throughput_vs_written(res: dict, out: str) -> str:
     """Items/s over groups of chunks against the user data written so far; a panel per size.
     The dashed line is each engine's overall rate, until settled."""
     runs, sizes = _runs(res), _sizes(res)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False)
-    for ax, n in zip(axes[0], sizes):
+    fig, axes = _stacked(len(sizes), 3.6)
+    for ax, n in zip(axes, sizes):
         for e in res["engines"]:
             if (e, n) not in runs:
                 continue
@@ -108,7 +108,14 @@ def throughput_vs_written(res: dict, out: str) -> str:
         ax.grid(True, alpha=0.3)
     fig.suptitle("Load throughput against data written (the loader takes every item before "
                  "it writes: its overall rate only)")
-    return _save_with_legend(fig, axes[0], out, "throughput_vs_written.png")
+    return _save_with_legend(fig, axes, out, "throughput_vs_written.png")
+
+
+def _stacked(panels: int, height: float):
+    """A figure of `panels` panels one above the other (a panel per size), 10 inches wide, so
+    that it reads at the width of a page."""
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 1.2 + height * panels), squeeze=False)
+    return fig, list(axes[:, 0])
 
 
 def _save_with_legend(fig, axes, out: str, name: str) -> str:
@@ -117,9 +124,10 @@ def _save_with_legend(fig, axes, out: str, name: str) -> str:
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, h)
-    fig.legend(list(seen.values()), list(seen), loc="upper center", ncol=len(seen),
-               bbox_to_anchor=(0.5, 0.93))
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    top = 1 - 0.9 / fig.get_figheight()  # room for the title and the legend, in inches
+    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=len(seen),
+               bbox_to_anchor=(0.5, top))
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(os.path.join(out, name), dpi=DPI)
     plt.close(fig)
     return name
@@ -159,10 +167,10 @@ def bytes_by_kind(res: dict, out: str) -> str:
     bytes, so that a bar's height is the engine-counted write amplification."""
     runs, sizes, kinds = _runs(res), _sizes(res), _kinds(res)
     levels = max([int(k.rsplit("L", 1)[1]) for k in kinds if k[-1].isdigit()] or [1])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(1.2 + 1.1 * len(res["engines"]) * len(sizes) + 2.2, 5),
-                             squeeze=False, sharey=True)
+    fig, axes = _stacked(len(sizes), 3.0)
+    fig.set_figwidth(12)  # and room for the kinds' legend on the right
     drawn = {}
-    for ax, n in zip(axes[0], sizes):
+    for ax, n in zip(axes, sizes):
         engines = [e for e in res["engines"] if (e, n) in runs]
         bottom = np.zeros(len(engines))
         for k in kinds:
@@ -173,12 +181,12 @@ def bytes_by_kind(res: dict, out: str) -> str:
                                   edgecolor="white", linewidth=0.5)
                 bottom += h
         ax.set_title(_label(n))
-        ax.tick_params(axis="x", labelrotation=30)
+        ax.set_ylabel("written / user bytes")
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("bytes written / user bytes (by the engine's counters)")
     fig.legend([drawn[k] for k in kinds if k in drawn], [k for k in kinds if k in drawn],
                loc="center right", fontsize="small", title="kind")
-    fig.suptitle("Bytes written by kind (LevelDB: per level it wrote into; its log computed)")
+    fig.suptitle("Bytes written by kind, by the engines' own counters, over the user bytes\n"
+                 "(LevelDB: by the level written into, its log computed)")
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.savefig(os.path.join(out, "bytes_by_kind.png"), dpi=DPI)
     plt.close(fig)
@@ -224,20 +232,18 @@ GETS = [("get_hit_single_per_s", "hits,\none at a time"),
 def get_rates(res: dict, out: str) -> str:
     """Warm GETs per second by kind, engines side by side, a panel per size (log y)."""
     runs, sizes = _runs(res), _sizes(res)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False,
-                             sharey=True)
-    labels = [g for _, g in GETS]
-    keys = dict((g, k) for k, g in GETS)
-    for ax, n in zip(axes[0], sizes):
+    fig, axes = _stacked(len(sizes), 3.4)
+    labels = [g.replace(",\n", ", ").replace("batches\n", "batches ") for _, g in GETS]
+    keys = dict(zip(labels, (k for k, _ in GETS)))
+    for ax, n in zip(axes, sizes):
         engines = [e for e in res["engines"] if (e, n) in runs]
         _grouped(ax, labels, engines, lambda e, g: runs[(e, n)]["read"][keys[g]])
         ax.set_yscale("log")
         ax.set_title(f"{_label(n)}, warm, from Python")
+        ax.set_ylabel("GETs per second (log)")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    axes[0][0].set_ylabel("GETs per second (log scale)")
     fig.suptitle("GET rates (LevelDB's batches are a loop of single GETs)")
-    return _save(fig, out, "get_rates.png")
+    return _save_with_legend(fig, axes, out, "get_rates.png")
 
 
 def draw_all(res: dict, out: str) -> list:
