@@ -258,7 +258,7 @@ def write_tsv(results: dict, path: str) -> None:
 def write_outputs(results: dict, out: str) -> None:
     from .report_md import markdown
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump(results, f, separators=(",", ":"))  # compact: a sample a second adds up
         f.write("\n")
     write_tsv(results, os.path.join(out, "results.tsv"))
     with open(os.path.join(out, "report.md"), "w") as f:
