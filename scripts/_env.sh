@@ -6,12 +6,26 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${LSMTRIE_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 
+# plyvel ships manylinux wheels; where pip finds none (another platform or Python) it builds
+# from source against LevelDB's headers, which Debian has in libleveldb-dev. Installed only then,
+# and only when apt-get can run (as root, or through sudo without a password).
+leveldb_headers() {
+    [ -e /usr/include/leveldb/db.h ] && return 1  # present: the failure was something else
+    command -v apt-get >/dev/null || return 1
+    local sudo=""
+    [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || return 1
+    echo "installing libleveldb-dev (plyvel is built from source here)" >&2
+    $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q libleveldb-dev >/dev/null
+}
+
 ensure_env() {
     if [ ! -x "$PY" ] || [ ! -f "$VENV/.deps" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.deps" ]; then
         echo "setting up $VENV (first run: about a minute)" >&2
         python3 -m venv "$VENV"
         "$PY" -m pip install -q --upgrade pip "setuptools>=77" wheel
-        "$PY" -m pip install -q -e "$ROOT[test]" >"$VENV/build.log" 2>&1 ||
+        # report: the peers and plotting of `lsmtrie report`, whose tests run the whole path
+        "$PY" -m pip install -q -e "$ROOT[test,report]" >"$VENV/build.log" 2>&1 ||
+            { leveldb_headers && "$PY" -m pip install -q -e "$ROOT[test,report]" >"$VENV/build.log" 2>&1; } ||
             { cat "$VENV/build.log" >&2; exit 1; }
         touch "$VENV/.deps" "$VENV/.built"
     fi
