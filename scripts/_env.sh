@@ -19,7 +19,9 @@ leveldb_headers() {
 }
 
 ensure_env() {
-    if [ ! -x "$PY" ] || [ ! -f "$VENV/.deps" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.deps" ]; then
+    # (again when pyproject.toml or this script changed what is installed)
+    if [ ! -x "$PY" ] || [ ! -f "$VENV/.deps" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.deps" ] ||
+       [ "$ROOT/scripts/_env.sh" -nt "$VENV/.deps" ]; then
         echo "setting up $VENV (first run: about a minute)" >&2
         python3 -m venv "$VENV"
         "$PY" -m pip install -q --upgrade pip "setuptools>=77" wheel
