@@ -117,7 +117,7 @@ def check_files(path, model=None, min_blob=MIN, layout=True):
             data = f.read()
         recs, end = fl.read_vlog(data)
         logs[int(name.split(".")[0])] = (recs, end, len(data))
-    pointed, inline, listed, tables = set(), {}, set(), []
+    pointed, inline, listed, tables, dangling = set(), {}, set(), [], set()
     for number in live_tables(path):
         t = fl.parse_file(os.path.join(path, "%08d.ht" % number))
         if layout:
@@ -125,8 +125,14 @@ def check_files(path, model=None, min_blob=MIN, layout=True):
         tables.append(t)
         listed |= {f for f, _ in t.blob_refs}
         for k, v, _ in t.all_items():
+            if isinstance(v, fl.Pointer) and v.file not in logs:
+                # the value-log GC removes a value log it moved while tables still list it: every
+                # pointer left there is shadowed, which the model's check below proves (each
+                # current large value resolves through another pointer)
+                assert model is not None, f"table {number}: a pointer into missing value log {v.file}"
+                dangling.add(k)
+                continue
             if isinstance(v, fl.Pointer):
-                assert v.file in logs, f"table {number}: a pointer into missing value log {v.file}"
                 recs = logs[v.file][0]
                 assert v.offset in recs, f"table {number}: no record at {v.file}:{v.offset}"
                 rk, rv = recs[v.offset]
@@ -144,6 +150,9 @@ def check_files(path, model=None, min_blob=MIN, layout=True):
                 assert (k, v) in pointed, f"{k[:20]!r}: no pointer to its value"
             else:
                 assert v in inline.get(k, ()), f"{k[:20]!r}: its value is not in a table"
+        # a dangling pointer's key is deleted or has its current value elsewhere (checked above)
+        assert all(k not in model or (k, model[k]) in pointed or model[k] in inline.get(k, ())
+                   for k in dangling)
     n = sum(1 for t in tables for _, v, _ in t.all_items() if isinstance(v, fl.Pointer))
     return tables, n, listed
 
@@ -539,7 +548,15 @@ def test_value_log_files_and_table_references(tmp_path, small_vlogs):
     pointers read from the tables by formatlib: each leads to a whole record of its key and
     length; each table lists exactly the value logs its pointers use with their value bytes;
     a table without pointers is version 1; the records of the value logs are the large values
-    written, in order, back to back."""
+    written, in order, back to back (the value-log GC, which writes records again, is off)."""
+    lib.ltr_test_blob_gc(0)
+    try:
+        _files_and_references(tmp_path)
+    finally:
+        lib.ltr_test_blob_gc(1)
+
+
+def _files_and_references(tmp_path):
     path = str(tmp_path / "db")
     model, written = {}, []
     with lsmtrie.open(path, **TINY) as db:
@@ -615,8 +632,9 @@ def test_reencoded_version_2_table_is_byte_identical(tmp_path):
 
 def test_old_value_logs_go_and_referenced_ones_stay(tmp_path, small_vlogs):
     """Overwrites and deletes of every large value: after each step every value reads back
-    (a value log still referenced never went); after close and reopen, the value logs on disk
-    are exactly those the live tables list, and stats() counts them."""
+    (a value log still referenced never went); after close and reopen, every value log on disk
+    is one the live tables list (a listed one may be gone once the value-log GC moved its
+    records: only shadowed pointers lead there), and stats() counts them."""
     path = str(tmp_path / "db")
     model = {}
     keys = [b"life-%d" % i for i in range(40)]
@@ -640,8 +658,9 @@ def test_old_value_logs_go_and_referenced_ones_stay(tmp_path, small_vlogs):
         with lsmtrie.open(path) as db:
             check(db, model)
     _, _, listed = check_files(path, model)
-    assert vlog_numbers(path) == listed
-    assert len(listed) < peak
+    # what a writer's open keeps is listed (a listed one may be gone: the GC moved its records)
+    assert vlog_numbers(path) <= listed
+    assert len(vlog_numbers(path)) < peak
     with lsmtrie.open(path) as db:
         st = db.stats()
         on_disk = vlogs(path)

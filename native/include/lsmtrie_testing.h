@@ -83,6 +83,9 @@ void ltr_test_blob_file_bytes(uint64_t bytes);
 /* Value-log descriptors a store opened from now on keeps open at once (0: the default, a
  * sixteenth of the limit on open files), so that tests see them closed and reopened. */
 void ltr_test_blob_max_open(uint32_t n);
+/* 0: the value-log garbage collection does not run (so that tests can read value logs holding
+ * exactly the writes made); 1 (the default): it does. Process-wide. */
+void ltr_test_blob_gc(int on);
 /* New logs place their first record at this byte offset (a hole before it), and replay starts
  * every log there: log offsets past 2^35 without writing 32 GiB. 0 (the default) is the real
  * format; a store written with an offset must be reopened with the same one. Process-wide. */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lsmtrie_testing.h"
 #include "store_int.h"
 
 #define GC_CHUNK (4u << 20)     /* bytes of a value log read at a time */
@@ -23,9 +24,15 @@
 #define GC_SAMPLE (1u << 20)      /* a value log's first bytes whose records decide whether it
                                      is collected (looked up one by one) */
 
+static int gc_on = 1; /* ltr_test_blob_gc */
+
+void ltr_test_blob_gc(int on) { __atomic_store_n(&gc_on, on, __ATOMIC_RELAXED); }
+
 int blob_gc_due(const ltr_store *s)
 {
     uint64_t number;
+    if (!__atomic_load_n(&gc_on, __ATOMIC_RELAXED))
+        return 0;
     /* Not while the memtables are full: its writes would not go in (a flush wakes the worker).
      * Only beside a flusher thread: a write may wait for a flush, which a store of one level
      * leaves to this worker. */
