@@ -6,9 +6,9 @@
  * Durability: the value logs are fsynced before every fsync of the write-ahead log and before
  * every checkpoint, so a durable pointer leads to a durable record; recovery checks every record
  * the replayed logs point to, and treats a pointer to a record a crash lost like a torn tail.
- * Lifetime: a value log goes once no table file lists it and no log recovery would replay can
- * point into it (the durable floor), after a checkpoint. Depends on store_files.c and
- * store_stats.c. */
+ * Lifetime: a value log goes, after a checkpoint, once no table file lists it (or the value-log
+ * GC moved its live records, blob_gc.c) and no log recovery would replay can point into it
+ * (the durable floor). Depends on store_files.c and store_stats.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
