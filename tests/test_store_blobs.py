@@ -677,9 +677,11 @@ def test_old_value_logs_go_and_referenced_ones_stay(tmp_path, small_vlogs):
             db.flush()
     for _ in range(2):
         with lsmtrie.open(path) as db:
-            assert all(len(v) < MIN for v in dict(db.items()).values())
-    _, pointers, listed = check_files(path)
-    assert vlog_numbers(path) == listed
+            final = dict(db.items())
+            assert all(len(v) < MIN for v in final.values())
+    # (the model proves the pointers left in tables into value logs the GC removed shadowed)
+    _, pointers, listed = check_files(path, final)
+    assert vlog_numbers(path) <= listed
     if pointers == 0:
         assert vlogs(path) == []
 

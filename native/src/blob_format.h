@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "coding.h"
+#include "ltr_int.h"
 
 #define VLOG_MAGIC "LTRVLOG1"
 #define VLOG_VERSION 1
@@ -46,6 +47,36 @@ static inline void blob_ptr_decode(const uint8_t *p, blob_ptr *b)
 static inline uint64_t blob_record_size(uint32_t klen, uint32_t vlen)
 {
     return 4 + varint_len(klen) + varint_len(vlen) + (uint64_t)klen + vlen;
+}
+
+/* One record at p[0, avail): 1 with its fields when it is whole and its checksum holds, 0
+ * when it runs past avail (read more), -1 when it is not a record. */
+typedef struct vlog_record {
+    const uint8_t *key, *value;
+    uint32_t klen, vlen;
+    uint64_t size;
+} vlog_record;
+
+static inline int vlog_record_parse(const uint8_t *p, size_t avail, vlog_record *r)
+{
+    uint64_t kl, vl;
+    size_t a, c;
+    if (avail < 6)
+        return 0;
+    if (!(a = get_varint(p + 4, p + avail, &kl)) || !(c = get_varint(p + 4 + a, p + avail, &vl)))
+        return avail >= VLOG_RECORD_MAX_HEADER ? -1 : 0;
+    if (kl > LTR_MAX_KEY || vl > LTR_MAX_VALUE)
+        return -1;
+    r->size = 4 + a + c + kl + vl;
+    if (r->size > avail)
+        return 0;
+    if (get_u32(p) != ltr_crc32c(0, p + 4, (size_t)r->size - 4))
+        return -1;
+    r->key = p + 4 + a + c;
+    r->klen = (uint32_t)kl;
+    r->value = r->key + kl;
+    r->vlen = (uint32_t)vl;
+    return 1;
 }
 
 #endif

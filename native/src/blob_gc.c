@@ -5,7 +5,7 @@
  * stay. So a worker looks at the value logs below the memtables' floor, oldest first: it looks
  * the keys of a file's first records up (GC_SAMPLE bytes), and when less than BLOB_GC_RATIO of
  * those bytes are their keys' newest versions, it reads the file through and writes again each
- * record that still is (rewrite_current: checked and written under the writer's lock), then
+ * record that still is (batch_flush: checked and written under the writer's lock), then
  * syncs the log. The file is then relocated: every pointer to it left in a table is shadowed
  * (reads never follow one), and it goes two checkpoints later (blob.c, blobset_unheld). A
  * file found mostly live is looked at again once as much was written to value logs. Only with
@@ -42,142 +42,81 @@ int blob_gc_due(const ltr_store *s)
                            __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED), &number);
 }
 
-/* The records read so far, as a batch, and where each was. */
+/* 1 when the key's newest item is the pointer ptr (20 bytes), 0 when not, <0 on error. */
+static int is_current(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr)
+{
+    uint8_t now[BLOB_POINTER_SIZE];
+    int r = store_newest_pointer(s, key, klen, now);
+    return r <= 0 ? r : !memcmp(now, ptr, BLOB_POINTER_SIZE);
+}
+
+/* The records read so far, as a batch (items), where each was (ptrs: 20 bytes apiece), and
+ * the file offset of the first. */
 typedef struct gc_batch {
-    ltr_buf keys, values, koffs, voffs, ptrs, scratch;
-    size_t n;
-    uint64_t first; /* the file offset of its first record */
+    ltr_items items, kept; /* kept: those still current, written again */
+    ltr_buf ptrs;
+    uint64_t first;
 } gc_batch;
 
-static void batch_reset(gc_batch *b)
+static int batch_reset(gc_batch *b)
 {
-    int64_t zero = 0;
-    b->keys.len = b->values.len = b->koffs.len = b->voffs.len = b->ptrs.len = 0;
-    b->n = 0;
-    buf_append(&b->koffs, &zero, sizeof zero); /* (reserved at start: cannot fail) */
-    buf_append(&b->voffs, &zero, sizeof zero);
+    b->ptrs.len = 0;
+    return items_reset(&b->items);
 }
 
 static void batch_free(gc_batch *b)
 {
-    ltr_buf_free(&b->keys);
-    ltr_buf_free(&b->values);
-    ltr_buf_free(&b->koffs);
-    ltr_buf_free(&b->voffs);
+    ltr_items_free(&b->items);
+    ltr_items_free(&b->kept);
     ltr_buf_free(&b->ptrs);
-    ltr_buf_free(&b->scratch);
 }
 
-static int batch_add(gc_batch *b, const uint8_t *key, uint32_t klen, const uint8_t *val,
-                     uint32_t vlen, const blob_ptr *where)
+static int batch_add(gc_batch *b, const vlog_record *r, const blob_ptr *where)
 {
     uint8_t ptr[BLOB_POINTER_SIZE];
     blob_ptr_encode(ptr, where);
-    int rc = buf_append(&b->keys, key, klen);
-    if (!rc)
-        rc = buf_append(&b->values, val, vlen);
-    int64_t ko = (int64_t)b->keys.len, vo = (int64_t)b->values.len;
-    if (!rc)
-        rc = buf_append(&b->koffs, &ko, sizeof ko);
-    if (!rc)
-        rc = buf_append(&b->voffs, &vo, sizeof vo);
-    if (!rc)
-        rc = buf_append(&b->ptrs, ptr, sizeof ptr);
-    if (!rc)
-        b->n++;
-    return rc;
+    if (!b->items.n)
+        b->first = where->offset;
+    int rc = items_push(&b->items, &(item_view){.key = r->key, .klen = r->klen,
+                                                .value = r->value, .vlen = r->vlen});
+    return rc ? rc : buf_append(&b->ptrs, ptr, sizeof ptr);
 }
 
-/* Of n items read from a value log (ptrs: where each was, 20 bytes apiece), writes again those
- * whose key's newest item is still that pointer, as one batch under the writer's lock (so no
- * write comes between the check and the write); *written of them. LTR_EAGAIN, writing nothing,
- * when the memtables are full: it never waits for a flush (its worker may be the one to do it).
- * scratch: a buffer for the batch kept. */
-static int rewrite_current(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
-                           const uint8_t *vdata, const int64_t *voffs, const uint8_t *ptrs,
-                           size_t n, ltr_buf *scratch, size_t *written)
+/* Writes again the batch's records whose keys' newest items are still their pointers, as one
+ * batch under the writer's lock (so no write comes between the check and the write), and
+ * empties the batch. LTR_EAGAIN, writing nothing: it never waits, for a flush (the caller may
+ * be the worker that would do it) or for log space (a checkpoint, which close() stops); nor does
+ * it write while a load installs its tables or after a background failure (latched already). */
+static int batch_flush(ltr_store *s, gc_batch *b)
 {
-    *written = 0;
+    const ltr_items *in = &b->items;
+    if (!in->n)
+        return LTR_OK;
     pthread_mutex_lock(&s->write_mu);
-    /* Never waits, for a flush (the caller may be the worker that would do it) or for log space
-     * (a checkpoint, which close() stops); writes nothing while a load installs its tables or
-     * after a background failure (latched already). */
-    if (s->bg.error || s->blobs.gc_blocked || (s->bg.nworkers && s->mem.nimm >= MAX_IMMUTABLE) ||
-        (walset_bytes(&s->log.set) > 0 && store_log_disk_bytes(s) > store_log_disk_max())) {
-        pthread_mutex_unlock(&s->write_mu);
-        return LTR_EAGAIN;
+    int rc = items_reset(&b->kept);
+    if (!rc && (s->bg.error || s->blobs.gc_blocked ||
+                (s->bg.nworkers && s->mem.nimm >= MAX_IMMUTABLE) ||
+                (walset_bytes(&s->log.set) > 0 && store_log_disk_bytes(s) > store_log_disk_max())))
+        rc = LTR_EAGAIN;
+    const int64_t *ko = (const int64_t *)in->koffs.data, *vo = (const int64_t *)in->voffs.data;
+    for (size_t i = 0; !rc && i < in->n; i++) {
+        item_view it = {.key = in->keys.data + ko[i], .klen = (uint32_t)(ko[i + 1] - ko[i]),
+                        .value = in->values.data + vo[i], .vlen = (uint32_t)(vo[i + 1] - vo[i])};
+        int r = is_current(s, it.key, it.klen, b->ptrs.data + i * BLOB_POINTER_SIZE);
+        rc = r < 0 ? r : r ? items_push(&b->kept, &it) : LTR_OK;
     }
-    int rc;
-    /* the items still current, packed into scratch: keys, then values, then both offsets */
-    size_t keep = 0, bytes = (size_t)(koffs[n] + voffs[n]);
-    if ((rc = buf_reserve(scratch, bytes + 8 + 16 * (n + 1)))) {
-        pthread_mutex_unlock(&s->write_mu);
-        return rc;
-    }
-    uint8_t *kd = scratch->data, *vd = kd + koffs[n];
-    int64_t *ko = (int64_t *)(kd + bytes + (8 - bytes % 8) % 8);
-    int64_t *vo = ko + n + 1;
-    ko[0] = vo[0] = 0;
-    for (size_t i = 0; !rc && i < n; i++) {
-        uint8_t now[BLOB_POINTER_SIZE];
-        int64_t kl = koffs[i + 1] - koffs[i], vl = voffs[i + 1] - voffs[i];
-        int r = store_newest_pointer(s, kdata + koffs[i], (uint32_t)kl, now);
-        if (r < 0)
-            rc = r;
-        if (r <= 0 || memcmp(now, ptrs + i * BLOB_POINTER_SIZE, BLOB_POINTER_SIZE))
-            continue;
-        memcpy(kd + ko[keep], kdata + koffs[i], (size_t)kl);
-        memcpy(vd + vo[keep], vdata + voffs[i], (size_t)vl);
-        ko[keep + 1] = ko[keep] + kl;
-        vo[keep + 1] = vo[keep] + vl;
-        keep++;
-    }
-    uint64_t file = 0, end = 0;
+    uint64_t file, end;
     int swapped = 0;
-    if (!rc && keep)
-        rc = store_write_locked(s, kd, ko, vd, vo, NULL, keep, &file, &end, &swapped);
+    const ltr_items *k = &b->kept;
+    if (!rc && k->n)
+        rc = store_write_locked(s, k->keys.data, (const int64_t *)k->koffs.data, k->values.data,
+                                (const int64_t *)k->voffs.data, NULL, k->n, &file, &end,
+                                &swapped);
     pthread_mutex_unlock(&s->write_mu);
     if (swapped)
         store_wake_background(s);
-    *written = rc ? 0 : keep;
-    return rc;
-}
-
-/* Writes the batch's still-current records again; 0, or LTR_EAGAIN when the memtables are
- * full (the step ends there and the file is picked again later). */
-static int batch_flush(ltr_store *s, gc_batch *b)
-{
-    size_t written = 0;
-    int rc = b->n ? rewrite_current(s, b->keys.data, (const int64_t *)b->koffs.data,
-                                          b->values.data, (const int64_t *)b->voffs.data,
-                                          b->ptrs.data, b->n, &b->scratch, &written)
-                  : LTR_OK;
-    batch_reset(b);
-    return rc;
-}
-
-/* Parses one record at buf[0..avail): its size in *size, 0 when it runs past avail (read
- * more), <0 when it is not a record. */
-static int parse_record(const uint8_t *buf, size_t avail, item_view *it, uint64_t *size)
-{
-    uint64_t kl, vl;
-    size_t a, c;
-    if (avail < 6)
-        return 0;
-    if (!(a = get_varint(buf + 4, buf + avail, &kl)) || !(c = get_varint(buf + 4 + a, buf + avail, &vl)))
-        return avail >= VLOG_RECORD_MAX_HEADER ? -1 : 0;
-    if (kl > LTR_MAX_KEY || vl > LTR_MAX_VALUE)
-        return -1;
-    *size = 4 + a + c + kl + vl;
-    if (*size > avail)
-        return 0;
-    if (get_u32(buf) != ltr_crc32c(0, buf + 4, (size_t)*size - 4))
-        return -1;
-    it->key = buf + 4 + a + c;
-    it->klen = (uint32_t)kl;
-    it->value = it->key + kl;
-    it->vlen = (uint32_t)vl;
-    return 1;
+    int reset = batch_reset(b);
+    return rc ? rc : reset;
 }
 
 /* Parses the records of chunk[0, got) (file offset `off`) into the batch, writing it whenever
@@ -189,19 +128,16 @@ static int parse_chunk(ltr_store *s, uint64_t number, const uint8_t *chunk, size
     *used = 0;
     *stop = 0;
     for (;;) {
-        item_view it;
-        uint64_t size;
-        int r = parse_record(chunk + *used, got - *used, &it, &size);
-        if (r <= 0) {
-            *stop = r < 0;
+        vlog_record r;
+        int p = vlog_record_parse(chunk + *used, got - *used, &r);
+        if (p <= 0) {
+            *stop = p < 0;
             return LTR_OK;
         }
-        if (!b->n)
-            b->first = off + *used;
-        blob_ptr where = {number, off + *used, it.vlen};
-        int rc = batch_add(b, it.key, it.klen, it.value, it.vlen, &where);
-        *used += (size_t)size;
-        if (!rc && (b->values.len >= GC_BATCH_BYTES || b->n >= GC_BATCH_ITEMS))
+        blob_ptr where = {number, off + *used, r.vlen};
+        int rc = batch_add(b, &r, &where);
+        *used += (size_t)r.size;
+        if (!rc && (b->items.values.len >= GC_BATCH_BYTES || b->items.n >= GC_BATCH_ITEMS))
             rc = batch_flush(s, b);
         if (rc)
             return rc;
@@ -215,10 +151,8 @@ static int relocate(ltr_store *s, uint64_t number, uint64_t *off)
     gc_batch b = {0};
     ltr_buf chunk = {0};
     int rc = buf_reserve(&chunk, GC_CHUNK);
-    if (!rc && !(rc = buf_reserve(&b.koffs, 8)))
-        rc = buf_reserve(&b.voffs, 8);
     if (!rc)
-        batch_reset(&b);
+        rc = batch_reset(&b);
     while (!rc) {
         size_t got, used;
         int stop;
@@ -258,19 +192,17 @@ static int sample(ltr_store *s, uint64_t number, double *live)
     if (rc == LTR_EINVAL) /* gone meanwhile: nothing to move */
         rc = LTR_OK, got = 0;
     while (!rc) {
-        item_view it;
-        uint64_t size;
-        uint8_t now[BLOB_POINTER_SIZE], was[BLOB_POINTER_SIZE];
-        if (parse_record(chunk.data + used, got - used, &it, &size) <= 0)
+        vlog_record r;
+        uint8_t was[BLOB_POINTER_SIZE];
+        if (vlog_record_parse(chunk.data + used, got - used, &r) <= 0)
             break;
-        blob_ptr_encode(was, &(blob_ptr){number, VLOG_HEADER_SIZE + used, it.vlen});
-        int r = store_newest_pointer(s, it.key, it.klen, now);
-        if (r < 0)
-            rc = r;
-        else if (r && !memcmp(now, was, sizeof now))
-            current += size;
-        total += size;
-        used += (size_t)size;
+        blob_ptr_encode(was, &(blob_ptr){number, VLOG_HEADER_SIZE + used, r.vlen});
+        int cur = is_current(s, r.key, r.klen, was);
+        if (cur < 0)
+            rc = cur;
+        current += cur > 0 ? r.size : 0;
+        total += r.size;
+        used += (size_t)r.size;
     }
     ltr_buf_free(&chunk);
     *live = total ? (double)current / (double)total : 1.0;

@@ -290,24 +290,18 @@ int blobset_open_all(blobset *b, uint64_t *max_number)
 
 /* ---- reading ---- */
 
-/* Checks a record's bytes against the pointer and key; the value's offset in *voff. */
+/* Checks a record's bytes (size of them, from the pointer) against the pointer and key; the
+ * value's offset in *voff. */
 static int record_check(const uint8_t *rec, uint64_t size, const blob_ptr *ptr,
                         const uint8_t *key, uint32_t klen, const char *path, size_t *voff)
 {
-    uint64_t kl, vl;
-    const uint8_t *end = rec + size;
-    size_t a = 0, c = 0;
-    int ok = get_u32(rec) == ltr_crc32c(0, rec + 4, size - 4);
-    if (ok && (a = get_varint(rec + 4, end, &kl)) && (c = get_varint(rec + 4 + a, end, &vl)))
-        ok = kl == klen && vl == ptr->vlen && 4 + a + c + kl + vl == size &&
-             (!klen || !memcmp(rec + 4 + a + c, key, klen));
-    else
-        ok = 0;
-    if (!ok)
+    vlog_record r;
+    if (vlog_record_parse(rec, (size_t)size, &r) != 1 || r.size != size || r.klen != klen ||
+        r.vlen != ptr->vlen || (klen && memcmp(r.key, key, klen)))
         return ltr_fail(LTR_ECORRUPT, "%s: the value-log record at offset %llu does not match "
                         "its pointer (checksum, key or length)", path,
                         (unsigned long long)ptr->offset);
-    *voff = 4 + a + c + klen;
+    *voff = (size_t)(r.value - rec);
     return LTR_OK;
 }
 
