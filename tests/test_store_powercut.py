@@ -231,40 +231,28 @@ def scratch(tmp_path):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_power_cut_at_chosen_syncs(scratch, library):
-    """The power goes at chosen syncs of the store's files (POWERCUT_AT): each directory sync
-    and the sync after it (log rotations: the old log's sync and the new log's name; the end of
-    the checkpoints of flush() calls), and 12 more spread over the run, which syncs 30% of its
-    writes and starts a new log every 32 memtables of 1500 bytes. Background checkpoints are
-    off, so that runs make nearly the same syncs. Every cut also keeps random parts of what was
-    appended since the last syncs. Each must leave a store that reopens with every acknowledged
-    synced write and a prefix of the rest."""
+def cuts_at_chosen_syncs(scratch, library, opts, cfg, store_sync, pick, verify=False):
+    """Runs the writer once whole to trace its syncs, then again for each sync `pick(syncs)`
+    names (POWERCUT_AT), each cut keeping random parts of what was appended since the last
+    syncs: each must leave a store that reopens with every acknowledged synced write and a
+    prefix of the rest (with verify, a store that verify() finds sound too)."""
     script = scratch / "writer.py"
     script.write_text(WRITER)
     path, fresh, shadow = (str(scratch / x) for x in ("db", "fresh", "shadow"))
-    opts = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500,
-                checkpoint_interval=3600)
     with lsmtrie.open(fresh, **opts):
         pass
-    n, gen = 700, {"p_sync": 0.3}
-    ops = gen_ops(21, n, tag=b"C", **gen)
-    cfg = {"seed": 21, "n": n, "tag": "C", "open": opts, "gen": gen, "flush_every": 150,
-           "hooks": {"ltr_test_checkpoint_policy": [1e9, 1 << 50]}}
+    ops = gen_ops(cfg["seed"], cfg["n"], tag=cfg["tag"].encode(), **cfg["gen"])
 
     def run(at):
         shutil.rmtree(path, ignore_errors=True)
         shutil.copytree(fresh, path)
-        return run_writer(script, path, cfg, ops, False,
+        return run_writer(script, path, dict(cfg, open=opts), ops, store_sync,
                           env=powercut.env(_env(), library, [path], shadow, at=at))
 
     assert run(None).finished
     syncs = powercut.trace(shadow)
-    rotations = [i for i, kind, p in syncs if kind == "d"]
-    assert len(syncs) > 300 and len(rotations) >= 4, (len(syncs), rotations)
-    points = {at for i in rotations for at in (i, i + 1)}
-    points |= {1 + k * (len(syncs) - 1) // 11 for k in range(12)}
-    tears = random.Random(21)
-    for at in sorted(points):
+    tears = random.Random(cfg["seed"])
+    for at in sorted(pick(syncs)):
         r = run(at)
         if r.finished:  # a run whose checkpoints found a few tables fewer alive: the count
             # varies with the background's timing (up to 22 of 880 in one CI run)
@@ -278,6 +266,31 @@ def test_power_cut_at_chosen_syncs(scratch, library):
             f"cut at sync {at} of {len(syncs)} (acked {r.acked}, last synced "
             f"{r.synced_acked}): no prefix in [{lo}, {hi}]; "
             + describe_mismatch({}, ops, state, lo, hi))
+        if verify:
+            with lsmtrie.open(path) as db:  # every pointer leads to its record
+                db.verify()
+
+
+def test_power_cut_at_chosen_syncs(scratch, library):
+    """The power goes at chosen syncs of the store's files (POWERCUT_AT): each directory sync
+    and the sync after it (log rotations: the old log's sync and the new log's name; the end of
+    the checkpoints of flush() calls), and 12 more spread over the run, which syncs 30% of its
+    writes and starts a new log every 32 memtables of 1500 bytes. Background checkpoints are
+    off, so that runs make nearly the same syncs. Every cut also keeps random parts of what was
+    appended since the last syncs. Each must leave a store that reopens with every acknowledged
+    synced write and a prefix of the rest."""
+    opts = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500,
+                checkpoint_interval=3600)
+    cfg = {"seed": 21, "n": 700, "tag": "C", "gen": {"p_sync": 0.3}, "flush_every": 150,
+           "hooks": {"ltr_test_checkpoint_policy": [1e9, 1 << 50]}}
+
+    def pick(syncs):
+        rotations = [i for i, kind, p in syncs if kind == "d"]
+        assert len(syncs) > 300 and len(rotations) >= 4, (len(syncs), rotations)
+        points = {at for i in rotations for at in (i, i + 1)}
+        return points | {1 + k * (len(syncs) - 1) // 11 for k in range(12)}
+
+    cuts_at_chosen_syncs(scratch, library, opts, cfg, False, pick)
 
 
 @pytest.mark.parametrize("store_sync", [False, True], ids=["sync_writes", "sync_store"])
@@ -288,47 +301,21 @@ def test_power_cut_at_chosen_syncs_with_value_logs(scratch, library, store_sync)
     20 more, each keeping random parts of what was appended since the last syncs, so value logs
     lose records that logs point to. Every read of the reopened store succeeds (no
     CorruptionError) and it holds every acknowledged synced write and a prefix of the rest."""
-    script = scratch / "writer.py"
-    script.write_text(WRITER)
-    path, fresh, shadow = (str(scratch / x) for x in ("db", "fresh", "shadow"))
     opts = dict(table_buckets=16, node_tables=2, levels=3, memtable_bytes=1500,
                 checkpoint_interval=3600, sync=store_sync)
-    with lsmtrie.open(fresh, **opts):
-        pass
-    n, gen = 300, {"p_sync": 0.0 if store_sync else 0.3, "vmax": 20000, "nkeys": 120}
-    ops = gen_ops(23, n, tag=b"V", **gen)
-    cfg = {"seed": 23, "n": n, "tag": "V", "open": opts, "gen": gen, "flush_every": 70,
+    cfg = {"seed": 23, "n": 300, "tag": "V", "flush_every": 70,
+           "gen": {"p_sync": 0.0 if store_sync else 0.3, "vmax": 20000, "nkeys": 120},
            "hooks": {"ltr_test_checkpoint_policy": [1e9, 1 << 50],
                      "ltr_test_blob_file_bytes": 1 << 16}}
 
-    def run(at):
-        shutil.rmtree(path, ignore_errors=True)
-        shutil.copytree(fresh, path)
-        return run_writer(script, path, cfg, ops, store_sync,
-                          env=powercut.env(_env(), library, [path], shadow, at=at))
+    def pick(syncs):
+        vlogs = {p for _, _, p in syncs if p.endswith(".vlog")}
+        assert len(vlogs) > 10, vlogs  # value logs came and went
+        rotations = [i for i, kind, p in syncs if kind == "d"]
+        points = {at for i in rotations[::max(1, len(rotations) // 12)] for at in (i, i + 1)}
+        return points | {1 + k * (len(syncs) - 1) // 19 for k in range(20)}
 
-    assert run(None).finished
-    syncs = powercut.trace(shadow)
-    vlogs = {p for _, _, p in syncs if p.endswith(".vlog")}
-    assert len(vlogs) > 10, vlogs  # value logs came and went
-    rotations = [i for i, kind, p in syncs if kind == "d"]
-    points = {at for i in rotations[::max(1, len(rotations) // 12)] for at in (i, i + 1)}
-    points |= {1 + k * (len(syncs) - 1) // 19 for k in range(20)}
-    tears = random.Random(23)
-    for at in sorted(points):
-        r = run(at)
-        if r.finished:  # (the count of syncs varies a little with the background's timing)
-            assert at > len(syncs) - max(20, len(syncs) // 20), (at, len(syncs))
-            continue
-        powercut.apply_image(shadow, [path], tears)
-        state = read_state(path)
-        lo, hi = r.synced_acked + 1, r.acked + 2
-        assert matching_prefix({}, ops, state, lo, hi), (
-            f"cut at sync {at} of {len(syncs)} (acked {r.acked}, last synced "
-            f"{r.synced_acked}): no prefix in [{lo}, {hi}]; "
-            + describe_mismatch({}, ops, state, lo, hi))
-        with lsmtrie.open(path) as db:  # every pointer leads to its record
-            db.verify()
+    cuts_at_chosen_syncs(scratch, library, opts, cfg, store_sync, pick, verify=True)
 
 
 @pytest.mark.parametrize("store_sync", [False, True], ids=["sync_writes", "sync_store"])
