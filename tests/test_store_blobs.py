@@ -1047,6 +1047,14 @@ def no_faults():
 QUIET = dict(table_buckets=64, checkpoint_interval=3600)  # nothing flushed
 
 
+def put_mixed(db, model, prefix, large):
+    """Ten puts, alternately of 10 bytes and `large` bytes (a value log's), into db and model."""
+    for i in range(10):
+        k = prefix + b"%d" % i
+        model[k] = val(k, large if i % 2 else 10)
+        db.put(k, model[k])
+
+
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
 @pytest.mark.parametrize("after", [0, 1])
 @isolated()
@@ -1059,10 +1067,7 @@ def test_failed_value_log_write(tmp_path, after, err):
     model = {}
     db = lsmtrie.open(path, **QUIET)
     try:
-        for i in range(10):
-            k = b"pre%d" % i
-            model[k] = val(k, 5000 if i % 2 else 10)
-            db.put(k, model[k])
+        put_mixed(db, model, b"pre", 5000)
         name = vlogs(path)[-1]
         size = os.path.getsize(os.path.join(path, name))
         failed = []
@@ -1087,10 +1092,7 @@ def test_failed_value_log_write(tmp_path, after, err):
             if after == 0:
                 assert os.path.getsize(os.path.join(path, name)) == size
         check(db, model, absent=failed)
-        for i in range(10):
-            k = b"post%d" % i
-            model[k] = val(k, 6000 if i % 2 else 10)
-            db.put(k, model[k])
+        put_mixed(db, model, b"post", 6000)
         check(db, model, absent=failed)
     finally:
         db.close()
@@ -1110,10 +1112,7 @@ def test_failed_value_log_fsync(tmp_path):
     model = {}
     db = lsmtrie.open(path, **QUIET)
     try:
-        for i in range(10):
-            k = b"pre%d" % i
-            model[k] = val(k, 5000 if i % 2 else 10)
-            db.put(k, model[k])
+        put_mixed(db, model, b"pre", 5000)
         db.put(b"synced", val(b"synced", 5000), sync=True)
         model[b"synced"] = val(b"synced", 5000)
         db.put(b"large-unsynced", val(b"lu", 5000))  # the value log has bytes to sync
