@@ -21,6 +21,7 @@ from .htable import BuildStats, HTable, HTableBuilder, Lookup, TableOptions, bui
 from .store import Store, WriteBatch, open  # noqa: A001 - lsmtrie.open is the API
 from .bulk import load
 from .export import dump
+from .serve import Server, memcached_item, memcached_split
 
 __version__ = "0.1.0"
 
@@ -35,7 +36,7 @@ MAX_VALUE_BYTES = _binding.lib.LTR_MAX_VALUE
 
 __all__ = [
     "BUCKET_SIZE", "BUCKET_PAYLOAD", "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
-    "open", "Store", "WriteBatch", "load", "dump",
+    "open", "Store", "WriteBatch", "load", "dump", "Server", "memcached_item", "memcached_split",
     "BuildStats", "HTable", "HTableBuilder", "Lookup", "TableOptions", "build_htable",
     "ClosedError", "CorruptionError", "DiskFullError", "Error", "InvalidArgumentError",
     "ItemTooLargeError", "LockError", "ReadOnlyError", "StorageError", "VersionError",

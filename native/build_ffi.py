@@ -12,7 +12,7 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-HEADERS = [HERE / "include" / name for name in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_htable.h", "lsmtrie_testing.h")]
+HEADERS = [HERE / "include" / name for name in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_htable.h", "lsmtrie_serve.h", "lsmtrie_testing.h")]
 SOURCES = sorted((HERE / "src").glob("*.c"))
 
 
@@ -37,7 +37,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "lsmtrie._native",
-    '#include "lsmtrie_testing.h"\n#include "lsmtrie_load.h"',
+    '#include "lsmtrie_testing.h"\n#include "lsmtrie_load.h"\n#include "lsmtrie_serve.h"',
     sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
     include_dirs=[str(HERE / "include"), str(HERE / "src")],
     extra_compile_args=["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE, *FRAMES],

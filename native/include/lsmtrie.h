@@ -111,6 +111,13 @@ void ltr_items_free(ltr_items *it);
 #define LTR_OPT_MEMTABLE_BYTES 32
 #define LTR_OPT_HASH_SEED 64
 #define LTR_OPT_GC_THRESHOLD 128
+#define LTR_OPT_VALUE_FORMAT 256
+
+/* What a store's values are (ltr_store_opts.value_format), recorded for the tools that read
+ * them: the store itself never looks inside a value. */
+#define LTR_VALUE_RAW 0       /* the bytes the caller wrote */
+#define LTR_VALUE_MEMCACHED 1 /* a memcached item: its 32-bit flags (little-endian), then its
+                                 data (`lsmtrie serve`, docs/format/manifest.md) */
 
 typedef struct ltr_store_opts {
     uint32_t given;              /* LTR_OPT_* bits */
@@ -125,6 +132,7 @@ typedef struct ltr_store_opts {
     uint32_t hash_seed;          /* default: drawn at random when the store is created */
     double gc_threshold;         /* last-level garbage ratio that triggers its GC; default
                                     LTR_DEFAULT_GC_THRESHOLD */
+    uint32_t value_format;       /* LTR_VALUE_*; default LTR_VALUE_RAW */
     int create;                  /* create the store when it does not exist */
     int read_only;               /* open for reading only; takes no lock */
     int sync;                    /* default durability of writes: fdatasync before returning */
