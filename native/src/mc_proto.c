@@ -13,7 +13,7 @@
 
 #define BATCH_ITEMS 1024           /* sets gathered into one store write, at most... */
 #define BATCH_BYTES (4u << 20)     /* ...and about this many bytes of them */
-#define FLAGS_BYTES 4              /* a memcached item's flags, before its data */
+#define FLAGS_BYTES LTR_MEMCACHED_FLAGS_BYTES /* a memcached item's flags, before its data */
 
 const char MC_TOO_MANY[] = "SERVER_ERROR too many open connections\r\n";
 

@@ -19,7 +19,7 @@
 
 #define DEFAULT_THREADS 2
 #define DEFAULT_MAX_CONNECTIONS 1024
-#define READ_CHUNK (64u << 10)   /* the least room a read gets */
+#define READ_CHUNK (16u << 10)   /* the least room a read gets (a connection starts with it) */
 #define READ_ROUND (1u << 20)    /* bytes read from one connection before others get a turn */
 #define KEEP_BUFFER (1u << 20)   /* an idle connection's buffers shrink back under this */
 #define EVENTS 64
