@@ -636,6 +636,14 @@ int mc_process(mc_shared *sh, mc_conn *c)
     return rc ? rc : more;
 }
 
+void mc_conn_trim(mc_conn *c, size_t keep)
+{
+    ltr_buf *bufs[] = {&c->val, &c->batch.keys, &c->batch.values};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]->cap > keep && bufs[i]->len == 0)
+            ltr_buf_free(bufs[i]);
+}
+
 void mc_conn_free(mc_conn *c)
 {
     ltr_buf_free(&c->in);

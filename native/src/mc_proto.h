@@ -62,6 +62,9 @@ int mc_process(mc_shared *sh, mc_conn *c);
 void mc_stats_snapshot(mc_shared *sh, ltr_server_stats *out);
 /* A one-line error reply for a connection the server turns away. */
 extern const char MC_TOO_MANY[];
+/* Frees the buffers of an idle connection (between requests) that grew past keep bytes: a
+ * 16 MiB value once read must not stay with every connection that read one. */
+void mc_conn_trim(mc_conn *c, size_t keep);
 void mc_conn_free(mc_conn *c);
 
 #endif

@@ -155,8 +155,11 @@ static void conn_work(loop *l, conn *c)
         conn_close(l, c);
         return;
     }
-    if (c->mc.in.len == 0 && c->mc.in.cap > KEEP_BUFFER)
-        ltr_buf_free(&c->mc.in);
+    if (c->mc.in.len == 0) { /* idle: what grew for a large value goes back */
+        if (c->mc.in.cap > KEEP_BUFFER)
+            ltr_buf_free(&c->mc.in);
+        mc_conn_trim(&c->mc, KEEP_BUFFER);
+    }
     if (conn_watch(l, c, EPOLLIN | EPOLLRDHUP))
         conn_close(l, c);
 }
