@@ -19,7 +19,8 @@ import lsmtrie._native
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "native" / "src"
 HEADERS = [ROOT / "native" / "include" / h
-           for h in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_htable.h", "lsmtrie_testing.h")]
+           for h in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_route.h", "lsmtrie_htable.h",
+                     "lsmtrie_testing.h")]
 DEFINITION = re.compile(r"^(?!static)[A-Za-z_][\w \*]*?\b(\w+)\(([^;{]*?)\)\s*\{", re.M | re.S)
 
 
@@ -111,7 +112,7 @@ def test_the_package_imports_and_opens_a_store_without_the_test_and_bench_packag
     code = textwrap.dedent(f"""
         import importlib.abc, sys
         HIDDEN = {{"pybloomfilter", "mmh3", "pytest", "hypothesis", "plyvel", "rocksdict",
-                   "matplotlib"}}
+                   "matplotlib", "pymemcache", "yaml"}}
         class Hide(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in HIDDEN:
@@ -120,7 +121,8 @@ def test_the_package_imports_and_opens_a_store_without_the_test_and_bench_packag
             if name.split(".")[0] in HIDDEN:
                 del sys.modules[name]
         sys.meta_path.insert(0, Hide())
-        import lsmtrie, lsmtrie.cli, lsmtrie.demo, lsmtrie.hashing, lsmtrie.htable
+        import lsmtrie, lsmtrie.cli, lsmtrie.demo, lsmtrie.hashing, lsmtrie.htable, lsmtrie.route
+        assert lsmtrie.Route("fnv1a_64", "ketama", 3).shard_of([b"a"]).tolist() == [0]
         with lsmtrie.open({str(tmp_path / "db")!r}) as db:
             db.put_many([b"a", b"b"], [b"1", b"2"])
             assert db.get(b"b") == b"2"
