@@ -422,10 +422,122 @@ def test_files_copied_by_libmemcached_tools_through_nutcracker(memcached, tmp_pa
         where_keys_landed(memcached, keys)
 
 
+# ---- lsmtrie load --shard I/N --route ----
+
+def cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "lsmtrie", "load", *map(str, args)],
+                          capture_output=True, env=env, timeout=300)
+
+
+def contents(path) -> dict:
+    with lsmtrie.open(str(path), read_only=True) as db:
+        return dict(db.items())
+
+
+def check_shards(stores, model, route):
+    """The stores' union is the model, they are disjoint, and each holds only its shard."""
+    held = [contents(s) for s in stores]
+    assert sum(len(h) for h in held) == len(model)
+    assert {k: v for h in held for k, v in h.items()} == model
+    for i, h in enumerate(held):
+        assert h and set(route.shard_of(list(h)).tolist()) == {i}
+
+
 def items(seed, n):
     rng = random.Random(seed)
     keys = random_keys(seed, n)
     return [(k, rng.randbytes(rng.randint(0, 30))) for k in keys]
+
+
+def test_three_shards_loaded_by_the_command(tmp_path):
+    data = items(7, 4000)
+    (tmp_path / "in.tsv").write_bytes(format_items(data, "tsv"))
+    stores = [tmp_path / f"s{i}" for i in range(3)]
+    other = 0
+    for i, s in enumerate(stores):
+        r = cli(s, tmp_path / "in.tsv", "--shard", f"{i}/3", "--route", "murmur:ketama", "--json",
+                "--no-progress")
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+        assert summary["items_read"] == len(data)
+        assert summary["items_loaded"] + summary["items_other_shards"] == len(data)
+        other += summary["items_other_shards"]
+    assert other == 2 * len(data)
+    check_shards(stores, dict(data), Route("murmur", "ketama", 3))
+
+
+def test_three_shards_of_a_configured_pool_through_the_api(tmp_path):
+    conf = write(tmp_path / "n.yml", "a:\n  hash: crc32a\n  distribution: modula\n"
+                                     "  hash_tag: \"{}\"\n  servers:\n"
+                 + server_lines([11211, 11212, 11213], ["zeta", "alpha", "mid"], [3, 1, 5]))
+    data = items(8, 3000) + [(b"{same}%d" % i, b"v") for i in range(200)]
+    (tmp_path / "in.csv").write_bytes(format_items(data, "csv"))
+    stores = [tmp_path / f"s{i}" for i in range(3)]
+    for i, s in enumerate(stores):
+        lsmtrie.load(str(s), [str(tmp_path / "in.csv")], format="csv", shard=(i, 3),
+                     route=f"{conf}:a")
+    route = Route.from_config(conf)
+    check_shards(stores, dict(data), route)
+    assert len({i for i in route.shard_of([k for k, _ in data[-200:]]).tolist()}) == 1
+
+
+def test_generated_items_split_into_two_shards(tmp_path):
+    route = Route("jenkins", "modula", 2)
+    s = [lsmtrie.load(str(tmp_path / f"g{i}"), generate=20_000, shard=(i, 2), route=route)
+         for i in range(2)]
+    assert [x["items_loaded"] + x["items_other_shards"] for x in s] == [20_000, 20_000]
+    assert s[0]["items_loaded"] + s[1]["items_loaded"] == 20_000
+    for i in range(2):
+        keys = list(contents(tmp_path / f"g{i}"))
+        assert len(keys) == s[i]["items_loaded"] and set(route.shard_of(keys).tolist()) == {i}
+
+
+def test_a_shard_load_resumes_and_its_route_belongs_to_its_identity(tmp_path, monkeypatch):
+    """A load of batches killed after its checkpoints resumes to the shard's items; a resume
+    with another shard or another route is refused."""
+    monkeypatch.setattr(bulk, "CHECKPOINT_BYTES", 1)  # a checkpoint after every batch
+    data = items(9, 6000)
+    batches = [([k for k, _ in data[i:i + 500]], [v for _, v in data[i:i + 500]])
+               for i in range(0, len(data), 500)]
+
+    def killed_after(n):
+        for i, b in enumerate(batches):
+            if i == n:
+                raise KeyboardInterrupt
+            yield b
+    path, spec = str(tmp_path / "db"), "fnv1a_32:ketama"
+    with pytest.raises(KeyboardInterrupt):
+        lsmtrie.load(path, killed_after(7), shard=(1, 3), route=spec)
+    for shard, other in (((2, 3), spec), ((1, 3), "fnv1a_32:modula")):
+        with pytest.raises(lsmtrie.InvalidArgumentError, match="other arguments"):
+            lsmtrie.load(path, iter(batches), shard=shard, route=other, resume=True)
+    s = lsmtrie.load(path, iter(batches), shard=(1, 3), route=spec, resume=True)
+    route = Route.from_spec(spec, 3)
+    want = {k: v for k, v in data if route.shard_of([k])[0] == 1}
+    assert contents(path) == want
+    assert s["items_read"] == len(data) and s["items_other_shards"] == len(data) - len(want)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--shard", "1/3"], "go together"),
+    (["--route", "fnv1a_64:ketama"], "go together"),
+    (["--shard", "3/3", "--route", "fnv1a_64:ketama"], "is not I/N"),
+    (["--shard", "one/3", "--route", "fnv1a_64:ketama"], "is not I/N"),
+    (["--shard", "0/3", "--route", "fnv1a_64:random"], "cannot be computed offline"),
+    (["--shard", "0/3", "--route", "fnv1a_64"], "not HASH:DISTRIBUTION"),
+    (["--shard", "0/3", "--route", "sha1:ketama"], "neither HASH:DISTRIBUTION"),
+    (["--shard", "0/4", "--route", "CONF"], "3 servers but the load is one of 4"),
+    (["--shard", "0/3", "--route", "CONF:nopool"], "no pool 'nopool'"),
+])
+def test_bad_shard_flags_exit_2_with_one_line(tmp_path, flags, message):
+    conf = write(tmp_path / "n.yml", "p:\n  servers:\n" + server_lines([1, 2, 3], "abc", [1, 1, 1]))
+    (tmp_path / "in.tsv").write_bytes(b"k\tv\n")
+    r = cli(tmp_path / "db", tmp_path / "in.tsv", *[f.replace("CONF", conf) for f in flags])
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "db").exists()  # refused before the store was touched
 
 
 def test_select_splits_a_packed_batch_into_its_shards():
