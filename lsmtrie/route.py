@@ -12,6 +12,7 @@ Shard i is the i-th server as configured (its servers list); docs/scale-out.md "
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import numpy as np
@@ -42,13 +43,18 @@ class Route:
     def __init__(self, hash: str = "fnv1a_64", distribution: str = "ketama", shards=None, *,
                  names=None, weights=None, hash_tag: str | None = None):
         if names is None:
-            if not isinstance(shards, int) or isinstance(shards, bool):
+            if isinstance(shards, bool) or not isinstance(shards, numbers.Integral):
                 raise InvalidArgumentError("give the number of shards, or the servers' names")
-            names = shard_names(shards)
+            names = shard_names(int(shards))
         elif shards is not None and shards != len(names):
             raise InvalidArgumentError(f"{shards} shards but {len(names)} names")
+        for what, value in (("hash", hash), ("distribution", distribution), ("hash_tag", hash_tag)):
+            if not isinstance(value, str) and not (what == "hash_tag" and value is None):
+                raise InvalidArgumentError(f"{what} must be a string, not {type(value).__name__}")
         self.hash, self.distribution = hash, distribution
         self.names = tuple(str(n) for n in names)
+        if any("\0" in n for n in self.names):
+            raise InvalidArgumentError("a server's name holds a NUL character")
         self.weights = tuple(int(w) for w in weights) if weights is not None else (1,) * len(self.names)
         self.hash_tag = hash_tag or None
         if len(self.weights) != len(self.names):

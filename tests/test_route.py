@@ -157,6 +157,9 @@ def test_a_pool_of_one_sends_everything_to_it():
     (dict(hash="md5", distribution="ketama", shards=2, weights=[1, 0]), "weights must be"),
     (dict(hash="md5", distribution="ketama", shards=2, weights=[1]), "2 servers but 1 weights"),
     (dict(hash="md5", distribution="ketama", shards=2, hash_tag="{"), "not two characters"),
+    (dict(hash=b"md5", distribution="ketama", shards=2), "hash must be a string"),
+    (dict(hash="md5", distribution="ketama", names=["a\0b", "c"]), "NUL"),
+    (dict(hash="md5", distribution="ketama"), "the number of shards, or the servers' names"),
 ])
 def test_bad_pools_are_refused_with_one_clear_message(kwargs, message):
     with pytest.raises(lsmtrie.InvalidArgumentError, match=message):

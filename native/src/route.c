@@ -45,7 +45,7 @@ typedef struct server {
 } server;
 
 /* A continuum point; seq (the order points were made in) decides between equal values as the
- * proxy's sort does (glibc's qsort of that size is a stable merge sort). */
+ * proxy's qsort does with glibc (a merge sort, stable for arrays this small). */
 typedef struct point {
     uint32_t value, seq, shard;
 } point;
