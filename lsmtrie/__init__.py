@@ -23,6 +23,7 @@ from .store import Store, WriteBatch, open  # noqa: A001 - lsmtrie.open is the A
 from .bulk import load
 from .export import dump
 from .route import Route
+from .serve import Server, memcached_item, memcached_split
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,8 @@ MAX_VALUE_BYTES = _binding.lib.LTR_MAX_VALUE
 
 __all__ = [
     "BUCKET_SIZE", "BUCKET_PAYLOAD", "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
-    "open", "Store", "WriteBatch", "load", "dump", "Route",
+    "open", "Store", "WriteBatch", "load", "dump", "Route", "Server", "memcached_item",
+    "memcached_split",
     "BuildStats", "HTable", "HTableBuilder", "Lookup", "TableOptions", "build_htable",
     "ClosedError", "CorruptionError", "DiskFullError", "Error", "InvalidArgumentError",
     "ItemTooLargeError", "LockError", "ReadOnlyError", "StorageError", "VersionError",

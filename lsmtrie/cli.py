@@ -7,6 +7,7 @@ usage: lsmtrie demo [--n N] [--levels L] [--htable] [--json]
        lsmtrie dump STORE [--format tsv|csv|jsonl|lenprefix] [-o FILE]
        lsmtrie get STORE KEY / put STORE KEY VALUE / delete STORE KEY
        lsmtrie report --out DIR [--sizes 1e6,1e7,1e8] [--engines ...] [options]
+       lsmtrie serve STORE [--host 127.0.0.1] [--port 11211] [--read-only] [options]
        python -m lsmtrie demo ...
 
 Commands:
@@ -37,6 +38,11 @@ Commands:
          and RocksDB on one generated workload: report.md, results.json, results.tsv and
          figures in DIR (lsmtrie/report.py; peers and plots: pip install 'lsmtrie[report]').
          Exit status 0 done; 1 failed (one line on stderr); 2 usage.
+  serve  the store over the memcached text protocol (get, gets, set, add, replace, delete,
+         stats, version), for memcached clients and routers such as twemproxy
+         (docs/scale-out.md). Prints `lsmtrie serve: listening on HOST:PORT` once it listens;
+         SIGTERM or SIGINT closes the store cleanly. A store it creates keeps each item's
+         flags. Exit status 0 after a clean stop; 1 failed (one line on stderr); 2 usage.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from . import export
 from . import errors
 from . import bulk
 from . import report
+from . import serve
 from . import store
 
 
@@ -276,6 +283,10 @@ def main(argv=None) -> int:
                        description=report.__doc__.split("\n\n")[0])
     report.add_arguments(p)
     p.set_defaults(func=report.run_command)
+    p = sub.add_parser("serve", help="serve a store over the memcached text protocol",
+                       description=serve.__doc__.split("\n\n")[0])
+    serve.add_arguments(p)
+    p.set_defaults(func=serve.run_command)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     return args.func(args)

@@ -38,7 +38,14 @@ _OPTIONS = {
     "memtable_bytes": (lib.LTR_OPT_MEMTABLE_BYTES, int),
     "hash_seed": (lib.LTR_OPT_HASH_SEED, int),
     "gc_threshold": (lib.LTR_OPT_GC_THRESHOLD, float),
+    "value_format": (lib.LTR_OPT_VALUE_FORMAT, str),
 }
+# value_format: what the values are, for the tools that read them (the store never looks)
+VALUE_FORMATS = {"raw": lib.LTR_VALUE_RAW, "memcached": lib.LTR_VALUE_MEMCACHED}
+
+
+def _format_name(code: int) -> str:
+    return next(name for name, c in VALUE_FORMATS.items() if c == code)
 
 
 def _c_options(options: dict):
@@ -48,6 +55,13 @@ def _c_options(options: dict):
         if name not in _OPTIONS:
             raise TypeError(f"unknown option {name!r}; options are {', '.join(sorted(_OPTIONS))}")
         bit, kind = _OPTIONS[name]
+        if kind is str:
+            if value not in VALUE_FORMATS:
+                raise ValueError(f"option {name} must be one of {', '.join(VALUE_FORMATS)}, "
+                                 f"got {value!r}")
+            setattr(o, name, VALUE_FORMATS[value])
+            o.given |= bit
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
             raise TypeError(f"option {name} must be {kind.__name__}, not {type(value).__name__}")
         if value < 0 or (kind is int and value >= 2**63):
@@ -110,9 +124,13 @@ def open(path, create: bool = True, metadata_path=None, sync: bool = False, read
             4096, the values that cannot share a bucket. Not recorded: a store reads both kinds
             whatever it was opened with.
         **options: table_buckets, fill, levels, node_tables, bloom_bits_per_key, memtable_bytes,
-            hash_seed, gc_threshold. They are recorded in the store; on reopen, an option given
-            must equal the recorded value. levels=0 (the default) lets the trie deepen as the
-            data grows (`stats()["levels"]` is its depth); 1..12 fixes the depth.
+            hash_seed, gc_threshold, value_format. They are recorded in the store; on reopen,
+            an option given must equal the recorded value. levels=0 (the default) lets the trie
+            deepen as the data grows (`stats()["levels"]` is its depth); 1..12 fixes the depth.
+            value_format "raw" (the default) or "memcached" says what the values are, for the
+            tools that read them: "memcached" values are memcached items, 4 bytes of flags
+            (little-endian) and then the data, as `lsmtrie serve` keeps them
+            (`lsmtrie.memcached_item`/`memcached_split`). The store itself never looks inside.
 
     Raises:
         LockError: another process has the store open for writing.
@@ -175,6 +193,7 @@ class Store:
         eff = ffi.new("ltr_store_opts *")
         lib.ltr_store_options(out[0], eff)
         self.options = {name: getattr(eff, name) for name in _OPTIONS}
+        self.options["value_format"] = _format_name(eff.value_format)
         self.read_only, self.bulk, self.sync = bool(read_only), bool(bulk), bool(sync)
         self.direct_io = bool(direct_io)
 

@@ -13,7 +13,8 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 HEADERS = [HERE / "include" / name for name in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_route.h",
-                                                "lsmtrie_htable.h", "lsmtrie_testing.h")]
+                                                "lsmtrie_htable.h", "lsmtrie_serve.h",
+                                                "lsmtrie_testing.h")]
 SOURCES = sorted((HERE / "src").glob("*.c"))
 
 
@@ -38,7 +39,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "lsmtrie._native",
-    '#include "lsmtrie_testing.h"\n#include "lsmtrie_load.h"\n#include "lsmtrie_route.h"',
+    '#include "lsmtrie_testing.h"\n#include "lsmtrie_load.h"\n#include "lsmtrie_route.h"\n'
+    '#include "lsmtrie_serve.h"',
     sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
     include_dirs=[str(HERE / "include"), str(HERE / "src")],
     extra_compile_args=["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE, *FRAMES],

@@ -948,12 +948,14 @@ def read_log_records(data):
 
 
 def manifest_options(*, table_buckets=64, fill=0.95, levels=3, node_tables=8, bloom_bits=16,
-                     memtable_bytes=None, hash_seed=0, gc_threshold=0.5, elsewhere=False):
+                     memtable_bytes=None, hash_seed=0, gc_threshold=0.5, elsewhere=False,
+                     value_format=0):
     if memtable_bytes is None:  # one table's capacity, the store's default
         memtable_bytes = int(fill * table_buckets * PAYLOAD)
     return (b"LTRMANI1" + struct.pack("<H", 1) + varint(table_buckets) + struct.pack("<d", fill)
             + varint(levels) + varint(node_tables) + varint(bloom_bits) + varint(memtable_bytes)
-            + varint(hash_seed) + struct.pack("<d", gc_threshold) + bytes([bool(elsewhere)]))
+            + varint(hash_seed) + struct.pack("<d", gc_threshold) + bytes([bool(elsewhere)])
+            + (varint(value_format) if value_format else b""))
 
 
 def manifest_edit(ops):

@@ -18,9 +18,7 @@ import lsmtrie._native
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "native" / "src"
-HEADERS = [ROOT / "native" / "include" / h
-           for h in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_route.h", "lsmtrie_htable.h",
-                     "lsmtrie_testing.h")]
+HEADERS = sorted((ROOT / "native" / "include").glob("*.h"))
 DEFINITION = re.compile(r"^(?!static)[A-Za-z_][\w \*]*?\b(\w+)\(([^;{]*?)\)\s*\{", re.M | re.S)
 
 

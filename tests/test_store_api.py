@@ -676,7 +676,8 @@ def test_default_options(tmp_path):
     with lsmtrie.open(str(tmp_path / "db")) as db:
         o = db.options
         assert set(o) == {"table_buckets", "fill", "levels", "node_tables", "bloom_bits_per_key",
-                          "memtable_bytes", "hash_seed", "gc_threshold"}
+                          "memtable_bytes", "hash_seed", "gc_threshold", "value_format"}
+        assert o["value_format"] == "raw"
         assert o["table_buckets"] == 8191 and o["fill"] == 0.95 and o["levels"] == 0  # grows
         assert o["node_tables"] == 8 and o["bloom_bits_per_key"] == 16
         assert o["gc_threshold"] == 0.5
@@ -687,7 +688,7 @@ def test_default_options(tmp_path):
 
 def test_options_recorded_and_taken_from_store(tmp_path):
     opts = dict(table_buckets=64, fill=0.9, levels=4, node_tables=3, bloom_bits_per_key=10,
-                memtable_bytes=5000, hash_seed=12345, gc_threshold=0.25)
+                memtable_bytes=5000, hash_seed=12345, gc_threshold=0.25, value_format="memcached")
     with lsmtrie.open(str(tmp_path / "db"), **opts) as db:
         assert db.options == opts
         db.put(b"a", b"1")
@@ -713,7 +714,8 @@ def test_default_memtable_bytes_is_one_table(tmp_path):
 @pytest.mark.parametrize("name,first,other", [
     ("table_buckets", 16, 17), ("fill", 0.95, 0.9), ("levels", 3, 4), ("node_tables", 2, 3),
     ("bloom_bits_per_key", 16, 10), ("memtable_bytes", 3000, 2999), ("hash_seed", 7, 8),
-    ("gc_threshold", 0.5, 0.6),
+    ("gc_threshold", 0.5, 0.6), ("value_format", "memcached", "raw"),
+    ("value_format", "raw", "memcached"),
 ])
 def test_option_mismatch_on_reopen(tmp_path, name, first, other):
     opts = dict(TINY)
@@ -727,6 +729,18 @@ def test_option_mismatch_on_reopen(tmp_path, name, first, other):
     # the failed open left the store usable (and unlocked)
     with lsmtrie.open(str(tmp_path / "db"), **{name: first}) as db:
         assert db.options[name] == first and db.get(b"a") == b"1"
+
+
+def test_value_format_names(tmp_path):
+    with pytest.raises(ValueError, match="value_format must be one of raw, memcached"):
+        lsmtrie.open(str(tmp_path / "db"), value_format="json")
+    with pytest.raises(ValueError):
+        lsmtrie.open(str(tmp_path / "db"), value_format=1)
+    assert not (tmp_path / "db").exists() or not any((tmp_path / "db").iterdir())
+    assert lsmtrie.memcached_item(b"data", 7) == b"\x07\x00\x00\x00data"
+    assert lsmtrie.memcached_split(lsmtrie.memcached_item(b"", 2**32 - 1)) == (2**32 - 1, b"")
+    with pytest.raises(lsmtrie.CorruptionError):
+        lsmtrie.memcached_split(b"abc")
 
 
 def test_unknown_and_badly_typed_options(tmp_path):

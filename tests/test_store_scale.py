@@ -120,6 +120,23 @@ def test_manifest_option_wider_than_its_field_is_corruption(tmp_path):
     assert "options record is malformed" in msg
 
 
+def test_manifest_value_format(tmp_path):
+    for d in "abcd":
+        (tmp_path / d).mkdir()
+    fl.write_manifest(str(tmp_path / "a"), fl.manifest_options(value_format=1), [fl.manifest_edit([])])
+    with lsmtrie.open(str(tmp_path / "a"), read_only=True) as db:
+        assert db.options["value_format"] == "memcached"
+    # a value this build does not know: written by a newer one
+    fl.write_manifest(str(tmp_path / "b"), fl.manifest_options(value_format=2), [fl.manifest_edit([])])
+    with pytest.raises(lsmtrie.VersionError, match="values of format 2"):
+        lsmtrie.open(str(tmp_path / "b"), read_only=True)
+    # raw is never written: an explicit 0 is damage, as is a field that does not end the record
+    msg = _open_error(tmp_path / "c", fl.manifest_options() + b"\x00", [])
+    assert "options record is malformed" in msg
+    msg = _open_error(tmp_path / "d", fl.manifest_options(value_format=1) + b"\x01", [])
+    assert "options record is malformed" in msg
+
+
 def test_manifest_node_outside_the_trie_is_corruption(tmp_path):
     # a 3-level trie has 1 + 8 + 64 = 73 nodes; node 73 would index past its last level
     msg = _open_error(tmp_path, fl.manifest_options(levels=3), [(fl.OP_ADD_TABLE, 73, 5)])

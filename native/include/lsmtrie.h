@@ -111,6 +111,16 @@ void ltr_items_free(ltr_items *it);
 #define LTR_OPT_MEMTABLE_BYTES 32
 #define LTR_OPT_HASH_SEED 64
 #define LTR_OPT_GC_THRESHOLD 128
+#define LTR_OPT_VALUE_FORMAT 256
+
+/* What a store's values are (ltr_store_opts.value_format), recorded for the tools that read
+ * them: the store itself never looks inside a value. */
+#define LTR_VALUE_RAW 0       /* the bytes the caller wrote */
+#define LTR_VALUE_MEMCACHED 1 /* a memcached item: its 32-bit flags (little-endian), then its
+                                 data (`lsmtrie serve`, docs/format/manifest.md). A load
+                                 (ltr_load_add) into such a store adds data: each value is
+                                 stored with flags 0 */
+#define LTR_MEMCACHED_FLAGS_BYTES 4
 
 typedef struct ltr_store_opts {
     uint32_t given;              /* LTR_OPT_* bits */
@@ -125,6 +135,7 @@ typedef struct ltr_store_opts {
     uint32_t hash_seed;          /* default: drawn at random when the store is created */
     double gc_threshold;         /* last-level garbage ratio that triggers its GC; default
                                     LTR_DEFAULT_GC_THRESHOLD */
+    uint32_t value_format;       /* LTR_VALUE_*; default LTR_VALUE_RAW */
     int create;                  /* create the store when it does not exist */
     int read_only;               /* open for reading only; takes no lock */
     int sync;                    /* default durability of writes: fdatasync before returning */
@@ -307,7 +318,8 @@ int ltr_load_resume(ltr_store *s, const ltr_load_opts *o, ltr_load **out);
 int ltr_load_checkpoint(ltr_load *l, const uint8_t *position, size_t len);
 /* The position of the last checkpoint (empty before any). */
 int ltr_load_position(const ltr_load *l, ltr_buf *out);
-/* Adds a packed batch (keys and values as for ltr_store_write, no deletions). */
+/* Adds a packed batch (keys and values as for ltr_store_write, no deletions). In a store of
+ * memcached items (LTR_VALUE_MEMCACHED) each value is stored after 4 bytes of flags 0. */
 int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                  const uint8_t *vdata, const int64_t *voffs, size_t vlen_total, size_t n);
 /* Builds the tables on two threads and installs them. On failure the store is as before. */

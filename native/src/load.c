@@ -152,11 +152,24 @@ static int spill_one(ltr_load *l, uint32_t i)
 /* Appends one item to partition i: to its buffer, which is written to its file when full (an
  * item larger than the buffer goes straight to the file). The buffers have a fixed size, their
  * share of half the working memory, so they never hold more. */
+/* An item record whose value is `flags` bytes of zeros (a memcached item's flags 0, see
+ * ltr_load_add) and then val. */
+static size_t encode_item(uint8_t *p, const uint8_t *key, uint32_t kl, const uint8_t *val,
+                          uint32_t vl, uint32_t flags)
+{
+    size_t n = item_header(p, kl, flags + vl, ITEM_VALUE);
+    memcpy(p + n, key, kl);
+    memset(p + n + kl, 0, flags);
+    if (vl)
+        memcpy(p + n + kl + flags, val, vl);
+    return n + kl + flags + vl;
+}
+
 static int part_add(ltr_load *l, uint32_t i, const uint8_t *key, uint32_t kl, const uint8_t *val,
-                    uint32_t vl)
+                    uint32_t vl, uint32_t flags)
 {
     part *p = &l->parts[i];
-    size_t size = item_size(kl, vl, 0);
+    size_t size = item_size(kl, flags + vl, ITEM_VALUE);
     int rc = LTR_OK;
     if (p->buf.len + size > l->part_cap && (rc = spill_one(l, i)))
         return rc;
@@ -164,14 +177,14 @@ static int part_add(ltr_load *l, uint32_t i, const uint8_t *key, uint32_t kl, co
         uint8_t *rec = malloc(size);
         if (!rec)
             return ltr_fail(LTR_ENOMEM, "out of memory");
-        item_encode(rec, key, kl, val, vl, 0);
+        encode_item(rec, key, kl, val, vl, flags);
         rc = spill_bytes(l, i, rec, size);
         free(rec);
     } else {
         if (!p->buf.cap && !(p->buf.data = malloc(l->part_cap)))
             return ltr_fail(LTR_ENOMEM, "out of memory");
         p->buf.cap = l->part_cap;
-        p->buf.len += item_encode(p->buf.data + p->buf.len, key, kl, val, vl, 0);
+        p->buf.len += encode_item(p->buf.data + p->buf.len, key, kl, val, vl, flags);
     }
     if (!rc)
         p->items++;
@@ -187,6 +200,14 @@ int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t
     int rc = store_check_batch(koffs, klen_total, voffs, vlen_total, NULL, n, &user);
     if (rc) /* (nothing of the batch was added) */
         return rc;
+    /* A store of memcached items (value_format) holds each value after its flags: what a load
+     * adds is data, stored with flags 0, so that the store's values stay items. */
+    uint32_t flags = l->s->o.value_format == LTR_VALUE_MEMCACHED ? LTR_MEMCACHED_FLAGS_BYTES : 0;
+    for (size_t i = 0; flags && i < n; i++)
+        if (voffs[i + 1] - voffs[i] > LTR_MAX_VALUE - (int64_t)flags)
+            return ltr_fail(LTR_ETOOBIG, "value %zu is %lld bytes; the limit is %d bytes in a "
+                            "store of memcached items (their flags take 4)", i,
+                            (long long)(voffs[i + 1] - voffs[i]), LTR_MAX_VALUE - (int)flags);
     size_t i = 0;
     for (; i < n && !rc; i++) {
         const uint8_t *key = kdata + koffs[i], *val = vdata + voffs[i];
@@ -195,7 +216,7 @@ int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t
         ltr_murmur3_128(key, kl, l->s->o.hash_seed, d);
         uint64_t path = hb_trie_path(hb_from_digest(d));
         uint32_t at = l->depth ? (uint32_t)(path >> (HB_TRIE_BITS - 3 * l->depth)) : 0;
-        rc = part_add(l, at, key, kl, val, vl);
+        rc = part_add(l, at, key, kl, val, vl, flags);
     }
     /* A failure (a full disk) ends the load: its counters matter no more, but stay whole. */
     count(&l->st.items_added, rc ? i - 1 : n);

@@ -98,6 +98,8 @@ static size_t encode_options(uint8_t *p, const ltr_store_opts *o, int elsewhere)
     put_f64(p + n, o->gc_threshold);
     n += 8;
     p[n++] = (uint8_t)(elsewhere != 0);
+    if (o->value_format != LTR_VALUE_RAW) /* absent for raw values, as before it existed */
+        n += put_varint(p + n, o->value_format);
     return n;
 }
 
@@ -123,8 +125,16 @@ static int decode_options(const uint8_t *p, uint32_t len, ltr_store_opts *o, int
             goto bad;
         q += k;
     }
-    if (end - q != 9)
+    if (end - q < 9)
         goto bad;
+    uint64_t format = LTR_VALUE_RAW;
+    if (end - q > 9 && (get_varint(q + 9, end, &format) != (size_t)(end - q - 9) ||
+                        format == LTR_VALUE_RAW))
+        goto bad;
+    if (format > LTR_VALUE_MEMCACHED)
+        return ltr_fail(LTR_EVERSION, "%s: values of format %llu, this build knows %d and %d",
+                        path, (unsigned long long)format, LTR_VALUE_RAW, LTR_VALUE_MEMCACHED);
+    o->value_format = (uint32_t)format;
     for (int i = 0; i < 6; i++) /* all but memtable_bytes are 32-bit: a wider value is damage */
         if (i != 4 && v[i] > UINT32_MAX)
             goto bad;

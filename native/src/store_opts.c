@@ -56,6 +56,9 @@ int store_opts_check(const ltr_store_opts *o)
                         o->min_blob_size);
     if (!(o->gc_threshold > 0.0 && o->gc_threshold < 1.0))
         return ltr_fail(LTR_EINVAL, "gc_threshold must be in (0, 1), got %g", o->gc_threshold);
+    if (o->value_format > LTR_VALUE_MEMCACHED)
+        return ltr_fail(LTR_EINVAL, "value_format must be %d (raw) or %d (memcached), got %u",
+                        LTR_VALUE_RAW, LTR_VALUE_MEMCACHED, o->value_format);
     store_budget b;
     return store_budget_plan(o, &b);
 }
@@ -151,6 +154,7 @@ int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec)
     SAME(LTR_OPT_MEMTABLE_BYTES, memtable_bytes, "%lu");
     SAME(LTR_OPT_HASH_SEED, hash_seed, "%u");
     SAME(LTR_OPT_GC_THRESHOLD, gc_threshold, "%g");
+    SAME(LTR_OPT_VALUE_FORMAT, value_format, "%u");
 #undef SAME
     return store_opts_check(o);
 }
