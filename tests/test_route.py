@@ -1,14 +1,16 @@
 """Shard routing (lsmtrie.route over native/src/route.c): twemproxy 0.5.0's twelve hashes by
 known answers and against an independent pure-Python reading (tests/twemproxy_ref.py); whole
 pools (names, weights, hash tags, ketama and modula) against that reading; nutcracker
-configurations; and the decisive test: keys written through a real nutcracker in front of three
+configurations; and the decisive tests: keys written through a real nutcracker in front of three
 real memcached servers land on the servers Route.shard_of names, for every hash and several
-pools. Then `lsmtrie load --shard I/N --route`: shards whose union is the input, disjoint, each
+pools; shards built offline and served by lsmtrie serve behind nutcracker answer for every
+item. Then `lsmtrie load --shard I/N --route`: shards whose union is the input, disjoint, each
 key in the store its route names, resumable, and its usage errors.
 
 Needs Debian's memcached, nutcracker and libmemcached-tools and pip's pymemcache (scripts/_env.sh
 installs them when it can); without them these tests fail, saying what is missing."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -520,6 +522,39 @@ def test_a_shard_load_resumes_and_its_route_belongs_to_its_identity(tmp_path, mo
     want = {k: v for k, v in data if route.shard_of([k])[0] == 1}
     assert contents(path) == want
     assert s["items_read"] == len(data) and s["items_other_shards"] == len(data) - len(want)
+
+
+def test_shards_built_offline_are_served_behind_nutcracker(tmp_path):
+    """The contract end to end: items loaded offline into three shards (lsmtrie load --shard
+    I/N --route), each served by lsmtrie serve, are all found through a real nutcracker; and
+    items written through it land in the shards the offline function names."""
+    values = random.Random(21)
+    data = [(k, values.randbytes(values.randint(0, 40))) for k in random_keys(21, 3000, low=0x21)]
+    (tmp_path / "in.tsv").write_bytes(format_items(data, "tsv"))
+    for i in range(3):
+        r = cli(tmp_path / f"s{i}", tmp_path / "in.tsv", "--shard", f"{i}/3", "--route",
+                "murmur:ketama", "--no-progress")
+        assert r.returncode == 0, r.stderr
+    new = [k for k in random_keys(22, 1000, low=0x21) if k not in dict(data)]
+    with contextlib.ExitStack() as stack:
+        dbs = [stack.enter_context(lsmtrie.open(str(tmp_path / f"s{i}"))) for i in range(3)]
+        ports = [stack.enter_context(lsmtrie.Server(db, "127.0.0.1", 0)).address[1] for db in dbs]
+        conf = nutcracker_conf(tmp_path / "n.yml", ports, "murmur", "ketama",
+                               [f"shard{i}" for i in range(3)], [1, 1, 1], None)
+        proxy, port = start_nutcracker(conf, tmp_path)
+        try:
+            c = client(port)
+            found = {}
+            for lo in range(0, len(data), 200):
+                found.update(c.get_many([k for k, _ in data[lo:lo + 200]]))
+            c.close()
+            write_through(port, new)
+        finally:
+            stop(proxy)
+        assert found == dict(data)
+        shards = Route.from_spec("murmur:ketama", 3).shard_of(new).tolist()
+        assert [[dbs[i].get(k) is not None for i in range(3)] for k in new] == \
+            [[i == s for i in range(3)] for s in shards]
 
 
 @pytest.mark.parametrize("flags, message", [
