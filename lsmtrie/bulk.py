@@ -26,6 +26,7 @@ import numpy as np
 
 from . import errors
 from ._loader import Loader, plan_options
+from .route import resolve as resolve_route
 from .store import Store
 
 CHUNK = 8 << 20                # input bytes parsed at a time
@@ -59,6 +60,8 @@ class LoadOptions:
     resume: bool = False
     progress: bool = False
     metadata_path: str | None = None
+    shard: tuple[int, int] | None = None  # (i, n): load only what the route sends to shard i of n
+    route: object = None                  # a Route, "HASH:DISTRIBUTION" or "FILE[:POOL]"
 
     def check(self) -> None:
         if self.format not in FORMATS:
@@ -74,6 +77,24 @@ class LoadOptions:
             raise errors.InvalidArgumentError("generate must be at least 0")
         if not (0 <= self.key_size <= 65535 and 0 <= self.value_size <= 16 << 20):
             raise errors.InvalidArgumentError("key_size must be 0..65535 and value_size 0..16 MiB")
+        self._check_shard()
+
+    def _check_shard(self) -> None:
+        """shard and route come together; the route is resolved here (a configuration read and
+        checked against n) so that a bad one fails before the store is touched."""
+        if (self.shard is None) != (self.route is None):
+            raise errors.InvalidArgumentError("shard and route go together: give both or neither")
+        if self.shard is None:
+            return
+        try:
+            i, n = self.shard
+            ok = all(isinstance(x, int) and not isinstance(x, bool) for x in (i, n)) and 0 <= i < n
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise errors.InvalidArgumentError(f"shard must be (i, n) with 0 <= i < n, got {self.shard!r}")
+        self.shard = (i, n)
+        self.route = resolve_route(self.route, n)
 
 
 # ---- inputs ----
@@ -197,6 +218,8 @@ def _identity(inputs, o: LoadOptions) -> str:
             "format": o.format, "key_encoding": o.key_encoding, "value_encoding": o.value_encoding,
             "generate": o.generate, "key_size": o.key_size, "value_size": o.value_size,
             "seed": o.seed, "on_bad_line": o.on_bad_line}
+    if o.shard is not None:  # (absent otherwise: the identity of a load without them is as it was)
+        what.update(shard=list(o.shard), route=o.route.describe())
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -313,7 +336,11 @@ def load(path: str, inputs=None, **options) -> dict:
     an iterator of (keys, values) batches; or `generate=N` items from a seeded generator.
     A later item of a key beats an earlier one and the load beats what the store held; the
     store shows all of the load or none of it. `resume=True` continues a load that was killed,
-    given the same arguments."""
+    given the same arguments.
+
+    `shard=(i, n)` with `route` (a lsmtrie.route.Route, "HASH:DISTRIBUTION" over servers named
+    shard0.., or a nutcracker configuration "FILE[:POOL]" of n servers) loads only the items
+    twemproxy sends to shard i, and the summary gets items_other_shards: those it left out."""
     o = LoadOptions(**options)
     o.check()
     if o.generate is not None and inputs:
@@ -374,6 +401,33 @@ def _position(**fields) -> bytes:
     return json.dumps(fields, sort_keys=True).encode()
 
 
+class _Keep:
+    """The items of one shard of each batch (a load's shard and route): chosen in C a batch at a
+    time (GIL released) into C batches of their own, which take turns as the parser's do: one
+    being filled, one waiting, one being added."""
+
+    def __init__(self, route, shard: int):
+        from ._parse import Parser
+        self.route, self.shard = route, shard
+        self.turns = [Parser.new_items() for _ in range(3)]
+        self.k = 0
+
+    def _turn(self):
+        self.k += 1
+        return self.turns[self.k % 3]
+
+    def items(self, it):
+        """(the shard's items, how many went elsewhere) of a C batch."""
+        if not it.n:
+            return it, 0
+        kept = self.route.select_items(self.shard, it, self._turn())
+        return kept, it.n - kept.n
+
+    def packed(self, kdata, koffs, vdata, voffs, n: int):
+        kept = self.route.select_packed(self.shard, kdata, koffs, vdata, voffs, n, self._turn())
+        return kept, n - kept.n
+
+
 class _Run:
     """One load's loop: the source's batches into the loader, with checkpoints."""
 
@@ -387,20 +441,29 @@ class _Run:
         pos = self.loader.position
         self.start = json.loads(pos) if pos else {}
         self.items_read = self.start.get("items_read", 0)
+        self.others = self.start.get("items_other_shards", 0)
         self.bad_lines = self.start.get("bad_lines", 0)
         self.bad_examples: list[str] = []
         self.since_checkpoint = 0
+        self.keep = _Keep(o.route, o.shard[0]) if o.shard is not None else None
 
     @property
     def adding(self) -> bool:
         return self.loader.stats()["phase"] == "adding"
 
     def add(self, kdata, koffs, vdata, voffs, n: int, nbytes: int) -> None:
-        self.loader.add_packed(kdata, koffs, vdata, voffs, n)
-        self.count(n, nbytes)
+        if self.keep is None:
+            self.loader.add_packed(kdata, koffs, vdata, voffs, n)
+            self.count(n, nbytes)
+            return
+        kept, others = self.keep.packed(kdata, koffs, vdata, voffs, n)
+        self.loader.add_items(kept)
+        self.count(n, nbytes, others)
 
-    def count(self, n: int, nbytes: int) -> None:
+    def count(self, n: int, nbytes: int, others: int = 0) -> None:
+        """n items read (of which `others` went to other shards) from nbytes of input."""
         self.items_read += n
+        self.others += others
         self.since_checkpoint += nbytes
         if self.progress.bar is not None:
             self.progress.update(nbytes, n, self.loader.stats()["user_bytes"])
@@ -410,7 +473,7 @@ class _Run:
 
     def checkpoint(self, **where) -> None:
         self.loader.checkpoint(_position(items_read=self.items_read, bad_lines=self.bad_lines,
-                                         **where))
+                                         items_other_shards=self.others, **where))
         self.since_checkpoint = 0
 
     def finish(self) -> dict:
@@ -418,9 +481,12 @@ class _Run:
         self.loader.finish()
         st = self.loader.stats()
         self.loader.close()
-        return {"items_read": self.items_read, "items_loaded": st["items_loaded"],
-                "bad_lines": self.bad_lines, "duplicates": st["duplicates"],
-                "user_bytes": st["user_bytes"], "bad_line_examples": self.bad_examples}
+        out = {"items_read": self.items_read, "items_loaded": st["items_loaded"],
+               "bad_lines": self.bad_lines, "duplicates": st["duplicates"],
+               "user_bytes": st["user_bytes"], "bad_line_examples": self.bad_examples}
+        if self.keep is not None:
+            out["items_other_shards"] = self.others
+        return out
 
 
 def _skip(f, name: str, n: int) -> None:
@@ -439,11 +505,13 @@ def _skip(f, name: str, n: int) -> None:
         n -= len(chunk)
 
 
-def _parsed(files, o: LoadOptions, start: dict):
+def _parsed(files, o: LoadOptions, start: dict, keep: _Keep | None):
     """The inputs read a chunk at a time and parsed by the C parser (on the reader thread):
-    ("batch", items, input bytes, position after them) and, at the end of each file,
-    ("file", name, bad lines, their descriptions). Three C batches take turns: the one being
-    filled, the one waiting and the one the loader is adding."""
+    ("batch", items, items read, those routed to other shards, input bytes, position after
+    them) and, at the end of each file, ("file", name, bad lines, their descriptions). Three
+    C batches take turns: the one being filled, the one waiting and the one the loader is
+    adding. With `keep` (a shard's load) the batch holds that shard's items only, chosen here,
+    beside the parsing, while the loader adds the previous batch."""
     from ._parse import Parser
     fixed = o.format == "fixed"
     parser = Parser(o.format, o.key_encoding, o.value_encoding, o.key_size if fixed else 0,
@@ -469,9 +537,11 @@ def _parsed(files, o: LoadOptions, start: dict):
                 k += 1
                 offset += len(chunk)
                 pending, consumed = parser.position()
-                yield ("batch", it, len(chunk), dict(input=idx, offset=offset - pending,
-                                                     consumed=consumed,
-                                                     file_bad_lines=parser.bad_lines))
+                read = it.n
+                it, others = keep.items(it) if keep else (it, 0)
+                yield ("batch", it, read, others, len(chunk),
+                       dict(input=idx, offset=offset - pending, consumed=consumed,
+                            file_bad_lines=parser.bad_lines))
                 if not chunk:
                     break
         yield ("file", idx, name, parser.bad_lines, parser.bad_line_descriptions)
@@ -482,11 +552,11 @@ def _load_files(run: _Run, files, o: LoadOptions) -> None:
     records the input, the byte offset where the parser's pending record starts, and the
     records before it, so a resume reads on from exactly there."""
     first = run.start.get("input", 0)
-    for event in _pipelined(lambda: _parsed(files, o, run.start)):
+    for event in _pipelined(lambda: _parsed(files, o, run.start, run.keep)):
         if event[0] == "batch":
-            _, it, nbytes, where = event
+            _, it, read, others, nbytes, where = event
             run.loader.add_items(it)
-            run.count(it.n, nbytes)
+            run.count(read, nbytes, others)
             if nbytes and run.checkpoint_due():
                 run.checkpoint(**where)
             continue
@@ -581,13 +651,47 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true")
     p.add_argument("--metadata-path", metavar="DIR")
+    p.add_argument("--shard", metavar="I/N",
+                   help="load only the items that twemproxy (nutcracker) routes to shard I "
+                        "(0..N-1) of N; needs --route. The JSON summary then has "
+                        "items_other_shards")
+    p.add_argument("--route", metavar="SPEC",
+                   help="the routing of --shard: HASH:DISTRIBUTION (e.g. fnv1a_64:ketama, "
+                        "murmur:modula; the proxy's servers must then be named shard0 .. "
+                        "shard{N-1}, weight 1, listed in that order), or a nutcracker "
+                        "configuration FILE[:POOL] (its names, weights and hash_tag; "
+                        "shard I is its I-th server; it must have N). docs/scale-out.md")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """(i, n) from --shard's "I/N"."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise errors.InvalidArgumentError(f"--shard {text!r} is not I/N with 0 <= I < N (e.g. 0/3)")
+    return int(i), int(n)
+
+
+def _shard_route(args):
+    """(shard, route) of the command, checked: usage errors raise InvalidArgumentError."""
+    if (args.shard is None) != (args.route is None):
+        raise errors.InvalidArgumentError("--shard and --route go together: give both or neither")
+    if args.shard is None:
+        return None, None
+    shard = parse_shard(args.shard)
+    return shard, resolve_route(args.route, shard[1])
 
 
 def run_command(args) -> int:
     """Runs `lsmtrie load` for parsed args: 0 done, 1 bad input or a failed load (one line on
-    stderr, no traceback). Usage errors (2) are argparse's."""
+    stderr, no traceback). Usage errors (2) are argparse's, and ours: inputs beside
+    --generate, a bad --shard or --route."""
     if args.generate is not None and args.inputs:
         print("lsmtrie load: give INPUT files or --generate, not both", file=sys.stderr)
+        return 2
+    try:
+        shard, route = _shard_route(args)
+    except errors.Error as e:
+        print(f"lsmtrie load: {e}", file=sys.stderr)
         return 2
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
@@ -597,7 +701,7 @@ def run_command(args) -> int:
                        key_size=args.key_size, value_size=args.value_size, seed=args.seed,
                        on_bad_line=args.on_bad_line, expected_items=args.expected_items,
                        memory=args.memory, tmp=args.tmp, resume=args.resume, progress=progress,
-                       metadata_path=args.metadata_path)
+                       metadata_path=args.metadata_path, shard=shard, route=route)
     except (errors.Error, OSError, ValueError) as e:
         print(f"lsmtrie load: {e}", file=sys.stderr)
         return 1
@@ -613,8 +717,10 @@ def run_command(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        elsewhere = (f"{summary['items_other_shards']:,} for other shards, "
+                     if "items_other_shards" in summary else "")
         print(f"loaded {summary['items_loaded']:,} items ({summary['items_read']:,} read, "
-              f"{summary['duplicates']:,} duplicates, {summary['bad_lines']:,} bad lines) in "
-              f"{summary['seconds']:.1f} s: {summary['items_per_s']:,.0f} items/s, write "
+              f"{elsewhere}{summary['duplicates']:,} duplicates, {summary['bad_lines']:,} bad "
+              f"lines) in {summary['seconds']:.1f} s: {summary['items_per_s']:,.0f} items/s, write "
               f"amplification {summary['write_amplification'] or 0:.2f}")
     return 0

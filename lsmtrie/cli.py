@@ -22,7 +22,8 @@ Commands:
   stats  open the store at PATH read-only and print what it holds by level (tables, items,
          bytes) and what writing it cost (bytes written by kind, write amplification): the
          byte counters are the store's own, kept across reopens (Store.stats).
-  load   a data set into a store, straight into the trie (lsmtrie/bulk.py).
+  load   a data set into a store, straight into the trie (lsmtrie/bulk.py). With --shard I/N
+         --route SPEC only the items twemproxy routes to shard I of N (docs/scale-out.md).
   dump   every live item of a store (opened read-only) in a format load reads back; to FILE
          (compressed by its suffix .gz .bz2 .xz .zst; written whole, then renamed into place)
          or standard output. --key-encoding/--value-encoding utf8, hex or base64 (text

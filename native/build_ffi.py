@@ -1,9 +1,9 @@
 """cffi builder of lsmtrie's C core, in out-of-line API mode.
 
-The cdef is the region between the cdef markers of each public header (the store, the HTable
-component, and the hooks of tests and benchmarks), read verbatim, so the headers are the single
-description of the C API. The core is compiled with -fvisibility=hidden: only what those regions
-declare is exported from the library.
+The cdef is the region between the cdef markers of each public header (the store, bulk
+loading, shard routing, the HTable component, and the hooks of tests and benchmarks), read
+verbatim, so the headers are the single description of the C API. The core is compiled with
+-fvisibility=hidden: only what those regions declare is exported from the library.
 """
 
 import os
@@ -12,7 +12,9 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-HEADERS = [HERE / "include" / name for name in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_htable.h", "lsmtrie_serve.h", "lsmtrie_testing.h")]
+HEADERS = [HERE / "include" / name for name in ("lsmtrie.h", "lsmtrie_load.h", "lsmtrie_route.h",
+                                                "lsmtrie_htable.h", "lsmtrie_serve.h",
+                                                "lsmtrie_testing.h")]
 SOURCES = sorted((HERE / "src").glob("*.c"))
 
 
@@ -37,7 +39,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "lsmtrie._native",
-    '#include "lsmtrie_testing.h"\n#include "lsmtrie_load.h"\n#include "lsmtrie_serve.h"',
+    '#include "lsmtrie_testing.h"\n#include "lsmtrie_load.h"\n#include "lsmtrie_route.h"\n'
+    '#include "lsmtrie_serve.h"',
     sources=[str(p.relative_to(HERE.parent)) for p in SOURCES],
     include_dirs=[str(HERE / "include"), str(HERE / "src")],
     extra_compile_args=["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", *SANITIZE, *FRAMES],
