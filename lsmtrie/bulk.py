@@ -27,7 +27,7 @@ import numpy as np
 from . import errors
 from ._loader import Loader, plan_options
 from .route import resolve as resolve_route
-from .store import Store
+from .store import VALUE_FORMATS, Store
 
 CHUNK = 8 << 20                # input bytes parsed at a time
 CHECKPOINT_BYTES = 256 << 20   # input between durable points (a resume re-reads at most this)
@@ -62,6 +62,7 @@ class LoadOptions:
     metadata_path: str | None = None
     shard: tuple[int, int] | None = None  # (i, n): load only what the route sends to shard i of n
     route: object = None                  # a Route, "HASH:DISTRIBUTION" or "FILE[:POOL]"
+    value_format: str | None = None       # "memcached": the values are stored as memcached items
 
     def check(self) -> None:
         if self.format not in FORMATS:
@@ -77,6 +78,9 @@ class LoadOptions:
             raise errors.InvalidArgumentError("generate must be at least 0")
         if not (0 <= self.key_size <= 65535 and 0 <= self.value_size <= 16 << 20):
             raise errors.InvalidArgumentError("key_size must be 0..65535 and value_size 0..16 MiB")
+        if self.value_format not in (None, *VALUE_FORMATS):
+            raise errors.InvalidArgumentError(f"value_format must be one of "
+                                              f"{', '.join(VALUE_FORMATS)}, got {self.value_format!r}")
         self._check_shard()
 
     def _check_shard(self) -> None:
@@ -220,6 +224,8 @@ def _identity(inputs, o: LoadOptions) -> str:
             "seed": o.seed, "on_bad_line": o.on_bad_line}
     if o.shard is not None:  # (absent otherwise: the identity of a load without them is as it was)
         what.update(shard=list(o.shard), route=o.route.describe())
+    if o.value_format is not None:
+        what.update(value_format=o.value_format)
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -340,7 +346,11 @@ def load(path: str, inputs=None, **options) -> dict:
 
     `shard=(i, n)` with `route` (a lsmtrie.route.Route, "HASH:DISTRIBUTION" over servers named
     shard0.., or a nutcracker configuration "FILE[:POOL]" of n servers) loads only the items
-    twemproxy sends to shard i, and the summary gets items_other_shards: those it left out."""
+    twemproxy sends to shard i, and the summary gets items_other_shards: those it left out.
+
+    `value_format="memcached"` loads into a store of memcached items (one `lsmtrie serve`
+    made, or a new one made so): each value is stored as an item with flags 0. A store of
+    memcached items takes a load only with it."""
     o = LoadOptions(**options)
     o.check()
     if o.generate is not None and inputs:
@@ -355,10 +365,17 @@ def load(path: str, inputs=None, **options) -> dict:
     data, items = _estimate(files or [], o)
     exists = os.path.exists(os.path.join(path, "CURRENT"))
     store_opts = {} if exists or not data else plan_options(data, items)
+    if o.value_format is not None:
+        store_opts["value_format"] = o.value_format  # a new store's; an existing one's must match
     if not o.resume:
         _check_space(path, o.tmp, data)
     written0 = _write_bytes()
     db = Store(path, metadata_path=o.metadata_path, **store_opts)
+    if db.options["value_format"] == "memcached" and o.value_format is None:
+        db.close()
+        raise errors.InvalidArgumentError(
+            "the store keeps memcached items (lsmtrie serve): load with value_format "
+            "'memcached' (--value-format memcached), which stores each value with flags 0")
     disk = _DiskPeak([p for p in (path, o.tmp) if p])
     progress = Progress(o.progress, _progress_total(files, o), written0)
     try:
@@ -661,6 +678,10 @@ def add_arguments(p) -> None:
                         "shard{N-1}, weight 1, listed in that order), or a nutcracker "
                         "configuration FILE[:POOL] (its names, weights and hash_tag; "
                         "shard I is its I-th server; it must have N). docs/scale-out.md")
+    p.add_argument("--value-format", choices=tuple(VALUE_FORMATS), default=None,
+                   help="memcached: the store keeps memcached items, for lsmtrie serve (each "
+                        "value is stored with flags 0; a new store is made so, and a store "
+                        "that serve made needs it)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -701,7 +722,8 @@ def run_command(args) -> int:
                        key_size=args.key_size, value_size=args.value_size, seed=args.seed,
                        on_bad_line=args.on_bad_line, expected_items=args.expected_items,
                        memory=args.memory, tmp=args.tmp, resume=args.resume, progress=progress,
-                       metadata_path=args.metadata_path, shard=shard, route=route)
+                       metadata_path=args.metadata_path, shard=shard, route=route,
+                       value_format=args.value_format)
     except (errors.Error, OSError, ValueError) as e:
         print(f"lsmtrie load: {e}", file=sys.stderr)
         return 1

@@ -191,3 +191,29 @@ def test_the_progress_line_shows_percent_rates_and_write_amplification(tmp_path)
     r = load(tmp_path / "g", "--generate", "100000", "--progress")
     assert r.returncode == 0 and "100%" in r.stderr.decode()
     assert contents(tmp_path / "db") == dict(its)
+
+
+def test_value_format_memcached_stores_items_with_flags_zero(tmp_path):
+    (tmp_path / "in.tsv").write_bytes(b"a\tone\nb\t\na\tlater\n")
+    r = load(tmp_path / "db", tmp_path / "in.tsv", "--value-format", "memcached", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    with lsmtrie.open(str(tmp_path / "db"), read_only=True) as db:
+        assert db.options["value_format"] == "memcached"
+        assert dict(db.items()) == {b"a": lsmtrie.memcached_item(b"later"),
+                                    b"b": lsmtrie.memcached_item(b"")}
+    # a second load into it: the flag is needed, so that no value is stored without flags
+    (tmp_path / "more.tsv").write_bytes(b"c\tthree\n")
+    r = load(tmp_path / "db", tmp_path / "more.tsv", "--no-progress")
+    assert r.returncode == 1 and "--value-format memcached" in r.stderr.decode()
+    assert len(r.stderr.decode().strip().splitlines()) == 1
+    r = load(tmp_path / "db", tmp_path / "more.tsv", "--value-format", "raw", "--no-progress")
+    assert r.returncode == 1 and "value_format=raw differs from the store's memcached" in r.stderr.decode()
+    assert contents(tmp_path / "db").keys() == {b"a", b"b"}
+    r = load(tmp_path / "db", tmp_path / "more.tsv", "--value-format", "memcached", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert contents(tmp_path / "db")[b"c"] == lsmtrie.memcached_item(b"three")
+    # a raw store refuses to become one of items
+    load(tmp_path / "raw", tmp_path / "in.tsv", "--no-progress")
+    r = load(tmp_path / "raw", tmp_path / "more.tsv", "--value-format", "memcached", "--no-progress")
+    assert r.returncode == 1 and "differs" in r.stderr.decode()
+    assert load(tmp_path / "x", tmp_path / "in.tsv", "--value-format", "json").returncode == 2

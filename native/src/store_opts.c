@@ -136,6 +136,11 @@ int store_budget_plan(const ltr_store_opts *o, store_budget *b)
                     (unsigned long long)((hi + (1 << 20) - 1) >> 20));
 }
 
+static const char *format_name(uint32_t format)
+{
+    return format == LTR_VALUE_RAW ? "raw" : format == LTR_VALUE_MEMCACHED ? "memcached" : "unknown";
+}
+
 /* Options the caller chose must equal the recorded ones; the rest come from the store. */
 int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec)
 {
@@ -154,7 +159,10 @@ int store_opts_merge(ltr_store_opts *o, const ltr_store_opts *rec)
     SAME(LTR_OPT_MEMTABLE_BYTES, memtable_bytes, "%lu");
     SAME(LTR_OPT_HASH_SEED, hash_seed, "%u");
     SAME(LTR_OPT_GC_THRESHOLD, gc_threshold, "%g");
-    SAME(LTR_OPT_VALUE_FORMAT, value_format, "%u");
+    if ((o->given & LTR_OPT_VALUE_FORMAT) && o->value_format != rec->value_format)
+        return ltr_fail(LTR_EINVAL, "option value_format=%s differs from the store's %s",
+                        format_name(o->value_format), format_name(rec->value_format));
+    o->value_format = rec->value_format;
 #undef SAME
     return store_opts_check(o);
 }
