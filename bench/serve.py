@@ -14,6 +14,8 @@ each round runs memaslap for --seconds against one server. Figures: the median o
 second of each (`memcached_ops_per_s`, `lsmtrie_ops_per_s`), their ratio
 (`lsmtrie_vs_memcached`; issue 25's target: >= 0.5), every round's figures, the servers' peak
 RSS, and whether any request failed (memaslap's get_misses and the servers' errors).
+--python-baseline adds a third server, bench/serve_python.py (asyncio with uvloop over the
+Python API, get and set only): `python_asyncio_ops_per_s`, the measurement behind serving in C.
 
     .venv/bin/python bench/serve.py --dir /work/tmp/serve --seconds 20 --rounds 3 --json
 """
@@ -70,6 +72,12 @@ def start_lsmtrie(port: int, threads: int, store: str, sync: bool) -> subprocess
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, cwd=ROOT)
 
 
+def start_python(port: int, store: str) -> subprocess.Popen:
+    """bench/serve_python.py: the same protocol served by asyncio over the Python API."""
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "serve_python.py"),
+                             store, str(port)], cwd=ROOT)
+
+
 def peak_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -113,15 +121,18 @@ def revision() -> str | None:
 def run(a) -> dict:
     store = os.path.join(a.dir, "store")
     shutil.rmtree(store, ignore_errors=True)
-    ports = {"memcached": free_port(), "lsmtrie": free_port()}
+    names = ["memcached", "lsmtrie"] + (["python"] if a.python_baseline else [])
+    ports = {name: free_port() for name in names}
     procs = {"memcached": start_memcached(ports["memcached"], a.server_threads),
              "lsmtrie": start_lsmtrie(ports["lsmtrie"], a.server_threads, store, a.sync)}
+    if a.python_baseline:
+        procs["python"] = start_python(ports["python"], store + "-python")
     rounds = []
     try:
         for name, p in procs.items():
             wait_listening(ports[name], p)
         for r in range(a.rounds):
-            order = ["memcached", "lsmtrie"] if r % 2 == 0 else ["lsmtrie", "memcached"]
+            order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 rounds.append({"server": name, "round": r, **memaslap(ports[name], a)})
         rss = {name: peak_rss(p.pid) for name, p in procs.items()}
@@ -132,7 +143,12 @@ def run(a) -> dict:
             p.wait(timeout=60)
     med = {name: statistics.median(x["ops_per_s"] for x in rounds if x["server"] == name)
            for name in procs}
+    extra = {}
+    if a.python_baseline:
+        extra = {"python_asyncio_ops_per_s": med["python"],
+                 "python_asyncio_vs_memcached": round(med["python"] / med["memcached"], 3)}
     return {
+        **extra,
         "memcached_ops_per_s": med["memcached"],
         "lsmtrie_ops_per_s": med["lsmtrie"],
         "lsmtrie_vs_memcached": round(med["lsmtrie"] / med["memcached"], 3),
@@ -160,6 +176,9 @@ def main(argv=None) -> int:
     p.add_argument("--set-proportion", type=float, default=0.1, help="share of sets (default 0.1)")
     p.add_argument("--division", type=int, default=1, help="keys per get (default 1)")
     p.add_argument("--sync", action="store_true", help="lsmtrie fsyncs every write before replying")
+    p.add_argument("--python-baseline", action="store_true",
+                   help="also run bench/serve_python.py (asyncio, uvloop when installed, over the "
+                        "Python API): the design a C server was chosen over")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
     tmp = None
@@ -171,6 +190,7 @@ def main(argv=None) -> int:
         r = run(a)
     finally:
         shutil.rmtree(os.path.join(a.dir, "store"), ignore_errors=True)
+        shutil.rmtree(os.path.join(a.dir, "store-python"), ignore_errors=True)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
