@@ -245,6 +245,13 @@ def _add_one_key_commands(sub) -> None:
         p.set_defaults(func=func)
 
 
+def _one_line_error(command: str):
+    def error(message: str):
+        print(f"lsmtrie {command}: {message} (lsmtrie {command} --help)", file=sys.stderr)
+        sys.exit(2)
+    return error
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lsmtrie", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -286,6 +293,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("serve", help="serve a store over the memcached text protocol",
                        description=serve.__doc__.split("\n\n")[0])
     serve.add_arguments(p)
+    p.error = _one_line_error("serve")  # a server's supervisor logs lines: no usage block
     p.set_defaults(func=serve.run_command)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)

@@ -28,6 +28,7 @@ from . import store
 ffi, lib = b.ffi, b.lib
 
 _FLAGS = struct.Struct("<I")
+PROTOCOL_VERSION = "1.6.0"  # the memcached whose text protocol this speaks
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -67,7 +68,8 @@ class Server:
         o = ffi.new("ltr_server_opts *")
         o.threads, o.max_connections = threads, max_connections
         o.max_key_length, o.allow_control_keys, o.read_only = max_key_length, allow_control_keys, read_only
-        self._version = ffi.new("char[]", f"lsmtrie-{__version__}".encode())
+        # libmemcached (memcstat, ...) reads a memcached version number first: the protocol's
+        self._version = ffi.new("char[]", f"{PROTOCOL_VERSION}-lsmtrie-{__version__}".encode())
         o.version = self._version
         out = ffi.new("ltr_server **")
         self._use = db._use()  # held while the server runs: the store cannot close under it
@@ -150,7 +152,12 @@ def serve(path, host: str = "127.0.0.1", port: int = 11211, *, read_only: bool =
     """Serves the store at path until SIGTERM or SIGINT (or the server fails), then closes
     the store. ready(address) is called once it listens. Call from the main thread."""
     _raise_file_limit(max_connections + 4096)
-    # The loops inherit this mask, so the signals wait for the main thread's sigtimedwait.
+    # The loops inherit the blocked mask, so a signal waits for the main thread's sigtimedwait;
+    # a thread started before (numpy's, say) may still take one: the handlers then note it, and
+    # the wait below sees the note within its timeout. Either way no signal kills the process
+    # mid-close.
+    stop = []
+    handlers = {sig: signal.signal(sig, lambda *_: stop.append(1)) for sig in _SIGNALS}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         with open_store(path, read_only=read_only, sync=sync, metadata_path=metadata_path) as db:
@@ -159,10 +166,12 @@ def serve(path, host: str = "127.0.0.1", port: int = 11211, *, read_only: bool =
                         read_only=read_only) as srv:
                 if ready is not None:
                     ready(srv.address)
-                while srv.running and signal.sigtimedwait(_SIGNALS, 1.0) is None:
+                while srv.running and not stop and signal.sigtimedwait(_SIGNALS, 0.2) is None:
                     pass
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -548,10 +548,7 @@ static size_t storage(mc_shared *sh, mc_conn *c, size_t ntok, const uint8_t *p, 
         *rc = batch_flush(sh, c);
         if (!*rc)
             *rc = out_error(sh, c, "CLIENT_ERROR", "bad data chunk");
-        /* A block longer than announced ends at the next newline: drop through it, so its
-         * tail is not read as commands (memcached does the same). */
-        c->skip_line = data[r.bytes + 1] != '\n';
-        return total;
+        return total; /* exactly the announced block and two bytes, as memcached reads it */
     }
     *rc = storage_apply(sh, c, &r, data);
     return total;
