@@ -81,10 +81,15 @@ def set_line(key, data, flags=0, cmd=b"set", exptime=0, extra=b""):
     return b"%s %s %d %d %d%s\r\n%s\r\n" % (cmd, key, flags, exptime, len(data), extra, data)
 
 
-def serve_run(*args, timeout=120):
+def serve_run(*args, timeout=60):
     """`python -m lsmtrie serve ARGS` run to its end (for the ways it must fail to start)."""
-    return subprocess.run([sys.executable, "-m", "lsmtrie", "serve", *map(str, args)],
-                          capture_output=True, env=env(), timeout=timeout, stdin=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", "lsmtrie", "serve", *map(str, args)]
+    try:
+        return subprocess.run(argv, capture_output=True, env=env(), timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{' '.join(argv[3:])}: still running after {timeout}s, it should have "
+                    f"failed to start; stdout {e.stdout!r}")
 
 
 def assert_failed_start(r, what):
@@ -167,9 +172,9 @@ def test_startup_failures_exit_non_zero_with_one_line(tmp_path):
         taken.listen()
         r = serve_run(tmp_path / "s1", "--port", taken.getsockname()[1])
         assert_failed_start(r, "a port in use")
-    for flags in (["--port", "-1"], ["--port", "65536"], ["--port", "x"], ["--threads", "0"],
-                  ["--max-connections", "0"], ["--max-key-length", "65536"],
-                  ["--no-such-flag"]):
+    for flags in (["--port", "-1"], ["--port", "65536"], ["--port", "x"], ["--threads", "-1"],
+                  ["--max-connections", "-1"], ["--max-key-length", "65536"],
+                  ["--max-key-length", "-1"], ["--no-such-flag"]):
         r = serve_run(tmp_path / "s2", "--port", "0", *flags)
         assert_failed_start(r, " ".join(flags))
     r = serve_run("--port", "0")
@@ -454,6 +459,45 @@ def test_200_connections_at_once(fleet, tmp_path, kind, args):
     with server.conn() as c:
         got = c.values(b"get", [b"c%d-%d" % (i, per - 1) for i in range(n)])
         assert len(got) == n
+
+
+def test_an_acknowledged_write_is_seen_by_every_connection(server):
+    with server.conn() as a, server.conn() as b:
+        for i in range(300):
+            key, value = b"seen%d" % (i % 7), b"v%d" % i
+            a.set(key, value, i)  # STORED has come back: b must see it at once
+            assert b.get(key) == (i, value), (i, key)
+            if i % 3 == 0:
+                a.request(b"delete %s\r\n" % key, b"DELETED\r\n")
+                assert b.get(key) is None, (i, key)
+
+
+def test_concurrent_adds_of_one_key_store_it_once(server):
+    n = 40
+    conns = [server.conn() for _ in range(n)]
+    try:
+        for round_ in range(5):
+            key = b"race%d" % round_
+            barrier = threading.Barrier(n, timeout=60)
+            replies = [None] * n
+
+            def add(i):
+                barrier.wait()
+                conns[i].send(set_line(key, b"%d" % i, cmd=b"add"))
+                replies[i] = conns[i].read_line()
+
+            ts = [threading.Thread(target=add, args=(i,)) for i in range(n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(120)
+            assert sorted(set(replies)) == [b"NOT_STORED\r\n", b"STORED\r\n"], replies
+            winner = replies.index(b"STORED\r\n")
+            assert replies.count(b"STORED\r\n") == 1, replies
+            assert conns[0].get(key) == (0, b"%d" % winner)
+    finally:
+        for c in conns:
+            c.close()
 
 
 # --- lsmtrie's own rules --------------------------------------------------------------------
