@@ -127,6 +127,24 @@ def test_signal_closes_the_store_and_writes_are_there_on_reopen(fleet, tmp_path,
     assert s2.stop() == 0
 
 
+def test_a_second_signal_during_the_close_still_exits_cleanly(fleet, tmp_path):
+    """An impatient supervisor (or a second ^C) signals again while the store closes: the
+    close goes on and the exit status is still 0. Four rounds, as the second signal lands at
+    a moment of the close that varies."""
+    store = tmp_path / "store"
+    for i, second in enumerate([signal.SIGTERM, signal.SIGINT] * 2):
+        s = fleet.lsmtrie(store)
+        with s.conn() as c:
+            c.set(b"round%d" % i, b"v%d" % i, i)
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.send_signal(second)
+        rc = s.stop()
+        assert rc == 0, f"round {i}: exit status {rc} after SIGTERM then {second!r}; " \
+                        f"stderr: {s.stderr()}"
+    assert {k: mc_item(v) for k, v in stored(store).items()} == \
+        {b"round%d" % i: (i, b"v%d" % i) for i in range(4)}
+
+
 @pytest.mark.parametrize("sync", [False, True])
 def test_acknowledged_writes_survive_sigkill(fleet, tmp_path, sync):
     """A write is acknowledged after the store accepted it: once STORED/DELETED came back, a
@@ -646,6 +664,33 @@ def test_a_raw_store_is_served_with_flags_zero(fleet, tmp_path):
     assert s.stop() == 0
     assert stored(store) == {b"made": b"by the API", b"put": b"flags zero",
                              b"big": b"b" * (MAX_VALUE + 4)}
+
+
+@pytest.mark.parametrize("value_format", ["raw", "memcached"])
+def test_a_loaded_store_is_served(fleet, tmp_path, value_format):
+    """A store made by `lsmtrie load`: raw values go out with flags 0 and other flags are
+    refused; with --value-format memcached it keeps flags like a store serve made."""
+    tsv = tmp_path / "in.tsv"
+    tsv.write_bytes(b"".join(b"load%d\tvalue %d\n" % (i, i) for i in range(100)))
+    store = tmp_path / "loaded"
+    r = subprocess.run([sys.executable, "-m", "lsmtrie", "load", str(store), str(tsv),
+                        "--value-format", value_format, "--no-progress"],
+                       capture_output=True, env=env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = fleet.lsmtrie(store)
+    with s.conn() as c:
+        vl = c.version()
+        got = c.values(b"get", [b"load%d" % i for i in range(100)])
+        assert got == {b"load%d" % i: (0, b"value %d" % i, None) for i in range(100)}
+        c.send(set_line(b"load1", b"flagged", 5))
+        if value_format == "memcached":
+            c.expect(b"STORED\r\n")
+            assert c.get(b"load1") == (5, b"flagged")
+        else:
+            c.expect_line_prefix(b"SERVER_ERROR")
+            c.in_step(vl)
+            assert c.get(b"load1") == (0, b"value 1")
+    assert s.stop() == 0
 
 
 def test_max_connections(fleet, tmp_path):
