@@ -1,12 +1,14 @@
 """Servers the tests start and talk to, all on 127.0.0.1: free ports, processes started with a
-bounded wait for their port and killed, nutcracker (twemproxy) from a configuration, and
-memcached-protocol reads and writes in chunks (pymemcache)."""
+bounded wait for their port and killed, nutcracker (twemproxy) from a configuration, `lsmtrie
+serve` processes, and memcached-protocol reads and writes in chunks (pymemcache)."""
 
 import os
 import pathlib
+import selectors
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -47,6 +49,8 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def start_server(command, what: str, tries: int = 5):
@@ -105,3 +109,39 @@ def write_through(port: int, keys) -> None:
     finally:
         c.close()
 
+
+def _line_with(proc: subprocess.Popen, marker: bytes,
+               seconds: float) -> tuple[bytes | None, bytes]:
+    """(the first line of proc's stdout holding marker, or None when the process ended or the
+    time is up first; what it printed until then)."""
+    sel, buf = selectors.DefaultSelector(), b""
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(deadline - time.monotonic(), 0)):
+                continue
+            data = os.read(proc.stdout.fileno(), 4096)
+            if not data:
+                break
+            buf += data
+            for line in buf.split(b"\n")[:-1]:
+                if marker in line:
+                    return line, buf
+    finally:
+        sel.close()
+    return None, buf
+
+
+def start_lsmtrie_serve(store, seconds: float = 30.0) -> tuple[subprocess.Popen, int]:
+    """(process, port) of `python -m lsmtrie serve STORE --port 0`, from the line it prints
+    once it listens ("lsmtrie serve: listening on HOST:PORT"), awaited at most `seconds`."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "lsmtrie", "serve", str(store), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    line, printed = _line_with(proc, b"listening on ", seconds)
+    if line is None:
+        stop(proc)
+        pytest.fail(f"lsmtrie serve {store} did not listen within {seconds} s; it printed: "
+                    f"{printed.decode(errors='replace')[-2000:]}")
+    return proc, int(line.rsplit(b":", 1)[1])
