@@ -45,9 +45,10 @@ ensure_env() {
         echo "setting up $VENV (first run: about a minute)" >&2
         python3 -m venv "$VENV"
         "$PY" -m pip install -q --upgrade pip "setuptools>=77" wheel
-        # report: the peers and plotting of `lsmtrie report`, whose tests run the whole path
-        "$PY" -m pip install -q -e "$ROOT[test,report]" >"$VENV/build.log" 2>&1 ||
-            { leveldb_headers && "$PY" -m pip install -q -e "$ROOT[test,report]" >"$VENV/build.log" 2>&1; } ||
+        # report: the peers and plotting of `lsmtrie report`, whose tests run the whole path;
+        # scale: dask.distributed, which tests/test_dask_build.py runs examples/dask_build.py on
+        "$PY" -m pip install -q -e "$ROOT[test,report,scale]" >"$VENV/build.log" 2>&1 ||
+            { leveldb_headers && "$PY" -m pip install -q -e "$ROOT[test,report,scale]" >"$VENV/build.log" 2>&1; } ||
             { cat "$VENV/build.log" >&2; exit 1; }
         touch "$VENV/.deps" "$VENV/.built"
     fi

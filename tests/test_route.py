@@ -16,11 +16,8 @@ import os
 import pathlib
 import pwd
 import random
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -32,8 +29,8 @@ from lsmtrie.route import HASHES, Route, resolve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import twemproxy_ref as ref  # noqa: E402
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from servers import (ROOT, client, get_all, start_nutcracker, start_server,  # noqa: E402
+                     stop, tool, where_keys_landed, write_through)
 
 # Known answers, from tests/twemproxy_ref.py's reading of twemproxy's sources (MD5, CRC-32 and
 # the FNVs of plain ASCII agree with their published vectors; the last key has bytes >= 0x80,
@@ -236,52 +233,6 @@ def test_a_missing_configuration_is_named(tmp_path):
 
 # ---- against a real nutcracker and real memcached servers ----
 
-def tool(name: str) -> str:
-    """The path of a command the tests need; the test fails (not skips) without it."""
-    path = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
-    if not path:
-        pytest.fail(f"{name} is missing: install Debian's memcached, nutcracker and "
-                    "libmemcached-tools (scripts/_env.sh does when apt-get can run)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def accepting(port: int, proc: subprocess.Popen, seconds: float = 10.0) -> bool:
-    """Polls until the server on port accepts a connection (True) or its process has exited or
-    the time is up (False)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-
-
-def start_server(command, what: str, tries: int = 5):
-    """(process, port) of a server started by command(port) on a free port, once it accepts
-    connections; a port taken meanwhile by someone else costs a retry."""
-    for _ in range(tries):
-        port = free_port()
-        proc = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if accepting(port, proc):
-            return proc, port
-        stop(proc)
-    pytest.fail(f"{what} did not start in {tries} tries")
-
-
 @pytest.fixture(scope="module")
 def memcached():
     """Three memcached servers on 127.0.0.1: their ports."""
@@ -296,11 +247,6 @@ def memcached():
     finally:
         for proc, _ in procs:
             stop(proc)
-
-
-def client(port: int):
-    from pymemcache.client.base import Client
-    return Client(("127.0.0.1", port), connect_timeout=5, timeout=10)
 
 
 def server_lines(ports, names, weights):
@@ -318,31 +264,6 @@ def nutcracker_conf(path, ports, hash_, dist, names, weights, tag) -> str:
                        + "  servers:\n" + server_lines(addresses, names, weights))
 
 
-def start_nutcracker(conf: str, tmp_path):
-    binary, template = tool("nutcracker"), pathlib.Path(conf).read_text()
-
-    def command(port):
-        pathlib.Path(conf).write_text(template.replace("LISTEN", str(port)))
-        return [binary, "-c", conf, "-s", str(free_port()), "-a", "127.0.0.1",
-                "-p", str(tmp_path / "nutcracker.pid"), "-o", str(tmp_path / "nutcracker.log")]
-    return start_server(command, "nutcracker")
-
-
-def where_keys_landed(ports, keys) -> list[int | None]:
-    """The index of the memcached server holding each key (None: none), asking each directly."""
-    at = {}
-    for i, port in enumerate(ports):
-        c = client(port)
-        try:
-            for lo in range(0, len(keys), 200):
-                for k in c.get_many(keys[lo:lo + 200]):
-                    assert k not in at, f"{k!r} is on two servers"
-                    at[k] = i
-        finally:
-            c.close()
-    return [at.get(k) for k in keys]
-
-
 def flush(ports) -> None:
     for port in ports:
         c = client(port)
@@ -350,15 +271,6 @@ def flush(ports) -> None:
             c.flush_all(noreply=False)
         finally:
             c.close()
-
-
-def write_through(port: int, keys) -> None:
-    c = client(port)
-    try:
-        for lo in range(0, len(keys), 200):
-            assert c.set_many({k: b"v" for k in keys[lo:lo + 200]}, noreply=False) == []
-    finally:
-        c.close()
 
 
 TAG_KEYS = [b"{user%d}:%d" % (i % 50, i) for i in range(600)] + [b"{}x%d" % i for i in range(50)]
@@ -543,11 +455,7 @@ def test_shards_built_offline_are_served_behind_nutcracker(tmp_path):
                                [f"shard{i}" for i in range(3)], [1, 1, 1], None)
         proxy, port = start_nutcracker(conf, tmp_path)
         try:
-            c = client(port)
-            found = {}
-            for lo in range(0, len(data), 200):
-                found.update(c.get_many([k for k, _ in data[lo:lo + 200]]))
-            c.close()
+            found = get_all(port, [k for k, _ in data])
             write_through(port, new)
         finally:
             stop(proxy)
