@@ -295,7 +295,9 @@ def main(argv=None) -> int:
     serve.add_arguments(p)
     p.error = _one_line_error("serve")  # a server's supervisor logs lines: no usage block
     p.set_defaults(func=serve.run_command)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser (serve's is one line)
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = sys.argv[1:] if argv is None else list(argv)
     return args.func(args)
 
