@@ -16,6 +16,8 @@ second of each (`memcached_ops_per_s`, `lsmtrie_ops_per_s`), their ratio
 RSS, and whether any request failed (memaslap's get_misses and the servers' errors).
 --python-baseline adds a third server, bench/serve_python.py (asyncio with uvloop over the
 Python API, get and set only): `python_asyncio_ops_per_s`, the measurement behind serving in C.
+--twemproxy N drives each kind through a nutcracker over N servers of it (docs/scale-out.md):
+peak_rss_bytes then sums a side's processes.
 
     .venv/bin/python bench/serve.py --dir /work/tmp/serve --seconds 20 --rounds 3 --json
 """
@@ -118,29 +120,67 @@ def revision() -> str | None:
     return r.stdout.strip() or None
 
 
+def start_nutcracker(port: int, backends: list[int], workdir: str) -> subprocess.Popen:
+    """A twemproxy pool over backends (fnv1a_64, ketama, servers named shard0..)."""
+    exe = shutil.which("nutcracker")
+    if not exe:
+        raise SystemExit("bench/serve.py: nutcracker is not installed (apt-get install nutcracker)")
+    conf = os.path.join(workdir, f"nutcracker-{port}.yml")
+    with open(conf, "w") as f:
+        f.write(f"pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n"
+                "  auto_eject_hosts: false\n  timeout: 2000\n  servers:\n")
+        f.writelines(f"    - 127.0.0.1:{b}:1 shard{i}\n" for i, b in enumerate(backends))
+    return subprocess.Popen([exe, "-c", conf, "-s", str(free_port()), "-p",
+                             os.path.join(workdir, f"nutcracker-{port}.pid")])
+
+
+def start_server(name: str, port: int, a, store: str) -> subprocess.Popen:
+    if name == "memcached":
+        return start_memcached(port, a.server_threads)
+    if name == "python":
+        return start_python(port, store + "-python")
+    return start_lsmtrie(port, a.server_threads, store, a.sync)
+
+
+def start_side(name: str, a, store: str) -> tuple[int, list[subprocess.Popen]]:
+    """One server (the port memaslap drives), or with --twemproxy N, N of them behind a proxy."""
+    if not a.twemproxy:
+        port = free_port()
+        p = start_server(name, port, a, store)
+        wait_listening(port, p)
+        return port, [p]
+    ports = [free_port() for _ in range(a.twemproxy)]
+    procs = [start_server(name, port, a, f"{store}-{name}-{i}") for i, port in enumerate(ports)]
+    for port, p in zip(ports, procs):
+        wait_listening(port, p)
+    front = free_port()
+    procs.append(start_nutcracker(front, ports, a.dir))
+    wait_listening(front, procs[-1])
+    return front, procs
+
+
 def run(a) -> dict:
     store = os.path.join(a.dir, "store")
     shutil.rmtree(store, ignore_errors=True)
     names = ["memcached", "lsmtrie"] + (["python"] if a.python_baseline else [])
-    ports = {name: free_port() for name in names}
-    procs = {"memcached": start_memcached(ports["memcached"], a.server_threads),
-             "lsmtrie": start_lsmtrie(ports["lsmtrie"], a.server_threads, store, a.sync)}
-    if a.python_baseline:
-        procs["python"] = start_python(ports["python"], store + "-python")
+    sides = {}
     rounds = []
     try:
-        for name, p in procs.items():
-            wait_listening(ports[name], p)
+        for name in names:
+            sides[name] = start_side(name, a, store)
         for r in range(a.rounds):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
-                rounds.append({"server": name, "round": r, **memaslap(ports[name], a)})
-        rss = {name: peak_rss(p.pid) for name, p in procs.items()}
+                rounds.append({"server": name, "round": r, **memaslap(sides[name][0], a)})
+        rss = {name: sum(peak_rss(p.pid) for p in procs) for name, (_, procs) in sides.items()}
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            p.wait(timeout=60)
+        for _, procs in sides.values():
+            for p in procs:
+                p.terminate()
+        for _, procs in sides.values():
+            for p in procs:
+                p.wait(timeout=60)
+    procs = {name: procs[0] for name, (_, procs) in sides.items()}
     med = {name: statistics.median(x["ops_per_s"] for x in rounds if x["server"] == name)
            for name in procs}
     extra = {}
@@ -157,7 +197,8 @@ def run(a) -> dict:
         "workload": {"generator": "memaslap (libmemcached-tools)", "set_proportion": a.set_proportion,
                      "value_size": a.value_size, "keys_per_get": a.division,
                      "concurrency": a.concurrency, "generator_threads": a.generator_threads,
-                     "server_threads": a.server_threads, "seconds": a.seconds, "sync": a.sync},
+                     "server_threads": a.server_threads, "seconds": a.seconds, "sync": a.sync,
+                     "twemproxy_shards": a.twemproxy},
         "rounds": rounds,
         "revision": revision(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -176,6 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("--set-proportion", type=float, default=0.1, help="share of sets (default 0.1)")
     p.add_argument("--division", type=int, default=1, help="keys per get (default 1)")
     p.add_argument("--sync", action="store_true", help="lsmtrie fsyncs every write before replying")
+    p.add_argument("--twemproxy", type=int, default=0, metavar="N",
+                   help="drive each kind through nutcracker over N servers of it (fnv1a_64, ketama)")
     p.add_argument("--python-baseline", action="store_true",
                    help="also run bench/serve_python.py (asyncio, uvloop when installed, over the "
                         "Python API): the design a C server was chosen over")
@@ -190,7 +233,10 @@ def main(argv=None) -> int:
         r = run(a)
     finally:
         shutil.rmtree(os.path.join(a.dir, "store"), ignore_errors=True)
-        shutil.rmtree(os.path.join(a.dir, "store-python"), ignore_errors=True)
+        for name in os.listdir(a.dir):
+            if name.startswith("store-") or name.startswith("nutcracker-"):
+                path = os.path.join(a.dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
