@@ -30,7 +30,8 @@ class Loader:
     load recorded in the store, whose identity must equal `identity`."""
 
     def __init__(self, store, *, memory: int = 0, tmp: str | None = None,
-                 expected_bytes: int = 0, identity: str = "", resume: bool = False):
+                 expected_bytes: int = 0, identity: str = "", resume: bool = False,
+                 values_are_items: bool = False):
         self._ptr = None
         self._store = store
         o = ffi.new("ltr_load_opts *")
@@ -40,6 +41,7 @@ class Loader:
         o.expected_bytes = int(expected_bytes)
         self._identity = ffi.new("char[]", identity.encode())
         o.identity = self._identity
+        o.values_are_items = bool(values_are_items)
         out = ffi.new("ltr_load **")
         with store._use() as h:
             check((lib.ltr_load_resume if resume else lib.ltr_load_begin)(h, o, out))

@@ -29,6 +29,9 @@ from ._loader import Loader, plan_options
 from .route import resolve as resolve_route
 from .store import VALUE_FORMATS, Store
 
+ITEMS = "memcached-items"  # a store of memcached items, fed values that already are items
+LOAD_VALUE_FORMATS = (*VALUE_FORMATS, ITEMS)
+
 CHUNK = 8 << 20                # input bytes parsed at a time
 CHECKPOINT_BYTES = 256 << 20   # input between durable points (a resume re-reads at most this)
 GENERATE_BATCH = 1 << 20       # generated items at a time
@@ -78,9 +81,9 @@ class LoadOptions:
             raise errors.InvalidArgumentError("generate must be at least 0")
         if not (0 <= self.key_size <= 65535 and 0 <= self.value_size <= 16 << 20):
             raise errors.InvalidArgumentError("key_size must be 0..65535 and value_size 0..16 MiB")
-        if self.value_format not in (None, *VALUE_FORMATS):
+        if self.value_format not in (None, *LOAD_VALUE_FORMATS):
             raise errors.InvalidArgumentError(f"value_format must be one of "
-                                              f"{', '.join(VALUE_FORMATS)}, got {self.value_format!r}")
+                                              f"{', '.join(LOAD_VALUE_FORMATS)}, got {self.value_format!r}")
         self._check_shard()
 
     def _check_shard(self) -> None:
@@ -350,7 +353,9 @@ def load(path: str, inputs=None, **options) -> dict:
 
     `value_format="memcached"` loads into a store of memcached items (one `lsmtrie serve`
     made, or a new one made so): each value is stored as an item with flags 0. A store of
-    memcached items takes a load only with it."""
+    memcached items takes a load only with it, or with `value_format="memcached-items"` when
+    the values already are items (4 bytes of flags, then the data: a dump of such a store),
+    stored as they are."""
     o = LoadOptions(**options)
     o.check()
     if o.generate is not None and inputs:
@@ -365,8 +370,8 @@ def load(path: str, inputs=None, **options) -> dict:
     data, items = _estimate(files or [], o)
     exists = os.path.exists(os.path.join(path, "CURRENT"))
     store_opts = {} if exists or not data else plan_options(data, items)
-    if o.value_format is not None:
-        store_opts["value_format"] = o.value_format  # a new store's; an existing one's must match
+    if o.value_format is not None:  # a new store's; an existing one's must match
+        store_opts["value_format"] = "memcached" if o.value_format == ITEMS else o.value_format
     if not o.resume:
         _check_space(path, o.tmp, data)
     written0 = _write_bytes()
@@ -375,7 +380,8 @@ def load(path: str, inputs=None, **options) -> dict:
         db.close()
         raise errors.InvalidArgumentError(
             "the store keeps memcached items (lsmtrie serve): load with value_format "
-            "'memcached' (--value-format memcached), which stores each value with flags 0")
+            "'memcached' (--value-format memcached), which stores each value with flags 0, or "
+            "'memcached-items' for values that already hold their flags (a dump of such a store)")
     disk = _DiskPeak([p for p in (path, o.tmp) if p])
     progress = Progress(o.progress, _progress_total(files, o), written0)
     try:
@@ -454,7 +460,8 @@ class _Run:
         # nothing of it is durable; it starts over
         resume = o.resume and os.path.exists(os.path.join(db.path, "load", "JOURNAL"))
         self.loader = Loader(db, memory=o.memory, tmp=o.tmp, expected_bytes=data,
-                             identity=identity, resume=resume)
+                             identity=identity, resume=resume,
+                             values_are_items=o.value_format == ITEMS)
         pos = self.loader.position
         self.start = json.loads(pos) if pos else {}
         self.items_read = self.start.get("items_read", 0)
@@ -678,10 +685,11 @@ def add_arguments(p) -> None:
                         "shard{N-1}, weight 1, listed in that order), or a nutcracker "
                         "configuration FILE[:POOL] (its names, weights and hash_tag; "
                         "shard I is its I-th server; it must have N). docs/scale-out.md")
-    p.add_argument("--value-format", choices=tuple(VALUE_FORMATS), default=None,
+    p.add_argument("--value-format", choices=LOAD_VALUE_FORMATS, default=None,
                    help="memcached: the store keeps memcached items, for lsmtrie serve (each "
                         "value is stored with flags 0; a new store is made so, and a store "
-                        "that serve made needs it)")
+                        "that serve made needs it); memcached-items: the same, for values that "
+                        "already are items with their flags (a dump of such a store)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

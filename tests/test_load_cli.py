@@ -217,3 +217,23 @@ def test_value_format_memcached_stores_items_with_flags_zero(tmp_path):
     r = load(tmp_path / "raw", tmp_path / "more.tsv", "--value-format", "memcached", "--no-progress")
     assert r.returncode == 1 and "differs" in r.stderr.decode()
     assert load(tmp_path / "x", tmp_path / "in.tsv", "--value-format", "json").returncode == 2
+
+
+def test_a_dump_of_a_store_of_items_loads_back_with_its_flags(tmp_path):
+    with lsmtrie.open(str(tmp_path / "src"), value_format="memcached") as db:
+        db.put_many([b"a", b"b"], [lsmtrie.memcached_item(b"x", 7), lsmtrie.memcached_item(b"", 0)])
+    dump = subprocess.run([sys.executable, "-m", "lsmtrie", "dump", str(tmp_path / "src"), "--format",
+                           "lenprefix", "-o", str(tmp_path / "d.lp")], capture_output=True, env=env())
+    assert dump.returncode == 0, dump.stderr
+    r = load(tmp_path / "dst", tmp_path / "d.lp", "--format", "lenprefix", "--value-format",
+             "memcached-items", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert contents(tmp_path / "dst") == contents(tmp_path / "src")
+    with lsmtrie.open(str(tmp_path / "dst"), read_only=True) as db:
+        assert db.options["value_format"] == "memcached"
+    # a value too short to hold its flags is no item: the load fails, the store as it was
+    (tmp_path / "short.tsv").write_bytes(b"c\tab\n")
+    r = load(tmp_path / "dst", tmp_path / "short.tsv", "--value-format", "memcached-items",
+             "--no-progress")
+    assert r.returncode == 1 and "no memcached item" in r.stderr.decode()
+    assert contents(tmp_path / "dst") == contents(tmp_path / "src")

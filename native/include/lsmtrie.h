@@ -280,6 +280,10 @@ typedef struct ltr_load_opts {
                                 sizes the partitions */
     const char *identity;    /* the caller's name for the load's arguments, recorded in its
                                 journal: a resume must give the same (NULL: "") */
+    int values_are_items;    /* into a store of memcached items: the values given already are
+                                items (4 bytes of flags, then the data: a dump of such a
+                                store) and are stored as they are; 0: they are data, stored
+                                with flags 0 */
 } ltr_load_opts;
 
 #define LTR_LOAD_ADDING 0
@@ -319,7 +323,8 @@ int ltr_load_checkpoint(ltr_load *l, const uint8_t *position, size_t len);
 /* The position of the last checkpoint (empty before any). */
 int ltr_load_position(const ltr_load *l, ltr_buf *out);
 /* Adds a packed batch (keys and values as for ltr_store_write, no deletions). In a store of
- * memcached items (LTR_VALUE_MEMCACHED) each value is stored after 4 bytes of flags 0. */
+ * memcached items (LTR_VALUE_MEMCACHED) each value is stored after 4 bytes of flags 0, unless
+ * the load's values_are_items (then a value shorter than its flags is refused). */
 int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t klen_total,
                  const uint8_t *vdata, const int64_t *voffs, size_t vlen_total, size_t n);
 /* Builds the tables on two threads and installs them. On failure the store is as before. */

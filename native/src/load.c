@@ -202,7 +202,12 @@ int ltr_load_add(ltr_load *l, const uint8_t *kdata, const int64_t *koffs, size_t
         return rc;
     /* A store of memcached items (value_format) holds each value after its flags: what a load
      * adds is data, stored with flags 0, so that the store's values stay items. */
-    uint32_t flags = l->s->o.value_format == LTR_VALUE_MEMCACHED ? LTR_MEMCACHED_FLAGS_BYTES : 0;
+    int items = l->s->o.value_format == LTR_VALUE_MEMCACHED;
+    uint32_t flags = items && !l->values_are_items ? LTR_MEMCACHED_FLAGS_BYTES : 0;
+    for (size_t i = 0; items && !flags && i < n; i++)
+        if (voffs[i + 1] - voffs[i] < LTR_MEMCACHED_FLAGS_BYTES)
+            return ltr_fail(LTR_EINVAL, "value %zu is %lld bytes: no memcached item (4 bytes of "
+                            "flags, then the data)", i, (long long)(voffs[i + 1] - voffs[i]));
     for (size_t i = 0; flags && i < n; i++)
         if (voffs[i + 1] - voffs[i] > LTR_MAX_VALUE - (int64_t)flags)
             return ltr_fail(LTR_ETOOBIG, "value %zu is %lld bytes; the limit is %d bytes in a "
@@ -919,6 +924,7 @@ static int load_new(ltr_store *s, const ltr_load_opts *o, ltr_load **out)
         sprintf(l->dir, "%s/" LOAD_DIR, s->dir);
     l->spill_dir = l->dir ? spill_dir_of(s, o && o->tmp_dir ? o->tmp_dir : NULL, l->dir) : NULL;
     l->identity = strdup(o && o->identity ? o->identity : "");
+    l->values_are_items = o && o->values_are_items;
     *out = l;
     return l->dir && l->spill_dir && l->identity ? LTR_OK : ltr_fail(LTR_ENOMEM, "out of memory");
 }

@@ -28,6 +28,7 @@ struct ltr_load {
                            unless tmp_dir) */
     char *spill_dir;
     char *identity;     /* the caller's name for the load's arguments (a resume must match) */
+    int values_are_items; /* ltr_load_opts */
     ltr_buf position;   /* the caller's input position as of the last durable point */
     int journaled;      /* a journal is on disk: every step from now on is recorded */
     uint32_t depth;     /* partitions are the nodes at this depth */
