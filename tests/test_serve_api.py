@@ -174,3 +174,24 @@ def test_bad_options(tmp_path):
         with lsmtrie.Server(db, "127.0.0.1", 0) as srv:  # the port is taken now
             with pytest.raises(OSError):
                 lsmtrie.Server(db, "127.0.0.1", srv.address[1])
+
+
+def test_a_get_whose_reply_would_pass_256_mib_ends_with_an_error(served):
+    connect, srv, db = served()
+    big = (16 << 20) - 4  # the largest value of a store of items
+    db.put(b"big", lsmtrie.memcached_item(b"v" * big))
+    with connect() as s:
+        s.sendall(b"get" + b" big" * 17 + b"\r\n")
+        head = b"VALUE big 0 %d\r\n" % big
+        error = b"SERVER_ERROR reply too large: ask for fewer keys at once\r\n"
+        total, tail, end = 0, b"", time.monotonic() + 60
+        s.settimeout(DEADLINE)
+        while not tail.endswith(error):  # the reply streams by; only its end is kept
+            assert time.monotonic() < end, "the reply never ended"
+            chunk = s.recv(1 << 20)
+            assert chunk, "closed"
+            total += len(chunk)
+            tail = (tail + chunk)[-len(error):]
+        # 15 values fit under 256 MiB, the 16th would not: no END, the error ends the reply
+        assert total == 15 * (len(head) + big + 2) + len(error)
+        assert exchange(s, b"version\r\n", b"\r\n").startswith(b"VERSION")

@@ -265,6 +265,8 @@ static int cmd_get(mc_shared *sh, mc_conn *c, size_t ntok, int with_cas)
         int rc = n < 0 ? (int)n : item_split(sh, c->val.data, (size_t)n, &flags, &data, &len);
         if (rc) /* the keys answered so far stand; no END: the error ends the reply */
             return store_error(sh, c, rc);
+        if (c->out.len - c->out_sent + len > MC_REPLY_MAX) /* memory, not a client, bounds it */
+            return out_error(sh, c, "SERVER_ERROR", "reply too large: ask for fewer keys at once");
         COUNT(sh, get_hits, 1);
         uint64_t cas = (uint64_t)ltr_crc32c(0, c->val.data, (size_t)n) + 1; /* a version: never 0 */
         if (out_value(c, c->tok[i], c->toklen[i], flags, data, len, with_cas, cas))

@@ -12,6 +12,9 @@
 /* Replies a connection may hold unsent before it stops parsing (the client reads slower than
  * it asks): what bounds a pipelined client's memory on the server. */
 #define MC_OUT_HIGH (1u << 20)
+/* The most one get's reply may hold: a line of 64 KiB names thousands of keys, whose values
+ * of up to 16 MiB each would otherwise all be copied to memory before the first is sent. */
+#define MC_REPLY_MAX (256u << 20)
 
 /* What every connection of a server shares. */
 typedef struct mc_shared {
