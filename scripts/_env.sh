@@ -18,11 +18,11 @@ leveldb_headers() {
     $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q libleveldb-dev >/dev/null
 }
 
-# tests/test_route.py runs real memcached servers behind a real nutcracker (twemproxy) and
-# uses libmemcached's tools; Debian packages them. Installed when a command is missing, and only
+# The tests of serve, routing and the Dask build run real memcached servers and nutcracker
+# (twemproxy) and use libmemcached's tools; Debian packages them. Installed when a command is missing, and only
 # when apt-get can run (as root, or through sudo without a password); otherwise those tests fail
 # and say what is missing. Run by scripts/test (the demo needs none of them).
-route_test_tools() {
+server_test_tools() {
     local missing=()
     command -v memcached >/dev/null || missing+=(memcached)
     command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
@@ -33,9 +33,9 @@ route_test_tools() {
     command -v apt-get >/dev/null || return 0
     local sudo=""
     [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || return 0
-    echo "installing ${missing[*]} (for tests/test_route.py)" >&2
+    echo "installing ${missing[*]} (for the tests of serve, routing and the Dask build)" >&2
     { $sudo apt-get update -q && $sudo apt-get install -y -q "${missing[@]}"; } >/dev/null ||
-        echo "could not install ${missing[*]}: tests/test_route.py will fail" >&2
+        echo "could not install ${missing[*]}: the tests of serve and routing will fail" >&2
 }
 
 ensure_env() {
