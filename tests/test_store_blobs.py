@@ -60,6 +60,19 @@ def vlog_numbers(path):
     return {int(f.split(".")[0]) for f in vlogs(path)}
 
 
+def tick_until_gone(db, path, number, why):
+    """Writes and flushes a tick at a time (checkpoints go on meanwhile) until value log
+    `number` is gone: at most 400 rounds, some 8 s at least (the grace period is about 1 s,
+    twice). Returns the last tick's value."""
+    for i in range(400):
+        db.put(b"tick", b"%d" % i)
+        db.flush()
+        if number not in vlog_numbers(path):
+            return b"%d" % i
+        time.sleep(0.02)
+    raise AssertionError(f"value log {number} {why}: {vlogs(path)}")
+
+
 @pytest.fixture
 def small_vlogs():
     """Value logs closed at 64 KiB (instead of 256 MiB), restored afterwards."""
@@ -698,16 +711,7 @@ def test_value_logs_go_while_the_store_is_open(tmp_path, small_vlogs):
             db.flush()
         first = min(vlog_numbers(path))
         model = {b"o%d" % i: val(b"o%d" % i, 5000, gen=2) for i in range(30)}
-        gone = False
-        for i in range(400):  # (some 8 s at least; the grace period is about 1 s, twice)
-            db.put(b"tick", b"%d" % i)
-            db.flush()
-            if first not in vlog_numbers(path):
-                gone = True
-                break
-            time.sleep(0.02)
-        assert gone, f"value log {first} still there: {vlogs(path)}"
-        model[b"tick"] = b"%d" % i
+        model[b"tick"] = tick_until_gone(db, path, first, "still there")
         check(db, model)
         st = db.stats()
         assert st["blob_files"] <= len(vlogs(path))
@@ -745,16 +749,8 @@ def test_a_scan_keeps_the_values_it_will_return(tmp_path, small_vlogs):
             take(items)
         assert got == old
         del batches
-        gone = False
-        for i in range(400):
-            db.put(b"tick", b"%d" % i)
-            db.flush()
-            if first not in vlog_numbers(path):
-                gone = True
-                break
-            time.sleep(0.02)
-        assert gone, f"value log {first} stayed after the scan ended: {vlogs(path)}"
-        check(db, {**{k: val(k, 6000, gen=3) for k in keys}, b"tick": b"%d" % i})
+        tick = tick_until_gone(db, path, first, "stayed after the scan ended")
+        check(db, {**{k: val(k, 6000, gen=3) for k in keys}, b"tick": tick})
 
 
 _GATE_C = r"""

@@ -208,6 +208,13 @@ static int batch_flush(mc_shared *sh, mc_conn *c)
     return LTR_OK;
 }
 
+/* An error reply to a request that follows gathered sets: theirs go first, in order. */
+static int flush_error(mc_shared *sh, mc_conn *c, const char *kind, const char *detail)
+{
+    int rc = batch_flush(sh, c);
+    return rc ? rc : out_error(sh, c, kind, detail);
+}
+
 /* ---- lookups ---- */
 
 /* The stored bytes of key into c->val: their length, LTR_NONE, or an error. A concurrent
@@ -360,10 +367,8 @@ static int storage_apply(mc_shared *sh, mc_conn *c, const storage_req *r, const 
 {
     int server;
     const char *why = storage_refusal(sh, c, r, &server);
-    if (why) {
-        int rc = batch_flush(sh, c);
-        return rc ? rc : out_error(sh, c, server ? "SERVER_ERROR" : "CLIENT_ERROR", why);
-    }
+    if (why)
+        return flush_error(sh, c, server ? "SERVER_ERROR" : "CLIENT_ERROR", why);
     COUNT(sh, cmd_set, 1);
     if (r->cmd == CMD_SET) {
         int rc = batch_add(sh, &c->batch, c->tok[1], c->toklen[1], r->flags, data,
@@ -527,16 +532,12 @@ static size_t storage(mc_shared *sh, mc_conn *c, size_t ntok, const uint8_t *p, 
     storage_req r = {.cmd = storage_command(c)};
     int form = parse_storage(c, ntok, &r);
     if (form) {
-        *rc = batch_flush(sh, c);
-        if (!*rc)
-            *rc = out_error(sh, c, "CLIENT_ERROR", "bad command line format");
+        *rc = flush_error(sh, c, "CLIENT_ERROR", "bad command line format");
         c->swallow = form == 1 ? r.bytes + 2 : 0; /* its data block would read as commands */
         return line;
     }
     if (r.bytes > LTR_MAX_VALUE) { /* refused before it arrives: dropped as it streams in */
-        *rc = batch_flush(sh, c);
-        if (!*rc)
-            *rc = out_error(sh, c, "SERVER_ERROR", "object too large for cache");
+        *rc = flush_error(sh, c, "SERVER_ERROR", "object too large for cache");
         c->swallow = r.bytes + 2;
         return line;
     }
@@ -547,9 +548,7 @@ static size_t storage(mc_shared *sh, mc_conn *c, size_t ntok, const uint8_t *p, 
     }
     const uint8_t *data = p + line;
     if (data[r.bytes] != '\r' || data[r.bytes + 1] != '\n') {
-        *rc = batch_flush(sh, c);
-        if (!*rc)
-            *rc = out_error(sh, c, "CLIENT_ERROR", "bad data chunk");
+        *rc = flush_error(sh, c, "CLIENT_ERROR", "bad data chunk");
         return total; /* exactly the announced block and two bytes, as memcached reads it */
     }
     *rc = storage_apply(sh, c, &r, data);
@@ -583,9 +582,7 @@ static int one_request(mc_shared *sh, mc_conn *c, size_t *pos, int *rc)
             c->need = avail + 1;
             return 0;
         }
-        *rc = batch_flush(sh, c);
-        if (!*rc)
-            *rc = out_error(sh, c, "CLIENT_ERROR", "line too long");
+        *rc = flush_error(sh, c, "CLIENT_ERROR", "line too long");
         c->skip_line = 1; /* drop() goes on to the newline, wherever it is */
         *pos += LTR_MC_LINE_MAX + 1;
         return 1;
