@@ -1535,14 +1535,19 @@ def test_old_logs_are_deleted_after_checkpoints(tmp_path):
         assert len(wal_files()) <= 2, wal_files()
 
 
-@pytest.fixture(params=[2, 0], ids=["threads", "inline"])
+@pytest.fixture(params=[2, 0, "deep"], ids=["threads", "inline", "deepened"])
 def batch_threads(request):
-    """Batch gets with their two threads, and with none (as when no thread can start: the
-    caller's thread then looks each segment up as it asks for it)."""
+    """Batch gets with their two threads, with none (as when no thread can start: the caller's
+    thread then looks each segment up as it asks for it), and deepened: every segment a thread
+    looks up counts as having waited for the device, so each batch goes on 32 threads from its
+    first segment and the next one starts there (store_batch.c)."""
     from lsmtrie import _binding
-    _binding.lib.ltr_test_batch_threads(request.param)
+    deep = request.param == "deep"
+    _binding.lib.ltr_test_batch_threads(-1 if deep else request.param)
+    _binding.lib.ltr_test_batch_device(deep)
     yield request.param
     _binding.lib.ltr_test_batch_threads(-1)
+    _binding.lib.ltr_test_batch_device(0)
 
 
 def test_large_batches_stream_in_segments_in_key_order(tmp_path, batch_threads):
@@ -1578,6 +1583,44 @@ def test_large_batches_stream_in_segments_in_key_order(tmp_path, batch_threads):
             status, data, voffs = db.get_many_packed(batch)  # the one-call form agrees
             one = [data[voffs[i]:voffs[i + 1]] if s == 1 else None for i, s in enumerate(status)]
             assert one == got, n
+        if batch_threads == "deep":
+            assert db.stats()["batches_deepened"] >= 12
+
+
+def device_read_bytes():
+    for line in open("/proc/self/io"):
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1])
+
+
+def test_a_batch_that_waits_for_the_device_deepens(tmp_path):
+    """The pages of a closed store's tables and BloomClusters dropped from the page cache (its
+    close synced them, so they are clean): a batch of the reopened store reads them from the
+    device, and a batch deepens exactly when that happened (on a file system whose pages cannot
+    be dropped, no batch reads from the device and none deepens). Every answer is right, in the
+    deepened batch and after it."""
+    path = tmp_path / "db"
+    keys = [b"d-%d" % i for i in range(150_000)]
+    vals = [b"%d" % i * 20 for i in range(150_000)]
+    with lsmtrie.open(str(path), table_buckets=64, levels=2) as db:
+        db.put_many(keys, vals)
+        db.flush()
+        assert db.stats()["tables_per_level"][-1] > 0
+    for name in os.listdir(path):
+        fd = os.open(path / name, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    with lsmtrie.open(str(path), read_only=True) as db:
+        before = device_read_bytes()
+        assert db.get_many(keys) == vals
+        read = device_read_bytes() - before
+        deepened = db.stats()["batches_deepened"]
+        assert (deepened == 1) == (read > 0), (deepened, read)
+        for _ in range(2):  # cached now: the next batch starts deep, the one after does not
+            assert db.get_many(keys[::-1]) == vals[::-1]
+        assert db.stats()["batches_deepened"] == deepened
 
 
 def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path, batch_threads):

@@ -4,14 +4,20 @@
  * own while the threads go on. From Python that overlaps the making of a bytes object per value
  * (the GIL's work, a tenth of a batched hit) with the lookups.
  *
- * A store read through the page cache uses two threads (its lookups wait for memory, not the
- * device: more threads than cores would only take turns). With direct_io every bucket read waits
- * for the device, so a batch runs on LTR_BATCH_READ_DEPTH threads, each with one read in flight:
- * the device sees that queue depth. Threads doing preads, not io_uring: on the project machine
- * 32 threads doing O_DIRECT preads of random 4 KB blocks of a 2 GB file got 51,700 to 58,800
- * reads/s, one io_uring kept 32 deep by one thread 40,700 to 43,400, two rings of 16 on two
- * threads 40,800 to 57,800 (alternated, three times each; docs/design.md "Reads without the page
- * cache"); and the threads need no second way of looking a key up: each runs the lookups a
+ * A store read through the page cache uses two threads while its lookups wait for memory, not
+ * the device (more threads than cores would only take turns). With direct_io every bucket read
+ * waits for the device, so a batch runs on LTR_BATCH_READ_DEPTH threads, each with one read in
+ * flight: the device sees that queue depth. A buffered batch whose thread waited for the device
+ * during a segment (pages of tables or BloomClusters not in the page cache: read blocks or major
+ * faults in the thread's own rusage) deepens to as many threads, and the store's next batch
+ * starts that deep until one runs without waiting: right after a load, or with data larger than
+ * memory, the reads that miss the cache overlap instead of stalling the two threads
+ * (docs/design.md "Batches that find pages evicted").
+ *
+ * Threads doing preads, not io_uring: on the project machine 32 threads doing O_DIRECT preads
+ * of random 4 KB blocks of a 2 GB file got 51,700 to 58,800 reads/s, one io_uring kept 32 deep
+ * by one thread 40,700 to 43,400, two rings of 16 on two threads 40,800 to 57,800 (alternated,
+ * three times each; docs/design.md "Reads without the page cache"); and the threads need no second way of looking a key up: each runs the lookups a
  * single get runs, so the answers are the same by construction. io_uring took less CPU per read
  * (2.7 to 3.8 us against 5.0 to 5.5), which matters less while the device is what a batch
  * waits for.
@@ -20,8 +26,10 @@
  * a streamed batch, gathering its segments into the caller's buffer; with direct_io, a batch of
  * up to FIRST_PASS_MAX keys first answers on the caller's thread the keys that need no read, and
  * streams only the others (get_direct). Depends on store_read.c and store_stats.c. */
+#define _GNU_SOURCE /* RUSAGE_THREAD */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "store_int.h"
 
@@ -31,12 +39,20 @@ void ltr_test_batch_threads(int n)
 {
     __atomic_store_n(&batch_threads, n < 0 ? -1 : n, __ATOMIC_RELAXED);
 }
+
+static int device_test; /* ltr_test_batch_device: every segment counts as having waited */
+
+void ltr_test_batch_device(int on)
+{
+    __atomic_store_n(&device_test, on, __ATOMIC_RELAXED);
+}
 #define SEG_KEYS 2048 /* keys per segment: the last one's values are made after the lookups */
 /* With direct_io a segment's keys wait for their reads one after the other: segments of at most
  * this many keys give each thread several (of a batch of 4 * depth * this many keys or more), so
  * that the threads finish together instead of a few reading alone at the end. */
 #define DIRECT_SEG_KEYS 64
 #define SEG_SKIPPED 1 /* a segment not looked up, after another one failed */
+#define SMALL_SEGMENTS 16 /* segments of a buffered batch of fewer than this many SEG_KEYS */
 
 typedef struct segment {
     ltr_buf values;
@@ -58,6 +74,10 @@ struct ltr_batch {
     size_t seg_keys;  /* keys per segment */
     taskgroup group;  /* the threads' runs of batch_worker */
     unsigned threads; /* runs posted (0: the caller looks each segment up) */
+    int deep;         /* atomic: the batch runs (or was posted to run) LTR_BATCH_READ_DEPTH deep */
+    taskgroup more;   /* the runs its deepening added (by a run of `group` or the caller) */
+    unsigned more_threads; /* runs posted in `more` (0: none) */
+    size_t waited;    /* atomic: segments whose thread waited for the device */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ltr_error err;    /* the first failure, under mu */
@@ -97,6 +117,45 @@ static void finish_segment(ltr_batch *b, size_t i, int rc)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* Reads from the device this thread has waited for so far: blocks read in (a pread that missed
+ * the page cache) and major faults (a BloomCluster page not in it). */
+static uint64_t device_waits(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_THREAD, &ru) ? 0 : (uint64_t)ru.ru_inblock + (uint64_t)ru.ru_majflt;
+}
+
+static unsigned batch_runs(const ltr_store *s, size_t nseg, int deep);
+static void batch_worker(void *arg);
+
+/* A buffered batch waited for the device: the rest of it runs LTR_BATCH_READ_DEPTH deep (once;
+ * called by a run of b->group or by the caller's thread, so ltr_batch_free sees more_threads
+ * after waiting for those runs). */
+static void deepen(ltr_batch *b)
+{
+    int no = 0;
+    if (!__atomic_compare_exchange_n(&b->deep, &no, 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    unsigned want = batch_runs(b->s, b->nseg, 1);
+    if (want > b->threads)
+        b->more_threads = taskpool_post(b->s->batch_pool, &b->more, batch_worker, b,
+                                        want - b->threads);
+}
+
+/* run_segment, deepening a buffered batch whose thread waited for the device meanwhile. */
+static int run_watched(ltr_batch *b, read_ctx *c, ltr_buf *mem, size_t i)
+{
+    if (b->s->o.direct_io)
+        return run_segment(b, c, mem, i);
+    uint64_t waits = device_waits();
+    int rc = run_segment(b, c, mem, i);
+    if (!rc && (device_waits() != waits || __atomic_load_n(&device_test, __ATOMIC_RELAXED))) {
+        __atomic_fetch_add(&b->waited, 1, __ATOMIC_RELAXED);
+        deepen(b);
+    }
+    return rc;
+}
+
 static void batch_worker(void *arg)
 {
     ltr_batch *b = arg;
@@ -109,7 +168,7 @@ static void batch_worker(void *arg)
         if (i >= b->nseg)
             break;
         int r = rc ? rc : __atomic_load_n(&b->stop, __ATOMIC_RELAXED) ? SEG_SKIPPED
-                                                                      : run_segment(b, &c, &mem, i);
+                                                                      : run_watched(b, &c, &mem, i);
         if (r < 0)
             __atomic_store_n(&b->stop, 1, __ATOMIC_RELAXED);
         size_t lo, hi;
@@ -129,7 +188,7 @@ static void run_inline(ltr_batch *b, size_t i)
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
     if (!rc)
-        rc = run_segment(b, &c, &mem, i);
+        rc = run_watched(b, &c, &mem, i);
     if (!rc) {
         size_t lo, hi;
         seg_bounds(b, i, &lo, &hi);
@@ -168,18 +227,19 @@ static void batch_free(ltr_batch *b)
 /* Keys per segment: with direct_io, few enough that each thread gets four segments or more. */
 static size_t segment_keys(const ltr_store *s, size_t n)
 {
-    if (!s->o.direct_io) /* a small batch: eight segments, shared by the caller and the threads */
-        return n >= 4 * BATCH_THREADS * SEG_KEYS ? SEG_KEYS
-                                                 : n / (4 * BATCH_THREADS) + 1;
+    /* a small batch: SMALL_SEGMENTS, shared by the caller and the threads (and as many reads in
+     * flight when it deepens) */
+    if (!s->o.direct_io)
+        return n >= SMALL_SEGMENTS * SEG_KEYS ? SEG_KEYS : n / SMALL_SEGMENTS + 1;
     size_t k = n / (4 * LTR_BATCH_READ_DEPTH);
     return k < 1 ? 1 : k > DIRECT_SEG_KEYS ? DIRECT_SEG_KEYS : k;
 }
 
 /* Threads for a batch of nseg segments: the pool's, at most one per segment. */
-static unsigned batch_runs(const ltr_store *s, size_t nseg)
+static unsigned batch_runs(const ltr_store *s, size_t nseg, int deep)
 {
     int cap = __atomic_load_n(&batch_threads, __ATOMIC_RELAXED);
-    size_t want = s->o.direct_io ? LTR_BATCH_READ_DEPTH : BATCH_THREADS;
+    size_t want = deep ? LTR_BATCH_READ_DEPTH : BATCH_THREADS;
     if (cap >= 0 && (size_t)cap < want)
         want = (size_t)cap;
     return (unsigned)(want < nseg ? want : nseg);
@@ -200,12 +260,14 @@ int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *kof
         free(b);
         return ltr_fail(LTR_ENOMEM, "out of memory starting a batch get");
     }
+    /* a buffered store's batch after one that waited for the device starts deep */
+    int deep = s->o.direct_io || __atomic_load_n(&s->batch_deep, __ATOMIC_RELAXED);
     *b = (ltr_batch){.s = s, .kdata = kdata, .koffs = koffs, .n = n, .nseg = nseg,
-                     .status = status, .seg = b->seg, .seg_keys = per};
+                     .status = status, .seg = b->seg, .seg_keys = per, .deep = deep};
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     /* 0 (no thread could start): ltr_batch_next looks each segment up itself */
-    unsigned runs = batch_runs(s, nseg);
+    unsigned runs = batch_runs(s, nseg, deep);
     b->threads = runs && s->batch_pool ? taskpool_post(s->batch_pool, &b->group, batch_worker, b, runs)
                                        : 0;
     *out = b;
@@ -250,6 +312,16 @@ void ltr_batch_free(ltr_batch *b)
     if (b->threads) {
         taskpool_cancel(b->s->batch_pool, &b->group); /* runs not started: nothing left for them */
         taskpool_wait(b->s->batch_pool, &b->group);
+    }
+    if (b->more_threads) { /* posted by a run of group, all finished now */
+        taskpool_cancel(b->s->batch_pool, &b->more);
+        taskpool_wait(b->s->batch_pool, &b->more);
+    }
+    if (!b->s->o.direct_io) { /* the next batch starts deep while batches wait for the device */
+        int waited = __atomic_load_n(&b->waited, __ATOMIC_RELAXED) > 0;
+        __atomic_store_n(&b->s->batch_deep, waited, __ATOMIC_RELAXED);
+        if (waited)
+            __atomic_fetch_add(&b->s->since_open.batches_deepened, 1, __ATOMIC_RELAXED);
     }
     batch_free(b);
 }

@@ -138,7 +138,7 @@ struct store_files {
 
 /* store_stats.c: counters since the open, not persisted (atomics). */
 struct store_since_open {
-    uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls;
+    uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls, batches_deepened;
     uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
 };
 
@@ -271,9 +271,11 @@ struct ltr_store {
     struct store_log log;
     struct store_ckpt ckpt;
     struct store_bg bg;
-    /* the threads of batched gets (store_batch.c), started when a batch first needs them:
-     * BATCH_THREADS, or with direct_io LTR_BATCH_READ_DEPTH (made and freed by store_open.c) */
+    /* the threads of batched gets (store_batch.c), started when a batch first needs them: at
+     * most LTR_BATCH_READ_DEPTH (made and freed by store_open.c); a store read through the page
+     * cache uses BATCH_THREADS until a batch waits for the device */
     taskpool *batch_pool;
+    int batch_deep; /* atomic: the last batch of a buffered store waited for the device */
 };
 
 /* The flags of the store's table opens: pread, and O_DIRECT with direct_io. */

@@ -200,7 +200,7 @@ static ltr_store *store_new(const char *path, const ltr_store_opts *o)
     pthread_cond_init(&s->state_cv, NULL);
     walset_init(&s->log.set);
     /* (NULL, out of memory: batches then run on the caller's thread) */
-    s->batch_pool = taskpool_new(o->direct_io ? LTR_BATCH_READ_DEPTH : BATCH_THREADS);
+    s->batch_pool = taskpool_new(LTR_BATCH_READ_DEPTH);
     if (!s->dir || !s->current || (o->metadata_path && !s->meta_dir)) {
         store_free(s);
         return NULL;

@@ -76,6 +76,7 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->cluster_reads = __atomic_load_n(&s->since_open.cluster_reads, __ATOMIC_RELAXED);
     o->filter_false_positives = __atomic_load_n(&s->since_open.false_positives, __ATOMIC_RELAXED);
     o->write_stalls = __atomic_load_n(&s->since_open.write_stalls, __ATOMIC_RELAXED);
+    o->batches_deepened = __atomic_load_n(&s->since_open.batches_deepened, __ATOMIC_RELAXED);
     pthread_mutex_lock(&s->state_mu);
     o->checkpoints = s->ckpt.count;
     o->checkpoint_seconds = s->ckpt.seconds;
