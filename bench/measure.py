@@ -352,18 +352,22 @@ def first_pass(get, get_many, keys, values, fresh, fresh_values) -> dict:
     `fresh` (other keys) one by one, each checked against its value. A store just loaded has
     the page cache full of what the load wrote; these passes show what a user's first reads
     meet (issue 23, part 5)."""
-    t = time.perf_counter()
+    io0, t = proc_io()["read_bytes"], time.perf_counter()
     got = in_batches(get_many, keys)
-    batched_s = time.perf_counter() - t
+    batched_s, io1 = time.perf_counter() - t, proc_io()["read_bytes"]
     if got != values:
         raise AssertionError("a present key did not read back its value")
     t = time.perf_counter()
     got = [get(k) for k in fresh]
-    single_s = time.perf_counter() - t
+    single_s, io2 = time.perf_counter() - t, proc_io()["read_bytes"]
     if got != fresh_values:
         raise AssertionError("a present key did not read back its value")
+    # what the first passes read from the device: pages the load wrote and the page cache no
+    # longer held (this machine's host reclaims file pages left unused for about a minute)
     return dict(get_hit_per_s_batched_first_pass=len(keys) / batched_s,
-                get_hit_per_s_single_first_pass=len(fresh) / single_s if fresh else None)
+                get_hit_per_s_single_first_pass=len(fresh) / single_s if fresh else None,
+                first_pass_device_bytes_batched=io1 - io0,
+                first_pass_device_bytes_single=io2 - io1 if fresh else None)
 
 
 def measure_reads(db, keys, values, misses, single: int, fresh=None) -> dict:
@@ -379,6 +383,8 @@ def measure_reads(db, keys, values, misses, single: int, fresh=None) -> dict:
         if in_batches(db.get_many, keys) != values:
             raise AssertionError("a present key did not read back its value")
     st1 = db.stats()
+    if fresh:  # batches that waited for the device and deepened (store_batch.c)
+        r0["first_pass_batches_deepened"] = delta(st1, st0, "batches_deepened")
     # (the fresh keys' single gets read too: their counts go with the hits')
     status, _, _ = db.get_many_packed(misses)
     if status.any():
