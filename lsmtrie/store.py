@@ -327,14 +327,14 @@ class Store:
 
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
-        batches run on two cores, or on 32 threads when their reads wait for the device (with
+        batches run on two cores, or on up to 32 threads when their reads wait for the device (with
         direct_io, the keys that must read a table run on 32 threads, each with a read in
         flight)."""
         return b.get_many_packed(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))
 
     def get_many(self, keys) -> list:
         """Values in key order; None where a key is absent. From 512 keys on, two threads look
-        the keys up (32 while the batches wait for the device: pages not in the page cache),
+        the keys up (up to 32 while batches wait for the device: pages not in the page cache),
         and from 4,096 this one makes the values' bytes objects meanwhile (with direct_io, 32
         threads each keep a read in flight; in smaller batches, only the keys that must read a
         table go to them, the others are answered first on this thread)."""

@@ -1538,9 +1538,9 @@ def test_old_logs_are_deleted_after_checkpoints(tmp_path):
 @pytest.fixture(params=[2, 0, "deep"], ids=["threads", "inline", "deepened"])
 def batch_threads(request):
     """Batch gets with their two threads, with none (as when no thread can start: the caller's
-    thread then looks each segment up as it asks for it), and deepened: every segment a thread
-    looks up counts as having waited for the device, so each batch goes on 32 threads from its
-    first segment and the next one starts there (store_batch.c)."""
+    thread then looks each segment up as it asks for it), and deepened: every segment looked up
+    counts as having waited for the device, so each batch starts on its two threads and adds
+    more after its first segment (store_batch.c)."""
     from lsmtrie import _binding
     deep = request.param == "deep"
     _binding.lib.ltr_test_batch_threads(-1 if deep else request.param)
@@ -1556,6 +1556,7 @@ def test_large_batches_stream_in_segments_in_key_order(tmp_path, batch_threads):
     segment boundaries, with values of every size (empty, and larger than a bucket) from the
     memtable, the tables and the overflow areas, tombstones and absent keys, reads back as the
     one-call form and the model say, in order, and counts each get once."""
+    from lsmtrie import _binding
     rng = random.Random(41)
     model = {}
     keys = [b"s-%d" % i for i in range(12_000)]
@@ -1572,6 +1573,7 @@ def test_large_batches_stream_in_segments_in_key_order(tmp_path, batch_threads):
             model[keys[i]] = b"fresh-%d" % i
         assert db.stats()["memtable_items"] > 100
         pool = keys + [b"absent-%d" % i for i in range(3000)]
+        runs = _binding.lib.ltr_test_batch_deepen_runs()
         for n in (4095, 4096, 4097, 2048 * 5, 2048 * 5 + 1, 30_000):
             batch = [pool[rng.randrange(len(pool))] for _ in range(n)]
             gets = db.stats()["gets"]
@@ -1583,8 +1585,9 @@ def test_large_batches_stream_in_segments_in_key_order(tmp_path, batch_threads):
             status, data, voffs = db.get_many_packed(batch)  # the one-call form agrees
             one = [data[voffs[i]:voffs[i + 1]] if s == 1 else None for i, s in enumerate(status)]
             assert one == got, n
-        if batch_threads == "deep":
+        if batch_threads == "deep":  # every batch added threads, one a segment left at most
             assert db.stats()["batches_deepened"] >= 12
+            assert _binding.lib.ltr_test_batch_deepen_runs() - runs >= 12
 
 
 def device_read_bytes():
@@ -1596,9 +1599,8 @@ def device_read_bytes():
 def test_a_batch_that_waits_for_the_device_deepens(tmp_path):
     """The pages of a closed store's tables and BloomClusters dropped from the page cache (its
     close synced them, so they are clean): a batch of the reopened store reads them from the
-    device, and a batch deepens exactly when that happened (on a file system whose pages cannot
-    be dropped, no batch reads from the device and none deepens). Every answer is right, in the
-    deepened batch and after it."""
+    device and deepens; the batches after it, whose pages are cached, do not wait. Every answer
+    is right, in the deepened batch and after it."""
     path = tmp_path / "db"
     keys = [b"d-%d" % i for i in range(150_000)]
     vals = [b"%d" % i * 20 for i in range(150_000)]
@@ -1616,11 +1618,12 @@ def test_a_batch_that_waits_for_the_device_deepens(tmp_path):
         before = device_read_bytes()
         assert db.get_many(keys) == vals
         read = device_read_bytes() - before
-        deepened = db.stats()["batches_deepened"]
-        assert (deepened == 1) == (read > 0), (deepened, read)
+        # (the store is some 10 MB: a file system that kept its pages cached fails here)
+        assert read >= 1 << 20, f"only {read} bytes read from the device: the pages stayed cached"
+        assert db.stats()["batches_deepened"] == 1
         for _ in range(2):  # cached now: the next batch starts deep, the one after does not
             assert db.get_many(keys[::-1]) == vals[::-1]
-        assert db.stats()["batches_deepened"] == deepened
+        assert db.stats()["batches_deepened"] == 1
 
 
 def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path, batch_threads):
@@ -1648,9 +1651,10 @@ def test_a_failing_segment_raises_and_the_store_goes_on(tmp_path, batch_threads)
         assert ok > 300 and ok + bad == 500, (ok, bad)
 
 
-def test_closing_while_streamed_batches_run(tmp_path):
-    """close() from another thread waits for a streamed get_many in flight (its C threads
-    use the store until the batch is freed); the caller gets its whole answer or ClosedError."""
+def test_closing_while_streamed_batches_run(tmp_path, batch_threads):
+    """close() from another thread waits for a streamed get_many in flight (its C threads, and
+    those a deepened batch added, use the store until the batch is freed); the caller gets its
+    whole answer or ClosedError."""
     keys = [b"t-%d" % i for i in range(6000)]
     vals = [b"%d" % i * 3 for i in range(6000)]
     for delay in (0.0, 0.001, 0.005, 0.02):

@@ -188,8 +188,9 @@ typedef struct ltr_store_stats {
     uint64_t bucket_reads;
     uint64_t cluster_reads;
     uint64_t filter_false_positives;
-    uint64_t batches_deepened;     /* batched gets that waited for the device and took more
-                                      threads (buffered stores: pages not in the page cache) */
+    uint64_t batches_deepened;     /* batches of 512 keys or more of a buffered store that
+                                      waited for the device (pages not in the page cache) and
+                                      went on up to LTR_BATCH_READ_DEPTH threads */
     uint64_t hits_per_level[LTR_MAX_LEVELS];       /* gets answered (value or tombstone) there */
     uint64_t hit_reads_per_level[LTR_MAX_LEVELS];  /* bucket and cluster reads those gets took */
     uint64_t flushes;
@@ -227,7 +228,8 @@ int ltr_store_get_many(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                        size_t klen_total, size_t n, int8_t *status, int64_t *voffs,
                        ltr_buf *values);
 /* A batch get whose answers come in segments, in key order, while two threads look the keys
- * up (LTR_BATCH_READ_DEPTH with direct_io, or once a read waited for the device: store_batch.c): for callers that make objects of the values, which can then overlap the
+ * up (up to LTR_BATCH_READ_DEPTH with direct_io, or once a read waited for the device:
+ * store_batch.c): for callers that make objects of the values, which can then overlap the
  * lookups. status[i] is set as by ltr_store_get_many; kdata, koffs and status must stay valid
  * until ltr_batch_free. */
 typedef struct ltr_batch ltr_batch;

@@ -65,10 +65,12 @@ void ltr_test_syncfs_min(int64_t files);
  * its store's pool); 0: the caller's thread looks each segment up as it asks for it, as when no
  * thread can start; negative restores the default. Process-wide. */
 void ltr_test_batch_threads(int n);
-/* While on, every segment a thread of a buffered store's batch looks up counts as having waited
- * for the device, as pages missing from the page cache do: the batch deepens to
- * LTR_BATCH_READ_DEPTH threads (store_batch.c). Process-wide. */
+/* While on, every segment a buffered store's batch looks up counts as having waited for the
+ * device, as pages missing from the page cache do, and every batch starts on its two threads: so
+ * each batch deepens, adding threads up to LTR_BATCH_READ_DEPTH (store_batch.c). Process-wide. */
 void ltr_test_batch_device(int on);
+/* The runs that deepened batches have added to the pool since the process started. */
+uint64_t ltr_test_batch_deepen_runs(void);
 /* A compaction streams its inputs and outputs this many buckets at a time (at least 1);
  * 0: it stages whole tables instead (as garbage collection does); negative restores the
  * default (COMPACTION_WINDOW, 256). Process-wide. */

@@ -40,12 +40,20 @@ void ltr_test_batch_threads(int n)
     __atomic_store_n(&batch_threads, n < 0 ? -1 : n, __ATOMIC_RELAXED);
 }
 
-static int device_test; /* ltr_test_batch_device: every segment counts as having waited */
+/* ltr_test_batch_device: every segment counts as having waited, and every batch starts shallow */
+static int device_test;
+static uint64_t deepen_runs; /* runs deepenings posted (ltr_test_batch_deepen_runs) */
 
 void ltr_test_batch_device(int on)
 {
     __atomic_store_n(&device_test, on, __ATOMIC_RELAXED);
 }
+
+uint64_t ltr_test_batch_deepen_runs(void)
+{
+    return __atomic_load_n(&deepen_runs, __ATOMIC_RELAXED);
+}
+
 #define SEG_KEYS 2048 /* keys per segment: the last one's values are made after the lookups */
 /* With direct_io a segment's keys wait for their reads one after the other: segments of at most
  * this many keys give each thread several (of a batch of 4 * depth * this many keys or more), so
@@ -73,6 +81,7 @@ struct ltr_batch {
     size_t taken;     /* segments handed to the caller */
     size_t seg_keys;  /* keys per segment */
     taskgroup group;  /* the threads' runs of batch_worker */
+    unsigned planned; /* runs asked for at the start (set before they are posted) */
     unsigned threads; /* runs posted (0: the caller looks each segment up) */
     int deep;         /* atomic: the batch runs (or was posted to run) LTR_BATCH_READ_DEPTH deep */
     taskgroup more;   /* the runs its deepening added (by a run of `group` or the caller) */
@@ -128,31 +137,37 @@ static uint64_t device_waits(void)
 static unsigned batch_runs(const ltr_store *s, size_t nseg, int deep);
 static void batch_worker(void *arg);
 
-/* A buffered batch waited for the device: the rest of it runs LTR_BATCH_READ_DEPTH deep (once;
- * called by a run of b->group or by the caller's thread, so ltr_batch_free sees more_threads
- * after waiting for those runs). */
+/* A buffered batch waited for the device: the rest of it runs LTR_BATCH_READ_DEPTH deep, one
+ * thread a segment left (once; called by a run of b->group or by the caller's thread, so
+ * ltr_batch_free sees more_threads after waiting for those runs). */
 static void deepen(ltr_batch *b)
 {
     int no = 0;
-    if (!__atomic_compare_exchange_n(&b->deep, &no, 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    if (!__atomic_compare_exchange_n(&b->deep, &no, 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED) ||
+        !b->s->batch_pool || __atomic_load_n(&b->stop, __ATOMIC_RELAXED))
         return;
+    size_t next = __atomic_load_n(&b->next_seg, __ATOMIC_RELAXED);
+    size_t left = next < b->nseg ? b->nseg - next : 0;
     unsigned want = batch_runs(b->s, b->nseg, 1);
-    if (want > b->threads)
-        b->more_threads = taskpool_post(b->s->batch_pool, &b->more, batch_worker, b,
-                                        want - b->threads);
+    unsigned add = want > b->planned ? want - b->planned : 0;
+    add = add < left ? add : (unsigned)left;
+    b->more_threads = taskpool_post(b->s->batch_pool, &b->more, batch_worker, b, add);
+    __atomic_fetch_add(&deepen_runs, b->more_threads, __ATOMIC_RELAXED);
 }
 
-/* run_segment, deepening a buffered batch whose thread waited for the device meanwhile. */
-static int run_watched(ltr_batch *b, read_ctx *c, ltr_buf *mem, size_t i)
+/* run_segment, deepening a buffered batch whose thread waited for the device meanwhile; *waits
+ * is the thread's count before (device_waits), updated to after: one system call a segment. */
+static int run_watched(ltr_batch *b, read_ctx *c, ltr_buf *mem, size_t i, uint64_t *waits)
 {
     if (b->s->o.direct_io)
         return run_segment(b, c, mem, i);
-    uint64_t waits = device_waits();
     int rc = run_segment(b, c, mem, i);
-    if (!rc && (device_waits() != waits || __atomic_load_n(&device_test, __ATOMIC_RELAXED))) {
+    uint64_t now = device_waits();
+    if (!rc && (now != *waits || __atomic_load_n(&device_test, __ATOMIC_RELAXED))) {
         __atomic_fetch_add(&b->waited, 1, __ATOMIC_RELAXED);
         deepen(b);
     }
+    *waits = now;
     return rc;
 }
 
@@ -163,12 +178,13 @@ static void batch_worker(void *arg)
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
     size_t keys = 0;
+    uint64_t waits = b->s->o.direct_io ? 0 : device_waits();
     for (;;) {
         size_t i = __atomic_fetch_add(&b->next_seg, 1, __ATOMIC_RELAXED);
         if (i >= b->nseg)
             break;
         int r = rc ? rc : __atomic_load_n(&b->stop, __ATOMIC_RELAXED) ? SEG_SKIPPED
-                                                                      : run_watched(b, &c, &mem, i);
+                                                                      : run_watched(b, &c, &mem, i, &waits);
         if (r < 0)
             __atomic_store_n(&b->stop, 1, __ATOMIC_RELAXED);
         size_t lo, hi;
@@ -187,8 +203,9 @@ static void run_inline(ltr_batch *b, size_t i)
     read_ctx c;
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
+    uint64_t waits = b->s->o.direct_io ? 0 : device_waits();
     if (!rc)
-        rc = run_watched(b, &c, &mem, i);
+        rc = run_watched(b, &c, &mem, i, &waits);
     if (!rc) {
         size_t lo, hi;
         seg_bounds(b, i, &lo, &hi);
@@ -261,13 +278,15 @@ int ltr_store_batch_start(ltr_store *s, const uint8_t *kdata, const int64_t *kof
         return ltr_fail(LTR_ENOMEM, "out of memory starting a batch get");
     }
     /* a buffered store's batch after one that waited for the device starts deep */
-    int deep = s->o.direct_io || __atomic_load_n(&s->batch_deep, __ATOMIC_RELAXED);
+    int deep = s->o.direct_io || (__atomic_load_n(&s->batch_deep, __ATOMIC_RELAXED) &&
+                                  !__atomic_load_n(&device_test, __ATOMIC_RELAXED));
+    unsigned runs = batch_runs(s, nseg, deep);
     *b = (ltr_batch){.s = s, .kdata = kdata, .koffs = koffs, .n = n, .nseg = nseg,
-                     .status = status, .seg = b->seg, .seg_keys = per, .deep = deep};
+                     .status = status, .seg = b->seg, .seg_keys = per, .deep = deep,
+                     .planned = runs};
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     /* 0 (no thread could start): ltr_batch_next looks each segment up itself */
-    unsigned runs = batch_runs(s, nseg, deep);
     b->threads = runs && s->batch_pool ? taskpool_post(s->batch_pool, &b->group, batch_worker, b, runs)
                                        : 0;
     *out = b;
@@ -313,7 +332,7 @@ void ltr_batch_free(ltr_batch *b)
         taskpool_cancel(b->s->batch_pool, &b->group); /* runs not started: nothing left for them */
         taskpool_wait(b->s->batch_pool, &b->group);
     }
-    if (b->more_threads) { /* posted by a run of group, all finished now */
+    if (b->more_threads) { /* posted by the caller or a run of group (all finished now) */
         taskpool_cancel(b->s->batch_pool, &b->more);
         taskpool_wait(b->s->batch_pool, &b->more);
     }
