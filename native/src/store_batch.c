@@ -17,10 +17,10 @@
  * Threads doing preads, not io_uring: on the project machine 32 threads doing O_DIRECT preads
  * of random 4 KB blocks of a 2 GB file got 51,700 to 58,800 reads/s, one io_uring kept 32 deep
  * by one thread 40,700 to 43,400, two rings of 16 on two threads 40,800 to 57,800 (alternated,
- * three times each; docs/design.md "Reads without the page cache"); and the threads need no second way of looking a key up: each runs the lookups a
- * single get runs, so the answers are the same by construction. io_uring took less CPU per read
- * (2.7 to 3.8 us against 5.0 to 5.5), which matters less while the device is what a batch
- * waits for.
+ * three times each; docs/design.md "Reads without the page cache"); and the threads need no
+ * second way of looking a key up: each runs the lookups a single get runs, so the answers are
+ * the same by construction. io_uring took less CPU per read (2.7 to 3.8 us against 5.0 to 5.5),
+ * which matters less while the device is what a batch waits for.
  *
  * ltr_store_get_many (at the end) runs small batches on the caller's thread and large ones through
  * a streamed batch, gathering its segments into the caller's buffer; with direct_io, a batch of
@@ -183,8 +183,9 @@ static void batch_worker(void *arg)
         size_t i = __atomic_fetch_add(&b->next_seg, 1, __ATOMIC_RELAXED);
         if (i >= b->nseg)
             break;
-        int r = rc ? rc : __atomic_load_n(&b->stop, __ATOMIC_RELAXED) ? SEG_SKIPPED
-                                                                      : run_watched(b, &c, &mem, i, &waits);
+        int r = rc                                            ? rc
+              : __atomic_load_n(&b->stop, __ATOMIC_RELAXED) ? SEG_SKIPPED
+                                                              : run_watched(b, &c, &mem, i, &waits);
         if (r < 0)
             __atomic_store_n(&b->stop, 1, __ATOMIC_RELAXED);
         size_t lo, hi;
