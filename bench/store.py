@@ -29,7 +29,7 @@ other keys one by one for the first time; get_hit_per_s_batched_1000 is the warm
 batches; first_pass_vs_warm_* and batched_1000_vs_single are their ratios;
 first_pass_device_bytes_batched/_single are the bytes the process read from the device
 meanwhile (/proc/self/io: pages the page cache no longer held) and first_pass_batches_deepened
-the batches that waited for the device and went on 32 threads. --peers rocksdb runs
+the batches that waited for the device and went on up to 32 threads. --peers rocksdb runs
 the same items and reads through RocksDB (bench/store_peer.py, a process of its own) and adds
 *_vs_rocksdb ratios. Memory: peak_rss_bytes (the whole run), peak_rss_bytes_load (up to the
 end of the load), and the peaks of the anonymous and file-backed parts (mapped BloomCluster

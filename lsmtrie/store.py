@@ -327,8 +327,8 @@ class Store:
 
     def get_many_packed(self, keys) -> tuple[np.ndarray, bytes, np.ndarray]:
         """(status int8[n] of Lookup values, value bytes, value offsets int64[n+1]); large
-        batches run on two cores, or on up to 32 threads when their reads wait for the device (with
-        direct_io, the keys that must read a table run on 32 threads, each with a read in
+        batches run on two cores, or on up to 32 threads when their reads wait for the device
+        (with direct_io, the keys that must read a table run on 32 threads, each with a read in
         flight)."""
         return b.get_many_packed(lib.ltr_store_get_many, self._use(), pack(keys, "keys"))
 
