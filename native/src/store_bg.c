@@ -150,7 +150,8 @@ static void *worker_main(void *arg)
         s->bg.busy++;
         pthread_mutex_unlock(&s->state_mu);
         int rc = background_step(s, id);
-        release_freed_memory();
+        if (rc) /* (a step that found nothing to do freed nothing) */
+            release_freed_memory();
         pthread_mutex_lock(&s->state_mu);
         s->bg.busy--;
         if (rc < 0)
