@@ -29,6 +29,7 @@ import numpy as np
 import lsmtrie
 import lsmtrie.store as _store
 from lsmtrie import _binding
+from lsmtrie._packing import pack
 from lsmtrie.bulk import _DiskPeak, _dir_bytes
 from lsmtrie.htable import HTable, HTableBuilder, Lookup, TableOptions
 
@@ -809,9 +810,11 @@ def direct_reads_of_store(path, meta, n: int, seed: int, reads: int, single: int
     keys, values = sample_present(n, seed, reads, value_size)
     misses = np.random.default_rng(seed + 99).integers(0, 256, (reads, 16), np.uint8)
     singles = [sample_present(n, seed, single, value_size, draw=1000 + r)[0] for r in range(rounds)]
+    from_c = [pack(sample_present(n, seed, single, value_size, draw=3000 + r)[0])
+              for r in range(rounds)]
     batches = [sample_present(n, seed, reads, value_size, draw=2000 + r)[0] for r in range(rounds)]
     dev = {1: ({}, {}), depth: ({}, {})}  # depth: (reads/s by way, CPU us by way)
-    single_rates, single_cpu, batch_rates, batch_cpu = [], [], [], []
+    single_rates, single_cpu, batch_rates, batch_cpu, c_rates = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, \
             _store.open(path, metadata_path=meta, read_only=True, direct_io=True) as db:
         exe = device_tool(tmp)
@@ -822,6 +825,7 @@ def direct_reads_of_store(path, meta, n: int, seed: int, reads: int, single: int
             one = singles[rnd]
             wall = _timed(lambda: [get(k) for k in one], 1, single_cpu)[0]
             single_rates.append(len(one) / wall)
+            c_rates.append(_get_each(db, from_c[rnd]))
             _device_round(exe, path, files, depth, seconds, *dev[depth])
             batch = batches[rnd]
             wall = _timed(lambda: db.get_many(batch), 1, batch_cpu)[0]
@@ -838,14 +842,32 @@ def direct_reads_of_store(path, meta, n: int, seed: int, reads: int, single: int
         "device_read_iops_qd1": qd1,
         f"device_read_iops_qd{depth}": qdd,
         "single_direct_vs_device_qd1": single_s / qd1,
+        # the same single gets from C (ltr_store_get_each): the store without the Python call
+        "get_hit_per_s_single_direct_from_c": med(c_rates),
+        "single_direct_from_c_vs_device_qd1": med(c_rates) / qd1,
         f"batched_direct_vs_device_qd{depth}": batched / qdd,
-        "direct_rounds": {"single": single_rates, "batched": batch_rates},
+        "direct_rounds": {"single": single_rates, "single_from_c": c_rates,
+                          "batched": batch_rates},
         "device_read_iops_by_way": {f"qd{d}": dev[d][0] for d in dev},
         "device_read_cpu_us_by_way": {f"qd{d}": dev[d][1] for d in dev},
         "device_files": len(files),
         "device_file_bytes": sum(os.path.getsize(os.path.join(path, f)) for f in files),
     })
     return r
+
+
+def _get_each(db, k) -> float:
+    """Single gets of the packed keys k from C, one after the other (ltr_store_get_each): gets/s.
+    Every key must be found."""
+    lib = _binding.lib
+    with db._use() as h:
+        t = time.perf_counter()
+        found = lib.ltr_store_get_each(h, _binding.ptr_u8(k.data), _binding.ptr_i64(k.offsets), k.n)
+        wall = time.perf_counter() - t
+    _binding.check(found if found < 0 else 0)
+    if found != k.n:
+        raise AssertionError(f"{k.n - found} present keys were not found")
+    return k.n / wall
 
 
 def measure_direct(path, meta, n: int, seed: int, reads: int, single: int,
@@ -899,6 +921,7 @@ def direct_summary(r: dict) -> str:
 DIRECT = """\
   direct_io (new process, read-only; medians of {rounds} rounds against the device's own random 4 KB O_DIRECT reads over the store's {device_files:,} table files)
     single gets       {get_hit_per_s_single_direct:>12,.0f} /s  ({get_hit_cpu_us_single_direct:.2f} us CPU/key); device at queue depth 1 {device_read_iops_qd1:,.0f} /s: {single_direct_vs_device_qd1:.1%}
+    the same from C   {get_hit_per_s_single_direct_from_c:>12,.0f} /s  (ltr_store_get_each, without the Python call): {single_direct_from_c_vs_device_qd1:.1%}
     batched gets      {get_hit_per_s_batched_direct:>12,.0f} /s  ({get_hit_cpu_us_batched_direct:.2f} us CPU/key); device at queue depth {d} {qdd:,.0f} /s: {batched_vs:.1%}
     data reads        {data_reads_per_hit_direct:.4f} per hit, {data_reads_per_miss_direct:.4f} per miss (engine counters; BloomCluster columns {cluster_reads_per_hit_direct:.4f} / {cluster_reads_per_miss_direct:.4f})
 """

@@ -51,6 +51,9 @@ get_hit_per_s_batched_direct, device_read_iops_qd1, device_read_iops_qd32, their
 (single_direct_vs_device_qd1, batched_direct_vs_device_qd32), and data reads per hit and miss
 (data_reads_per_hit_direct, ..., counted by the engine: reads_counted_by says how; the block
 device's own count beside them). Targets: single >= 90% of qd1, batched >= 90% of qd32.
+Beside the single gets from Python, get_hit_per_s_single_direct_from_c (and its ratio,
+single_direct_from_c_vs_device_qd1) times other keys' single gets called from C one after the
+other (ltr_store_get_each): the store's share of a get without the interpreter's.
 """
 
 import argparse

@@ -123,7 +123,8 @@ def test_the_direct_benchmark_sets_direct_reads_against_the_device(tmp_path):
     r = measure.measure_direct(path, None, 3000, 1, 500, 200, None, 1, 0.2)
     for key in ("get_hit_per_s_single_direct", "get_hit_per_s_batched_direct",
                 "device_read_iops_qd1", f"device_read_iops_qd{depth}",
-                "single_direct_vs_device_qd1", f"batched_direct_vs_device_qd{depth}"):
+                "single_direct_vs_device_qd1", f"batched_direct_vs_device_qd{depth}",
+                "get_hit_per_s_single_direct_from_c", "single_direct_from_c_vs_device_qd1"):
         assert r[key] > 0, key
     assert r["batch_read_depth"] == depth == 32
     assert r["single_direct_vs_device_qd1"] == pytest.approx(
@@ -136,3 +137,27 @@ def test_the_direct_benchmark_sets_direct_reads_against_the_device(tmp_path):
     assert "engine" in r["reads_counted_by"]
     assert r["device_files"] == len([f for f in os.listdir(path) if f.endswith(".ht")])
     assert "device at queue depth 32" in measure.direct_summary(r)
+    assert "ltr_store_get_each" in measure.direct_summary(r)
+
+
+def test_get_each_counts_the_keys_found_and_raises_on_errors(tmp_path):
+    """ltr_store_get_each, the benchmark's single gets from C: it finds what get() finds (values
+    longer than its buffer included), counts absent keys as not found, and raises a store error
+    (here a corrupt bucket) instead of counting it."""
+    from lsmtrie import _binding
+    from lsmtrie._packing import pack
+    path = tmp_path / "db"
+    keys = [b"e-%d" % i for i in range(3000)]
+    with open_tiny(path) as db:
+        db.put_many(keys, [b"x" * (5000 if i % 7 == 0 else 30) for i in range(3000)])
+        db.flush()
+        k = pack(keys[:100] + [b"absent-%d" % i for i in range(50)])
+        assert measure._get_each(db, pack(keys)) > 0  # (raises unless all 3,000 are found)
+        with db._use() as h:
+            got = _binding.lib.ltr_store_get_each(h, _binding.ptr_u8(k.data),
+                                                 _binding.ptr_i64(k.offsets), k.n)
+        assert got == 100
+    corrupt_first_buckets(path)
+    with lsmtrie.open(str(path), read_only=True) as db:
+        with pytest.raises(lsmtrie.CorruptionError):
+            measure._get_each(db, pack(keys))

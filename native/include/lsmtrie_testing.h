@@ -34,6 +34,10 @@ int ltr_crc32c_using(int impl, uint32_t crc, const uint8_t *data, size_t len, ui
  * Not counted in the statistics. */
 int ltr_store_read_floor(ltr_store *s, uint64_t n, uint32_t threads, uint64_t seed,
                          double *seconds, double *cpu_seconds);
+/* Benchmark reference, single gets without the Python call: ltr_store_get of each of the n keys
+ * (kdata, koffs as for ltr_store_get_many) in turn on the caller's thread, values copied into a
+ * 4 KB buffer (longer ones only measured). Returns how many were found, or an error. */
+int64_t ltr_store_get_each(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n);
 /* ---- fault injection, for tests only ---- */
 
 #define LTR_FAULT_WRITE 1     /* write, pwrite */

@@ -387,6 +387,20 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     return rc;
 }
 
+int64_t ltr_store_get_each(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n)
+{
+    uint8_t value[4096];
+    int64_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t r = ltr_store_get(s, kdata + koffs[i], (size_t)(koffs[i + 1] - koffs[i]), value,
+                                  sizeof value);
+        if (r < 0 && r != LTR_NONE)
+            return r;
+        found += r >= 0;
+    }
+    return found;
+}
+
 int store_newest_pointer(ltr_store *s, const uint8_t *key, uint32_t klen, uint8_t *ptr)
 {
     key_hash h = hash_key(s, key, klen);
