@@ -86,7 +86,7 @@ struct ltr_batch {
     int deep;         /* atomic: the batch runs (or was posted to run) LTR_BATCH_READ_DEPTH deep */
     taskgroup more;   /* the runs its deepening added (by a run of `group` or the caller) */
     unsigned more_threads; /* runs posted in `more` (0: none) */
-    size_t waited;    /* atomic: segments whose thread waited for the device */
+    int waited;       /* atomic: a segment's thread waited for the device */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ltr_error err;    /* the first failure, under mu */
@@ -127,11 +127,14 @@ static void finish_segment(ltr_batch *b, size_t i, int rc)
 }
 
 /* Reads from the device this thread has waited for so far: blocks read in (a pread that missed
- * the page cache) and major faults (a BloomCluster page not in it). */
-static uint64_t device_waits(void)
+ * the page cache) and major faults (a BloomCluster page not in it). 0 for a direct_io store's
+ * batch, whose every read goes to the device and which runs deep from the start. */
+static uint64_t device_waits(const ltr_batch *b)
 {
     struct rusage ru;
-    return getrusage(RUSAGE_THREAD, &ru) ? 0 : (uint64_t)ru.ru_inblock + (uint64_t)ru.ru_majflt;
+    if (b->s->o.direct_io || getrusage(RUSAGE_THREAD, &ru))
+        return 0;
+    return (uint64_t)ru.ru_inblock + (uint64_t)ru.ru_majflt;
 }
 
 static unsigned batch_runs(const ltr_store *s, size_t nseg, int deep);
@@ -162,9 +165,9 @@ static int run_watched(ltr_batch *b, read_ctx *c, ltr_buf *mem, size_t i, uint64
     if (b->s->o.direct_io)
         return run_segment(b, c, mem, i);
     int rc = run_segment(b, c, mem, i);
-    uint64_t now = device_waits();
+    uint64_t now = device_waits(b);
     if (!rc && (now != *waits || __atomic_load_n(&device_test, __ATOMIC_RELAXED))) {
-        __atomic_fetch_add(&b->waited, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->waited, 1, __ATOMIC_RELAXED);
         deepen(b);
     }
     *waits = now;
@@ -178,7 +181,7 @@ static void batch_worker(void *arg)
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
     size_t keys = 0;
-    uint64_t waits = b->s->o.direct_io ? 0 : device_waits();
+    uint64_t waits = device_waits(b);
     for (;;) {
         size_t i = __atomic_fetch_add(&b->next_seg, 1, __ATOMIC_RELAXED);
         if (i >= b->nseg)
@@ -204,7 +207,7 @@ static void run_inline(ltr_batch *b, size_t i)
     read_ctx c;
     ltr_buf mem = {0};
     int rc = read_ctx_init(&c);
-    uint64_t waits = b->s->o.direct_io ? 0 : device_waits();
+    uint64_t waits = device_waits(b);
     if (!rc)
         rc = run_watched(b, &c, &mem, i, &waits);
     if (!rc) {
@@ -338,7 +341,7 @@ void ltr_batch_free(ltr_batch *b)
         taskpool_wait(b->s->batch_pool, &b->more);
     }
     if (!b->s->o.direct_io) { /* the next batch starts deep while batches wait for the device */
-        int waited = __atomic_load_n(&b->waited, __ATOMIC_RELAXED) > 0;
+        int waited = __atomic_load_n(&b->waited, __ATOMIC_RELAXED);
         __atomic_store_n(&b->s->batch_deep, waited, __ATOMIC_RELAXED);
         if (waited)
             __atomic_fetch_add(&b->s->since_open.batches_deepened, 1, __ATOMIC_RELAXED);
