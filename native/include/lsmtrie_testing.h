@@ -96,6 +96,10 @@ void ltr_test_blob_max_open(uint32_t n);
 /* 0: the value-log garbage collection does not run (so that tests can read value logs holding
  * exactly the writes made); 1 (the default): it does. Process-wide. */
 void ltr_test_blob_gc(int on);
+/* The next n reads of a value by its pointer find its value log collected (as when the GC
+ * removed it while a lookup held the pointer), so that tests see lookups start again; 0 (the
+ * default) stops it. Process-wide. */
+void ltr_test_blob_moved_reads(int n);
 /* New logs place their first record at this byte offset (a hole before it), and replay starts
  * every log there: log offsets past 2^35 without writing 32 GiB. 0 (the default) is the real
  * format; a store written with an offset must be reopened with the same one. Process-wide. */

@@ -6,8 +6,10 @@
  * the keys of a file's first records up (GC_SAMPLE bytes), and when less than BLOB_GC_RATIO of
  * those bytes are their keys' newest versions, it reads the file through and writes again each
  * record that still is (batch_flush: checked and written under the writer's lock), then
- * syncs the log. The file is then relocated: every pointer to it left in a table is shadowed
- * (reads never follow one), and it goes two checkpoints later (blob.c, blobset_unheld). A
+ * syncs the log. The file is then relocated: every pointer to it left in a table is shadowed,
+ * and it goes in the next removal pass below the durable floor, which the checkpointer runs at
+ * once (blob.c, blobset_unheld); a lookup that found such a pointer just before is told the file
+ * went and looks its key up again (LTR_EMOVED, store_read.c). A
  * file found mostly live is looked at again once as much was written to value logs. Only with
  * the log (a bulk store's moved records would be durable only once flushed). Depends on
  * store_log.c, store_read.c and store_write.c. */
@@ -241,5 +243,8 @@ int blob_gc_step(ltr_store *s)
     uint64_t pass = s->blobs.collects;
     pthread_mutex_unlock(&s->state_mu);
     blobset_set_relocated(s->blobs.set, number, pass);
+    pthread_mutex_lock(&s->state_mu);
+    s->blobs.collect_asked = 1; /* (the checkpointer looks at least every tenth of a second) */
+    pthread_mutex_unlock(&s->state_mu);
     return 1;
 }

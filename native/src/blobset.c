@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "blobset.h"
+#include "lsmtrie_testing.h"
 #include "io.h"
 
 typedef struct bfile {
@@ -40,6 +41,9 @@ struct blobset {
     bfile *active;
     uint64_t synced; /* the active file's bytes known durable */
     int pins;        /* scans running (atomic): nothing is removed meanwhile */
+    /* the relocated files forgotten (blobset_forget): a pointer into one was shadowed when it
+     * went, and reading it tells the reader to look its key up again (LTR_EMOVED) */
+    ltr_buf moved; /* uint64 numbers */
     int failed;      /* an fsync failed: Linux may have dropped the dirty pages, so nothing
                         written since can be trusted durable (writes fail until a reopen) */
 };
@@ -84,6 +88,7 @@ void blobset_unref(blobset *b)
     for (size_t i = 0; i < b->n; i++)
         bfile_free(b->v[i]);
     free(b->v);
+    ltr_buf_free(&b->moved);
     pthread_rwlock_destroy(&b->lock);
     pthread_mutex_destroy(&b->sync_mu);
     free(b->dir);
@@ -320,6 +325,30 @@ static int read_direct(const bfile *f, uint64_t off, uint64_t size, uint8_t **re
     return io_pread_direct(f->dfd, *span, last - first, first, off + size - first, f->path);
 }
 
+static int moved_reads; /* ltr_test_blob_moved_reads */
+
+void ltr_test_blob_moved_reads(int n) { __atomic_store_n(&moved_reads, n, __ATOMIC_RELAXED); }
+
+/* Whether a test asks this read to find its file collected. */
+static int test_moved(void)
+{
+    int n = __atomic_load_n(&moved_reads, __ATOMIC_RELAXED);
+    while (n > 0 && !__atomic_compare_exchange_n(&moved_reads, &n, n - 1, 0, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED))
+        ;
+    return n > 0;
+}
+
+/* Whether file `number` was relocated and forgotten (lock held). */
+static int was_moved(const blobset *b, uint64_t number)
+{
+    const uint64_t *m = (const uint64_t *)b->moved.data;
+    for (size_t i = 0; i < b->moved.len / sizeof *m; i++)
+        if (m[i] == number)
+            return 1;
+    return 0;
+}
+
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
                  uint8_t *dst)
 {
@@ -333,6 +362,9 @@ int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t k
     int rc = hold_open(b, ptr->file, &f);
     if (rc)
         ;
+    else if ((!f && was_moved(b, ptr->file)) || test_moved())
+        rc = ltr_fail(LTR_EMOVED, "%s: value log %08llu was collected (its records moved) while "
+                      "a lookup held a pointer into it", b->dir, (unsigned long long)ptr->file);
     else if (!f)
         rc = ltr_fail(LTR_ECORRUPT, "%s: value log %08llu, which a pointer names, is missing",
                       b->dir, (unsigned long long)ptr->file);
@@ -493,10 +525,10 @@ int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, si
     for (size_t i = 0; v && i < b->n; i++) {
         const bfile *f = b->v[i];
         /* A relocated file's pointers left in tables are all shadowed, and its moved records
-         * were synced before it was marked: it goes in the second pass after its move, a
-         * checkpoint's cycle later, when a lookup that found one of those pointers just before
-         * the move is long done (a pass right after it could race such a lookup). */
-        int moved = f->relocated && pass > f->relocated_at + 1;
+         * were synced before it was marked: it goes in the first pass after its move. A lookup
+         * that found one of those pointers just before the move and reads after the file went
+         * is told so (LTR_EMOVED) and looks its key up again, finding the moved record. */
+        int moved = f->relocated && pass > f->relocated_at;
         if (f->number < below && f != b->active &&
             (moved || !__atomic_load_n(&f->holds, __ATOMIC_RELAXED)))
             v[(*n)++] = f->number;
@@ -512,12 +544,15 @@ int blobset_forget(blobset *b, uint64_t number, char **path)
     pthread_rwlock_wrlock(&b->lock);
     size_t i = find(b, number);
     bfile *f = i < b->n && b->v[i]->number == number ? b->v[i] : NULL;
-    if (f) {
+    int rc = f && f->relocated ? buf_append(&b->moved, &number, sizeof number) : LTR_OK;
+    if (f && !rc) {
         memmove(b->v + i, b->v + i + 1, (b->n - i - 1) * sizeof *b->v);
         b->n--;
         close_fds(b, f);
         *path = f->path;
         f->path = NULL;
+    } else {
+        f = NULL; /* not here, or no memory to remember it: it stays, for a later pass */
     }
     pthread_rwlock_unlock(&b->lock);
     bfile_free(f); /* no reader can be in it: they hold the lock shared */

@@ -22,6 +22,9 @@
 
 typedef struct blobset blobset;
 
+/* A read's answer (never the API's): the pointer's value log was collected (below). */
+#define LTR_EMOVED (-1001)
+
 /* An empty set for the store in dir, reading values with O_DIRECT when direct (the store's
  * direct_io: then a file system that refuses it fails the open), with descriptors for at most
  * max_open files at once (the others are reopened by path when read: a store may have more
@@ -36,7 +39,9 @@ void blobset_unref(blobset *b);
 int blobset_open_all(blobset *b, uint64_t *max_number);
 
 /* Reads the value a pointer leads to into dst (ptr->vlen bytes), checking the record's checksum
- * and that it is the record of key: LTR_ECORRUPT otherwise. dst NULL: only checks. */
+ * and that it is the record of key: LTR_ECORRUPT otherwise. dst NULL: only checks. LTR_EMOVED:
+ * the file was relocated by the GC and has gone, so the pointer was shadowed meanwhile by one to
+ * the moved record, which a new lookup of the key finds. */
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
                  uint8_t *dst);
 
@@ -66,10 +71,11 @@ int blobset_sync_all(blobset *b);
 void blobset_pin(blobset *b, int d);
 /* The numbers of the files that may go in removal pass `pass` (malloc'd array in *out, count
  * in *n): below `below`, other than the active one, and either held by no table file or
- * relocated before the pass before; none while a scan pins the set. */
+ * relocated before this pass; none while a scan pins the set. */
 int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, size_t *n);
-/* Closes file `number` once its readers are done and forgets it; its path (malloc'd) in *path
- * for the caller to unlink, or NULL when the set does not have it. */
+/* Closes file `number` once its readers are done and forgets it (a relocated one's number is
+ * kept: blobset_read); its path (malloc'd) in *path for the caller to unlink, or NULL when the
+ * set does not have it (or had no memory to remember a relocated one: it stays). */
 int blobset_forget(blobset *b, uint64_t number, char **path);
 
 /* ---- garbage collection (blob_gc.c) ---- */
@@ -83,7 +89,7 @@ void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written);
 int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
                     size_t *got);
 /* Its live records were moved, and synced, after removal pass `pass`: it is not picked again,
- * and goes in the second pass after `pass` (blobset_unheld). */
+ * and goes in the next pass below the floor (blobset_unheld). */
 void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass);
 /* Files, their bytes on disk, and those with descriptors open now (stats). */
 void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open);

@@ -565,6 +565,13 @@ static int checkpoint(ltr_store *s, int flags)
     return rc;
 }
 
+void store_collect_values(ltr_store *s)
+{
+    pthread_mutex_lock(&s->ckpt.mu);
+    blob_collect(s);
+    pthread_mutex_unlock(&s->ckpt.mu);
+}
+
 int store_checkpoint_due(const ltr_store *s)
 {
     if (!s->ckpt.pending_since)

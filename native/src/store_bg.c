@@ -202,6 +202,13 @@ static void *syncer_main(void *arg)
             store_reap(s, 0);
             pthread_mutex_lock(&s->state_mu);
         }
+        if (s->blobs.collect_asked) { /* a value log the GC emptied goes now, not a checkpoint
+                                         or two later (blob_gc.c) */
+            s->blobs.collect_asked = 0;
+            pthread_mutex_unlock(&s->state_mu);
+            store_collect_values(s);
+            pthread_mutex_lock(&s->state_mu);
+        }
         if (store_log_has_released(s)) { /* the log space writers may wait for */
             pthread_mutex_unlock(&s->state_mu);
             store_log_remove_released(s);

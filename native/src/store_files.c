@@ -62,24 +62,23 @@ static int no_readers(ltr_store *s)
     return s->files.dir_fd >= 0 && io_flock(s->files.dir_fd, LOCK_EX | LOCK_NB) == 0;
 }
 
-/* Hands the tables among the buried files to the pool at once when no reader process holds the
- * store (none can have them open: their drop is durable, so a reader that starts later does
- * not know them), and unlinks the files whose grace period is over (all of them when `all`);
- * state_mu not held (an unlink may wait for the device). */
+/* Unlinks the buried files, or hands the tables among them to the pool, at once when no reader
+ * process holds the store (none can have them open: their drop is durable, so a reader that
+ * starts later does not know them), else once their grace period is over (all of them when
+ * `all`); state_mu not held (an unlink may wait for the device). Without the first, a store
+ * whose value-log GC collects files quickly kept each collected file a grace period longer. */
 void store_reap(ltr_store *s, int all)
 {
     pthread_mutex_lock(&s->state_mu);
-    int pooled = 0;
-    for (size_t i = 0; i < s->files.ngrave && !pooled; i++)
-        pooled = s->files.grave[i].pooled != 0;
+    int some = s->files.ngrave != 0;
     pthread_mutex_unlock(&s->state_mu);
-    int reuse = pooled && no_readers(s); /* holds LOCK_EX until the end: no reader starts */
+    int alone = some && no_readers(s); /* holds LOCK_EX until the end: no reader starts */
     pthread_mutex_lock(&s->state_mu);
     double t = store_now();
     size_t k = 0, ndue = 0;
     struct grave *due = s->files.ngrave ? malloc(s->files.ngrave * sizeof *due) : NULL;
     for (size_t i = 0; i < s->files.ngrave; i++) {
-        if (due && (all || s->files.grave[i].at <= t || (reuse && s->files.grave[i].pooled)))
+        if (due && (all || alone || s->files.grave[i].at <= t))
             due[ndue++] = s->files.grave[i];
         else
             s->files.grave[k++] = s->files.grave[i];
@@ -87,7 +86,7 @@ void store_reap(ltr_store *s, int all)
     s->files.ngrave = k;
     pthread_mutex_unlock(&s->state_mu);
     for (size_t i = 0; i < ndue; i++) {
-        if (due[i].pooled && reuse) {
+        if (due[i].pooled && alone) {
             tpool_event(s->files.pool, due[i].pooled, TP_CLEARED);
             tfile_release(due[i].tf); /* the pool waits for the readers itself */
             free(due[i].path);
@@ -97,7 +96,7 @@ void store_reap(ltr_store *s, int all)
                 tpool_event(s->files.pool, due[i].pooled, TP_GONE);
         }
     }
-    if (reuse)
+    if (alone)
         io_flock(s->files.dir_fd, LOCK_UN);
     free(due);
 }

@@ -178,6 +178,8 @@ struct store_blobs {
                                 removed once no table file lists them */
     uint64_t gc_file, gc_off; /* the value-log GC's file and where it goes on (its worker) */
     uint64_t collects;       /* blob_collect's passes (after checkpoints, state_mu) */
+    int collect_asked;       /* a relocated value log waits for a pass (state_mu): the
+                                checkpointer runs one at once (store_collect_values) */
     int gc_blocked;          /* the GC writes nothing meanwhile (write_mu): blob_gc_block */
 };
 /* The value-log GC moves the live records of a value log when less than this share of its first
@@ -405,7 +407,8 @@ int blob_sync_all(ltr_store *s);
 /* While blocked (d 1, then -1), the value-log GC writes nothing: a load's install, whose tables
  * must be newer than everything in the memtables (takes write_mu). */
 void blob_gc_block(ltr_store *s, int d);
-/* After a checkpoint: removes the value logs no table file lists, below the durable floor. */
+/* After a checkpoint: removes the value logs below the durable floor that no table file lists
+ * or whose records the GC relocated (a removal pass); ckpt.mu held. */
 void blob_collect(ltr_store *s);
 
 /* ---- lastlevel_queue.c (state_mu held) ---- */
@@ -475,6 +478,9 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
 #define CKPT_BACKGROUND 2
 int store_checkpoint(ltr_store *s, int flags);
 int store_checkpoint_due(const ltr_store *s); /* state_mu held */
+/* A removal pass of the value logs between checkpoints (blob_collect), which the checkpoints'
+ * own do not overlap: one that a GC relocation asked for (blobs.collect_asked). */
+void store_collect_values(ltr_store *s);
 void store_encode_snapshot(const version *v, int grow, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e);
 void store_ckpt_free(ltr_store *s);

@@ -352,13 +352,16 @@ static int64_t give_found(ltr_store *s, const uint8_t *key, uint32_t klen, const
     return rc ? rc : (int64_t)n;
 }
 
-/* One key: the memtables, then a version pinned before they are let go; the value goes
- * straight to the caller's buffer. */
-int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap)
+/* Lookups of a key whose value log the GC collected while they held a pointer into it
+ * (LTR_EMOVED) start again, at most this many times: each finds the moved record, which only a
+ * later collection could move again. */
+#define MOVED_RETRIES 8
+
+/* One lookup of a key: the memtables, then a version pinned before they are let go; the value
+ * goes straight to the caller's buffer. */
+static int64_t get_once(ltr_store *s, key_hash h, const uint8_t *key, size_t klen, uint8_t *vbuf,
+                        size_t vcap)
 {
-    if (klen > LTR_MAX_KEY)
-        return LTR_NONE; /* such a key can never have been stored */
-    key_hash h = hash_key(s, key, (uint32_t)klen);
     const ltr_hbuild *b;
     int64_t rc = LTR_NONE;
     pthread_rwlock_rdlock(&s->mem.lock);
@@ -379,12 +382,54 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     int status, r = search_version(s, v, &c, h, key, (uint32_t)klen, &it, &status);
     if (r < 0)
         rc = r;
-    else if (status == LTR_FOUND) /* (the pinned version keeps a pointer's value log) */
+    else if (status == LTR_FOUND) /* (the pinned version keeps a pointer's value log, unless
+                                     the GC moved its records: LTR_EMOVED) */
         rc = give_found(s, key, (uint32_t)klen, it.value, it.vlen, it.kind, vbuf, vcap);
     version_unref(v);
     store_count_reads(s, &c, 1);
     read_ctx_free(&c);
     return rc;
+}
+
+int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vbuf, size_t vcap)
+{
+    if (klen > LTR_MAX_KEY)
+        return LTR_NONE; /* such a key can never have been stored */
+    key_hash h = hash_key(s, key, (uint32_t)klen);
+    int64_t rc = get_once(s, h, key, klen, vbuf, vcap);
+    for (int tries = 1; rc == LTR_EMOVED && tries <= MOVED_RETRIES; tries++)
+        rc = get_once(s, h, key, klen, vbuf, vcap);
+    return rc == LTR_EMOVED ? LTR_ECORRUPT : rc; /* (the message says which value log) */
+}
+
+/* A key found in the version chunk's lookup pinned, whose value log the GC collected since
+ * (LTR_EMOVED): looked up again afresh, its value appended to out. */
+static int lookup_again(ltr_store *s, key_hash h, const uint8_t *key, uint32_t klen,
+                        ltr_buf *out, int *status)
+{
+    size_t len = out->len;
+    int rc = LTR_EMOVED;
+    for (int tries = 0; rc == LTR_EMOVED && tries < MOVED_RETRIES; tries++) {
+        out->len = len;
+        *status = LTR_ABSENT;
+        pthread_rwlock_rdlock(&s->mem.lock);
+        rc = search_memtables(s, h, key, klen, out, status);
+        version *v = rc ? NULL : store_pin(s);
+        pthread_rwlock_unlock(&s->mem.lock);
+        if (!v)
+            continue;
+        read_ctx c;
+        uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(LTR_BUCKET_SIZE)));
+        read_ctx_init_page(&c, page);
+        item_view it;
+        rc = search_version(s, v, &c, h, key, klen, &it, status);
+        if (!rc && *status == LTR_FOUND)
+            rc = append_found(s, key, klen, it.value, it.vlen, it.kind, out);
+        version_unref(v);
+        store_count_reads(s, &c, 0);
+        read_ctx_free(&c);
+    }
+    return rc == LTR_EMOVED ? LTR_ECORRUPT : rc < 0 ? rc : LTR_OK;
 }
 
 int64_t ltr_store_get_each(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, size_t n)
@@ -475,6 +520,8 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
             } else if (!rc && st == LTR_FOUND) {
                 rc = append_found(s, kdata + koffs[i], (uint32_t)kl, it.value, it.vlen, it.kind,
                                   values);
+                if (rc == LTR_EMOVED)
+                    rc = lookup_again(s, h[i - lo], kdata + koffs[i], (uint32_t)kl, values, &st);
             }
             status[i] = (int8_t)st;
         } else if (status[i] == LTR_FOUND) {
