@@ -621,7 +621,9 @@ def measure_overwrites(value_size: int, n: int, rounds: int, directory=None, see
 
     batch = max(1, (64 << 20) // value_size)
     out = {"value_size": value_size, "n": n, "rounds": rounds, "live_bytes": live, "by_round": []}
+    disk = None
     try:
+        disk = _DiskPeak([path])  # sampled every half second, and after each round below
         with _store.open(path) as db:
             for r in range(rounds + 1):
                 idx = np.arange(n) if r == 0 else rng.integers(0, n, size=n)
@@ -648,7 +650,12 @@ def measure_overwrites(value_size: int, n: int, rounds: int, directory=None, see
                    space_amplification=_dir_bytes([path]) / live,
                    wa_engine=st["write_amplification"], blob_files=st["blob_files"],
                    bytes_written_by_kind=st["bytes_written_by_kind"], values_checked=ok)
+        out["peak_disk_bytes"] = max([disk.stop()] + [r["disk_bytes"] for r in out["by_round"]])
+        # issue 23 part 1: the directory's peak while writing against its size at rest
+        out["peak_vs_rest"] = out["peak_disk_bytes"] / out["disk_bytes_at_rest"]
     finally:
+        if disk:
+            disk.stop()
         if not keep:
             shutil.rmtree(base if not directory else path, ignore_errors=True)
     return out

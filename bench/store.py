@@ -36,7 +36,9 @@ end of the load), and the peaks of the anonymous and file-backed parts (mapped B
 pages are the page cache's). --values files:DIR stores every regular file under DIR instead
 (paths as keys, contents as values; issue 23, part 6) and reports space and write amplification;
 --values overwrite:BYTES loads --n values of BYTES and overwrites random keys for --rounds rounds,
-reporting space against the live bytes after each (the value logs' garbage collection).
+reporting space against the live bytes after each (the value logs' garbage collection), and
+peak_disk_bytes (sampled every half second and after each round) over disk_bytes_at_rest as
+peak_vs_rest (issue 23 part 1: at most 1.3 plus 1 GiB over the size at rest).
 
 Targets (issue #3, 2 cores, N = 10,000,000): load >= 1,000,000 items/s; wa_os <= 6 with the log,
 <= 5.2 with --bulk (5 levels); reads per hit <= 1.05 above the last level and <= 2.05 at the last

@@ -161,3 +161,18 @@ def test_get_each_counts_the_keys_found_and_raises_on_errors(tmp_path):
     with lsmtrie.open(str(path), read_only=True) as db:
         with pytest.raises(lsmtrie.CorruptionError):
             measure._get_each(db, pack(keys))
+
+
+def test_the_overwrite_benchmark_reports_space_by_round_and_the_peak(tmp_path):
+    """--values overwrite: a tiny run's figures: a round of loading and two of overwrites, the
+    space after each against the live bytes, every value checked at the end, and the sampled
+    peak at least every round's size and the size at rest."""
+    r = measure.measure_overwrites(6000, 40, 2, directory=str(tmp_path))
+    assert r["live_bytes"] == 40 * (16 + 6000) and r["values_checked"] is True
+    assert [x["round"] for x in r["by_round"]] == [0, 1, 2]
+    assert all(x["disk_bytes"] > 0 and x["space_amplification"] > 0 for x in r["by_round"])
+    assert r["by_round"][0]["blob_bytes_written"] >= 40 * 6000  # large values: value logs
+    assert r["peak_disk_bytes"] >= max(x["disk_bytes"] for x in r["by_round"])
+    assert r["peak_disk_bytes"] >= r["disk_bytes_at_rest"] > 0
+    assert r["peak_vs_rest"] == r["peak_disk_bytes"] / r["disk_bytes_at_rest"]
+    assert not os.path.exists(os.path.join(str(tmp_path), "store"))  # removed unless kept
