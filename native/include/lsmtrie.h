@@ -179,6 +179,9 @@ typedef struct ltr_store_stats {
     uint64_t blob_files;           /* value logs on disk now, and their bytes */
     uint64_t blob_bytes;
     uint64_t blob_files_open;      /* value logs with descriptors open now */
+    uint64_t blob_gc_moved;        /* value logs whose live records the GC moved (since open) */
+    uint64_t blob_gc_damaged;      /* value logs the GC left alone: a record it read was damaged
+                                      (since open; the file stays while a table lists it) */
     uint64_t tables_per_level[LTR_MAX_LEVELS];
     uint64_t items_per_level[LTR_MAX_LEVELS];
     uint64_t table_bytes_per_level[LTR_MAX_LEVELS];

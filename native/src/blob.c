@@ -6,9 +6,10 @@
  * Durability: the value logs are fsynced before every fsync of the write-ahead log and before
  * every checkpoint, so a durable pointer leads to a durable record; recovery checks every record
  * the replayed logs point to, and treats a pointer to a record a crash lost like a torn tail.
- * Lifetime: a value log goes, after a checkpoint, once no table file lists it (or the value-log
- * GC moved its live records, blob_gc.c) and no log recovery would replay can point into it
- * (the durable floor). Depends on store_files.c and store_stats.c. */
+ * Lifetime: a value log goes in a removal pass (after each checkpoint, and when the value-log
+ * GC asks) once no table file lists it, or the GC moved its live records (blob_gc.c), and no
+ * log recovery would replay can point into it (the durable floor). Depends on store_files.c and
+ * store_stats.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -223,23 +224,23 @@ uint32_t blob_value_len(const uint8_t *ptr)
 }
 
 int blob_copy_value(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr,
-                    uint8_t *dst)
+                    uint8_t *dst, int from_table)
 {
     blob_ptr p;
     blob_ptr_decode(ptr, &p);
     if (!s->blobs.set)
         return ltr_fail(LTR_ECORRUPT, "%s: a pointer into value log %08llu, which this store "
                         "does not have", s->dir, (unsigned long long)p.file);
-    return blobset_read(s->blobs.set, &p, key, klen, dst);
+    return blobset_read(s->blobs.set, &p, key, klen, dst, from_table);
 }
 
 int blob_append_value(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr,
-                      ltr_buf *out)
+                      ltr_buf *out, int from_table)
 {
     uint32_t vlen = blob_value_len(ptr);
     int rc = buf_reserve(out, (size_t)vlen + 1);
     if (!rc)
-        rc = blob_copy_value(s, key, klen, ptr, out->data + out->len);
+        rc = blob_copy_value(s, key, klen, ptr, out->data + out->len, from_table);
     if (!rc)
         out->len += vlen;
     return rc;
@@ -252,7 +253,7 @@ int blob_check_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_
         size_t k = item_decode(p, end, &it);
         if (!k)
             return LTR_OK; /* (the replay reports the malformed item) */
-        int rc = it.kind == ITEM_POINTER ? blob_copy_value(s, it.key, it.klen, it.value, NULL)
+        int rc = it.kind == ITEM_POINTER ? blob_copy_value(s, it.key, it.klen, it.value, NULL, 0)
                                          : LTR_OK;
         if (rc)
             return rc;
@@ -263,22 +264,25 @@ int blob_check_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_
 
 /* ---- lifetime ---- */
 
-void blob_collect(ltr_store *s)
+/* A removal pass (ckpt.mu held: checkpoint.c); 1 when a relocated file below the floor stayed
+ * (a scan pinned the set, or no memory). */
+int blob_collect(ltr_store *s)
 {
     if (!s->blobs.set || s->o.read_only)
-        return;
+        return 0;
     pthread_mutex_lock(&s->state_mu);
     uint64_t below = s->blobs.durable_floor, pass = ++s->blobs.collects;
     pthread_mutex_unlock(&s->state_mu);
     uint64_t *dead;
     size_t n;
     if (blobset_unheld(s->blobs.set, below, pass, &dead, &n))
-        return; /* (out of memory: they wait for the next checkpoint) */
+        return 1; /* (out of memory: they wait for the next pass) */
     for (size_t i = 0; i < n; i++) {
         char *path;
         blobset_forget(s->blobs.set, dead[i], &path);
-        if (path) /* after the grace period, as dropped tables: a read-only open may be late */
+        if (path) /* as dropped tables: at once unless a read-only open holds the store */
             store_bury(s, path, 0, NULL);
     }
     free(dead);
+    return blobset_moved_left(s->blobs.set, below);
 }

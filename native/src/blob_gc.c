@@ -10,9 +10,10 @@
  * and it goes in the next removal pass below the durable floor, which the checkpointer runs at
  * once (blob.c, blobset_unheld); a lookup that found such a pointer just before is told the file
  * went and looks its key up again (LTR_EMOVED, store_read.c). A
- * file found mostly live is looked at again once as much was written to value logs. Only with
- * the log (a bulk store's moved records would be durable only once flushed). Depends on
- * store_log.c, store_read.c and store_write.c. */
+ * file found mostly live is looked at again once as much was written to value logs; one with a
+ * damaged record (or a torn tail) is never relocated, since the records past it would not be
+ * moved: it goes once no table lists it. Only with the log (a bulk store's moved records would
+ * be durable only once flushed). Depends on store_log.c, store_read.c and store_write.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,8 +123,8 @@ static int batch_flush(ltr_store *s, gc_batch *b)
 }
 
 /* Parses the records of chunk[0, got) (file offset `off`) into the batch, writing it whenever
- * it is full: *used bytes of whole records; *stop when what follows is not a record (a
- * crash's torn tail: the rest of the file is left alone). */
+ * it is full: *used bytes of whole records; *stop when what follows is not a record (damaged,
+ * or a crash's torn tail). */
 static int parse_chunk(ltr_store *s, uint64_t number, const uint8_t *chunk, size_t got,
                        uint64_t off, gc_batch *b, size_t *used, int *stop)
 {
@@ -147,9 +148,11 @@ static int parse_chunk(ltr_store *s, uint64_t number, const uint8_t *chunk, size
 }
 
 /* Reads file `number` through from *off, writing its current records again; on LTR_EAGAIN
- * *off is where to go on (the first record not written yet). */
-static int relocate(ltr_store *s, uint64_t number, uint64_t *off)
+ * *off is where to go on (the first record not written yet). *damaged: it stopped at what is
+ * not a record, so the records past it, which may live, were not moved. */
+static int relocate(ltr_store *s, uint64_t number, uint64_t *off, int *damaged)
 {
+    *damaged = 0;
     gc_batch b = {0};
     ltr_buf chunk = {0};
     int rc = buf_reserve(&chunk, GC_CHUNK);
@@ -164,6 +167,7 @@ static int relocate(ltr_store *s, uint64_t number, uint64_t *off)
             break;
         }
         rc = parse_chunk(s, number, chunk.data, got, *off, &b, &used, &stop);
+        *damaged = stop;
         if (rc || stop)
             break;
         if (!used && got < chunk.cap) /* the file ends inside a record (a torn tail) */
@@ -230,7 +234,8 @@ int blob_gc_step(ltr_store *s)
         return 1;
     }
     uint64_t off = resume ? s->blobs.gc_off : VLOG_HEADER_SIZE;
-    rc = relocate(s, number, &off);
+    int damaged;
+    rc = relocate(s, number, &off, &damaged);
     s->blobs.gc_file = rc == LTR_EAGAIN ? number : 0;
     s->blobs.gc_off = off;
     if (rc == LTR_EAGAIN)
@@ -239,6 +244,12 @@ int blob_gc_step(ltr_store *s)
         rc = store_sync_log(s);
     if (rc)
         return rc;
+    if (damaged) { /* kept whole: what follows the damage is read through its pointers */
+        blobset_set_damaged(s->blobs.set, number);
+        __atomic_fetch_add(&s->since_open.blob_gc_damaged, 1, __ATOMIC_RELAXED);
+        return 1;
+    }
+    __atomic_fetch_add(&s->since_open.blob_gc_moved, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&s->state_mu);
     uint64_t pass = s->blobs.collects;
     pthread_mutex_unlock(&s->state_mu);

@@ -19,6 +19,7 @@ typedef struct bfile {
     int holds;      /* table files listing it (atomic) */
     int relocated;  /* its live records were moved to newer files (value-log GC) */
     uint64_t relocated_at; /* ... when the removal passes had reached this number */
+    int damaged;           /* the GC met a damaged record in it: never picked again */
     uint64_t sampled_at;   /* the set's bytes written when the GC last found it mostly live
                               (0: never) */
     uint64_t size;  /* bytes (the active file's grow as records are appended) */
@@ -350,7 +351,7 @@ static int was_moved(const blobset *b, uint64_t number)
 }
 
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
-                 uint8_t *dst)
+                 uint8_t *dst, int from_table)
 {
     if (ptr->vlen > LTR_MAX_VALUE)
         return ltr_fail(LTR_ECORRUPT, "%s: a pointer into value log %08llu claims a value of "
@@ -362,7 +363,7 @@ int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t k
     int rc = hold_open(b, ptr->file, &f);
     if (rc)
         ;
-    else if ((!f && was_moved(b, ptr->file)) || test_moved())
+    else if (from_table && ((!f && was_moved(b, ptr->file)) || test_moved()))
         rc = ltr_fail(LTR_EMOVED, "%s: value log %08llu was collected (its records moved) while "
                       "a lookup held a pointer into it", b->dir, (unsigned long long)ptr->file);
     else if (!f)
@@ -568,7 +569,7 @@ int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *numb
     for (size_t i = 0; i < b->n && !*number; i++) {
         const bfile *f = b->v[i];
         uint64_t size = __atomic_load_n(&f->size, __ATOMIC_ACQUIRE);
-        if (f->number >= below || f == b->active || f->bad || f->relocated ||
+        if (f->number >= below || f == b->active || f->bad || f->relocated || f->damaged ||
             size <= VLOG_HEADER_SIZE)
             continue;
         if (!f->sampled_at || f->sampled_at + size <= written)
@@ -603,6 +604,25 @@ int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, siz
         rc = io_pread(f->fd, buf, *got, off, f->path);
     pthread_rwlock_unlock(&b->lock);
     return rc;
+}
+
+int blobset_moved_left(blobset *b, uint64_t below)
+{
+    int left = 0;
+    pthread_rwlock_rdlock(&b->lock);
+    for (size_t i = 0; i < b->n && !left; i++)
+        left = b->v[i]->relocated && b->v[i]->number < below;
+    pthread_rwlock_unlock(&b->lock);
+    return left;
+}
+
+void blobset_set_damaged(blobset *b, uint64_t number)
+{
+    pthread_rwlock_wrlock(&b->lock);
+    bfile *f = lookup(b, number);
+    if (f)
+        f->damaged = 1;
+    pthread_rwlock_unlock(&b->lock);
 }
 
 void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass)

@@ -39,11 +39,12 @@ void blobset_unref(blobset *b);
 int blobset_open_all(blobset *b, uint64_t *max_number);
 
 /* Reads the value a pointer leads to into dst (ptr->vlen bytes), checking the record's checksum
- * and that it is the record of key: LTR_ECORRUPT otherwise. dst NULL: only checks. LTR_EMOVED:
- * the file was relocated by the GC and has gone, so the pointer was shadowed meanwhile by one to
- * the moved record, which a new lookup of the key finds. */
+ * and that it is the record of key: LTR_ECORRUPT otherwise. dst NULL: only checks. from_table:
+ * the pointer was found in a table file, where the GC may have shadowed it since; then
+ * LTR_EMOVED says the file was relocated and has gone, and a new lookup of the key finds the
+ * moved record. (Memtables, scans and recovery never hold a pointer into such a file.) */
 int blobset_read(blobset *b, const blob_ptr *ptr, const uint8_t *key, uint32_t klen,
-                 uint8_t *dst);
+                 uint8_t *dst, int from_table);
 
 /* Holds on the files of a table's value-log references: taken when a table file gets its first
  * holder in this process, let go with its last (version.h). */
@@ -80,7 +81,7 @@ int blobset_forget(blobset *b, uint64_t number, char **path);
 
 /* ---- garbage collection (blob_gc.c) ---- */
 /* The next file for the GC to look at: the oldest below `below` (not the active one, not
- * relocated) never looked at, or not since `written` (the value logs' bytes written) grew by
+ * relocated, not damaged) never looked at, or not since `written` (the value logs' bytes written) grew by
  * its size: 1 and its number, else 0. */
 int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *number);
 /* The GC found it mostly live when `written` bytes had been written. */
@@ -88,6 +89,11 @@ void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written);
 /* Reads up to n bytes of file `number` from `off` (*got: fewer at its end, 0 past it). */
 int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
                     size_t *got);
+/* Whether a relocated file below `below` is still here (a pass found the set pinned). */
+int blobset_moved_left(blobset *b, uint64_t below);
+/* The GC met a damaged record in it: it is not picked again (the records past the damage may
+ * live, and nothing moved them). */
+void blobset_set_damaged(blobset *b, uint64_t number);
 /* Its live records were moved, and synced, after removal pass `pass`: it is not picked again,
  * and goes in the next pass below the floor (blobset_unheld). */
 void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass);

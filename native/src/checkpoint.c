@@ -565,11 +565,12 @@ static int checkpoint(ltr_store *s, int flags)
     return rc;
 }
 
-void store_collect_values(ltr_store *s)
+int store_collect_values(ltr_store *s)
 {
     pthread_mutex_lock(&s->ckpt.mu);
-    blob_collect(s);
+    int left = blob_collect(s);
     pthread_mutex_unlock(&s->ckpt.mu);
+    return left;
 }
 
 int store_checkpoint_due(const ltr_store *s)

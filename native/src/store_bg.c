@@ -189,7 +189,8 @@ static void *flusher_main(void *arg)
 }
 
 /* The checkpointer: makes the state durable when a checkpoint is due (store_checkpoint_due),
- * and deletes the files whose grace period is over (unlinking a
+ * runs the removal passes of value logs the GC asks for (store_collect_values), and deletes
+ * the files whose grace period is over (unlinking a
  * file that has blocks can wait for the device, which compactions should not). */
 static void *syncer_main(void *arg)
 {
@@ -197,16 +198,17 @@ static void *syncer_main(void *arg)
     pthread_setname_np(pthread_self(), "ltr-checkpoint");
     pthread_mutex_lock(&s->state_mu);
     while (!s->bg.stopping) {
-        if (s->files.ngrave) {
-            pthread_mutex_unlock(&s->state_mu);
-            store_reap(s, 0);
-            pthread_mutex_lock(&s->state_mu);
-        }
         if (s->blobs.collect_asked) { /* a value log the GC emptied goes now, not a checkpoint
                                          or two later (blob_gc.c) */
             s->blobs.collect_asked = 0;
             pthread_mutex_unlock(&s->state_mu);
-            store_collect_values(s);
+            int again = store_collect_values(s);
+            pthread_mutex_lock(&s->state_mu);
+            s->blobs.collect_asked |= again;
+        }
+        if (s->files.ngrave) {
+            pthread_mutex_unlock(&s->state_mu);
+            store_reap(s, 0);
             pthread_mutex_lock(&s->state_mu);
         }
         if (store_log_has_released(s)) { /* the log space writers may wait for */

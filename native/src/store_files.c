@@ -63,10 +63,12 @@ static int no_readers(ltr_store *s)
 }
 
 /* Unlinks the buried files, or hands the tables among them to the pool, at once when no reader
- * process holds the store (none can have them open: their drop is durable, so a reader that
- * starts later does not know them), else once their grace period is over (all of them when
- * `all`); state_mu not held (an unlink may wait for the device). Without the first, a store
- * whose value-log GC collects files quickly kept each collected file a grace period longer. */
+ * process holds the store (none can have them open, and a reader that starts later needs none
+ * of them: a dropped table's drop is durable, and a relocated value log's pointers left in
+ * tables are shadowed by the moved records, durable in the log or in newer tables), else once
+ * their grace period is over (all of them when `all`); state_mu not held (an unlink may wait
+ * for the device). Without the first, a store whose value-log GC collects files quickly kept
+ * each collected file a grace period longer. */
 void store_reap(ltr_store *s, int all)
 {
     pthread_mutex_lock(&s->state_mu);
@@ -169,9 +171,12 @@ int store_files_open(ltr_store *s)
     /* A reader holds LOCK_SH on the directory while it is open, taken before it reads the
      * manifest: the writer reuses the files of durable dropped tables only when it can take
      * LOCK_EX (no reader could have them open, and none can start meanwhile). */
-    if (io_open_dir(&s->files.dir_fd, s->dir) != LTR_OK)
-        s->files.dir_fd = -1; /* a writer then never reuses durable files; a reader finds no
-                                 store (recovery says so) */
+    int opened = io_open_dir(&s->files.dir_fd, s->dir);
+    if (opened != LTR_OK && s->o.read_only && ltr_last_errno() != ENOENT)
+        return opened; /* unlocked, it could read files the writer believes no reader has */
+    if (opened != LTR_OK)
+        s->files.dir_fd = -1; /* a writer then never reuses or unlinks at once durable files; a
+                                 reader finds no store (recovery says so) */
     if (s->o.read_only && s->files.dir_fd >= 0 && io_flock(s->files.dir_fd, LOCK_SH) != 0)
         return ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
     int rc = s->o.direct_io ? check_direct(s) : LTR_OK;

@@ -139,6 +139,7 @@ struct store_files {
 /* store_stats.c: counters since the open, not persisted (atomics). */
 struct store_since_open {
     uint64_t gets, bucket_reads, cluster_reads, false_positives, write_stalls, batches_deepened;
+    uint64_t blob_gc_moved, blob_gc_damaged;
     uint64_t hits_per_level[LTR_MAX_LEVELS], hit_reads_per_level[LTR_MAX_LEVELS];
 };
 
@@ -177,7 +178,8 @@ struct store_blobs {
     uint64_t durable_floor;  /* ... of the memtables of the durable log floor: lower ones are
                                 removed once no table file lists them */
     uint64_t gc_file, gc_off; /* the value-log GC's file and where it goes on (its worker) */
-    uint64_t collects;       /* blob_collect's passes (after checkpoints, state_mu) */
+    uint64_t collects;       /* blob_collect's passes (after checkpoints and when the GC asks,
+                                state_mu) */
     int collect_asked;       /* a relocated value log waits for a pass (state_mu): the
                                 checkpointer runs one at once (store_collect_values) */
     int gc_blocked;          /* the GC writes nothing meanwhile (write_mu): blob_gc_block */
@@ -392,11 +394,13 @@ void blob_close(ltr_store *s);
 int blob_separate(ltr_store *s, const uint8_t *kdata, const int64_t *koffs,
                   const uint8_t **vdata, const int64_t **voffs, const uint8_t *deleted,
                   size_t n, const uint8_t **kinds);
-/* The value a pointer item leads to, appended to out or copied to dst (vlen bytes). */
+/* The value a pointer item leads to, appended to out or copied to dst (vlen bytes).
+ * from_table: the pointer was found in a table file, so LTR_EMOVED may answer (blobset_read):
+ * the caller looks the key up again. */
 int blob_append_value(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr,
-                      ltr_buf *out);
+                      ltr_buf *out, int from_table);
 int blob_copy_value(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *ptr,
-                    uint8_t *dst);
+                    uint8_t *dst, int from_table);
 uint32_t blob_value_len(const uint8_t *ptr);
 /* Checks that the pointer items of a log record lead to whole records (recovery). */
 int blob_check_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_t n);
@@ -408,8 +412,9 @@ int blob_sync_all(ltr_store *s);
  * must be newer than everything in the memtables (takes write_mu). */
 void blob_gc_block(ltr_store *s, int d);
 /* After a checkpoint: removes the value logs below the durable floor that no table file lists
- * or whose records the GC relocated (a removal pass); ckpt.mu held. */
-void blob_collect(ltr_store *s);
+ * or whose records the GC relocated (a removal pass); ckpt.mu held. 1 when a relocated one
+ * below the floor stayed (a scan pinned the set). */
+int blob_collect(ltr_store *s);
 
 /* ---- lastlevel_queue.c (state_mu held) ---- */
 void lastlevel_note(ltr_store *s, uint64_t node);
@@ -479,8 +484,10 @@ void store_drop(ltr_store *s, int cluster, uint64_t number, tref *t);
 int store_checkpoint(ltr_store *s, int flags);
 int store_checkpoint_due(const ltr_store *s); /* state_mu held */
 /* A removal pass of the value logs between checkpoints (blob_collect), which the checkpoints'
- * own do not overlap: one that a GC relocation asked for (blobs.collect_asked). */
-void store_collect_values(ltr_store *s);
+ * own do not overlap: one that a GC relocation asked for (blobs.collect_asked). 1 when a
+ * relocated file below the durable floor stayed (a scan pinned the set): ask again. (One not
+ * below it yet goes in the pass of the checkpoint that moves the floor.) */
+int store_collect_values(ltr_store *s);
 void store_encode_snapshot(const version *v, int grow, uint64_t next_file, uint64_t floor,
                            uint64_t floor_off, const uint64_t *counters, medit *e);
 void store_ckpt_free(ltr_store *s);

@@ -23,11 +23,13 @@ static const staged *memtable_find(ltr_store *s, key_hash h, const uint8_t *key,
     return st;
 }
 
-/* A found item's value appended to out: a pointer's read from its value log. */
+/* A found item's value appended to out: a pointer's read from its value log (from_table: found
+ * in a table, so LTR_EMOVED may answer, blob_append_value). */
 static int append_found(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *v,
-                        uint32_t vlen, int kind, ltr_buf *out)
+                        uint32_t vlen, int kind, ltr_buf *out, int from_table)
 {
-    return kind == ITEM_POINTER ? blob_append_value(s, key, klen, v, out) : buf_append(out, v, vlen);
+    return kind == ITEM_POINTER ? blob_append_value(s, key, klen, v, out, from_table)
+                                : buf_append(out, v, vlen);
 }
 
 /* 1 and the answer (a found value appended to out) when a memtable knows the key, else 0.
@@ -42,7 +44,7 @@ static int search_memtables(ltr_store *s, key_hash h, const uint8_t *key, uint32
         return 0;
     *status = st->kind == ITEM_TOMBSTONE ? LTR_DELETED : LTR_FOUND;
     int rc = st->kind == ITEM_TOMBSTONE ? LTR_OK
-           : append_found(s, key, klen, staged_value(b, st), st->vlen, st->kind, out);
+           : append_found(s, key, klen, staged_value(b, st), st->vlen, st->kind, out, 0);
     return rc ? rc : 1;
 }
 
@@ -341,15 +343,22 @@ static int64_t give_value(const uint8_t *v, size_t n, uint8_t *vbuf, size_t vcap
 
 /* The same for a found item of any kind: its length, or an error. */
 static int64_t give_found(ltr_store *s, const uint8_t *key, uint32_t klen, const uint8_t *v,
-                          uint32_t vlen, int kind, uint8_t *vbuf, size_t vcap)
+                          uint32_t vlen, int kind, uint8_t *vbuf, size_t vcap, int from_table)
 {
     if (kind != ITEM_POINTER)
         return give_value(v, vlen, vbuf, vcap);
     uint32_t n = blob_value_len(v);
     if (n > vcap || !n) /* (the caller asks again with room for it) */
         return (int64_t)n;
-    int rc = blob_copy_value(s, key, klen, v, vbuf);
+    int rc = blob_copy_value(s, key, klen, v, vbuf, from_table);
     return rc ? rc : (int64_t)n;
+}
+
+/* A lookup's reads counted without its hit (another lookup of the same key counts it). */
+static void forget_hits(read_ctx *c)
+{
+    memset(c->hits, 0, sizeof c->hits);
+    memset(c->hit_reads, 0, sizeof c->hit_reads);
 }
 
 /* Lookups of a key whose value log the GC collected while they held a pointer into it
@@ -368,7 +377,7 @@ static int64_t get_once(ltr_store *s, key_hash h, const uint8_t *key, size_t kle
     const staged *st = memtable_find(s, h, key, (uint32_t)klen, &b);
     if (st && st->kind != ITEM_TOMBSTONE) /* (under mem.lock: see search_memtables) */
         rc = give_found(s, key, (uint32_t)klen, staged_value(b, st), st->vlen, st->kind, vbuf,
-                        vcap);
+                        vcap, 0);
     version *v = st ? NULL : store_pin(s);
     pthread_rwlock_unlock(&s->mem.lock);
     if (!v) {
@@ -384,9 +393,11 @@ static int64_t get_once(ltr_store *s, key_hash h, const uint8_t *key, size_t kle
         rc = r;
     else if (status == LTR_FOUND) /* (the pinned version keeps a pointer's value log, unless
                                      the GC moved its records: LTR_EMOVED) */
-        rc = give_found(s, key, (uint32_t)klen, it.value, it.vlen, it.kind, vbuf, vcap);
+        rc = give_found(s, key, (uint32_t)klen, it.value, it.vlen, it.kind, vbuf, vcap, 1);
     version_unref(v);
-    store_count_reads(s, &c, 1);
+    if (rc == LTR_EMOVED) /* looked up again: that lookup counts the get and its hit */
+        forget_hits(&c);
+    store_count_reads(s, &c, rc != LTR_EMOVED);
     read_ctx_free(&c);
     return rc;
 }
@@ -424,8 +435,9 @@ static int lookup_again(ltr_store *s, key_hash h, const uint8_t *key, uint32_t k
         item_view it;
         rc = search_version(s, v, &c, h, key, klen, &it, status);
         if (!rc && *status == LTR_FOUND)
-            rc = append_found(s, key, klen, it.value, it.vlen, it.kind, out);
+            rc = append_found(s, key, klen, it.value, it.vlen, it.kind, out, 1);
         version_unref(v);
+        forget_hits(&c); /* (the chunk counted the key's get and hit) */
         store_count_reads(s, &c, 0);
         read_ctx_free(&c);
     }
@@ -519,7 +531,7 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
                 st = GET_DEFERRED;
             } else if (!rc && st == LTR_FOUND) {
                 rc = append_found(s, kdata + koffs[i], (uint32_t)kl, it.value, it.vlen, it.kind,
-                                  values);
+                                  values, 1);
                 if (rc == LTR_EMOVED)
                     rc = lookup_again(s, h[i - lo], kdata + koffs[i], (uint32_t)kl, values, &st);
             }

@@ -124,7 +124,7 @@ static int push_live(ltr_sscan *sc, ltr_items *out, const uint8_t *key, uint32_t
         int rc = sc->bs ? buf_reserve(&sc->value, (size_t)p.vlen + 1)
                         : ltr_fail(LTR_ECORRUPT, "a pointer into a value log the store lacks");
         if (!rc)
-            rc = blobset_read(sc->bs, &p, key, klen, sc->value.data);
+            rc = blobset_read(sc->bs, &p, key, klen, sc->value.data, 0);
         if (rc)
             return rc;
         value = sc->value.data;

@@ -77,6 +77,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->filter_false_positives = __atomic_load_n(&s->since_open.false_positives, __ATOMIC_RELAXED);
     o->write_stalls = __atomic_load_n(&s->since_open.write_stalls, __ATOMIC_RELAXED);
     o->batches_deepened = __atomic_load_n(&s->since_open.batches_deepened, __ATOMIC_RELAXED);
+    o->blob_gc_moved = __atomic_load_n(&s->since_open.blob_gc_moved, __ATOMIC_RELAXED);
+    o->blob_gc_damaged = __atomic_load_n(&s->since_open.blob_gc_damaged, __ATOMIC_RELAXED);
     pthread_mutex_lock(&s->state_mu);
     o->checkpoints = s->ckpt.count;
     o->checkpoint_seconds = s->ckpt.seconds;

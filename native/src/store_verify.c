@@ -58,7 +58,7 @@ static int check_item(void *ctx, const item_view *it)
         if (r <= 0 || memcmp(now, it->value, BLOB_POINTER_SIZE))
             return r < 0 ? r : LTR_OK;
         /* LTR_EMOVED: moved since it was the newest; asked again, it is not */
-        r = blob_copy_value(p->s, it->key, it->klen, it->value, NULL);
+        r = blob_copy_value(p->s, it->key, it->klen, it->value, NULL, 1);
     }
     return r == LTR_EMOVED ? LTR_ECORRUPT : r;
 }
