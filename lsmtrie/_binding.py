@@ -107,11 +107,11 @@ _FAULT_OPS = {"write": lib.LTR_FAULT_WRITE, "fsync": lib.LTR_FAULT_FSYNC,
               "mkdir": lib.LTR_FAULT_MKDIR, "pread": lib.LTR_FAULT_PREAD}
 
 
-def fault_set(op: str, after: int, err: int) -> None:
+def fault_set(op: str, after: int, err: int, once: bool = False) -> None:
     """Test hook: after `after` more successful `op` calls ("write", "fsync", "open", "rename",
     "unlink", "ftruncate", "mkdir" or "pread"; see LTR_FAULT_* in lsmtrie.h), fail with errno
-    `err` until called again with err=0. Process-wide."""
-    lib.ltr_fault_set(_FAULT_OPS[op], after, err)
+    `err` until called again with err=0 (with `once`, only the next call fails). Process-wide."""
+    lib.ltr_fault_set(_FAULT_OPS[op], after, -err if once else err)
 
 
 def ptr_u8(a: np.ndarray):

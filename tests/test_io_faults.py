@@ -3,7 +3,7 @@
 Every file system call of the C core passes io.c, whose fault-injection hook covers open,
 rename, unlink, ftruncate, mkdir and pread as well as write and fsync
 (`_binding.fault_set(op, after, err)`: after `after` more successful calls of that kind, the
-next ones fail with errno `err` until cleared). The contract is the one of
+next ones fail with errno `err` until cleared, or only the next one with `once=True`). The contract is the one of
 test_store_faults.py: the error is typed (DiskFullError for ENOSPC, StorageError otherwise) and
 names the file, nothing acknowledged is lost, and once the fault is gone the store reopens with
 every acknowledged write. A failing unlink of a dead file is not an error: the file is left and
@@ -139,6 +139,33 @@ def test_open_fault_in_a_read_only_open(tmp_path, after):
         _binding.fault_set("open", 0, 0)
     with lsmtrie.open(path, read_only=True) as db:
         assert store_state(db) == model
+
+
+@isolated(timeout=120)
+def test_a_read_only_open_holds_the_directory_lock_or_fails(tmp_path):
+    """Whichever one open() call fails (EACCES, once), a read-only open either fails with a typed
+    error or holds LOCK_SH on the store directory: unlocked, the writer would take it for absent
+    and unlink at once dropped files that it might read."""
+    import fcntl
+    path = str(tmp_path / "db")
+    model = _load(path)
+    for after in range(12):
+        _binding.fault_set("open", after, errno.EACCES, once=True)
+        try:
+            db = lsmtrie.open(path, read_only=True)
+        except lsmtrie.StorageError as e:
+            assert e.errno == errno.EACCES, e
+            continue
+        finally:
+            _binding.fault_set("open", 0, 0)
+        with db:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+            assert store_state(db) == model
 
 
 # ---- rename ----

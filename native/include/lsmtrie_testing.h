@@ -50,7 +50,7 @@ int64_t ltr_store_get_each(ltr_store *s, const uint8_t *kdata, const int64_t *ko
 #define LTR_FAULT_PREAD 8
 
 /* After `after` more successful operations of kind op, fail the next ones with errno err until
- * cleared with err = 0. Process-wide. */
+ * cleared with err = 0; a negative err fails only the next one, with errno -err. Process-wide. */
 void ltr_fault_set(int op, int64_t after, int err);
 /* While on, every open with O_DIRECT fails with EINVAL, as on a file system without direct
  * I/O (tmpfs before Linux 6.6): direct_io's refusal, testable on any file system. Process-wide. */

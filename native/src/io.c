@@ -17,7 +17,7 @@
 #include "io.h"
 #include "ltr_int.h"
 
-/* ---- fault injection: after `after` more successes, fail with `err` ---- */
+/* ---- fault injection: after `after` more successes, fail with `err` (once if negative) ---- */
 
 #define FAULT_KINDS (LTR_FAULT_PREAD + 1)
 
@@ -38,7 +38,12 @@ static int fault_hit(int op)
         return 0;
     if (__atomic_fetch_sub(&fault_after[op], 1, __ATOMIC_SEQ_CST) > 0)
         return 0;
-    return __atomic_load_n(&fault_err[op], __ATOMIC_SEQ_CST);
+    int err = __atomic_load_n(&fault_err[op], __ATOMIC_SEQ_CST);
+    if (err >= 0)
+        return err;
+    /* once: the call that disarms it fails, any other goes through */
+    return __atomic_compare_exchange_n(&fault_err[op], &err, 0, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST) ? -err : 0;
 }
 
 static int refuse_direct; /* ltr_test_refuse_direct: O_DIRECT opens fail */
