@@ -8,12 +8,12 @@
  * record that still is (batch_flush: checked and written under the writer's lock), then
  * syncs the log. The file is then relocated: every pointer to it left in a table is shadowed,
  * and it goes in the next removal pass below the durable floor, which the checkpointer runs at
- * once (blob.c, blobset_unheld); a lookup that found such a pointer just before is told the file
- * went and looks its key up again (LTR_EMOVED, store_read.c). A
- * file found mostly live is looked at again once as much was written to value logs; one with a
- * damaged record (or a torn tail) is never relocated, since the records past it would not be
- * moved: it goes once no table lists it. Only with the log (a bulk store's moved records would
- * be durable only once flushed). Depends on store_log.c, store_read.c and store_write.c. */
+ * once (blob.c, blobset_unheld); a lookup that found such a pointer just before is told the
+ * file went and looks its key up again (LTR_EMOVED, store_read.c). A file found mostly live is
+ * looked at again once as much was written to value logs; one with a damaged record (or a torn
+ * tail) is never relocated, since the records past it would not be moved: it goes once no table
+ * lists it. Only with the log (a bulk store's moved records would be durable only once
+ * flushed). Depends on store_log.c, store_read.c and store_write.c. */
 #include <stdlib.h>
 #include <string.h>
 
