@@ -797,11 +797,14 @@ def test_a_value_log_the_gc_emptied_goes_without_a_checkpoint(tmp_path, small_vl
     check_files(path, model)
 
 
-def test_the_gc_leaves_a_value_log_with_a_damaged_record(tmp_path, small_vlogs):
-    """A value log mostly overwritten, one of its dead records damaged on disk: the GC moves what
-    it reads before the damage but cannot tell what lies past it, so it leaves the file
-    (stats()["blob_gc_damaged"]) rather than removing it with the live records past the damage,
-    which still read back through their pointers. (It used to remove it.)"""
+@pytest.mark.parametrize("damage", ["value", "length"])
+def test_the_gc_leaves_a_value_log_with_a_damaged_record(tmp_path, small_vlogs, damage):
+    """A value log mostly overwritten, one of its dead records damaged on disk (a byte of its
+    value, so its checksum fails, or of its length, which then claims more bytes than the file
+    holds, like a torn tail): the GC moves what it reads before the damage but cannot tell what
+    lies past it, so it leaves the file (stats()["blob_gc_damaged"]) rather than removing it with
+    the live records past the damage, which still read back through their pointers. (It used to
+    remove it.)"""
     path = str(tmp_path / "db")
     keys = [b"dmg-%02d" % i for i in range(60)]
     model = {k: val(k, 5000) for k in keys}
@@ -820,11 +823,14 @@ def test_the_gc_leaves_a_value_log_with_a_damaged_record(tmp_path, small_vlogs):
     with open(name, "rb") as f:
         recs, _ = fl.read_vlog(f.read())
     at = next(off for off, (k, _) in recs.items() if k == keys[20])  # overwritten: dead
-    with open(name, "r+b") as f:  # a byte of its value flipped: its checksum fails
-        f.seek(at + 100)
+    # the record: CRC (4 bytes), key length (1 byte here), value length (5000: 0x88 0x27), key, value
+    where = at + 100 if damage == "value" else at + 6
+    with open(name, "r+b") as f:
+        f.seek(where)
         b = f.read(1)
-        f.seek(at + 100)
-        f.write(bytes([b[0] ^ 0xFF]))
+        assert damage == "value" or b == b"\x27"
+        f.seek(where)  # a value byte flipped; or the length's last byte made to go on, into the
+        f.write(bytes([b[0] ^ 0xFF if damage == "value" else b[0] | 0x80]))  # key: 1.6 MB
     with lsmtrie.open(path, levels=2) as db:
         for _ in range(600):  # the GC looks at it once the store is open (at most some 60 s)
             if db.stats()["blob_gc_damaged"]:

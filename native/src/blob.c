@@ -264,6 +264,8 @@ int blob_check_items(ltr_store *s, const uint8_t *p, const uint8_t *end, uint64_
 
 /* ---- lifetime ---- */
 
+int blob_removal_pinned(ltr_store *s) { return s->blobs.set && blobset_pinned(s->blobs.set); }
+
 /* A removal pass (ckpt.mu held: checkpoint.c); 1 when a relocated file below the floor stayed
  * (a scan pinned the set, or no memory). */
 int blob_collect(ltr_store *s)

@@ -147,12 +147,17 @@ static int parse_chunk(ltr_store *s, uint64_t number, const uint8_t *chunk, size
     }
 }
 
+/* How a relocation ended (relocate's *ended). */
+enum { READ_THROUGH, NOT_A_RECORD, FILE_GONE };
+
 /* Reads file `number` through from *off, writing its current records again; on LTR_EAGAIN
- * *off is where to go on (the first record not written yet). *damaged: it stopped at what is
- * not a record, so the records past it, which may live, were not moved. */
-static int relocate(ltr_store *s, uint64_t number, uint64_t *off, int *damaged)
+ * *off is where to go on (the first record not written yet). *ended: READ_THROUGH, or
+ * NOT_A_RECORD when it stopped at bytes that are no whole record (a damaged record, a damaged
+ * length that claims more than the file holds, a torn tail: the records past them, which may
+ * live, were not moved), or FILE_GONE (no table listed it any more). */
+static int relocate(ltr_store *s, uint64_t number, uint64_t *off, int *ended)
 {
-    *damaged = 0;
+    *ended = READ_THROUGH;
     gc_batch b = {0};
     ltr_buf chunk = {0};
     int rc = buf_reserve(&chunk, GC_CHUNK);
@@ -163,14 +168,17 @@ static int relocate(ltr_store *s, uint64_t number, uint64_t *off, int *damaged)
         int stop;
         if ((rc = blobset_read_at(s->blobs.set, number, *off, chunk.data, chunk.cap, &got)) || !got) {
             if (rc == LTR_EINVAL) /* gone meanwhile (no table listed it any more): done */
-                rc = LTR_OK;
+                rc = LTR_OK, *ended = FILE_GONE;
             break;
         }
         rc = parse_chunk(s, number, chunk.data, got, *off, &b, &used, &stop);
-        *damaged = stop;
-        if (rc || stop)
+        /* stop: not a record; or no whole record where the file ends before the chunk does: a
+         * length claiming more bytes than the file has (damaged) or a torn tail */
+        if (!rc && (stop || (!used && got < chunk.cap))) {
+            *ended = NOT_A_RECORD;
             break;
-        if (!used && got < chunk.cap) /* the file ends inside a record (a torn tail) */
+        }
+        if (rc)
             break;
         if (!used) /* a record larger than the chunk */
             rc = buf_reserve(&chunk, chunk.cap * 2);
@@ -234,8 +242,8 @@ int blob_gc_step(ltr_store *s)
         return 1;
     }
     uint64_t off = resume ? s->blobs.gc_off : VLOG_HEADER_SIZE;
-    int damaged;
-    rc = relocate(s, number, &off, &damaged);
+    int ended;
+    rc = relocate(s, number, &off, &ended);
     s->blobs.gc_file = rc == LTR_EAGAIN ? number : 0;
     s->blobs.gc_off = off;
     if (rc == LTR_EAGAIN)
@@ -244,7 +252,9 @@ int blob_gc_step(ltr_store *s)
         rc = store_sync_log(s);
     if (rc)
         return rc;
-    if (damaged) { /* kept whole: what follows the damage is read through its pointers */
+    if (ended == FILE_GONE)
+        return 1;
+    if (ended == NOT_A_RECORD) { /* kept whole: what follows is read through its pointers */
         blobset_set_damaged(s->blobs.set, number);
         __atomic_fetch_add(&s->since_open.blob_gc_damaged, 1, __ATOMIC_RELAXED);
         return 1;

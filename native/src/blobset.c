@@ -515,6 +515,8 @@ int blobset_append(blobset *b, const uint8_t *p, size_t n, uint64_t at)
 
 void blobset_pin(blobset *b, int d) { __atomic_add_fetch(&b->pins, d, __ATOMIC_ACQ_REL); }
 
+int blobset_pinned(blobset *b) { return __atomic_load_n(&b->pins, __ATOMIC_ACQUIRE) != 0; }
+
 int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, size_t *n)
 {
     *out = NULL;

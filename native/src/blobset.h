@@ -70,6 +70,7 @@ int blobset_sync_all(blobset *b);
 /* A scan pins the set (d 1, then -1 when done): its copy of the memtables holds pointers that
  * no table file may list any more, so nothing is removed while one runs. */
 void blobset_pin(blobset *b, int d);
+int blobset_pinned(blobset *b);
 /* The numbers of the files that may go in removal pass `pass` (malloc'd array in *out, count
  * in *n): below `below`, other than the active one, and either held by no table file or
  * relocated before this pass; none while a scan pins the set. */

@@ -567,6 +567,8 @@ static int checkpoint(ltr_store *s, int flags)
 
 int store_collect_values(ltr_store *s)
 {
+    if (blob_removal_pinned(s)) /* (asked again until the scans are done) */
+        return 1;
     pthread_mutex_lock(&s->ckpt.mu);
     int left = blob_collect(s);
     pthread_mutex_unlock(&s->ckpt.mu);

@@ -172,12 +172,12 @@ int store_files_open(ltr_store *s)
      * manifest: the writer reuses the files of durable dropped tables only when it can take
      * LOCK_EX (no reader could have them open, and none can start meanwhile). */
     int opened = io_open_dir(&s->files.dir_fd, s->dir);
-    if (opened != LTR_OK && s->o.read_only && ltr_last_errno() != ENOENT)
-        return opened; /* unlocked, it could read files the writer believes no reader has */
+    if (opened != LTR_OK && s->o.read_only) /* unlocked, it could read what a writer unlinks */
+        return ltr_last_errno() == ENOENT ? ltr_fail_errno(ENOENT, "no store at %s", s->dir)
+                                          : opened;
     if (opened != LTR_OK)
-        s->files.dir_fd = -1; /* a writer then never reuses or unlinks at once durable files; a
-                                 reader finds no store (recovery says so) */
-    if (s->o.read_only && s->files.dir_fd >= 0 && io_flock(s->files.dir_fd, LOCK_SH) != 0)
+        s->files.dir_fd = -1; /* a writer then never reuses or unlinks at once durable files */
+    if (s->o.read_only && io_flock(s->files.dir_fd, LOCK_SH) != 0)
         return ltr_fail_errno(errno, "cannot lock the directory of %s for reading", s->dir);
     int rc = s->o.direct_io ? check_direct(s) : LTR_OK;
     return rc ? rc : open_cache(s);

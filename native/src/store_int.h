@@ -415,6 +415,8 @@ void blob_gc_block(ltr_store *s, int d);
  * or whose records the GC relocated (a removal pass); ckpt.mu held. 1 when a relocated one
  * below the floor stayed (a scan pinned the set). */
 int blob_collect(ltr_store *s);
+/* Whether a scan pins the value logs now: no removal pass can take any. */
+int blob_removal_pinned(ltr_store *s);
 
 /* ---- lastlevel_queue.c (state_mu held) ---- */
 void lastlevel_note(ltr_store *s, uint64_t node);

@@ -410,7 +410,10 @@ int64_t ltr_store_get(ltr_store *s, const uint8_t *key, size_t klen, uint8_t *vb
     int64_t rc = get_once(s, h, key, klen, vbuf, vcap);
     for (int tries = 1; rc == LTR_EMOVED && tries <= MOVED_RETRIES; tries++)
         rc = get_once(s, h, key, klen, vbuf, vcap);
-    return rc == LTR_EMOVED ? LTR_ECORRUPT : rc; /* (the message says which value log) */
+    if (rc != LTR_EMOVED)
+        return rc;
+    __atomic_fetch_add(&s->since_open.gets, 1, __ATOMIC_RELAXED); /* (no attempt counted it) */
+    return LTR_ECORRUPT; /* (the message says which value log) */
 }
 
 /* A key found in the version chunk's lookup pinned, whose value log the GC collected since
