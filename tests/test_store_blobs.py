@@ -843,6 +843,40 @@ def test_the_gc_leaves_a_value_log_with_a_damaged_record(tmp_path, small_vlogs, 
         check(db, model)
 
 
+@pytest.mark.parametrize("mode", ["logged", "bulk", "gc off"])
+def test_the_value_log_gc_runs_only_where_allowed(tmp_path, small_vlogs, mode):
+    """The GC moves records only with the log and while allowed: in bulk mode the moved records
+    would be durable only once flushed, and the file they left would go before; with the testing
+    knob off, tests read value logs holding exactly what was written. Overwrites, flushes and
+    compactions wake the worker; only the logged store with the GC on moves a file (waited for
+    with a bounded poll). The worker used to run a GC step whenever it found nothing else to
+    do, whatever the mode or the knob (this test then failed in about one run of three, and
+    test_value_log_files_and_table_references in a few of a hundred)."""
+    keys = [b"gc-%d" % i for i in range(30)]
+    path = str(tmp_path / "db")
+    model = {}
+    lib.ltr_test_blob_gc(0 if mode == "gc off" else 1)
+    try:
+        with lsmtrie.open(path, bulk=mode == "bulk", **TINY) as db:
+            for g in range(12):
+                model.update((k, val(k, 5000, gen=g)) for k in keys)
+                db.put_many(keys, [model[k] for k in keys])
+                small = [b"s-%d-%d" % (g, i) for i in range(60)]
+                db.put_many(small, [b"x" * 20] * 60)
+                model.update((k, b"x" * 20) for k in small)
+                db.flush()
+            for _ in range(100 if mode == "logged" else 0):  # at most some 10 s for its GC
+                if db.stats()["blob_gc_moved"]:
+                    break
+                time.sleep(0.1)
+            st = db.stats()  # (the others were woken by every flush and compaction above)
+            assert st["compactions"] > 0
+            assert (st["blob_gc_moved"] > 0) == (mode == "logged"), st
+            check(db, model)
+    finally:
+        lib.ltr_test_blob_gc(1)
+
+
 def test_a_scan_keeps_the_values_it_will_return(tmp_path, small_vlogs):
     """A scan started over memtables holding pointers, then every key overwritten, flushed and
     compacted (so no table lists the old value logs any more): the scan still returns every old

@@ -31,16 +31,20 @@ static int gc_on = 1; /* ltr_test_blob_gc */
 
 void ltr_test_blob_gc(int on) { __atomic_store_n(&gc_on, on, __ATOMIC_RELAXED); }
 
+/* Whether the GC may run now. Not while the memtables are full: its writes would not go in (a
+ * flush wakes the worker). Only with the log: in bulk mode the moved records would be durable
+ * only once flushed, and the file they left goes before. Only beside a flusher thread: a write
+ * may wait for a flush, which a store of one level leaves to this worker. */
+static int gc_allowed(const ltr_store *s)
+{
+    return __atomic_load_n(&gc_on, __ATOMIC_RELAXED) && s->blobs.set && store_logging(s) &&
+           !s->bg.error && s->bg.flusher_started && s->mem.nimm < MAX_IMMUTABLE;
+}
+
 int blob_gc_due(const ltr_store *s)
 {
     uint64_t number;
-    if (!__atomic_load_n(&gc_on, __ATOMIC_RELAXED))
-        return 0;
-    /* Not while the memtables are full: its writes would not go in (a flush wakes the worker).
-     * Only beside a flusher thread: a write may wait for a flush, which a store of one level
-     * leaves to this worker. */
-    return s->blobs.set && store_logging(s) && !s->bg.error && s->bg.flusher_started &&
-           s->mem.nimm < MAX_IMMUTABLE &&
+    return gc_allowed(s) &&
            blobset_gc_pick(s->blobs.set, s->blobs.floor,
                            __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED), &number);
 }
@@ -225,9 +229,11 @@ static int sample(ltr_store *s, uint64_t number, double *live)
 
 int blob_gc_step(ltr_store *s)
 {
+    /* (the worker calls this whenever it has nothing else to do, woken for any reason: the
+     * conditions of blob_gc_due hold here too) */
     pthread_mutex_lock(&s->state_mu);
     uint64_t number = 0, written = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED);
-    int due = s->blobs.set && blobset_gc_pick(s->blobs.set, s->blobs.floor, written, &number);
+    int due = gc_allowed(s) && blobset_gc_pick(s->blobs.set, s->blobs.floor, written, &number);
     pthread_mutex_unlock(&s->state_mu);
     if (!due)
         return 0;
