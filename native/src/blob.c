@@ -273,11 +273,11 @@ int blob_collect(ltr_store *s)
     if (!s->blobs.set || s->o.read_only)
         return 0;
     pthread_mutex_lock(&s->state_mu);
-    uint64_t below = s->blobs.durable_floor, pass = ++s->blobs.collects;
+    uint64_t below = s->blobs.durable_floor;
     pthread_mutex_unlock(&s->state_mu);
     uint64_t *dead;
     size_t n;
-    if (blobset_unheld(s->blobs.set, below, pass, &dead, &n))
+    if (blobset_unheld(s->blobs.set, below, &dead, &n))
         return 1; /* (out of memory: they wait for the next pass) */
     for (size_t i = 0; i < n; i++) {
         char *path;

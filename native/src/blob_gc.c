@@ -266,10 +266,7 @@ int blob_gc_step(ltr_store *s)
         return 1;
     }
     __atomic_fetch_add(&s->since_open.blob_gc_moved, 1, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&s->state_mu);
-    uint64_t pass = s->blobs.collects;
-    pthread_mutex_unlock(&s->state_mu);
-    blobset_set_relocated(s->blobs.set, number, pass);
+    blobset_set_relocated(s->blobs.set, number);
     pthread_mutex_lock(&s->state_mu);
     s->blobs.collect_asked = 1; /* (the checkpointer looks at least every tenth of a second) */
     pthread_mutex_unlock(&s->state_mu);

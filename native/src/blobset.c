@@ -18,7 +18,6 @@ typedef struct bfile {
     int bad;        /* its header is missing or damaged: no pointer can lead here */
     int holds;      /* table files listing it (atomic) */
     int relocated;  /* its live records were moved to newer files (value-log GC) */
-    uint64_t relocated_at; /* ... when the removal passes had reached this number */
     int damaged;           /* the GC met a damaged record in it: never picked again */
     uint64_t sampled_at;   /* the set's bytes written when the GC last found it mostly live
                               (0: never) */
@@ -517,7 +516,7 @@ void blobset_pin(blobset *b, int d) { __atomic_add_fetch(&b->pins, d, __ATOMIC_A
 
 int blobset_pinned(blobset *b) { return __atomic_load_n(&b->pins, __ATOMIC_ACQUIRE) != 0; }
 
-int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, size_t *n)
+int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -528,10 +527,10 @@ int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, si
     for (size_t i = 0; v && i < b->n; i++) {
         const bfile *f = b->v[i];
         /* A relocated file's pointers left in tables are all shadowed, and its moved records
-         * were synced before it was marked: it goes in the first pass after its move. A lookup
+         * were synced before it was marked: any pass that sees the mark takes it. A lookup
          * that found one of those pointers just before the move and reads after the file went
          * is told so (LTR_EMOVED) and looks its key up again, finding the moved record. */
-        int moved = f->relocated && pass > f->relocated_at;
+        int moved = f->relocated;
         if (f->number < below && f != b->active &&
             (moved || !__atomic_load_n(&f->holds, __ATOMIC_RELAXED)))
             v[(*n)++] = f->number;
@@ -627,13 +626,12 @@ void blobset_set_damaged(blobset *b, uint64_t number)
     pthread_rwlock_unlock(&b->lock);
 }
 
-void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass)
+void blobset_set_relocated(blobset *b, uint64_t number)
 {
     pthread_rwlock_wrlock(&b->lock);
     bfile *f = lookup(b, number);
     if (f) {
         f->relocated = 1;
-        f->relocated_at = pass;
     }
     pthread_rwlock_unlock(&b->lock);
 }

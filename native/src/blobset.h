@@ -71,10 +71,10 @@ int blobset_sync_all(blobset *b);
  * no table file may list any more, so nothing is removed while one runs. */
 void blobset_pin(blobset *b, int d);
 int blobset_pinned(blobset *b);
-/* The numbers of the files that may go in removal pass `pass` (malloc'd array in *out, count
- * in *n): below `below`, other than the active one, and either held by no table file or
- * relocated before this pass; none while a scan pins the set. */
-int blobset_unheld(blobset *b, uint64_t below, uint64_t pass, uint64_t **out, size_t *n);
+/* The numbers of the files that may go now (malloc'd array in *out, count in *n): below
+ * `below`, other than the active one, and either held by no table file or relocated; none while
+ * a scan pins the set. */
+int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n);
 /* Closes file `number` once its readers are done and forgets it (a relocated one's number is
  * kept: blobset_read); its path (malloc'd) in *path for the caller to unlink, or NULL when the
  * set does not have it (or had no memory to remember a relocated one: it stays). */
@@ -95,9 +95,9 @@ int blobset_moved_left(blobset *b, uint64_t below);
 /* The GC met a damaged record in it: it is not picked again (the records past the damage may
  * live, and nothing moved them). */
 void blobset_set_damaged(blobset *b, uint64_t number);
-/* Its live records were moved, and synced, after removal pass `pass`: it is not picked again,
- * and goes in the next pass below the floor (blobset_unheld). */
-void blobset_set_relocated(blobset *b, uint64_t number, uint64_t pass);
+/* Its live records were moved, and synced: it is not picked again, and goes in the next
+ * removal pass once below the floor (blobset_unheld). */
+void blobset_set_relocated(blobset *b, uint64_t number);
 /* Files, their bytes on disk, and those with descriptors open now (stats). */
 void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open);
 

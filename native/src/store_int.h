@@ -178,8 +178,6 @@ struct store_blobs {
     uint64_t durable_floor;  /* ... of the memtables of the durable log floor: lower ones are
                                 removed once no table file lists them */
     uint64_t gc_file, gc_off; /* the value-log GC's file and where it goes on (its worker) */
-    uint64_t collects;       /* blob_collect's passes (after checkpoints and when the GC asks,
-                                state_mu) */
     int collect_asked;       /* a relocated value log waits for a pass (state_mu): the
                                 checkpointer runs one at once (store_collect_values) */
     int gc_blocked;          /* the GC writes nothing meanwhile (write_mu): blob_gc_block */
