@@ -178,6 +178,9 @@ typedef struct ltr_store_stats {
     uint64_t written_blobs;        /* value logs: values of at least min_blob_size bytes */
     uint64_t blob_files;           /* value logs on disk now, and their bytes */
     uint64_t blob_bytes;
+    uint64_t blob_live_bytes;      /* ... of them not known dead: the value-log GC counts the
+                                      records overwritten or deleted since the open, and
+                                      estimates those of the files the open found by sampling */
     uint64_t blob_files_open;      /* value logs with descriptors open now */
     uint64_t blob_gc_moved;        /* value logs whose live records the GC moved (since open) */
     uint64_t blob_gc_damaged;      /* value logs the GC left alone: a record it read was damaged

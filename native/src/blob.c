@@ -95,6 +95,16 @@ static int wants_blob(const ltr_store *s, const int64_t *koffs, const int64_t *v
 
 static uint64_t file_bytes = BLOB_FILE_BYTES; /* tests: ltr_test_blob_file_bytes */
 
+int blob_files_exist(ltr_store *s)
+{
+    uint64_t files = 0, bytes, open, live;
+    if (s->blobs.set)
+        blobset_counts(s->blobs.set, &files, &bytes, &open, &live);
+    return files != 0;
+}
+
+uint64_t blob_file_size(void) { return __atomic_load_n(&file_bytes, __ATOMIC_RELAXED); }
+
 void ltr_test_blob_file_bytes(uint64_t bytes)
 {
     __atomic_store_n(&file_bytes, bytes ? bytes : BLOB_FILE_BYTES, __ATOMIC_RELAXED);
@@ -210,7 +220,7 @@ int blob_sync_all(ltr_store *s)
 void blob_gc_block(ltr_store *s, int d)
 {
     pthread_mutex_lock(&s->write_mu);
-    s->blobs.gc_blocked += d;
+    __atomic_add_fetch(&s->blobs.gc_blocked, d, __ATOMIC_RELAXED); /* (read without write_mu too) */
     pthread_mutex_unlock(&s->write_mu);
 }
 
@@ -287,4 +297,19 @@ int blob_collect(ltr_store *s)
     }
     free(dead);
     return blobset_moved_left(s->blobs.set, below);
+}
+
+void blob_note_dead(ltr_store *s, uint32_t klen, const uint8_t *ptr)
+{
+    blob_ptr p;
+    blob_ptr_decode(ptr, &p);
+    if (s->blobs.set)
+        blobset_add_dead(s->blobs.set, p.file, blob_record_size(klen, p.vlen));
+}
+
+void blob_note_dead_list(ltr_store *s, const ltr_buf *pairs)
+{
+    const uint64_t *v = (const uint64_t *)pairs->data;
+    for (size_t i = 0; s->blobs.set && i + 1 < pairs->len / sizeof *v; i += 2)
+        blobset_add_dead(s->blobs.set, v[i], v[i + 1]);
 }

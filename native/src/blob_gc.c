@@ -2,18 +2,20 @@
  * deleted large value leaves its record in a value log, which goes whole once no table file
  * lists it; but shadowed pointers stay in their tables until compactions or last-level
  * collections drop them, so a value log holding a few live records among many dead ones would
- * stay. So a worker looks at the value logs below the memtables' floor, oldest first: it looks
- * the keys of a file's first records up (GC_SAMPLE bytes), and when less than BLOB_GC_RATIO of
- * those bytes are their keys' newest versions, it reads the file through and writes again each
- * record that still is (batch_flush: checked and written under the writer's lock), then
- * syncs the log. The file is then relocated: every pointer to it left in a table is shadowed,
- * and it goes in the next removal pass below the durable floor, which the checkpointer runs at
- * once (blob.c, blobset_unheld); a lookup that found such a pointer just before is told the
- * file went and looks its key up again (LTR_EMOVED, store_read.c). A file found mostly live is
- * looked at again once as much was written to value logs; one with a damaged record (or a torn
- * tail) is never relocated, since the records past it would not be moved: it goes once no table
- * lists it. Only with the log (a bulk store's moved records would be durable only once
- * flushed). Depends on store_log.c, store_read.c and store_write.c. */
+ * stay. The store counts each value log's dead bytes as writes and flushes shadow its records
+ * (blob_note_dead); a file the open found is sampled instead (its first GC_SAMPLE bytes' keys
+ * looked up). A worker takes the least live file below the memtables' floor when under
+ * BLOB_GC_RATIO live, or, when the value logs hold too much garbage, whatever its share
+ * (GC_SPACE_RATIO below; writers wait while it is far behind): it reads the file through and
+ * writes again each record that is still its key's newest version (batch_flush: checked and
+ * written under the writer's lock), then syncs the log. The file is then relocated: every
+ * pointer to it left in a table is shadowed, and it goes in the next removal pass below the
+ * durable floor, which the checkpointer runs at once (blob.c, blobset_unheld); a lookup that
+ * found such a pointer just before is told the file went and looks its key up again
+ * (LTR_EMOVED, store_read.c). A file with a damaged record (or a torn tail) is never
+ * relocated, since the records past it would not be moved: it goes once no table lists it.
+ * Only with the log (a bulk store's moved records would be durable only once flushed).
+ * Depends on blob.c, store_log.c, store_read.c and store_write.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +26,18 @@
 #define GC_BATCH_BYTES (8u << 20) /* records checked and written again as one batch */
 #define GC_BATCH_ITEMS 1024       /* ... and at most this many: the writer's lock is held
                                      across their lookups */
-#define GC_SAMPLE (1u << 20)      /* a value log's first bytes whose records decide whether it
-                                     is collected (looked up one by one) */
+#define GC_SAMPLE (1u << 20)      /* the first bytes of a value log the open found whose
+                                     records' keys estimate its live share (looked up one by
+                                     one) */
+/* Space: once the value logs hold more than GC_SPACE_RATIO x their live bytes (as counted) plus
+ * a file, the GC moves the least live file whatever BLOB_GC_RATIO says (but not one at least
+ * GC_PRESSED_MAX live): overwrites spread over many files leave each above BLOB_GC_RATIO for
+ * long while together they hold as much garbage as live data (issue 23 part 1). Past
+ * GC_SPACE_RATIO x their live bytes plus GC_WAIT_FILES files, writers of large values wait for
+ * the GC (blobs.behind). */
+#define GC_SPACE_RATIO 1.25
+#define GC_PRESSED_MAX 0.9
+#define GC_WAIT_FILES 2
 
 static int gc_on = 1; /* ltr_test_blob_gc */
 
@@ -41,12 +53,52 @@ static int gc_allowed(const ltr_store *s)
            !s->bg.error && s->bg.flusher_started && s->mem.nimm < MAX_IMMUTABLE;
 }
 
-int blob_gc_due(const ltr_store *s)
+/* The GC's choice of a file (blobset_gc_pick), for a store whose floor state_mu guards. */
+static int choose(const ltr_store *s, gc_pick *pick)
 {
-    uint64_t number;
-    return gc_allowed(s) &&
-           blobset_gc_pick(s->blobs.set, s->blobs.floor,
-                           __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED), &number);
+    gc_policy p = {
+        .below = s->blobs.floor,
+        .written = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED),
+        .resample_min = blob_file_size(),
+        .share = BLOB_GC_RATIO,
+        .ratio = GC_SPACE_RATIO,
+        .slack = blob_file_size(),
+        .pressed_max = GC_PRESSED_MAX,
+        .wait_slack = GC_WAIT_FILES * blob_file_size(),
+    };
+    return blobset_gc_pick(s->blobs.set, &p, pick);
+}
+
+/* Sets whether the GC is behind (state_mu held): writers of large values wait while it is
+ * (store_write.c), and the worker runs the GC first (store_bg.c). */
+static void note_behind(ltr_store *s, int allowed, const gc_pick *pick)
+{
+    int blocked = __atomic_load_n(&s->blobs.gc_blocked, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->blobs.behind, allowed && pick->behind && !blocked, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->blobs.looked_at, __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
+}
+
+/* Looks again after a step, waking the writers when the GC is no longer behind. */
+static void refresh_behind(ltr_store *s)
+{
+    gc_pick pick = {0};
+    pthread_mutex_lock(&s->state_mu);
+    int was = __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
+    int allowed = gc_allowed(s) && choose(s, &pick);
+    note_behind(s, allowed, &pick);
+    int now = __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->state_mu);
+    if (was && !now)
+        store_wake_writers(s);
+}
+
+int blob_gc_due(ltr_store *s)
+{
+    gc_pick pick = {0};
+    int due = gc_allowed(s) && choose(s, &pick);
+    note_behind(s, due, &pick);
+    return due;
 }
 
 /* 1 when the key's newest item is the pointer ptr (20 bytes), 0 when not, <0 on error. */
@@ -99,7 +151,12 @@ static int batch_flush(ltr_store *s, gc_batch *b)
     const ltr_items *in = &b->items;
     if (!in->n)
         return LTR_OK;
+    /* writers hold write_mu across large appends and take it again at once: they let the GC
+     * in first (wait_for_blob_space), or it would wait behind them for seconds */
+    __atomic_store_n(&s->blobs.gc_waiting, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&s->write_mu);
+    __atomic_store_n(&s->blobs.gc_waiting, 0, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&s->write_cv);
     int rc = items_reset(&b->kept);
     if (!rc && (s->bg.error || s->blobs.gc_blocked ||
                 (s->bg.nworkers && s->mem.nimm >= MAX_IMMUTABLE) ||
@@ -227,26 +284,37 @@ static int sample(ltr_store *s, uint64_t number, double *live)
     return rc;
 }
 
+static int step(ltr_store *s);
+
 int blob_gc_step(ltr_store *s)
+{
+    int rc = step(s);
+    refresh_behind(s);
+    return rc;
+}
+
+static int step(ltr_store *s)
 {
     /* (the worker calls this whenever it has nothing else to do, woken for any reason: the
      * conditions of blob_gc_due hold here too) */
     pthread_mutex_lock(&s->state_mu);
-    uint64_t number = 0, written = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED);
-    int due = gc_allowed(s) && blobset_gc_pick(s->blobs.set, s->blobs.floor, written, &number);
+    gc_pick pick = {0};
+    uint64_t written = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED);
+    int due = gc_allowed(s) && choose(s, &pick);
     pthread_mutex_unlock(&s->state_mu);
     if (!due)
         return 0;
-    /* a step that found the memtables full goes on where it stopped, without a new look */
-    int resume = s->blobs.gc_file == number;
-    double live = 0;
-    int rc = resume ? LTR_OK : sample(s, number, &live);
-    if (rc)
-        return rc;
-    if (!resume && live >= BLOB_GC_RATIO) {
-        blobset_set_sampled(s->blobs.set, number, written); /* looked at again later */
-        return 1;
+    uint64_t number = pick.number;
+    if (!pick.take) { /* a file opened with the store: how much of it lives, roughly */
+        double live = 1;
+        int rc = sample(s, number, &live);
+        if (!rc)
+            blobset_set_sampled(s->blobs.set, number, written, live);
+        return rc ? rc : 1;
     }
+    /* a step that found the memtables full goes on where it stopped */
+    int resume = s->blobs.gc_file == number;
+    int rc;
     uint64_t off = resume ? s->blobs.gc_off : VLOG_HEADER_SIZE;
     int ended;
     rc = relocate(s, number, &off, &ended);

@@ -19,8 +19,10 @@ typedef struct bfile {
     int holds;      /* table files listing it (atomic) */
     int relocated;  /* its live records were moved to newer files (value-log GC) */
     int damaged;           /* the GC met a damaged record in it: never picked again */
-    uint64_t sampled_at;   /* the set's bytes written when the GC last found it mostly live
-                              (0: never) */
+    uint64_t sampled_at;   /* the set's bytes written when the GC last sampled it (0: never) */
+    double live;           /* the share of its sampled bytes that were live then */
+    uint64_t dead;         /* bytes of its records found shadowed since the open (atomic) */
+    int counted;           /* started since the open: dead counts all its dead records */
     uint64_t size;  /* bytes (the active file's grow as records are appended) */
     char *path;
 } bfile;
@@ -464,6 +466,7 @@ int blobset_start(blobset *b, uint64_t number)
     if (!rc)
         rc = open_direct(b, f);
     f->size = sizeof h;
+    f->counted = 1;
     if (!rc) { /* active from the moment it is in the set: never evicted */
         pthread_rwlock_wrlock(&b->lock);
         if (!(rc = insert(b, f))) {
@@ -563,29 +566,80 @@ int blobset_forget(blobset *b, uint64_t number, char **path)
 
 /* ---- garbage collection (blob_gc.c) ---- */
 
-int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *number)
+/* Whether the GC may look at f at all: below the floor, not the active file, has records, and
+ * not bad, relocated or damaged. */
+static int gc_candidate(const blobset *b, const bfile *f, uint64_t below, uint64_t size)
 {
-    *number = 0;
-    pthread_rwlock_rdlock(&b->lock);
-    for (size_t i = 0; i < b->n && !*number; i++) {
-        const bfile *f = b->v[i];
-        uint64_t size = __atomic_load_n(&f->size, __ATOMIC_ACQUIRE);
-        if (f->number >= below || f == b->active || f->bad || f->relocated || f->damaged ||
-            size <= VLOG_HEADER_SIZE)
-            continue;
-        if (!f->sampled_at || f->sampled_at + size <= written)
-            *number = f->number; /* the oldest not looked at since as much was written again */
-    }
-    pthread_rwlock_unlock(&b->lock);
-    return *number != 0;
+    return f->number < below && f != b->active && !f->bad && !f->relocated && !f->damaged &&
+           size > VLOG_HEADER_SIZE;
 }
 
-void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written)
+/* f's live bytes as far as the set knows: its size less the dead bytes counted, or less what
+ * its last sample found dead, whichever is more (both undercount; a file not counted from its
+ * start that was never sampled is taken as live). */
+static uint64_t live_bytes(const bfile *f, uint64_t size)
+{
+    uint64_t dead = __atomic_load_n(&f->dead, __ATOMIC_RELAXED);
+    if (f->sampled_at && !f->counted) {
+        uint64_t sampled = (uint64_t)((double)size * (1.0 - f->live));
+        dead = sampled > dead ? sampled : dead;
+    }
+    return dead < size ? size - dead : 0;
+}
+
+int blobset_gc_pick(blobset *b, const gc_policy *p, gc_pick *out)
+{
+    *out = (gc_pick){0};
+    pthread_rwlock_rdlock(&b->lock);
+    uint64_t stale = p->resample_min;
+    const bfile *least = NULL, *oldest = NULL;
+    double least_share = 2;
+    for (size_t i = 0; i < b->n; i++) {
+        const bfile *f = b->v[i];
+        uint64_t size = __atomic_load_n(&f->size, __ATOMIC_ACQUIRE);
+        if (f->bad || f->relocated)
+            continue;
+        out->bytes += size;
+        out->live += f->damaged ? size : live_bytes(f, size); /* (damaged: never collected) */
+        if (f->damaged || size <= VLOG_HEADER_SIZE)
+            continue;
+        double share = (double)live_bytes(f, size) / (double)size;
+        if (gc_candidate(b, f, p->below, size) && share < least_share)
+            least = f, least_share = share;
+        /* a file not counted from its start is sampled, again once as much was written */
+        if (!oldest && !f->counted && (!f->sampled_at || f->sampled_at + stale <= p->written))
+            oldest = f;
+    }
+    out->pressed = (double)out->bytes > p->ratio * (double)out->live + (double)p->slack;
+    out->behind = (double)out->bytes > p->ratio * (double)out->live + (double)p->wait_slack;
+    if (least && least_share < (out->pressed ? p->pressed_max : p->share)) {
+        out->number = least->number;
+        out->take = 1;
+    } else if (oldest) {
+        out->number = oldest->number;
+    }
+    out->behind = out->behind && out->take;
+    pthread_rwlock_unlock(&b->lock);
+    return out->number != 0;
+}
+
+void blobset_add_dead(blobset *b, uint64_t number, uint64_t bytes)
+{
+    pthread_rwlock_rdlock(&b->lock);
+    bfile *f = lookup(b, number);
+    if (f)
+        __atomic_fetch_add(&f->dead, bytes, __ATOMIC_RELAXED);
+    pthread_rwlock_unlock(&b->lock);
+}
+
+void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written, double live)
 {
     pthread_rwlock_wrlock(&b->lock);
     bfile *f = lookup(b, number);
-    if (f)
+    if (f) {
         f->sampled_at = written ? written : 1;
+        f->live = live;
+    }
     pthread_rwlock_unlock(&b->lock);
 }
 
@@ -636,13 +690,18 @@ void blobset_set_relocated(blobset *b, uint64_t number)
     pthread_rwlock_unlock(&b->lock);
 }
 
-void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open)
+void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open,
+                    uint64_t *live)
 {
     pthread_rwlock_rdlock(&b->lock);
     *files = b->n;
     *open = b->nopen;
-    *bytes = 0;
-    for (size_t i = 0; i < b->n; i++)
-        *bytes += __atomic_load_n(&b->v[i]->size, __ATOMIC_ACQUIRE);
+    *bytes = *live = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const bfile *f = b->v[i];
+        uint64_t size = __atomic_load_n(&f->size, __ATOMIC_ACQUIRE);
+        *bytes += size;
+        *live += f->bad || f->relocated ? 0 : f->damaged ? size : live_bytes(f, size);
+    }
     pthread_rwlock_unlock(&b->lock);
 }

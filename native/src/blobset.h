@@ -81,12 +81,38 @@ int blobset_unheld(blobset *b, uint64_t below, uint64_t **out, size_t *n);
 int blobset_forget(blobset *b, uint64_t number, char **path);
 
 /* ---- garbage collection (blob_gc.c) ---- */
-/* The next file for the GC to look at: the oldest below `below` (not the active one, not
- * relocated, not damaged) never looked at, or not since `written` (the value logs' bytes written) grew by
- * its size: 1 and its number, else 0. */
-int blobset_gc_pick(blobset *b, uint64_t below, uint64_t written, uint64_t *number);
-/* The GC found it mostly live when `written` bytes had been written. */
-void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written);
+/* What the GC asks of blobset_gc_pick (its policy: blob_gc.c). */
+typedef struct gc_policy {
+    uint64_t below;          /* files from this number on may be pointed into by memtables */
+    uint64_t written;        /* the set's bytes written so far */
+    uint64_t resample_min;   /* a file not counted since its start is sampled again once this
+                                many bytes were written since it last was */
+    double share;            /* a file is taken once its live share is below this... */
+    double ratio;            /* ... or, pressed (the set's bytes over ratio x its live bytes
+                                + slack), below pressed_max */
+    uint64_t slack;
+    double pressed_max;
+    uint64_t wait_slack;     /* behind: over ratio x live + wait_slack, with a file to take */
+} gc_policy;
+
+/* blobset_gc_pick's answer. */
+typedef struct gc_pick {
+    uint64_t number;         /* the file to look at; 0: none */
+    int take;                /* move its live records now (known to be under the share) */
+    int pressed, behind;
+    uint64_t bytes, live;    /* the set's bytes (relocated files aside), and their live part as
+                                known: sizes less the dead bytes counted or sampled */
+} gc_pick;
+
+/* The GC's next file: among those below p->below (not the active one, not relocated, not
+ * damaged) the least live, when under the policy's share; else the oldest file not counted
+ * from its start (opened, not started, by this process) never sampled or not lately. 1 when
+ * one is picked. */
+int blobset_gc_pick(blobset *b, const gc_policy *p, gc_pick *out);
+/* The GC sampled it when `written` bytes had been written and found a share `live` live. */
+void blobset_set_sampled(blobset *b, uint64_t number, uint64_t written, double live);
+/* `bytes` of its records were found shadowed (an overwrite or delete of their keys). */
+void blobset_add_dead(blobset *b, uint64_t number, uint64_t bytes);
 /* Reads up to n bytes of file `number` from `off` (*got: fewer at its end, 0 past it). */
 int blobset_read_at(blobset *b, uint64_t number, uint64_t off, uint8_t *buf, size_t n,
                     size_t *got);
@@ -98,7 +124,9 @@ void blobset_set_damaged(blobset *b, uint64_t number);
 /* Its live records were moved, and synced: it is not picked again, and goes in the next
  * removal pass once below the floor (blobset_unheld). */
 void blobset_set_relocated(blobset *b, uint64_t number);
-/* Files, their bytes on disk, and those with descriptors open now (stats). */
-void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open);
+/* Files, their bytes on disk, those with descriptors open now, and the bytes not known dead
+ * (as blobset_gc_pick counts them, relocated files aside) (stats). */
+void blobset_counts(blobset *b, uint64_t *files, uint64_t *bytes, uint64_t *open,
+                    uint64_t *live);
 
 #endif

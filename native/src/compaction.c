@@ -195,12 +195,12 @@ static int route(job *j, key_hash h, const uint8_t *key, uint32_t klen, const ui
 {
     uint32_t d = j->gc ? 0 : hb_trie_digit(h, j->src->level);
     int rc = j->b[d] ? LTR_OK : new_builder(j, &j->b[d]);
-    int r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, kind);
+    int r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, kind, NULL);
     if (r == 0) { /* this child's table is full: it gets one more */
         rc = emit(j, d);
         if (!rc)
             rc = new_builder(j, &j->b[d]);
-        r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, kind);
+        r = rc ? rc : hbuild_stage(j->b[d], h, key, klen, val, vlen, kind, NULL);
     }
     return r < 0 ? r : LTR_OK;
 }
@@ -310,7 +310,7 @@ static int stage_window_item(void *ctx, key_hash h, const item_view *it)
         if (rc)
             return rc;
         j->cur[d] = i;
-        int r = hbuild_stage(j->out[i].wb, h, it->key, it->klen, value, vlen, it->kind);
+        int r = hbuild_stage(j->out[i].wb, h, it->key, it->klen, value, vlen, it->kind, NULL);
         if (r != 0)
             return r < 0 ? r : LTR_OK;
         i = j->out[i].next; /* full: an empty builder always takes its first item */

@@ -158,7 +158,7 @@ static uint64_t counted_size(const ltr_hbuild *b, uint32_t size)
 }
 
 int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
-                 const uint8_t *val, uint32_t vlen, int kind)
+                 const uint8_t *val, uint32_t vlen, int kind, item_view *was)
 {
     int del = kind == ITEM_TOMBSTONE;
     uint32_t size = (uint32_t)item_size(klen, del ? 0 : vlen, kind);
@@ -173,6 +173,10 @@ int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
         return 0;
     if (!b->by_ref && (rc = buf_reserve(&b->arena, (uint64_t)klen + (del ? 0 : vlen))))
         return rc;
+    if (was) /* (after the reserve: the arena does not move again in this call) */
+        *was = old ? (item_view){.value = staged_value(b, old), .vlen = old->vlen,
+                                 .kind = old->kind}
+                   : (item_view){.kind = -1};
     if (!old) {
         if ((rc = grow_items(b, b->n + 1)))
             return rc;
@@ -273,7 +277,7 @@ int ltr_hbuild_add(ltr_hbuild *b, const uint8_t *kdata, const int64_t *koffs, si
             size_t i = g + j;
             rc = hbuild_stage(b, h[j], kdata + koffs[i], (uint32_t)(koffs[i + 1] - koffs[i]),
                            vdata + voffs[i], (uint32_t)(voffs[i + 1] - voffs[i]),
-                           deleted && deleted[i] ? ITEM_TOMBSTONE : ITEM_VALUE);
+                           deleted && deleted[i] ? ITEM_TOMBSTONE : ITEM_VALUE, NULL);
             if (rc < 0)
                 return rc;
             if (rc == 0)

@@ -3,6 +3,7 @@
 #ifndef LTR_HTABLE_BUILD_H
 #define LTR_HTABLE_BUILD_H
 
+#include "bucket.h"
 #include "hashbits.h"
 #include "ltr_int.h"
 
@@ -63,9 +64,11 @@ int htable_write_at(ltr_hbuild *b, int fd, const char *name, uint64_t base, uint
                     ltr_build_stats *st);
 
 /* Stages one item of this kind (bucket.h) whose hash is known: 1 staged, 0 refused (the fill
- * budget is reached), <0 error. A repeated key replaces the earlier item. */
+ * budget is reached), <0 error. A repeated key replaces the earlier item; when `was` is not
+ * NULL it gets that item's kind and value (valid until the next change of the builder; kind
+ * -1 when none was replaced). */
 int hbuild_stage(ltr_hbuild *b, key_hash h, const uint8_t *key, uint32_t klen,
-                 const uint8_t *val, uint32_t vlen, int kind);
+                 const uint8_t *val, uint32_t vlen, int kind, item_view *was);
 /* Room for `items` more items holding `bytes` of keys and values, made at once. */
 int hbuild_reserve(ltr_hbuild *b, size_t items, size_t bytes);
 /* From now on the fill budget counts only items that fit a bucket: a window of a streamed

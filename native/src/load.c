@@ -427,7 +427,7 @@ static int split_tables(ltr_load *l, ltr_hbuild *all, uint64_t node)
         if (!b && (rc = new_builder(l, (size_t)(per_table < all->n - i ? per_table : all->n - i), &b)))
             break;
         int r = hbuild_stage(b, all->hash[i], staged_key(all, it), it->klen, staged_value(all, it),
-                             it->vlen, 0);
+                             it->vlen, 0, NULL);
         if (r == 0) { /* full: this table is written, the item starts the next */
             rc = write_table(l, b, node, seq++);
             ltr_hbuild_free(b);
@@ -457,7 +457,7 @@ static int build_node(ltr_load *l, const unit *u, uint64_t node, uint64_t from, 
         uint32_t i = u->order[k];
         item_view it;
         item_decode(u->at[i], u->data + u->len, &it);
-        int r = hbuild_stage(all, u->hash[i], it.key, it.klen, it.value, it.vlen, ITEM_VALUE);
+        int r = hbuild_stage(all, u->hash[i], it.key, it.klen, it.value, it.vlen, ITEM_VALUE, NULL);
         rc = r < 0 ? r : LTR_OK;
     }
     if (!rc) {

@@ -66,6 +66,14 @@ static int background_step(ltr_store *s, int id)
     if (id == 0 && s->bg.nworkers > 1 && compact && !urgent && !flush &&
         !pick(s, v, id, &node, feed, feed + 1))
         compact = !(last = lastlevel_ready(s, id));
+    /* Writers of large values wait while the value-log GC is behind (which blob_gc_due notes):
+     * it goes before the compactions that are not urgent, and before the last level's work. */
+    int gc_first = id == 0 && !urgent && !flush && blob_gc_due(s) &&
+                   __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
+    if (gc_first)
+        compact = last = 0;
+    else if (id == 0) /* the GC does not run meanwhile: writers do not wait for it */
+        __atomic_store_n(&s->blobs.behind, 0, __ATOMIC_RELAXED);
     if (compact && !flush)
         s->bg.compacting[id] = node;
     pthread_mutex_unlock(&s->state_mu);
@@ -81,6 +89,8 @@ static int background_step(ltr_store *s, int id)
         pthread_mutex_lock(&s->state_mu);
         s->bg.compacting[id] = NO_NODE;
         pthread_mutex_unlock(&s->state_mu);
+    } else if (gc_first) {
+        rc = blob_gc_step(s);
     } else {
         rc = lastlevel_step(s, id);
         if (rc == 0 && id == 0) /* the first worker's alone: one value log at a time */

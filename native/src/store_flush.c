@@ -1,5 +1,6 @@
 /* store_flush.c: a flush, which writes the oldest immutable memtable as the newest table of
- * the root and moves the log floor past its records. Depends on memtable.c, store_files.c,
+ * the root and moves the log floor past its records; the value-log records its items shadow are
+ * counted dead. Depends on blob.c, memtable.c, store_read.c, store_files.c,
  * store_stats.c, lastlevel_queue.c and checkpoint.c. */
 #include <stdlib.h>
 #include <unistd.h>
@@ -44,6 +45,8 @@ int store_flush_oldest(ltr_store *s)
     int rc = store_new_table(s, &file, &path);
     if (rc)
         return rc;
+    ltr_buf dead = {0}; /* what m's items shadow in the tables, counted once m is installed */
+    store_tables_shadowed(s, m, &dead);
     rc = htable_write(m->b, path, &st); /* not ltr_hbuild_finish: a failed flush is retried */
     ltr_htable *t = NULL;
     if (!rc)
@@ -59,6 +62,9 @@ int store_flush_oldest(ltr_store *s)
         rc = install_flushed(s, m, file, r);
         tref_unref(r);
     }
+    if (!rc)
+        blob_note_dead_list(s, &dead);
+    ltr_buf_free(&dead);
     if (rc)
         io_unlink(path); /* not installed */
     free(path);

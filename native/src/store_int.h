@@ -10,11 +10,11 @@
  *   blob.c           the value logs: values kept apart from the tables (`blobs`)
  *   lastlevel_queue.c  last-level nodes awaiting upkeep (`llq`)
  *   memtable.c       the memtables (`mem`)
+ *   store_read.c     lookups of one key and of a chunk of keys
  *   store_log.c      the write-ahead log and its group commit, the logs on disk (`log`)
  *   checkpoint.c     the durable state: manifest edits, fsyncs, releases (`ckpt`)
  *   store_flush.c    writing the oldest memtable as the root's newest table
  *   store_write.c    the write path: ltr_store_write, memtable and log rotation
- *   store_read.c     lookups of one key and of a chunk of keys
  *   store_batch.c    batched lookups (ltr_store_get_many, streamed batches)
  *   store_scan.c, store_verify.c, read_floor.c   whole-store reads
  *   compaction.c     splitting a node into its children; last-level garbage collection
@@ -181,6 +181,10 @@ struct store_blobs {
     int collect_asked;       /* a relocated value log waits for a pass (state_mu): the
                                 checkpointer runs one at once (store_collect_values) */
     int gc_blocked;          /* the GC writes nothing meanwhile (write_mu): blob_gc_block */
+    int behind;              /* the GC is behind: writers of large values wait (blob_gc_due) */
+    int gc_waiting;          /* the GC waits for write_mu: writers let it in first */
+    uint64_t looked_at;      /* `written` when the GC last looked whether it is behind: a
+                                writer wakes the worker to look again a quarter file on */
 };
 /* The value-log GC moves the live records of a value log when less than this share of its first
  * records' bytes are their keys' newest versions (blob_gc.c). */
@@ -413,8 +417,18 @@ void blob_gc_block(ltr_store *s, int d);
  * or whose records the GC relocated (a removal pass); ckpt.mu held. 1 when a relocated one
  * below the floor stayed (a scan pinned the set). */
 int blob_collect(ltr_store *s);
+/* Whether the store has any value log. */
+int blob_files_exist(ltr_store *s);
+/* The size past which a value log is closed (BLOB_FILE_BYTES, or the testing knob's). */
+uint64_t blob_file_size(void);
 /* Whether a scan pins the value logs now: no removal pass can take any. */
 int blob_removal_pinned(ltr_store *s);
+/* A pointer (20 bytes) to the record of a key of klen bytes was shadowed: a newer item of its
+ * key replaced it in a memtable, or is about to be flushed over it (the GC's count of each
+ * value log's dead bytes). */
+void blob_note_dead(ltr_store *s, uint32_t klen, const uint8_t *ptr);
+/* The same for the (file, record bytes) uint64 pairs of store_tables_shadowed. */
+void blob_note_dead_list(ltr_store *s, const ltr_buf *pairs);
 
 /* ---- lastlevel_queue.c (state_mu held) ---- */
 void lastlevel_note(ltr_store *s, uint64_t node);
@@ -533,6 +547,11 @@ int store_get_chunk(ltr_store *s, read_ctx *c, const uint8_t *kdata, const int64
 /* 1 and the pointer's bytes in ptr when the key's newest item is a pointer, 0 when it is not
  * (a value, a tombstone, none), <0 on error (the value-log GC: blob_gc.c). */
 int store_newest_pointer(ltr_store *s, const uint8_t *key, uint32_t klen, uint8_t *ptr);
+/* For each pointer or tombstone item of memtable m (about to be flushed), the pointer its key
+ * has as newest item in the current version's tables, if any: appended to pairs as (value-log
+ * number, record bytes) uint64s. Nothing when the store has no value logs; a lookup that fails
+ * (or no memory) only leaves records out: the counts are the GC's, not the data. */
+void store_tables_shadowed(ltr_store *s, const memtable *m, ltr_buf *pairs);
 
 /* ---- compaction.c ---- */
 /* The fullest node of levels [from, limit) that should be compacted now, other than skip and
@@ -550,7 +569,9 @@ int compaction_deepen(ltr_store *s);
 int gc_run(ltr_store *s, version *v, uint64_t node);
 
 /* ---- blob_gc.c: value-log garbage collection ---- */
-int blob_gc_due(const ltr_store *s); /* a value log is worth collecting (state_mu held) */
+/* A value log is worth collecting (state_mu held); notes whether the GC is behind: the value
+ * logs hold more garbage than their bound and it has a file to move (blobs.behind). */
+int blob_gc_due(ltr_store *s);
 int blob_gc_step(ltr_store *s);      /* collects one: 1 did work, 0 nothing to do, <0 error */
 
 /* ---- lastlevel.c: BloomCluster upkeep and garbage collection of last-level nodes ---- */

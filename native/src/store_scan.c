@@ -32,7 +32,7 @@ static int stage_all(ltr_hbuild *b, const ltr_hbuild *src)
     for (size_t i = 0; i < src->n && rc >= 0; i++) {
         const staged *st = &src->items[i];
         rc = hbuild_stage(b, src->hash[i], staged_key(src, st), st->klen, staged_value(src, st),
-                          st->vlen, st->kind);
+                          st->vlen, st->kind, NULL);
     }
     return rc;
 }

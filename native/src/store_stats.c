@@ -59,7 +59,8 @@ void ltr_store_stats_get(ltr_store *s, ltr_store_stats *o)
     o->written_load = c[C_WRITTEN_LOAD];
     o->written_blobs = c[C_WRITTEN_BLOBS];
     if (s->blobs.set)
-        blobset_counts(s->blobs.set, &o->blob_files, &o->blob_bytes, &o->blob_files_open);
+        blobset_counts(s->blobs.set, &o->blob_files, &o->blob_bytes, &o->blob_files_open,
+                       &o->blob_live_bytes);
     o->bytes_written = o->written_log + o->written_flush + o->written_clusters +
                        o->written_manifest + o->written_gc + o->written_load + o->written_blobs;
     for (int l = 0; l < LTR_MAX_LEVELS; l++) {

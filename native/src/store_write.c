@@ -4,6 +4,7 @@
  * disk are at their bounds. Recovery replays log records through store_apply_items. Depends on
  * memtable.c, store_log.c, store_flush.c, store_stats.c and blob.c. */
 #include <stdlib.h>
+#include <time.h>
 
 #include "bucket.h"
 #include "store_int.h"
@@ -65,6 +66,46 @@ static void wait_for_room(ltr_store *s)
     }
 }
 
+/* Waits (write_mu held) while the value-log GC waits for write_mu, and, when the batch has
+ * values for the value logs, while the GC is behind: the value logs hold more garbage than
+ * their bound (blob_gc.c). But not while the logs on disk are over their bound: the GC's writes
+ * wait for a checkpoint then, which wait_for_log_space asks for. A quarter of a value log after
+ * the GC last looked, the worker is woken (once) to look again. The flag is looked at every
+ * 10 ms (the worker sets it without write_mu). The GC's writes never come here. */
+static void wait_for_blob_space(ltr_store *s, const int64_t *voffs, const uint8_t *deleted,
+                                size_t n)
+{
+    uint32_t least = s->o.min_blob_size;
+    int large = 0, stalled = 0;
+    for (size_t i = 0; least && !large && i < n; i++)
+        large = !(deleted && deleted[i]) && voffs[i + 1] - voffs[i] >= (int64_t)least;
+    uint64_t written = __atomic_load_n(&s->blobs.written, __ATOMIC_RELAXED);
+    uint64_t looked = __atomic_load_n(&s->blobs.looked_at, __ATOMIC_RELAXED);
+    if (large && written - looked >= blob_file_size() / 4 &&
+        __atomic_compare_exchange_n(&s->blobs.looked_at, &looked, written, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+        store_wake_background(s);
+    for (;;) {
+        int behind = large && __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED) &&
+                     !__atomic_load_n(&s->blobs.gc_blocked, __ATOMIC_RELAXED) &&
+                     !(walset_bytes(&s->log.set) > 0 &&
+                       store_log_disk_bytes(s) > store_log_disk_max());
+        if ((!behind && !__atomic_load_n(&s->blobs.gc_waiting, __ATOMIC_RELAXED)) ||
+            s->bg.error || s->bg.stopping || !s->bg.flusher_started || s->bg.paused)
+            return;
+        if (behind && !stalled++)
+            store_count_stall(s);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 10000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->write_cv, &s->write_mu, &until);
+    }
+}
+
 /* Waits (write_mu held) while the logs on disk hold more than their bound and some of them,
  * older than the current log, could go: a checkpoint whose floor passes them releases them, and
  * the checkpoint thread unlinks them and wakes the writers. The active memtable is rotated first
@@ -98,7 +139,12 @@ static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint
     uint8_t d[16];
     ltr_murmur3_128(key, klen, s->o.hash_seed, d);
     key_hash h = hb_from_digest(d);
-    int r = memtable_counted_full(s) ? 0 : hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, kind);
+    item_view was; /* the item this one replaces in the memtable: a pointer is now dead */
+    int r = memtable_counted_full(s) ? 0
+                                      : hbuild_stage(s->mem.active->b, h, key, klen, val, vlen,
+                                                     kind, &was);
+    if (r > 0 && was.kind == ITEM_POINTER)
+        blob_note_dead(s, klen, was.value);
     if (r != 0)
         return r < 0 ? r : LTR_OK;
     /* The fresh memtable's items start with this batch's record: once the full memtable is in
@@ -109,7 +155,7 @@ static int apply_one(ltr_store *s, const uint8_t *key, uint32_t klen, const uint
     if (rc)
         return rc;
     *swapped = 1;
-    r = hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, kind);
+    r = hbuild_stage(s->mem.active->b, h, key, klen, val, vlen, kind, NULL);
     return r < 0 ? r : LTR_OK;
 }
 
@@ -210,6 +256,7 @@ int ltr_store_write(ltr_store *s, const uint8_t *kdata, const int64_t *koffs, si
     kdata = kdata ? kdata : none;
     vdata = vdata ? vdata : none;
     pthread_mutex_lock(&s->write_mu);
+    wait_for_blob_space(s, voffs, deleted, n); /* (first: wait_for_room's check holds after) */
     wait_for_room(s);
     if (s->bg.error)
         rc = store_bg_error(s);
