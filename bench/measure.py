@@ -642,10 +642,13 @@ def measure_overwrites(value_size: int, n: int, rounds: int, directory=None, see
         with _store.open(path) as db:  # a reopen: recovery, then the background work settles
             db.flush()
             st = db.stats()
-            got = db.get_many_packed(keys)
-            values = got[1]
-            ok = all(values[got[2][i]:got[2][i + 1]] ==
-                     values_for([i], int(versions[i])).tobytes() for i in range(n))
+            ok = True
+            for lo in range(0, n, batch):  # a batch at a time: n values may not fit in memory
+                got = db.get_many_packed(keys[lo:lo + batch])
+                values = got[1]
+                ok = ok and all(values[got[2][j]:got[2][j + 1]] ==
+                                values_for([lo + j], int(versions[lo + j])).tobytes()
+                                for j in range(len(got[2]) - 1))
         out.update(disk_bytes_at_rest=_dir_bytes([path]),
                    space_amplification=_dir_bytes([path]) / live,
                    wa_engine=st["write_amplification"], blob_files=st["blob_files"],
