@@ -113,6 +113,7 @@ def test_counters(served):
     lines = dict(line.split(" ", 2)[1:] for line in stats.splitlines() if line.startswith("STAT "))
     assert lines["cmd_set"] == "1" and lines["lsmtrie_memtable_items"] == "1"  # the tombstone
     assert int(lines["lsmtrie_user_bytes_written"]) > 0
+    assert lines["lsmtrie_blob_bytes"] == lines["lsmtrie_blob_live_bytes"] == "0"  # no value log
 
 
 def test_connections_over_the_limit_are_told_and_closed(served):

@@ -467,6 +467,7 @@ static int cmd_stats(mc_shared *sh, mc_conn *c, size_t ntok)
     S("lsmtrie_bytes_written", s.bytes_written);
     S("lsmtrie_blob_files", s.blob_files);
     S("lsmtrie_blob_bytes", s.blob_bytes);
+    S("lsmtrie_blob_live_bytes", s.blob_live_bytes);
     S("lsmtrie_metadata_memory_bytes", s.metadata_memory_bytes);
     S("lsmtrie_gets", s.gets);
     S("lsmtrie_bucket_reads", s.bucket_reads);

@@ -95,6 +95,8 @@ static void wait_for_blob_space(ltr_store *s, const int64_t *voffs, const uint8_
             return;
         if (behind && !stalled++)
             store_count_stall(s);
+        else if (behind) /* the worker looks again (it may sleep while the GC may not run) */
+            store_wake_background(s);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 10000000;
