@@ -637,7 +637,7 @@ def measure_overwrites(value_size: int, n: int, rounds: int, directory=None, see
                     "round": r, "disk_bytes": _dir_bytes([path]),
                     "space_amplification": _dir_bytes([path]) / live,
                     "wa_engine": st["write_amplification"], "blob_files": st["blob_files"],
-                    "blob_bytes": st["blob_bytes"],
+                    "blob_bytes": st["blob_bytes"], "blob_live_bytes": st["blob_live_bytes"],
                     "blob_bytes_written": st["bytes_written_by_kind"]["blobs"]})
         with _store.open(path) as db:  # a reopen: recovery, then the background work settles
             db.flush()
