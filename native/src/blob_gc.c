@@ -79,26 +79,24 @@ static void note_behind(ltr_store *s, int allowed, const gc_pick *pick)
                      __ATOMIC_RELAXED);
 }
 
-/* Looks again after a step, waking the writers when the GC is no longer behind. */
-static void refresh_behind(ltr_store *s)
-{
-    gc_pick pick = {0};
-    pthread_mutex_lock(&s->state_mu);
-    int was = __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
-    int allowed = gc_allowed(s) && choose(s, &pick);
-    note_behind(s, allowed, &pick);
-    int now = __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&s->state_mu);
-    if (was && !now)
-        store_wake_writers(s);
-}
-
 int blob_gc_due(ltr_store *s)
 {
     gc_pick pick = {0};
     int due = gc_allowed(s) && choose(s, &pick);
     note_behind(s, due, &pick);
     return due;
+}
+
+/* Looks again after a step, waking the writers when the GC is no longer behind. */
+static void refresh_behind(ltr_store *s)
+{
+    pthread_mutex_lock(&s->state_mu);
+    int was = __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
+    blob_gc_due(s);
+    int now = __atomic_load_n(&s->blobs.behind, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->state_mu);
+    if (was && !now)
+        store_wake_writers(s);
 }
 
 /* 1 when the key's newest item is the pointer ptr (20 bytes), 0 when not, <0 on error. */

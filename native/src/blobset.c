@@ -566,14 +566,6 @@ int blobset_forget(blobset *b, uint64_t number, char **path)
 
 /* ---- garbage collection (blob_gc.c) ---- */
 
-/* Whether the GC may look at f at all: below the floor, not the active file, has records, and
- * not bad, relocated or damaged. */
-static int gc_candidate(const blobset *b, const bfile *f, uint64_t below, uint64_t size)
-{
-    return f->number < below && f != b->active && !f->bad && !f->relocated && !f->damaged &&
-           size > VLOG_HEADER_SIZE;
-}
-
 /* f's live bytes as far as the set knows: its size less the dead bytes counted, or less what
  * its last sample found dead, whichever is more (both undercount; a file not counted from its
  * start that was never sampled is taken as live). */
@@ -604,7 +596,7 @@ int blobset_gc_pick(blobset *b, const gc_policy *p, gc_pick *out)
         if (f->damaged || size <= VLOG_HEADER_SIZE)
             continue;
         double share = (double)live_bytes(f, size) / (double)size;
-        if (gc_candidate(b, f, p->below, size) && share < least_share)
+        if (f->number < p->below && f != b->active && share < least_share) /* may be moved */
             least = f, least_share = share;
         /* a file not counted from its start is sampled, again once as much was written */
         if (!oldest && !f->counted && (!f->sampled_at || f->sampled_at + stale <= p->written))

@@ -236,13 +236,7 @@ static void *syncer_main(void *arg)
             continue;
         }
         double wait = s->o.checkpoint_interval < 0.1 ? s->o.checkpoint_interval : 0.1;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (long)(wait * 1e9) + 100000;
-        while (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = store_deadline((uint64_t)(wait * 1e9) + 100000);
         pthread_cond_timedwait(&s->state_cv, &s->state_mu, &until);
     }
     pthread_mutex_unlock(&s->state_mu);

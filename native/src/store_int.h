@@ -319,6 +319,17 @@ static inline version *store_pin(ltr_store *s)
     return v;
 }
 
+/* The CLOCK_REALTIME time `ns` nanoseconds from now, for pthread_cond_timedwait. */
+static inline struct timespec store_deadline(uint64_t ns)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    ns += (uint64_t)t.tv_nsec;
+    t.tv_sec += (time_t)(ns / 1000000000u);
+    t.tv_nsec = (long)(ns % 1000000000u);
+    return t;
+}
+
 /* Wakes the background threads (and flush() waiters): there may be work. */
 static inline void store_wake_background(ltr_store *s)
 {

@@ -486,21 +486,6 @@ int store_newest_pointer(ltr_store *s, const uint8_t *key, uint32_t klen, uint8_
     return r < 0 ? r : found;
 }
 
-/* The pointer and tombstone items of m from its item `from` on, at most GET_CHUNK of them:
- * their indexes in idx and hashes in h; *next: the item after the last one looked at. */
-static size_t shadow_chunk(const ltr_hbuild *b, size_t from, size_t *idx, key_hash *h,
-                           size_t *next)
-{
-    size_t n = 0, i = from;
-    for (; i < b->n && n < GET_CHUNK; i++)
-        if (b->items[i].kind == ITEM_POINTER || b->items[i].kind == ITEM_TOMBSTONE) {
-            idx[n] = i;
-            h[n++] = b->hash[i];
-        }
-    *next = i;
-    return n;
-}
-
 void store_tables_shadowed(ltr_store *s, const memtable *m, ltr_buf *pairs)
 {
     if (!blob_files_exist(s))
@@ -510,31 +495,20 @@ void store_tables_shadowed(ltr_store *s, const memtable *m, ltr_buf *pairs)
     read_ctx c;
     uint8_t page[LTR_BUCKET_SIZE] __attribute__((aligned(LTR_BUCKET_SIZE)));
     read_ctx_init_page(&c, page);
-    key_hash h[GET_CHUNK];
-    size_t idx[GET_CHUNK], next = 0;
-    int8_t ask[GET_CHUNK];
-    memset(ask, -1, sizeof ask);
-    const vnode *paths[AHEAD][LTR_MAX_LEVELS];
-    int full = 0;
-    while (next < b->n && !full) { /* a chunk at a time, each key's misses walked ahead */
-        size_t n = shadow_chunk(b, next, idx, h, &next);
-        for (size_t k = 0; k < AHEAD - 1 && k < n; k++)
-            find_path(s, v, h[k], paths[k % AHEAD]);
-        for (size_t j = 0; j < n && !full; j++) {
-            look_ahead(s, v, h, ask, j, n, paths);
-            const staged *st = &b->items[idx[j]];
-            item_view it;
-            int status;
-            /* a failed lookup (a damaged page, no memory) only leaves a record uncounted */
-            if (search_path(s, v->depth, paths[j % AHEAD], &c, h[j], staged_key(b, st),
-                            st->klen, &it, &status) ||
-                status != LTR_FOUND || it.kind != ITEM_POINTER)
-                continue;
-            blob_ptr p;
-            blob_ptr_decode(it.value, &p);
-            uint64_t pair[2] = {p.file, blob_record_size(st->klen, p.vlen)};
-            full = buf_append(pairs, pair, sizeof pair) != LTR_OK;
-        }
+    for (size_t i = 0; i < b->n; i++) {
+        const staged *st = &b->items[i];
+        item_view it;
+        int status;
+        /* a failed lookup (a damaged page, no memory) only leaves a record uncounted */
+        if ((st->kind != ITEM_POINTER && st->kind != ITEM_TOMBSTONE) ||
+            search_version(s, v, &c, b->hash[i], staged_key(b, st), st->klen, &it, &status) ||
+            status != LTR_FOUND || it.kind != ITEM_POINTER)
+            continue;
+        blob_ptr p;
+        blob_ptr_decode(it.value, &p);
+        uint64_t pair[2] = {p.file, blob_record_size(st->klen, p.vlen)};
+        if (buf_append(pairs, pair, sizeof pair))
+            break;
     }
     version_unref(v);
     read_ctx_free(&c);

@@ -4,7 +4,6 @@
  * disk are at their bounds. Recovery replays log records through store_apply_items. Depends on
  * memtable.c, store_log.c, store_flush.c, store_stats.c and blob.c. */
 #include <stdlib.h>
-#include <time.h>
 
 #include "bucket.h"
 #include "store_int.h"
@@ -97,13 +96,7 @@ static void wait_for_blob_space(ltr_store *s, const int64_t *voffs, const uint8_
             store_count_stall(s);
         else if (behind) /* the worker looks again (it may sleep while the GC may not run) */
             store_wake_background(s);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 10000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = store_deadline(10000000); /* 10 ms */
         pthread_cond_timedwait(&s->write_cv, &s->write_mu, &until);
     }
 }
